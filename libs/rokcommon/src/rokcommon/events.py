@@ -1,0 +1,460 @@
+"""The events on the bus: one frozen pydantic model per subject (DESIGN §4).
+
+Every event has an ``event_id`` that is *deterministic*: publishing the same fact twice yields the same id, so
+the stream's duplicate window (``Nats-Msg-Id``) drops the copy and every consumer can de-duplicate on it.
+Each model's ``make`` constructor derives that id from the fact's identity (for a step event: workflow uid +
+node id + phase). ``schema_version`` is checked on decode: an event of a version this code does not know is
+an :class:`~rokcommon.errors.InvalidEvent`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Annotated, Any, ClassVar, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rokcommon import subjects
+from rokcommon.errors import InvalidEvent, UnsupportedSchemaVersion
+
+SCHEMA_VERSION = 1
+
+Name = Annotated[str, Field(min_length=1, max_length=253)]
+Outcome = Literal["succeeded", "failed", "error"]
+Phase = Literal["initial", "before", "after"]
+Tag = Literal["initial", "final", "failed"]
+
+_VOLUME_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def stable_id(*parts: object) -> str:
+    """A short deterministic id from the parts that identify a fact."""
+    return hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=16).hexdigest()
+
+
+class Model(BaseModel):
+    """Base of every value carried on the bus: immutable, and unknown fields are an error."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(Model):
+    """Fields every event carries."""
+
+    subject: ClassVar[str]
+    event_id: Name
+    occurred_at: AwareDatetime = Field(default_factory=now)
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_schema(cls, value: int) -> int:
+        if value != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {value} is not supported (this build reads {SCHEMA_VERSION})")
+        return value
+
+    def subject_for(self) -> str:
+        """The subject this event is published on (node-routed events add the node token)."""
+        node = getattr(self, "node", None)
+        if self.subject in subjects.NODE_ROUTED:
+            assert isinstance(node, str)
+            return subjects.for_node(self.subject, node)
+        return self.subject
+
+    @classmethod
+    def decode(cls, data: bytes | str) -> Self:
+        """Parse a payload, turning every way it can be wrong into :class:`InvalidEvent` naming the reason."""
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError as error:
+            raise invalid_event(cls, error) from error
+
+
+def invalid_event(model: type[BaseModel], error: ValidationError) -> InvalidEvent:
+    """An :class:`InvalidEvent` whose message names the model and each problem in one line."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in error.errors(include_url=False)
+    )
+    kind = UnsupportedSchemaVersion if any("schema_version" in e["loc"] for e in error.errors()) else InvalidEvent
+    return kind(f"invalid {model.__name__}: {problems}")
+
+
+# --- values carried inside events -------------------------------------------------------------------------
+
+
+class VolumeRef(Model):
+    """One volume a run or step uses. ``name`` is unique within the run; the workspace volume comes first.
+
+    Locally ``path`` is the directory. In Kubernetes the snapshotter finds the volume under the kubelet's pods
+    directory from ``pod_uid`` and ``pod_volume``; ``pv`` (the bound PersistentVolume) identifies the volume
+    across pods, for the node-local cache.
+    """
+
+    name: str
+    role: Literal["workspace", "data"] = "data"
+    path: str | None = None
+    pvc: str | None = None
+    pv: str | None = None
+    pod_uid: str | None = None
+    pod_volume: str | None = None
+    plugin: str | None = None  # kubelet volume plugin directory, e.g. "kubernetes.io~csi"
+
+    @field_validator("name")
+    @classmethod
+    def _valid_name(cls, value: str) -> str:
+        if not _VOLUME_NAME.match(value):
+            raise ValueError(f"volume name {value!r} must be 1-253 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str | None) -> str | None:
+        if value is not None and not PurePosixPath(value).is_absolute():
+            raise ValueError(f"volume path {value!r} must be absolute")
+        return value
+
+    @model_validator(mode="after")
+    def _locatable(self) -> Self:
+        if self.path is None and not (self.pod_uid and self.pod_volume):
+            raise ValueError(f"volume {self.name!r} needs a path, or a pod_uid and pod_volume")
+        return self
+
+    @property
+    def cache_key(self) -> str:
+        """What identifies this volume's content across snapshots: the PV in a cluster, the path locally."""
+        return self.pv or self.path or f"{self.pod_uid}/{self.pod_volume}"
+
+
+def _workspace_first(volumes: tuple[VolumeRef, ...]) -> tuple[VolumeRef, ...]:
+    names = [v.name for v in volumes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"volume names must be unique, got {names}")
+    workspaces = [v for v in volumes if v.role == "workspace"]
+    if len(workspaces) > 1:
+        raise ValueError(f"at most one workspace volume, got {[v.name for v in workspaces]}")
+    if workspaces and volumes[0].role != "workspace":
+        raise ValueError("the workspace volume must come first")
+    return volumes
+
+
+class RunRef(Model):
+    """Identifies a pipeline run everywhere: the KFP run id and the Argo workflow's uid."""
+
+    namespace: Name
+    run_id: Name
+    workflow_uid: Name
+
+
+class SnapshotStatsModel(Model):
+    """What a volume snapshot cost: mirrors the store engine's statistics."""
+
+    files: int = 0
+    bytes_scanned: int = 0
+    bytes_read: int = 0
+    bytes_new: int = 0
+    bytes_uploaded: int = 0
+    seconds: float = 0.0
+    incomplete: bool = False
+
+
+# --- run and step events (published by the pipeline-watcher) ----------------------------------------------
+
+
+class RunStarted(Event):
+    """A pipeline run started; the snapshotter on ``node`` snapshots the notebook's volumes (tag ``initial``)."""
+
+    subject: ClassVar[str] = subjects.RUN_STARTED
+    run: RunRef
+    run_name: str
+    pipeline_name: str
+    pipeline_version: str | None = None
+    experiment: str | None = None  # None: the KFP API could not be asked; the registry uses a fallback bucket
+    node: Name
+    volumes: tuple[VolumeRef, ...] = Field(min_length=1)
+    started_at: AwareDatetime
+
+    _volumes = field_validator("volumes")(classmethod(lambda cls, v: _workspace_first(v)))
+
+    @classmethod
+    def make(cls, **fields: Any) -> RunStarted:
+        run: RunRef = fields["run"]
+        return cls(event_id=stable_id(run.workflow_uid, "run", "started"), **fields)
+
+
+class RunFinished(Event):
+    subject: ClassVar[str] = subjects.RUN_FINISHED
+    run: RunRef
+    outcome: Outcome
+    finished_at: AwareDatetime
+
+    @classmethod
+    def make(cls, **fields: Any) -> RunFinished:
+        run: RunRef = fields["run"]
+        return cls(event_id=stable_id(run.workflow_uid, "run", "finished"), **fields)
+
+
+class StepRef(Model):
+    """One attempt of one step of a run. ``step_id`` is the workflow node id; ``name`` the task's name."""
+
+    run: RunRef
+    step_id: Name
+    name: Name
+    attempt: int = Field(default=0, ge=0)
+
+
+class StepStarted(Event):
+    """A step is about to run (or, without a step guard, has just started) on ``node``.
+
+    ``guarded`` says whether a step guard holds the step until its before-snapshot is committed; without one
+    the snapshot is best effort and says so in its metadata.
+    """
+
+    subject: ClassVar[str] = subjects.STEP_STARTED
+    step: StepRef
+    node: Name
+    volumes: tuple[VolumeRef, ...]
+    guarded: bool = False
+    started_at: AwareDatetime
+
+    _volumes = field_validator("volumes")(classmethod(lambda cls, v: _workspace_first(v)))
+
+    @classmethod
+    def make(cls, **fields: Any) -> StepStarted:
+        step: StepRef = fields["step"]
+        return cls(event_id=stable_id(step.run.workflow_uid, step.step_id, "started"), **fields)
+
+
+class StepFinished(Event):
+    """A step ended; its volumes are snapshotted once more (tag ``failed`` when it did not succeed)."""
+
+    subject: ClassVar[str] = subjects.STEP_FINISHED
+    step: StepRef
+    node: Name
+    volumes: tuple[VolumeRef, ...]
+    guarded: bool = False
+    outcome: Outcome
+    finished_at: AwareDatetime
+
+    _volumes = field_validator("volumes")(classmethod(lambda cls, v: _workspace_first(v)))
+
+    @classmethod
+    def make(cls, **fields: Any) -> StepFinished:
+        step: StepRef = fields["step"]
+        return cls(event_id=stable_id(step.run.workflow_uid, step.step_id, "finished"), **fields)
+
+
+# --- snapshot events (published by the snapshotter, one per volume) --------------------------------------
+
+
+class SnapshotCompleted(Event):
+    """One volume of a version is stored. ``step`` is None for the run's initial snapshot.
+
+    ``volumes`` names every volume of the version (workspace first), so the registry knows when the version
+    is whole without having seen the step event.
+    """
+
+    subject: ClassVar[str] = subjects.SNAPSHOT_COMPLETED
+    run: RunRef
+    step: StepRef | None = None
+    phase: Phase
+    tags: tuple[Tag, ...] = ()
+    volume: VolumeRef
+    volumes: tuple[str, ...] = Field(min_length=1)
+    repository: str
+    snapshot_id: Name
+    stats: SnapshotStatsModel
+    best_effort: bool = False
+    node: Name
+    taken_at: AwareDatetime
+
+    @classmethod
+    def make(cls, **fields: Any) -> SnapshotCompleted:
+        return cls(event_id=snapshot_event_id(fields, "completed"), **fields)
+
+
+class SnapshotFailed(Event):
+    subject: ClassVar[str] = subjects.SNAPSHOT_FAILED
+    run: RunRef
+    step: StepRef | None = None
+    phase: Phase
+    volume: VolumeRef
+    volumes: tuple[str, ...] = Field(min_length=1)
+    reason: str
+    node: Name
+
+    @classmethod
+    def make(cls, **fields: Any) -> SnapshotFailed:
+        return cls(event_id=snapshot_event_id(fields, "failed"), **fields)
+
+
+def snapshot_event_id(fields: dict[str, Any], outcome: str) -> str:
+    run: RunRef = fields["run"]
+    step: StepRef | None = fields.get("step")
+    volume: VolumeRef = fields["volume"]
+    step_key = f"{step.step_id}" if step else "-"
+    return stable_id(run.workflow_uid, step_key, fields["phase"], volume.name, outcome)
+
+
+class VersionCommitted(Event):
+    """The registry recorded every volume of a version: what a step guard and the local runner wait for."""
+
+    subject: ClassVar[str] = subjects.VERSION_COMMITTED
+    run: RunRef
+    step: StepRef | None = None
+    phase: Phase
+    version_id: Name
+    url: str
+    tags: tuple[Tag, ...] = ()
+    complete: bool = True  # False: some volume failed to snapshot
+
+    @classmethod
+    def make(cls, **fields: Any) -> VersionCommitted:
+        run: RunRef = fields["run"]
+        step: StepRef | None = fields.get("step")
+        return cls(event_id=stable_id(run.workflow_uid, step.step_id if step else "-", fields["phase"]), **fields)
+
+
+# --- restores ----------------------------------------------------------------------------------------------
+
+
+class DirectoryTarget(Model):
+    """Restore into a local directory: one sub-directory per volume, or the directory itself for one volume."""
+
+    kind: Literal["directory"] = "directory"
+    path: str
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not PurePosixPath(value).is_absolute():
+            raise ValueError(f"target path {value!r} must be absolute")
+        return value
+
+
+class PvcTarget(Model):
+    """Restore one volume into a new PersistentVolumeClaim."""
+
+    kind: Literal["pvc"] = "pvc"
+    namespace: Name
+    name: Name
+    storage_class: str | None = None
+    size: str | None = None  # a Kubernetes quantity; default: from the snapshot's size
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
+            raise ValueError(f"PVC name {value!r} must be a DNS label (lower-case letters, digits, '-')")
+        return value
+
+
+class NotebookTarget(Model):
+    """Restore a whole environment as a new Kubeflow notebook server (one PVC per volume, workspace first)."""
+
+    kind: Literal["notebook"] = "notebook"
+    namespace: Name
+    name: Name
+    image: str | None = None  # default: the image recorded with the run, else the platform default
+    storage_class: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _dns_label(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?", value):
+            raise ValueError(f"notebook name {value!r} must be a DNS label of at most 53 characters")
+        return value
+
+
+RestoreTarget = Annotated[DirectoryTarget | PvcTarget | NotebookTarget, Field(discriminator="kind")]
+
+
+class RestoreRequested(Event):
+    """Restore a version (all its volumes, or those named) from a ``rok://`` URL, within ``namespace``."""
+
+    subject: ClassVar[str] = subjects.RESTORE_REQUESTED
+    request_id: Name
+    namespace: Name
+    url: str
+    volumes: tuple[str, ...] = ()  # empty: every volume of the version (or the one the URL names)
+    target: RestoreTarget
+    requested_by: str | None = None
+
+    @classmethod
+    def make(cls, **fields: Any) -> RestoreRequested:
+        return cls(event_id=stable_id("restore", fields["request_id"], "requested"), **fields)
+
+
+class RestoredVolume(Model):
+    name: str
+    snapshot_id: str
+    location: str  # directory path, or namespace/pvc
+    files: int
+    bytes: int
+    seconds: float
+
+
+class RestoreCompleted(Event):
+    subject: ClassVar[str] = subjects.RESTORE_COMPLETED
+    request_id: Name
+    namespace: Name
+    url: str
+    volumes: tuple[RestoredVolume, ...]
+    seconds: float
+
+    @classmethod
+    def make(cls, **fields: Any) -> RestoreCompleted:
+        return cls(event_id=stable_id("restore", fields["request_id"], "completed"), **fields)
+
+
+class RestoreFailed(Event):
+    subject: ClassVar[str] = subjects.RESTORE_FAILED
+    request_id: Name
+    namespace: Name
+    url: str
+    reason: str
+
+    @classmethod
+    def make(cls, **fields: Any) -> RestoreFailed:
+        return cls(event_id=stable_id("restore", fields["request_id"], "failed"), **fields)
+
+
+class RestoreProgress(Model):
+    """Progress of a restore, on core NATS at ``rok.restore.progress.v1.<request_id>`` (never stored)."""
+
+    request_id: str
+    volume: str
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+
+
+EVENT_TYPES: tuple[type[Event], ...] = (
+    RunStarted,
+    RunFinished,
+    StepStarted,
+    StepFinished,
+    SnapshotCompleted,
+    SnapshotFailed,
+    VersionCommitted,
+    RestoreRequested,
+    RestoreCompleted,
+    RestoreFailed,
+)
+
+_BY_SUBJECT = {model.subject: model for model in EVENT_TYPES}
+
+
+def model_for_subject(subject: str) -> type[Event]:
+    """The event model a subject carries (node-routed subjects may end with a node token)."""
+    base = ".".join(subject.split(".")[:4])
+    try:
+        return _BY_SUBJECT[base]
+    except KeyError:
+        raise InvalidEvent(f"no event is published on subject {subject!r}") from None

@@ -1,0 +1,49 @@
+"""Settings from environment variables (``ROK_*``), with defaults that run everything on one machine.
+
+Each service extends :class:`RokSettings` with its own fields; the prefix stays ``ROK_``. OpenTelemetry reads
+its own standard variables (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME``, …).
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_state_dir() -> Path:
+    return Path.home() / ".local" / "state" / "rok"
+
+
+def _default_node_name() -> str:
+    return socket.gethostname().lower()
+
+
+class RokSettings(BaseSettings):
+    """What every rok process reads."""
+
+    model_config = SettingsConfigDict(env_prefix="ROK_", extra="ignore", frozen=True)
+
+    nats_url: str = Field("nats://127.0.0.1:4222", description="NATS server(s), comma-separated")
+    state_dir: Path = Field(default_factory=_default_state_dir, description="local state: repository, database, logs")
+    repository: str = Field("", description="store URL (file:///… or s3://bucket/prefix); default under state_dir")
+    namespace: str = Field("local", description="the namespace local runs and queries belong to")
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: str = Field("json", description="json (one object per line) or text")
+    max_deliver: int = Field(5, ge=1, description="deliveries of one message before it is dead-lettered")
+    ack_wait: float = Field(30.0, gt=0, description="seconds JetStream waits for an ack before redelivering")
+    retry_delay: float = Field(2.0, ge=0, description="first delay (seconds) before a failed message is retried")
+
+    @property
+    def repository_url(self) -> str:
+        return self.repository or (self.state_dir / "repo").resolve().as_uri()
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return [s.strip() for s in self.nats_url.split(",") if s.strip()]
+
+
+def node_name_default() -> str:
+    return _default_node_name()

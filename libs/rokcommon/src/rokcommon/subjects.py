@@ -1,0 +1,64 @@
+"""NATS subjects, declared once.
+
+Subjects are ``rok.<domain>.<event>.v1[.<node>]``. Events that a node's snapshotter must act on end with the
+node's name written as one subject token: Kubernetes node names are DNS names full of dots, and a dot separates
+subject tokens, so each ``.`` becomes ``_`` (node names never contain ``_``). The payload carries the real name.
+"""
+
+from __future__ import annotations
+
+import re
+
+RUN_STARTED = "rok.run.started.v1"  # + .<node>: the node that holds the notebook's volumes
+RUN_FINISHED = "rok.run.finished.v1"
+STEP_STARTED = "rok.step.started.v1"  # + .<node>
+STEP_FINISHED = "rok.step.finished.v1"  # + .<node>
+SNAPSHOT_COMPLETED = "rok.snapshot.completed.v1"
+SNAPSHOT_FAILED = "rok.snapshot.failed.v1"
+VERSION_COMMITTED = "rok.version.committed.v1"
+RESTORE_REQUESTED = "rok.restore.requested.v1"
+RESTORE_COMPLETED = "rok.restore.completed.v1"
+RESTORE_FAILED = "rok.restore.failed.v1"
+RESTORE_PROGRESS = "rok.restore.progress.v1"  # + .<request id>; core NATS only, never stored
+DEAD_LETTER = "rok.dlq.v1"  # + .<stream>.<consumer>
+
+# Request-reply queries answered by the registry: rok.registry.<query>.v1
+REGISTRY_QUERY_PREFIX = "rok.registry"
+
+# Subjects whose last token is a node name.
+NODE_ROUTED = (RUN_STARTED, STEP_STARTED, STEP_FINISHED)
+
+_NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+
+
+def node_token(node_name: str) -> str:
+    """The subject token for a Kubernetes node name: ``ip-10-0-0-12.ec2.internal`` → ``ip-10-0-0-12_ec2_internal``."""
+    if not _NODE_NAME.match(node_name) or len(node_name) > 253:
+        raise ValueError(f"{node_name!r} is not a valid node name (a DNS name: lower-case letters, digits, '-', '.')")
+    return node_name.replace(".", "_")
+
+
+def node_name(token: str) -> str:
+    """The node name a subject token stands for (the inverse of :func:`node_token`)."""
+    return token.replace("_", ".")
+
+
+def for_node(subject: str, node_name: str) -> str:
+    """``for_node(STEP_STARTED, "a.b")`` → ``rok.step.started.v1.a_b``."""
+    if subject not in NODE_ROUTED:
+        raise ValueError(f"{subject} is not routed by node")
+    return f"{subject}.{node_token(node_name)}"
+
+
+def node_filter(node_name: str) -> str:
+    """The filter that selects every node-routed event of one node (run started, step started and finished)."""
+    return f"rok.*.*.v1.{node_token(node_name)}"
+
+
+def registry_query(name: str) -> str:
+    """The request-reply subject of a registry query, e.g. ``registry_query("resolve")``."""
+    return f"{REGISTRY_QUERY_PREFIX}.{name}.v1"
+
+
+def dead_letter(stream: str, consumer: str) -> str:
+    return f"{DEAD_LETTER}.{stream}.{consumer}"
