@@ -1,0 +1,179 @@
+"""Reading Argo ``Workflow`` and ``Pod`` objects as KFP lays them out: which nodes are steps, what they mount.
+
+Plain dicts in, plain values out: no Kubernetes client here. Two layouts exist:
+
+* **KFP v1**: each step is one ``Pod`` node, named for the task. Retries put the attempts under a ``Retry``
+  node, as children named ``task(0)``, ``task(1)``, ...
+* **KFP v2**: each task is a ``DAG`` node named for the task (template ``system-container-executor``); the
+  user's code runs in its child ``Pod`` node ``executor`` (template ``system-container-impl``, or the
+  ``retry-`` variants, with a ``Retry`` node between them). The ``*-driver`` pods decide and cache; they are
+  not steps. A cache hit shows as an ``executor`` node that is ``Skipped`` (its ``when`` was false).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+RUN_ID_LABEL = "pipeline/runid"
+RUN_NAME_ANNOTATION = "pipelines.kubeflow.org/run_name"
+PIPELINE_SPEC_ANNOTATION = "pipelines.kubeflow.org/pipeline_spec"  # KFP v1: JSON with the pipeline's name
+CACHED_LABEL = "pipelines.kubeflow.org/reused_from_cache"  # KFP v1 cache: the pod's output was reused
+WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
+NODE_ID_ANNOTATION = "workflows.argoproj.io/node-id"
+NODE_NAME_ANNOTATION = "workflows.argoproj.io/node-name"
+
+# rok's own annotations (set by whoever submits the run, e.g. from the notebook):
+WORKSPACE_ANNOTATION = "rok/workspace-claim"  # the claim (or pod volume) that is the notebook's workspace
+NOTEBOOK_POD_ANNOTATION = "rok/notebook-pod"  # the notebook server's pod, whose volumes are snapshotted first
+GUARD_CONTAINER = "rok-guard"  # name of the step guard's sidecar (see rok_pipeline_watcher.guard)
+
+MAIN_CONTAINER = "main"
+DRIVER_TEMPLATES = ("system-container-driver", "system-dag-driver")
+V2_EXECUTOR_TEMPLATES = ("system-container-executor", "retry-system-container-executor")
+V2_IMPL_TEMPLATES = ("system-container-impl", "retry-system-container-impl")
+
+ACTIVE = ("Pending", "Running")
+DONE = ("Succeeded", "Failed", "Error")
+NO_SNAPSHOT = ("Skipped", "Omitted")
+
+_ATTEMPT = re.compile(r"^(?P<name>.*)\((?P<attempt>\d+)\)$")
+
+
+@dataclass(frozen=True)
+class StepNode:
+    """One attempt of one step: the workflow node that runs the user's code."""
+
+    node_id: str
+    name: str  # the task's name
+    attempt: int
+    phase: str
+    host: str | None  # the node's hostNodeName, if Argo recorded it
+    started_at: str | None
+    finished_at: str | None
+
+
+def metadata(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    return obj.get("metadata") or {}
+
+
+def labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return metadata(obj).get("labels") or {}
+
+
+def annotations(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return metadata(obj).get("annotations") or {}
+
+
+def is_driver(node: Mapping[str, Any]) -> bool:
+    template = node.get("templateName") or ""
+    return template in DRIVER_TEMPLATES or (node.get("displayName") or "").endswith("-driver")
+
+
+def step_nodes(workflow: Mapping[str, Any]) -> Iterator[StepNode]:
+    """The step attempts of a workflow, in the order Argo started them."""
+    nodes: Mapping[str, Mapping[str, Any]] = (workflow.get("status") or {}).get("nodes") or {}
+    parent_of = {child: node_id for node_id, node in nodes.items() for child in node.get("children") or ()}
+    found = []
+    for node_id, node in nodes.items():
+        if node.get("type") != "Pod" or is_driver(node):
+            continue
+        display = node.get("displayName") or node.get("name") or node_id
+        name, attempt = display, 0
+        parent = nodes.get(parent_of.get(node_id, ""), {})
+        match = _ATTEMPT.match(display)
+        if match and parent.get("type") == "Retry":
+            name, attempt = match["name"], int(match["attempt"])
+            parent = nodes.get(parent_of.get(parent.get("id", ""), ""), {})
+        if (node.get("templateName") or "") in V2_IMPL_TEMPLATES or name == "executor":
+            # KFP v2: the step is named for the task's DAG node, the executor's parent
+            task = _v2_task(node_id, nodes, parent_of)
+            if task is None:
+                continue
+            name = task
+        found.append(
+            StepNode(
+                node_id=node_id,
+                name=name,
+                attempt=attempt,
+                phase=node.get("phase") or "Pending",
+                host=node.get("hostNodeName") or None,
+                started_at=node.get("startedAt"),
+                finished_at=node.get("finishedAt"),
+            )
+        )
+    found.sort(key=lambda s: (s.started_at or "", s.node_id))
+    return iter(found)
+
+
+def _v2_task(
+    node_id: str, nodes: Mapping[str, Mapping[str, Any]], parent_of: Mapping[str, str]
+) -> str | None:
+    current = parent_of.get(node_id)
+    while current is not None:
+        node = nodes.get(current) or {}
+        if node.get("type") == "DAG":  # the nearest DAG above the executor is the task's own node
+            return str(node.get("displayName") or node.get("name") or current)
+        current = parent_of.get(current)
+    return None
+
+
+def pod_node_id(pod: Mapping[str, Any]) -> str | None:
+    """The workflow node a pod runs: Argo >= 3.4 annotates it; before, the pod was named for its node."""
+    return annotations(pod).get(NODE_ID_ANNOTATION) or metadata(pod).get("name")
+
+
+def pod_is_cached(pod: Mapping[str, Any]) -> bool:
+    return labels(pod).get(CACHED_LABEL) == "true"
+
+
+def pod_is_guarded(pod: Mapping[str, Any]) -> bool:
+    spec = pod.get("spec") or {}
+    return any(c.get("name") == GUARD_CONTAINER for c in spec.get("initContainers") or ())
+
+
+def main_exit_code(pod: Mapping[str, Any]) -> int | None:
+    """The exit code of the pod's ``main`` container once it has terminated (None while it runs)."""
+    for status in (pod.get("status") or {}).get("containerStatuses") or ():
+        if status.get("name") == MAIN_CONTAINER:
+            terminated = (status.get("state") or {}).get("terminated")
+            if terminated is not None:
+                return int(terminated.get("exitCode", 0))
+    return None
+
+
+def main_finished_at(pod: Mapping[str, Any]) -> str | None:
+    for status in (pod.get("status") or {}).get("containerStatuses") or ():
+        if status.get("name") == MAIN_CONTAINER:
+            return ((status.get("state") or {}).get("terminated") or {}).get("finishedAt")
+    return None
+
+
+@dataclass(frozen=True)
+class MountedVolume:
+    """A volume a pod mounts: a PVC (cluster) or a host path (the local runner)."""
+
+    pod_volume: str
+    claim: str | None
+    path: str | None
+
+
+def mounted_volumes(pod: Mapping[str, Any], container: str | None = MAIN_CONTAINER) -> list[MountedVolume]:
+    """The pod's PVC and host-path volumes, in the pod's order: those ``container`` mounts, or all (None)."""
+    spec = pod.get("spec") or {}
+    mounted: set[str] | None = None
+    for c in spec.get("containers") or ():
+        if container is not None and c.get("name") == container:
+            mounted = {m.get("name") for m in c.get("volumeMounts") or ()}
+    found = []
+    for volume in spec.get("volumes") or ():
+        name = volume.get("name")
+        if mounted is not None and name not in mounted:
+            continue
+        if "persistentVolumeClaim" in volume:
+            found.append(MountedVolume(name, volume["persistentVolumeClaim"].get("claimName"), None))
+        elif "hostPath" in volume:
+            found.append(MountedVolume(name, None, volume["hostPath"].get("path")))
+    return found
