@@ -1,0 +1,150 @@
+"""Talking to NATS JetStream with nats-py: connect, publish an event, dead-letter a message.
+
+Services consume through FastStream (:mod:`rokcommon.service`); this module is what publishers outside a
+FastStream handler (the pipeline-watcher, the CLI, tests) and the dead-letter machinery use.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+
+import nats
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoServersError
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind
+
+from rokcommon.errors import TemporaryError
+from rokcommon.events import Event
+from rokcommon.settings import RokSettings
+from rokcommon.streams import DLQ, MAX_DELIVERIES_ADVISORY, stream_for_subject
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("rokcommon.bus")
+
+MSG_ID = "Nats-Msg-Id"
+# Headers of a dead letter: why it died and where it came from; the payload is the original, untouched.
+DEAD_REASON = "Rok-Dead-Reason"
+DEAD_SUBJECT = "Rok-Original-Subject"
+DEAD_STREAM = "Rok-Original-Stream"
+DEAD_CONSUMER = "Rok-Original-Consumer"
+DEAD_SEQUENCE = "Rok-Original-Sequence"
+DEAD_DELIVERIES = "Rok-Deliveries"
+
+
+async def connect(settings: RokSettings, *, name: str = "rok", **options: object) -> Client:
+    """Connect to NATS, reconnecting forever; a server that cannot be reached at all is a clear error."""
+    try:
+        return await nats.connect(
+            servers=settings.nats_servers,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            allow_reconnect=True,
+            **options,  # type: ignore[arg-type]
+        )
+    except (NoServersError, OSError) as error:
+        raise TemporaryError(
+            f"cannot reach NATS at {settings.nats_url}: {error}; start nats-server -js or set ROK_NATS_URL"
+        ) from error
+
+
+def event_headers(event: Event, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Headers for an event: its de-duplication id and the current trace context (W3C ``traceparent``)."""
+    headers = {MSG_ID: event.event_id, **(extra or {})}
+    propagate.inject(headers)
+    return headers
+
+
+async def publish(js: JetStreamContext, event: Event, *, timeout: float = 10.0) -> PubAck:
+    """Publish an event to its stream; a re-publish of the same fact is dropped by the stream (``ack.duplicate``)."""
+    subject = event.subject_for()
+    stream = stream_for_subject(subject).name
+    with tracer.start_as_current_span(
+        f"{subject} publish",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "publish",
+            "messaging.destination.name": subject,
+            "messaging.message.id": event.event_id,
+        },
+    ):
+        ack = await js.publish(
+            subject,
+            event.model_dump_json().encode(),
+            stream=stream,
+            headers=event_headers(event),
+            timeout=timeout,
+        )
+    log.debug("published", extra={"event_id": event.event_id, "subject": subject, "duplicate": ack.duplicate})
+    return ack
+
+
+async def dead_letter(
+    js: JetStreamContext,
+    *,
+    payload: bytes,
+    subject: str,
+    stream: str,
+    consumer: str,
+    sequence: int,
+    deliveries: int,
+    reason: str,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Keep a message that can never be processed, with the reason, in ``ROK_DLQ``.
+
+    The id is the original's stream and sequence, so the consumer's own dead-lettering and the advisory
+    forwarder never store the same message twice.
+    """
+    keep = {k: v for k, v in (headers or {}).items() if k != MSG_ID}
+    keep.update(
+        {
+            MSG_ID: f"dlq:{stream}:{sequence}",
+            DEAD_REASON: reason.replace("\r", " ").replace("\n", " ")[:1000],
+            DEAD_SUBJECT: subject,
+            DEAD_STREAM: stream,
+            DEAD_CONSUMER: consumer,
+            DEAD_SEQUENCE: str(sequence),
+            DEAD_DELIVERIES: str(deliveries),
+        }
+    )
+    await js.publish(f"{DLQ.subjects[0][:-2]}.{stream}.{consumer}", payload, stream=DLQ.name, headers=keep)
+    log.warning(
+        "dead-lettered %s #%d from %s/%s: %s",
+        subject,
+        sequence,
+        stream,
+        consumer,
+        reason,
+        extra={"stream": stream, "consumer": consumer, "sequence": sequence},
+    )
+
+
+async def forward_max_deliveries(js: JetStreamContext, advisory: Msg) -> None:
+    """Turn the server's max-deliveries advisory into a dead letter carrying the original payload."""
+    info = json.loads(advisory.data)
+    stream, consumer, sequence = info["stream"], info["consumer"], int(info["stream_seq"])
+    original = await js.get_msg(stream, sequence)
+    await dead_letter(
+        js,
+        payload=original.data or b"",
+        subject=original.subject or "",
+        stream=stream,
+        consumer=consumer,
+        sequence=sequence,
+        deliveries=int(info.get("deliveries", 0)),
+        reason=f"not acknowledged after {info.get('deliveries')} deliveries (handler crashed or timed out)",
+        headers=original.headers,
+    )
+
+
+def advisory_filter(stream: str, consumer: str) -> str:
+    return f"{MAX_DELIVERIES_ADVISORY}.{stream}.{consumer}"

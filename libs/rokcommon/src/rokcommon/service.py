@@ -1,0 +1,245 @@
+"""A rok service on FastStream: one broker, durable JetStream consumers with an explicit failure policy.
+
+A service's composition root does::
+
+    service = Service("snapshotter", settings)
+
+    @service.consumer(SNAPSHOTTER_CONSUMER, max_workers=4)
+    async def on_step(event: StepStarted, msg: NatsMessage) -> None: ...
+
+    service.run()
+
+Every consumer acks explicitly and decides each failure on purpose (DESIGN §4):
+
+- the handler returns → ack;
+- :class:`~rokcommon.errors.PermanentError` or an invalid payload (bad JSON, unknown field, unsupported
+  ``schema_version``) → the message is dead-lettered with the reason and terminated;
+- :class:`~rokcommon.errors.TemporaryError` or any unexpected exception → nak with a growing delay, until the
+  last allowed delivery, which is dead-lettered with the last error as its reason;
+- the process dies or hangs → JetStream redelivers after ``ack_wait``; once ``max_deliver`` is exhausted the
+  server's advisory is forwarded to the dead-letter stream with the original payload.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from faststream import FastStream
+from faststream._internal.middlewares import BaseMiddleware
+from faststream.exceptions import HandlerException, NackMessage, RejectMessage
+from faststream.middlewares import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from rokcommon import bus, streams
+from rokcommon.errors import InvalidEvent, PermanentError, TemporaryError
+from rokcommon.events import Event, invalid_event, model_for_subject
+from rokcommon.logs import current_event_id, setup_logging
+from rokcommon.settings import RokSettings
+from rokcommon.streams import ConsumerSpec
+from rokcommon.telemetry import instruments, setup_telemetry
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """What every rok service is made of: settings, telemetry, logging, a broker and its consumers."""
+
+    def __init__(self, name: str, settings: RokSettings, *, graceful_timeout: float = 30.0) -> None:
+        self.name = name
+        self.settings = settings
+        setup_logging(name, level=settings.log_level, fmt=settings.log_format)
+        self.telemetry = setup_telemetry(name)
+        self.instruments = instruments(f"rok.{name}")
+        self.consumers: dict[str, ConsumerSpec] = {}
+        self.broker = NatsBroker(
+            settings.nats_servers,
+            name=f"rok-{name}",
+            max_reconnect_attempts=-1,
+            graceful_timeout=graceful_timeout,
+            middlewares=(
+                NatsTelemetryMiddleware(
+                    tracer_provider=self.telemetry.tracer_provider,
+                    meter_provider=self.telemetry.meter_provider,
+                ),
+                self._failure_policy,
+            ),
+            logger=logging.getLogger(f"rok.{name}.broker"),
+        )
+        self.app = FastStream(self.broker, logger=logging.getLogger(f"rok.{name}"))
+        self.app.on_startup(self.declare)
+        self.app.after_startup(self._ready)
+        self.app.on_shutdown(self._stopping)
+
+    # --- consumers ----------------------------------------------------------------------------------------
+
+    def consumer_spec(self, stream: streams.StreamSpec, durable: str, filter_subject: str, **kw: Any) -> ConsumerSpec:
+        """A consumer spec with this service's delivery settings (max deliveries, ack wait, retry delays)."""
+        s = self.settings
+        return ConsumerSpec(
+            stream=stream,
+            durable=durable,
+            filter_subject=filter_subject,
+            max_deliver=kw.pop("max_deliver", s.max_deliver),
+            ack_wait=kw.pop("ack_wait", s.ack_wait),
+            backoff=kw.pop("backoff", streams.retry_backoff(s.retry_delay, s.max_deliver, s.ack_wait)),
+            **kw,
+        )
+
+    def consumer(self, spec: ConsumerSpec, *, max_workers: int = 1) -> Callable[[Callable[..., Any]], Any]:
+        """Subscribe a handler to a durable pull consumer, and forward its exhausted messages to the DLQ."""
+        self.consumers[spec.durable] = spec
+        self._forward_dead_letters(spec)
+        return self.broker.subscriber(
+            spec.filter_subject,
+            stream=JStream(spec.stream.name, declare=False),
+            durable=spec.durable,
+            config=spec.config(),
+            pull_sub=PullSub(batch_size=max(1, max_workers), timeout=1.0),
+            max_workers=max_workers,
+            ack_policy=AckPolicy.ACK,
+        )
+
+    def _forward_dead_letters(self, spec: ConsumerSpec) -> None:
+        advisory = ConsumerSpec(
+            stream=streams.ADVISORIES,
+            durable=f"{spec.durable}-dlq",
+            filter_subject=bus.advisory_filter(spec.stream.name, spec.durable),
+            max_deliver=10,
+            ack_wait=30.0,
+        )
+        self.consumers[advisory.durable] = advisory
+
+        @self.broker.subscriber(
+            advisory.filter_subject,
+            stream=JStream(advisory.stream.name, declare=False),
+            durable=advisory.durable,
+            config=advisory.config(),
+            pull_sub=PullSub(batch_size=1, timeout=1.0),
+            ack_policy=AckPolicy.ACK,
+        )
+        async def forward(msg: NatsMessage) -> None:
+            await bus.forward_max_deliveries(self.js, msg.raw_message)
+            self.instruments.add("rok.bus.dead_letters", 1, {"consumer": spec.durable})
+
+    @property
+    def js(self) -> JetStreamContext:
+        """JetStream on the broker's own connection (for dead letters and raw publishes)."""
+        return self.broker.connection.jetstream()
+
+    async def publish(self, event: Event) -> None:
+        """Publish an event on the broker's connection, de-duplicated by its id, in the current trace."""
+        await bus.publish(self.js, event)
+
+    async def declare(self) -> None:
+        """Create the streams and this service's consumers (idempotent) before any subscriber binds."""
+        nc = await bus.connect(self.settings, name=f"rok-{self.name}-declare")
+        try:
+            js = nc.jetstream()
+            await streams.ensure_streams(js)
+            for spec in self.consumers.values():
+                await streams.ensure_consumer(js, spec)
+        finally:
+            await nc.close()
+
+    async def _ready(self) -> None:
+        log.info("%s ready", self.name, extra={"consumers": ",".join(self.consumers)})
+
+    async def _stopping(self) -> None:
+        log.info("%s stopping: finishing in-flight messages, leaving the rest for redelivery", self.name)
+
+    # --- failure policy -----------------------------------------------------------------------------------
+
+    def _failure_policy(self, msg: Any, **kwargs: Any) -> BaseMiddleware:
+        return _FailurePolicy(msg, service=self, **kwargs)
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT."""
+        import asyncio
+
+        try:
+            asyncio.run(self.app.run())
+        finally:
+            self.telemetry.shutdown()
+
+
+class _FailurePolicy(BaseMiddleware):
+    def __init__(self, msg: Any, *, service: Service, **kwargs: Any) -> None:
+        super().__init__(msg, **kwargs)
+        self.service = service
+
+    async def consume_scope(self, call_next: Callable[..., Any], msg: NatsMessage) -> Any:
+        raw: Msg = msg.raw_message
+        if not isinstance(raw, Msg) or not raw.reply or not raw.reply.startswith("$JS.ACK."):
+            return await call_next(msg)  # core NATS (request-reply): nothing to ack
+        meta = raw.metadata
+        spec = self.service.consumers.get(meta.consumer)
+        max_deliver = spec.max_deliver if spec else self.service.settings.max_deliver
+        token = current_event_id.set((raw.headers or {}).get(bus.MSG_ID))
+        try:
+            _check_payload(raw)
+            return await call_next(msg)
+        except HandlerException:
+            raise
+        except ValidationError as error:
+            await self._dead_letter(raw, str(invalid_event(_model_name(error), error)))
+            raise RejectMessage() from error
+        except PermanentError as error:
+            await self._dead_letter(raw, str(error))
+            raise RejectMessage() from error
+        except Exception as error:
+            delay = error.delay if isinstance(error, TemporaryError) else self.service.settings.retry_delay
+            reason = f"{type(error).__name__}: {error}"
+            if meta.num_delivered >= max_deliver:
+                await self._dead_letter(raw, f"gave up after {meta.num_delivered} deliveries: {reason}")
+                raise RejectMessage() from error
+            delay *= 2 ** (meta.num_delivered - 1)
+            log.warning(
+                "delivery %d of %d failed, retrying in %.1fs: %s",
+                meta.num_delivered,
+                max_deliver,
+                delay,
+                reason,
+                exc_info=not isinstance(error, TemporaryError),
+            )
+            raise NackMessage(delay=delay) from error
+        finally:
+            current_event_id.reset(token)
+
+    async def _dead_letter(self, raw: Msg, reason: str) -> None:
+        meta = raw.metadata
+        await bus.dead_letter(
+            self.service.js,
+            payload=raw.data,
+            subject=raw.subject,
+            stream=meta.stream,
+            consumer=meta.consumer,
+            sequence=meta.sequence.stream,
+            deliveries=meta.num_delivered,
+            reason=reason,
+            headers=raw.headers,
+        )
+        self.service.instruments.add("rok.bus.dead_letters", 1, {"consumer": meta.consumer})
+
+
+def _check_payload(raw: Msg) -> None:
+    """Validate an event against its subject's model first, so a bad payload is named precisely."""
+    try:
+        model = model_for_subject(raw.subject)
+    except InvalidEvent:
+        return  # not an event subject (e.g. an advisory): the handler decides
+    model.decode(raw.data)
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.__name__ = name
+
+
+def _model_name(error: ValidationError) -> Any:
+    return _Named(error.title)
