@@ -1,0 +1,115 @@
+"""Content-defined chunking (FastCDC 2020, ~1 MiB average) of a file read in large blocks.
+
+Files no larger than the minimum chunk size are one chunk. Larger files are read in 16 MiB blocks and cut
+with FastCDC; the last, unfinished chunk of a block is carried into the next one, so the cut points are those
+of chunking the whole file at once. Sparse files are read extent by extent (SEEK_DATA/SEEK_HOLE): holes are
+not read and come back as ``(None, length)``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+from pyfastcdc import FastCDC
+
+AVG_SIZE = 1 << 20
+MIN_SIZE = 256 << 10
+MAX_SIZE = 4 << 20
+BLOCK = 16 << 20
+
+_local = threading.local()
+
+
+def _cdc() -> FastCDC:
+    cdc = getattr(_local, "cdc", None)
+    if cdc is None:
+        cdc = _local.cdc = FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE)
+    return cdc
+
+
+def read_exact(fd: int, length: int, offset: int) -> bytearray:
+    """Up to ``length`` bytes at ``offset`` (fewer if the file is shorter now)."""
+    buf = bytearray(length)
+    view = memoryview(buf)
+    done = 0
+    while done < length:
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n <= 0:
+            del view
+            del buf[done:]
+            return buf
+        done += n
+    return buf
+
+
+def extents(fd: int, size: int, blocks: int) -> list[tuple[int, int, bool]]:
+    """(start, end, has_data) runs covering the file; one data run unless the file looks sparse."""
+    if size == 0 or blocks * 512 >= size:
+        return [(0, size, True)]
+    runs: list[tuple[int, int, bool]] = []
+    pos = 0
+    try:
+        while pos < size:
+            try:
+                data = os.lseek(fd, pos, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole remains
+                data = size
+            data = min(data, size)
+            if data > pos:
+                runs.append((pos, data, False))
+            if data >= size:
+                break
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+            runs.append((data, hole, True))
+            pos = hole
+    except OSError:
+        return [(0, size, True)]
+    return runs
+
+
+def iter_chunks(fd: int, size: int, blocks: int) -> Iterator[tuple[memoryview | None, int]]:
+    """Yield (data, length) for each chunk of the file, or (None, length) for a hole."""
+    for start, end, has_data in extents(fd, size, blocks):
+        if not has_data:
+            yield None, end - start
+            continue
+        yield from _cut_range(fd, start, end)
+
+
+def _cut_range(fd: int, start: int, end: int) -> Iterator[tuple[memoryview | None, int]]:
+    cdc = _cdc()
+    carry = b""
+    pos = start
+    while True:
+        want = min(BLOCK, end - pos)
+        if carry:
+            buf = bytearray(len(carry) + want)
+            buf[: len(carry)] = carry
+            got = read_exact(fd, want, pos) if want else b""
+            buf[len(carry) : len(carry) + len(got)] = got
+            if len(got) < want:
+                del buf[len(carry) + len(got) :]
+        else:
+            buf = read_exact(fd, want, pos)
+        got_n = len(buf) - len(carry)
+        pos += got_n
+        eof = pos >= end or got_n < want
+        if not buf:
+            return
+        view = memoryview(buf)
+        chunks = list(cdc.cut_buf(view))
+        if not eof and len(chunks) > 1:
+            last = chunks.pop()
+            carry = bytes(view[last.offset :])
+        else:
+            carry = b""
+        for chunk in chunks:
+            yield chunk.data, chunk.length
+        if eof and not carry:
+            return
+        if eof:
+            for chunk in cdc.cut_buf(memoryview(carry)):
+                yield chunk.data, chunk.length
+            return

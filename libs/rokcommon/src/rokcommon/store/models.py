@@ -1,0 +1,106 @@
+"""The plain values the store engine hands back: statistics, listings, reports and progress."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class _AsDict:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class Progress(_AsDict):
+    """A cheap progress report: called often, from the event loop's thread."""
+
+    phase: str  # "scan", "upload", "commit", "restore", "done"
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+
+
+@dataclass(frozen=True)
+class SnapshotStats(_AsDict):
+    snapshot_id: str
+    files: int
+    dirs: int
+    bytes_scanned: int  # total logical size of the regular files
+    bytes_read: int  # bytes actually read from disk (unchanged files are not read)
+    bytes_new: int  # logical bytes of chunks the repository did not hold yet
+    bytes_uploaded: int  # bytes written to storage (packs, index, manifest, record)
+    seconds: float
+    incomplete: bool = False
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cache_key: str = ""
+    files_opened: int = 0
+
+
+@dataclass(frozen=True)
+class RestoreStats(_AsDict):
+    snapshot_id: str
+    files: int
+    bytes: int
+    seconds: float
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SnapshotInfo(_AsDict):
+    id: str
+    time: str  # ISO 8601, UTC
+    hostname: str
+    path: str
+    tags: dict[str, str]
+    files: int
+    dirs: int
+    bytes: int  # logical size of the files
+    bytes_new: int
+    incomplete: bool
+    manifest: str
+
+
+@dataclass(frozen=True)
+class SnapshotDiff(_AsDict):
+    a: str
+    b: str
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+
+
+@dataclass(frozen=True)
+class Problem(_AsDict):
+    kind: str  # missing-pack, dangling-index-entry, missing-chunk, missing-manifest, corrupt-chunk, corrupt-pack
+    object: str
+    message: str
+    snapshots: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class CheckReport(_AsDict):
+    ok: bool
+    problems: list[Problem]
+    snapshots: int
+    packs: int
+    chunks: int
+    bytes_read: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class GcReport(_AsDict):
+    dry_run: bool
+    snapshots: int
+    packs_deleted: int
+    packs_repacked: int
+    packs_written: int
+    bytes_freed: int
+    chunks_kept: int
+    chunks_deleted: int
+    index_files_rewritten: int
+    manifests_deleted: int
+    seconds: float

@@ -1,0 +1,404 @@
+"""Taking a snapshot: walk, read, chunk, hash, compress and upload, overlapped on all cores.
+
+The walk runs in one thread and hands files that must be read to a small pool; readers cut and hash chunks
+(FastCDC and BLAKE3 release the GIL), compress new ones (zstd, in a second pool for big files) and add them
+to the packer, whose full packs are uploaded by the event loop with a bounded number in flight.
+Commit order: packs, then the index file naming them, then the manifest, then the snapshot record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import datetime
+import os
+import socket
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import blake3
+from opentelemetry import trace
+
+from rokcommon.store.cache import FileCache, FileRecord
+from rokcommon.store.chunker import MIN_SIZE, iter_chunks
+from rokcommon.store.errors import RepositoryLocked, StorePermanentError
+from rokcommon.store.index import Location, encode_index, index_key
+from rokcommon.store.manifest import Entry, encode_manifest, encode_record, manifest_key, snapshot_key
+from rokcommon.store.models import Progress, SnapshotStats
+from rokcommon.store.packs import BlobRef, Packer, SealedPack, compress, pack_key
+from rokcommon.store.xattrs import read_xattrs
+
+if TYPE_CHECKING:
+    from rokcommon.store.repository import Repository
+
+tracer = trace.get_tracer("rokcommon.store")
+
+READERS = 3
+PACKS_IN_FLIGHT = 4
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+class Snapshotter:
+    def __init__(
+        self,
+        repo: Repository,
+        source: Path,
+        tags: dict[str, str],
+        cache: FileCache,
+        progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.repo = repo
+        self.source = source
+        self.tags = tags
+        self.cache = cache
+        self.progress = progress
+        self.entries: list[Entry] = []
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+        self.new_cache: dict[str, FileRecord] = {}
+        self.failed: set[str] = set()
+        self._lock = threading.Lock()
+        self._pending: set[bytes] = set()
+        self._written: list[SealedPack] = []
+        self._uploads: list[concurrent.futures.Future[None]] = []
+        self._inflight = threading.BoundedSemaphore(PACKS_IN_FLIGHT)
+        self._compress_slots = threading.BoundedSemaphore(8)
+        self.files = self.dirs = 0
+        self.bytes_scanned = self.bytes_read = self.bytes_new = self.bytes_uploaded = 0
+        self.files_done = self.files_opened = 0
+        self.phase = "scan"
+
+    # ---- threads -------------------------------------------------------------------------------------
+
+    def _emit(self, pack: SealedPack) -> None:
+        """Called from worker threads with a full pack; blocks while too many are in flight."""
+        self._inflight.acquire()
+        key = pack_key(pack.pack_id)
+        backend = self.repo.backend
+        put_sync = getattr(backend, "put_sync", None)
+
+        async def upload() -> None:
+            try:
+                with tracer.start_as_current_span("rok.store.pack.upload") as span:
+                    span.set_attribute("rok.pack.id", pack.pack_id.hex())
+                    span.set_attribute("rok.bytes", len(pack.data))
+                    if put_sync is not None:
+                        await asyncio.to_thread(put_sync, key, pack.data)
+                    else:
+                        await backend.put(key, pack.data)
+                with self._lock:
+                    self._written.append(SealedPack(pack.pack_id, b"", pack.blobs))
+                    self.bytes_uploaded += len(pack.data)
+            finally:
+                self._inflight.release()
+
+        self._uploads.append(asyncio.run_coroutine_threadsafe(upload(), self._loop))
+
+    def _store(self, chunk: bytes, data: bytes | memoryview, big: bool, jobs: list[Any]) -> None:
+        if chunk in self.index_chunks:
+            return
+        with self._lock:
+            if chunk in self._pending:
+                return
+            self._pending.add(chunk)
+            self.bytes_new += len(data)
+        if big:
+            self._compress_slots.acquire()
+            jobs.append(self._cpu.submit(self._compress_add, chunk, data))
+        else:
+            self._compress_add(chunk, data, release=False)
+
+    def _compress_add(self, chunk: bytes, data: bytes | memoryview, release: bool = True) -> None:
+        try:
+            stored, flags = compress(data)
+            if isinstance(stored, memoryview):
+                stored = bytes(stored)
+            self.packer.add(chunk, stored, len(data), flags)
+        finally:
+            if release:
+                self._compress_slots.release()
+
+    def _read_file(self, path: str, rel: str, entry: Entry, st: os.stat_result) -> None:
+        try:
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | _O_NOATIME)
+            except PermissionError:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as error:
+            self._fail(rel, error)
+            return
+        jobs: list[concurrent.futures.Future[None]] = []
+        try:
+            with self._lock:
+                self.files_opened += 1
+            content: list[list[Any]] = []
+            read = 0
+            if st.st_size <= MIN_SIZE:
+                data = os.read(fd, st.st_size + 1)
+                if data:
+                    chunk = blake3.blake3(data).digest()
+                    self._store(chunk, data, False, jobs)
+                    content.append([chunk.hex(), len(data)])
+                read = len(data)
+            else:
+                for view, length in iter_chunks(fd, st.st_size, st.st_blocks):
+                    if view is None:
+                        content.append([None, length])
+                        continue
+                    chunk = blake3.blake3(view, max_threads=1).digest()
+                    self._store(chunk, view, True, jobs)
+                    content.append([chunk.hex(), length])
+                    read += length
+                    with self._lock:
+                        self.bytes_read += length
+            for job in jobs:
+                job.result()
+            entry["c"] = content
+            entry["s"] = sum(length for _, length in content)
+            self.new_cache[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, content)
+            with self._lock:
+                if st.st_size <= MIN_SIZE:
+                    self.bytes_read += read
+                self.files_done += 1
+        except OSError as error:
+            for job in jobs:
+                job.result()
+            self._fail(rel, error)
+        finally:
+            os.close(fd)
+
+    def _fail(self, rel: str, error: OSError) -> None:
+        with self._lock:
+            self.errors.append(f"{rel}: {error.strerror or error}")
+            self.failed.add(rel)
+
+    def _walk(self, previous: dict[str, FileRecord]) -> None:
+        root = str(self.source)
+        st = os.lstat(root)
+        if not stat.S_ISDIR(st.st_mode):
+            raise StorePermanentError(f"{root} is not a directory; snapshot a volume's directory")
+        self.entries.append(self._entry(".", root, st, "d"))
+        self.dirs += 1
+        links: dict[tuple[int, int], str] = {}
+        chunks = self.index_chunks
+        reader = self._readers
+        pending: list[concurrent.futures.Future[None]] = self._reads
+        slots = threading.BoundedSemaphore(4096)  # files queued for reading, to bound memory
+
+        def release(_: object) -> None:
+            slots.release()
+
+        stack: list[tuple[str, str]] = [(root, "")]
+        # Depth-first in name order; a directory's entries are listed right after it.
+        while stack:
+            path, rel = stack.pop()
+            try:
+                with os.scandir(path) as it:
+                    items = sorted(it, key=lambda e: e.name)
+            except OSError as error:
+                self._fail(rel or ".", error)
+                continue
+            subdirs: list[tuple[str, str]] = []
+            for item in items:
+                child = f"{rel}/{item.name}" if rel else item.name
+                try:
+                    cst = item.stat(follow_symlinks=False)
+                except OSError as error:
+                    self._fail(child, error)
+                    continue
+                mode = cst.st_mode
+                if stat.S_ISDIR(mode):
+                    self.entries.append(self._entry(child, item.path, cst, "d"))
+                    self.dirs += 1
+                    subdirs.append((item.path, child))
+                elif stat.S_ISREG(mode):
+                    self.files += 1
+                    if cst.st_nlink > 1:
+                        identity = (cst.st_dev, cst.st_ino)
+                        first = links.get(identity)
+                        if first is not None:
+                            entry = self._entry(child, item.path, cst, "h")
+                            entry["h"] = first
+                            self.entries.append(entry)
+                            continue
+                        links[identity] = child
+                    entry = self._entry(child, item.path, cst, "f")
+                    self.entries.append(entry)
+                    self.bytes_scanned += cst.st_size
+                    cached = previous.get(child)
+                    if (
+                        cached is not None
+                        and cached[:4] == (cst.st_size, cst.st_mtime_ns, cst.st_ctime_ns, cst.st_ino)
+                        and all(c is None or bytes.fromhex(c) in chunks for c, _ in cached[4])
+                    ):
+                        entry["c"] = cached[4]
+                        entry["s"] = cst.st_size
+                        self.new_cache[child] = cached
+                        self.files_done += 1
+                        continue
+                    slots.acquire()
+                    future = reader.submit(self._read_file, item.path, child, entry, cst)
+                    future.add_done_callback(release)
+                    pending.append(future)
+                elif stat.S_ISLNK(mode):
+                    entry = self._entry(child, item.path, cst, "l")
+                    try:
+                        entry["l"] = os.readlink(item.path)
+                    except OSError as error:
+                        self._fail(child, error)
+                        continue
+                    self.entries.append(entry)
+                elif stat.S_ISFIFO(mode):
+                    self.entries.append(self._entry(child, item.path, cst, "p"))
+                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                    entry = self._entry(child, item.path, cst, "c" if stat.S_ISCHR(mode) else "b")
+                    entry["r"] = cst.st_rdev
+                    self.entries.append(entry)
+                else:
+                    self.warnings.append(f"{child}: skipped (a socket or unknown file type)")
+            # Push in reverse so the smallest name is visited first; its entries follow its own entry.
+            stack.extend(reversed(subdirs))
+        # Entries must come in an order where each directory precedes what it holds: the walk above emits a
+        # directory's entry when its parent is listed, which is always earlier.
+
+    def _entry(self, rel: str, path: str, st: os.stat_result, kind: str) -> Entry:
+        entry: Entry = {
+            "p": rel,
+            "t": kind,
+            "m": stat.S_IMODE(st.st_mode),
+            "u": st.st_uid,
+            "g": st.st_gid,
+            "mt": st.st_mtime_ns,
+        }
+        xattrs = read_xattrs(path)
+        if xattrs:
+            entry["x"] = xattrs
+        return entry
+
+    # ---- the coroutine -------------------------------------------------------------------------------
+
+    def _report(self) -> None:
+        if self.progress is not None:
+            self.progress(Progress(self.phase, self.bytes_read, self.bytes_scanned, self.files_done))
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            self._report()
+
+    async def run(self) -> SnapshotStats:
+        started = time.monotonic()
+        self._loop = asyncio.get_running_loop()
+        with tracer.start_as_current_span("rok.store.snapshot") as span:
+            span.set_attribute("rok.source", str(self.source))
+            lock = await self.repo.lock("shared")
+            try:
+                index = await self.repo.load_index()
+                self.index_chunks = index.chunks
+                previous = await asyncio.to_thread(self.cache.load)
+                self.packer = Packer(self._emit)
+                self._reads: list[concurrent.futures.Future[None]] = []
+                self._readers = concurrent.futures.ThreadPoolExecutor(READERS, thread_name_prefix="rok-read")
+                self._cpu = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="rok-zstd")
+                ticker = asyncio.create_task(self._ticker())
+                try:
+                    await asyncio.to_thread(self._walk_and_read, previous)
+                    self.phase = "upload"
+                    self._report()
+                    await asyncio.to_thread(self.packer.flush)
+                    for upload in list(self._uploads):
+                        await asyncio.wrap_future(upload)
+                finally:
+                    ticker.cancel()
+                    self._readers.shutdown(wait=True, cancel_futures=True)
+                    self._cpu.shutdown(wait=True, cancel_futures=True)
+                    for upload in self._uploads:
+                        if not upload.done():
+                            await asyncio.wrap_future(upload)
+                self.phase = "commit"
+                self._report()
+                snapshot_id = await self._commit(lock)
+                span.set_attribute("rok.snapshot.id", snapshot_id)
+                span.set_attribute("rok.bytes", self.bytes_uploaded)
+            finally:
+                await lock.release()
+        await asyncio.to_thread(self.cache.save, self.new_cache)
+        self.phase = "done"
+        self._report()
+        return SnapshotStats(
+            snapshot_id=snapshot_id,
+            files=self.files,
+            dirs=self.dirs,
+            bytes_scanned=self.bytes_scanned,
+            bytes_read=self.bytes_read,
+            bytes_new=self.bytes_new,
+            bytes_uploaded=self.bytes_uploaded,
+            seconds=round(time.monotonic() - started, 3),
+            incomplete=bool(self.errors),
+            errors=sorted(self.errors),
+            warnings=self.warnings,
+            files_opened=self.files_opened,
+        )
+
+    def _walk_and_read(self, previous: dict[str, FileRecord]) -> None:
+        self._walk(previous)
+        for future in self._reads:
+            future.result()
+
+    async def _commit(self, lock: Any) -> str:
+        entries = self.entries
+        if self.failed:
+            entries = [e for e in entries if e["p"] not in self.failed and e.get("h") not in self.failed]
+        index_ids: list[str] = []
+        if self._written:
+            index_id, data = encode_index((p.pack_id, p.blobs) for p in self._written)
+            with tracer.start_as_current_span("rok.store.index.write") as span:
+                span.set_attribute("rok.bytes", len(data))
+                if not await lock.still_held():
+                    raise RepositoryLocked(
+                        f"this snapshot's lock on {self.repo.url} was taken away (paused past its lease?); "
+                        "take the snapshot again"
+                    )
+                await self.repo.backend.put(index_key(index_id), data)
+            self.bytes_uploaded += len(data)
+            index_ids.append(index_id)
+            self.repo.remember_index(index_id, data, self._locations())
+        manifest_id, data = await asyncio.to_thread(encode_manifest, entries)
+        with tracer.start_as_current_span("rok.store.manifest.write") as span:
+            span.set_attribute("rok.manifest.id", manifest_id)
+            span.set_attribute("rok.bytes", len(data))
+            await self.repo.backend.put(manifest_key(manifest_id), data)
+        self.bytes_uploaded += len(data)
+        record = {
+            "version": 1,
+            "manifest": manifest_id,
+            "time": datetime.datetime.now(datetime.UTC).isoformat(),
+            "hostname": socket.gethostname(),
+            "path": str(self.source),
+            "tags": self.tags,
+            "files": self.files,
+            "dirs": self.dirs,
+            "bytes": self.bytes_scanned,
+            "bytes_new": self.bytes_new,
+            "incomplete": bool(self.errors),
+            "errors": sorted(self.errors)[:1000],
+            "index": index_ids,
+        }
+        snapshot_id, data = encode_record(record)
+        with tracer.start_as_current_span("rok.store.snapshot_record.write") as span:
+            span.set_attribute("rok.snapshot.id", snapshot_id)
+            await self.repo.backend.put(snapshot_key(snapshot_id), data)
+        self.bytes_uploaded += len(data)
+        return snapshot_id
+
+    def _locations(self) -> list[tuple[bytes, Location]]:
+        out: list[tuple[bytes, Location]] = []
+        for pack in self._written:
+            b: BlobRef
+            for b in pack.blobs:
+                out.append((b.chunk, Location(pack.pack_id, b.offset, b.length, b.raw_length, b.flags)))
+        return out

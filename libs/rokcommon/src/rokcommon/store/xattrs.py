@@ -1,0 +1,31 @@
+"""Extended attributes, read and written without following symlinks."""
+
+from __future__ import annotations
+
+import base64
+import os
+
+
+def read_xattrs(path: str) -> dict[str, str]:
+    try:
+        names = os.listxattr(path, follow_symlinks=False)
+    except OSError:
+        return {}
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            out[name] = base64.b64encode(os.getxattr(path, name, follow_symlinks=False)).decode()
+        except OSError:
+            continue
+    return out
+
+
+def write_xattrs(path: str, xattrs: dict[str, str]) -> list[str]:
+    """Set the attributes; returns the names that could not be set."""
+    failed: list[str] = []
+    for name, value in xattrs.items():
+        try:
+            os.setxattr(path, name, base64.b64decode(value), follow_symlinks=False)
+        except OSError:
+            failed.append(name)
+    return failed
