@@ -2,3 +2,4 @@
 
 from rokcommon.testing.nats import *  # noqa: F403
 from rokcommon.testing.postgres import *  # noqa: F403
+from rokcommon.testing.s3 import *  # noqa: F403
