@@ -36,3 +36,15 @@ class InvalidEvent(PermanentError):
 
 class UnsupportedSchemaVersion(InvalidEvent):
     """An event whose ``schema_version`` this code does not understand."""
+
+
+class NotFound(PermanentError):
+    """What was asked for does not exist (an unknown URL, bucket, run or version)."""
+
+
+class Forbidden(PermanentError):
+    """What was asked for belongs to another namespace."""
+
+
+class InvalidRequest(PermanentError):
+    """A request that can never be answered as asked (a malformed URL, a missing field)."""
