@@ -19,6 +19,13 @@ from rokcommon.errors import RokError
 COMMANDS: dict[str, str] = {
     "repo": "rokcommon.cli.store:repo",
     "snapshot": "rokcommon.cli.store:snapshot",
+    "up": "rokcommon.cli.local:up",
+    "down": "rokcommon.cli.local:down",
+    "status": "rokcommon.cli.local:status",
+    "ls": "rokcommon.cli.user:ls",
+    "show": "rokcommon.cli.user:show",
+    "restore": "rokcommon.cli.user:restore",
+    "diff": "rokcommon.cli.user:diff",
 }
 
 

@@ -56,7 +56,7 @@ def services(settings: LocalSettings) -> list[Managed]:
 
 def nats_process(settings: LocalSettings) -> Managed:
     state = _state_dir(settings)
-    host, port = nats_address(settings.nats_url)
+    _, port = nats_address(settings.nats_url)
     binary = shutil.which("nats-server") or "nats-server"
     argv = (binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(state / "nats"))
     return Managed(NATS, argv, state, "nats-server")
@@ -90,8 +90,7 @@ def bring_up(settings: LocalSettings) -> dict[str, Any]:
         except Exception:
             if process.poll() is not None:
                 raise PermanentError(
-                    f"nats-server exited with status {process.returncode}; see {nats.log_file}: "
-                    f"{nats.log_tail(offset)}"
+                    f"nats-server exited with status {process.returncode}; see {nats.log_file}: {nats.log_tail(offset)}"
                 ) from None
             raise
         started.append(NATS)

@@ -1,0 +1,147 @@
+"""Ask for a restore on the bus and follow it: what ``rok restore`` and the web page's restore action share.
+
+A restore is a :class:`~rokcommon.events.RestoreRequested` published to JetStream; the restorer reports
+progress on core NATS (``rok.restore.progress.v1.<request_id>``, never stored) and ends with a
+``RestoreCompleted`` or ``RestoreFailed``. We subscribe to all three *before* publishing, so nothing is missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from rokcommon import bus, subjects
+from rokcommon.errors import InvalidEvent
+from rokcommon.events import (
+    DirectoryTarget,
+    RestoreCompleted,
+    RestoreFailed,
+    RestoreProgress,
+    RestoreRequested,
+)
+
+
+@dataclass
+class RestoreWatch:
+    """The state of one restore request as seen from the bus."""
+
+    request_id: str
+    url: str
+    target: str
+    state: str = "requested"  # requested → running → completed | failed
+    volumes: dict[str, tuple[int, int]] = field(default_factory=dict)  # name → (bytes done, bytes total)
+    reason: str | None = None
+    completed: RestoreCompleted | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    _subscriptions: list[Subscription] = field(default_factory=list)
+
+    @property
+    def bytes_done(self) -> int:
+        return sum(d for d, _ in self.volumes.values())
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(t for _, t in self.volumes.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "request_id": self.request_id,
+            "url": self.url,
+            "target": self.target,
+            "state": self.state,
+            "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
+            "reason": self.reason,
+        }
+        if self.completed is not None:
+            out["volumes"] = [v.model_dump(mode="json") for v in self.completed.volumes]
+            out["seconds"] = self.completed.seconds
+            out["bytes_done"] = max(out["bytes_done"], sum(v.bytes for v in self.completed.volumes))
+            out["bytes_total"] = max(out["bytes_total"], out["bytes_done"])
+        return out
+
+    async def close(self) -> None:
+        for sub in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        self._subscriptions.clear()
+
+
+async def request_restore(
+    nc: Client,
+    *,
+    namespace: str,
+    url: str,
+    target_dir: str,
+    volumes: tuple[str, ...] = (),
+    requested_by: str | None = None,
+    on_update: Callable[[RestoreWatch], None] | None = None,
+) -> RestoreWatch:
+    """Publish a restore request and return a watch that follows it until ``watch.done`` is set."""
+    request_id = uuid.uuid4().hex
+    watch = RestoreWatch(request_id=request_id, url=url, target=target_dir)
+
+    def changed() -> None:
+        if on_update is not None:
+            on_update(watch)
+
+    async def on_progress(msg: Msg) -> None:
+        try:
+            progress = RestoreProgress.model_validate_json(msg.data)
+        except ValueError:
+            return
+        if watch.state == "requested":
+            watch.state = "running"
+        watch.volumes[progress.volume] = (progress.bytes_done, progress.bytes_total)
+        changed()
+
+    async def on_completed(msg: Msg) -> None:
+        try:
+            event = RestoreCompleted.decode(msg.data)
+        except InvalidEvent:
+            return
+        if event.request_id == request_id and not watch.done.is_set():
+            watch.state, watch.completed = "completed", event
+            for volume in event.volumes:
+                watch.volumes[volume.name] = (volume.bytes, volume.bytes)
+            watch.done.set()
+            changed()
+
+    async def on_failed(msg: Msg) -> None:
+        try:
+            event = RestoreFailed.decode(msg.data)
+        except InvalidEvent:
+            return
+        if event.request_id == request_id and not watch.done.is_set():
+            watch.state, watch.reason = "failed", event.reason
+            watch.done.set()
+            changed()
+
+    watch._subscriptions = [
+        await nc.subscribe(f"{subjects.RESTORE_PROGRESS}.{request_id}", cb=on_progress),
+        await nc.subscribe(subjects.RESTORE_COMPLETED, cb=on_completed),
+        await nc.subscribe(subjects.RESTORE_FAILED, cb=on_failed),
+    ]
+    await nc.flush()
+    event = RestoreRequested.make(
+        request_id=request_id,
+        namespace=namespace,
+        url=url,
+        volumes=volumes,
+        target=DirectoryTarget(path=target_dir),
+        requested_by=requested_by,
+    )
+    try:
+        await bus.publish(nc.jetstream(), event)
+    except BaseException:
+        await watch.close()
+        raise
+    return watch
