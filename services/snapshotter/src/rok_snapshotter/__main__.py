@@ -1,0 +1,3 @@
+from rok_snapshotter.main import main
+
+main()

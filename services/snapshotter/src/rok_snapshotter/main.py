@@ -1,0 +1,52 @@
+"""The snapshotter's composition root: settings → repository, records, snapshot taker → one durable consumer."""
+
+from __future__ import annotations
+
+import logging
+
+from rokcommon.errors import TemporaryError
+from rokcommon.service import Service
+from rokcommon.telemetry import Instruments
+
+from rok_snapshotter.handlers import subscribe
+from rok_snapshotter.records import SnapshotRecords
+from rok_snapshotter.repository import RepositoryHandle
+from rok_snapshotter.settings import SnapshotterSettings
+from rok_snapshotter.snapshots import SnapshotTaker
+
+log = logging.getLogger(__name__)
+
+
+def build(settings: SnapshotterSettings | None = None, *, instruments: Instruments | None = None) -> Service:
+    settings = settings or SnapshotterSettings()
+    service = Service("snapshotter", settings, graceful_timeout=settings.graceful_timeout)
+    repository = RepositoryHandle(settings.repository_url, cache_dir=settings.resolved_cache_dir)
+    taker = SnapshotTaker(
+        repository=repository,
+        records=SnapshotRecords(lambda: service.js, settings.records_bucket),
+        publish=service.publish,
+        pods_dir=settings.kubelet_pods_dir,
+        concurrency=settings.snapshot_concurrency,
+        instruments=instruments or service.instruments,
+    )
+    subscribe(service, taker, settings)
+
+    @service.app.on_startup
+    async def open_repository() -> None:
+        log.info(
+            "snapshotter for node %s, repository %s, %d snapshot(s) at once",
+            settings.node_name,
+            settings.repository_url,
+            settings.snapshot_concurrency,
+        )
+        try:
+            await repository.get()
+        except TemporaryError as error:  # the first event will try again
+            log.warning("%s", error)
+
+    service.app.after_shutdown(repository.close)
+    return service
+
+
+def main() -> None:
+    build().run()

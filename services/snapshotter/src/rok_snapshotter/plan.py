@@ -1,0 +1,117 @@
+"""What an event asks for: which volumes to snapshot, in which phase, with which tags (pure code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rokcommon.events import (
+    Phase,
+    RunRef,
+    RunStarted,
+    SnapshotStatsModel,
+    StepFinished,
+    StepRef,
+    StepStarted,
+    Tag,
+    VolumeRef,
+    snapshot_event_id,
+)
+from rokcommon.store import SnapshotStats
+
+NodeEvent = RunStarted | StepStarted | StepFinished
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    """The snapshots one run or step event calls for: one per volume, all of the same version."""
+
+    event_id: str
+    run: RunRef
+    step: StepRef | None
+    phase: Phase
+    tags: tuple[Tag, ...]
+    volumes: tuple[VolumeRef, ...]
+    best_effort: bool
+    node: str
+
+    @property
+    def volume_names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.volumes)
+
+    def completed_id(self, volume: VolumeRef) -> str:
+        """The event id the ``SnapshotCompleted`` of ``volume`` will carry: the key of its idempotency record."""
+        return snapshot_event_id(
+            {"run": self.run, "step": self.step, "phase": self.phase, "volume": volume}, "completed"
+        )
+
+    def common(self, volume: VolumeRef) -> dict[str, object]:
+        """The fields ``SnapshotCompleted`` and ``SnapshotFailed`` share for ``volume``."""
+        return {
+            "run": self.run,
+            "step": self.step,
+            "phase": self.phase,
+            "volume": volume,
+            "volumes": self.volume_names,
+            "node": self.node,
+        }
+
+    def store_tags(self, volume: VolumeRef) -> dict[str, str]:
+        """What the snapshot records about itself in the store, so that it can be found without the registry."""
+        tags = {
+            "rok.namespace": self.run.namespace,
+            "rok.run": self.run.run_id,
+            "rok.workflow": self.run.workflow_uid,
+            "rok.phase": self.phase,
+            "rok.volume": volume.name,
+            "rok.node": self.node,
+            "rok.best_effort": str(self.best_effort).lower(),
+        }
+        if self.step is not None:
+            tags |= {
+                "rok.step": self.step.name,
+                "rok.step_id": self.step.step_id,
+                "rok.attempt": str(self.step.attempt),
+            }
+        if self.tags:
+            tags["rok.tags"] = ",".join(self.tags)
+        if volume.pvc:
+            tags["rok.pvc"] = volume.pvc
+        return tags
+
+
+def plan_for(event: NodeEvent) -> SnapshotPlan:
+    """``RunStarted`` → the initial snapshot; ``StepStarted`` → before; ``StepFinished`` → after (``failed``
+    unless the step succeeded). A snapshot not held still by a step guard is best effort."""
+    if isinstance(event, RunStarted):
+        step, phase, tags, best_effort = None, "initial", ("initial",), True
+        run = event.run
+    elif isinstance(event, StepStarted):
+        step, phase, tags, best_effort = event.step, "before", (), not event.guarded
+        run = event.step.run
+    else:
+        failed: tuple[Tag, ...] = () if event.outcome == "succeeded" else ("failed",)
+        step, phase, tags, best_effort = event.step, "after", failed, not event.guarded
+        run = event.step.run
+    return SnapshotPlan(
+        event_id=event.event_id,
+        run=run,
+        step=step,
+        phase=phase,  # type: ignore[arg-type]
+        tags=tags,  # type: ignore[arg-type]
+        volumes=event.volumes,
+        best_effort=best_effort,
+        node=event.node,
+    )
+
+
+def stats_model(stats: SnapshotStats) -> SnapshotStatsModel:
+    """The store engine's statistics as carried on the bus."""
+    return SnapshotStatsModel(
+        files=stats.files,
+        bytes_scanned=stats.bytes_scanned,
+        bytes_read=stats.bytes_read,
+        bytes_new=stats.bytes_new,
+        bytes_uploaded=stats.bytes_uploaded,
+        seconds=stats.seconds,
+        incomplete=stats.incomplete,
+    )

@@ -1,0 +1,33 @@
+"""The snapshotter's settings: rok's common ones plus where this node's volumes are and how many to take at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from rokcommon.settings import RokSettings, node_name_default
+
+
+class SnapshotterSettings(RokSettings):
+    node_name: str = Field(default_factory=node_name_default, description="this node's name (Kubernetes spec.nodeName)")
+    kubelet_pods_dir: Path = Field(
+        Path("/var/lib/kubelet/pods"), description="the kubelet's pods directory, as mounted into this process"
+    )
+    snapshot_concurrency: int = Field(2, ge=1, description="volume snapshots taken at once on this node")
+    ack_wait: float = Field(
+        60.0, gt=0, description="seconds JetStream waits for an ack (or progress) before redelivery"
+    )
+    progress_interval: float | None = Field(
+        None, gt=0, description="seconds between progress reports to JetStream; default a quarter of ack_wait"
+    )
+    graceful_timeout: float = Field(100.0, gt=0, description="seconds in-flight snapshots get to finish on SIGTERM")
+    cache_dir: Path | None = Field(None, description="node-local cache of unchanged files; default <state_dir>/cache")
+    records_bucket: str = Field("rok-snapshots", description="NATS KV bucket remembering finished volume snapshots")
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.progress_interval or self.ack_wait / 4
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        return self.cache_dir or self.state_dir / "cache"
