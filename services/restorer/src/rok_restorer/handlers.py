@@ -1,0 +1,113 @@
+"""The restorer's consumer: a RestoreRequested in, the restore run, its outcome published.
+
+While a restore runs, a :class:`Reporter` publishes its progress on core NATS
+(``rok.restore.progress.v1.<request_id>``, never stored) and tells JetStream the message is in progress, so a
+long restore is not delivered again while it runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from types import TracebackType
+
+from faststream.nats import NatsMessage
+from nats.aio.client import Client
+from rokcommon import streams, subjects
+from rokcommon.events import RestoreProgress, RestoreRequested
+from rokcommon.service import Service
+
+from rok_restorer.restoring import Restorer
+from rok_restorer.settings import RestorerSettings
+
+log = logging.getLogger(__name__)
+
+DURABLE = "restorer"
+
+
+def progress_subject(request_id: str) -> str:
+    """``rok.restore.progress.v1.<request_id>``; characters a subject token cannot hold become ``_``."""
+    return f"{subjects.RESTORE_PROGRESS}.{re.sub(r'[^A-Za-z0-9_-]', '_', request_id)}"
+
+
+def register(service: Service, restorer: Restorer, settings: RestorerSettings) -> None:
+    spec = service.consumer_spec(
+        streams.RESTORES,
+        DURABLE,
+        subjects.RESTORE_REQUESTED,
+        max_ack_pending=settings.restore_workers * 4,
+        description="restore requests, one restore each",
+    )
+
+    @service.consumer(spec, max_workers=settings.restore_workers)
+    async def on_restore_requested(event: RestoreRequested, msg: NatsMessage) -> None:
+        deliveries = msg.raw_message.metadata.num_delivered
+        log.info(
+            "restoring %s into %s (delivery %d)",
+            event.url,
+            event.target.kind,
+            deliveries,
+            extra={"request_id": event.request_id},
+        )
+        async with Reporter(
+            service.broker.connection,
+            msg,
+            progress_subject(event.request_id),
+            interval=settings.restore_progress_interval,
+            heartbeat=max(settings.ack_wait / 3, settings.restore_progress_interval),
+        ) as reporter:
+            outcome = await restorer.handle(
+                event, progress=reporter.update, last_attempt=deliveries >= spec.max_deliver
+            )
+        await service.publish(outcome)
+
+
+class Reporter:
+    """Publishes the latest progress of each volume every ``interval`` seconds, and keeps the message alive."""
+
+    def __init__(self, nc: Client, msg: NatsMessage, subject: str, *, interval: float, heartbeat: float) -> None:
+        self.nc = nc
+        self.msg = msg
+        self.subject = subject
+        self.interval = interval
+        self.heartbeat = heartbeat
+        self._latest: dict[str, RestoreProgress] = {}
+        self._sent: dict[str, RestoreProgress] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def update(self, progress: RestoreProgress) -> None:
+        self._latest[progress.volume] = progress
+
+    async def __aenter__(self) -> Reporter:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self._flush()
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_beat = loop.time()
+        while True:
+            await asyncio.sleep(self.interval)
+            with contextlib.suppress(Exception):
+                await self._flush()
+            if loop.time() - last_beat >= self.heartbeat:
+                last_beat = loop.time()
+                with contextlib.suppress(Exception):
+                    await self.msg.raw_message.in_progress()
+
+    async def _flush(self) -> None:
+        for volume, progress in list(self._latest.items()):
+            if self._sent.get(volume) != progress:
+                await self.nc.publish(self.subject, progress.model_dump_json().encode())
+                self._sent[volume] = progress

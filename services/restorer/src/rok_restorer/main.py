@@ -1,0 +1,46 @@
+"""The restorer's composition root: settings → service, registry client, outcome store, targets → consumer."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from rokcommon.service import Service
+
+from rok_restorer import handlers
+from rok_restorer.outcome_store import KvOutcomes
+from rok_restorer.registry import RegistryCatalog
+from rok_restorer.restoring import Restorer
+from rok_restorer.settings import RestorerSettings
+from rok_restorer.targets import TargetFactory, Targets
+
+log = logging.getLogger(__name__)
+
+
+def kubernetes_targets(settings: RestorerSettings) -> TargetFactory | None:
+    """The Kubernetes side (new PVCs, new notebook servers), when ``rok_restorer.kubernetes`` is installed."""
+    if importlib.util.find_spec("rok_restorer.kubernetes") is None:
+        return None
+    from rok_restorer import kubernetes  # type: ignore[attr-defined]
+
+    factory: TargetFactory | None = kubernetes.kubernetes_targets(settings)
+    return factory
+
+
+def build(settings: RestorerSettings | None = None) -> Service:
+    settings = settings or RestorerSettings()
+    service = Service("restorer", settings)
+    restorer = Restorer(
+        RegistryCatalog(lambda: service.broker.connection, timeout=settings.registry_timeout),
+        KvOutcomes(lambda: service.js, ttl=settings.restore_outcome_days * 24 * 3600),
+        Targets(kubernetes=kubernetes_targets(settings)),
+        parallel_volumes=settings.restore_parallel_volumes,
+        cache_dir=settings.state_dir / "cache",
+        meter=service.instruments,
+    )
+    handlers.register(service, restorer, settings)
+    return service
+
+
+def main() -> None:
+    build().run()

@@ -1,0 +1,113 @@
+"""Restoring versions from the bus: the bytes come back identical, the layout is as documented, the repository
+is left as it was, and a request that is delivered again ends the same way without restoring twice."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from nats.js import JetStreamContext
+from restorer_testkit import NAMESPACE, VERSION_URL, FakeRegistry, Outcomes, Stored, ask, request, tree
+from rok_restorer.handlers import DURABLE
+from rokcommon import bus, streams, subjects
+from rokcommon.events import RestoreCompleted
+from rokcommon.registry_client import format_url
+from rokcommon.service import Service
+
+
+def repository_objects(repo_dir: Path) -> dict[str, str]:
+    """Every stored object but the lease locks, with a digest of its bytes."""
+    return {
+        str(p.relative_to(repo_dir)): hashlib.blake2b(p.read_bytes()).hexdigest()
+        for p in repo_dir.rglob("*")
+        if p.is_file() and not str(p.relative_to(repo_dir)).startswith("locks")
+    }
+
+
+async def test_a_version_of_two_volumes_is_restored_byte_identical_one_directory_per_volume(
+    stored: Stored, registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext, tmp_path: Path
+) -> None:
+    target = tmp_path / "restored"
+    before = repository_objects(stored.repo_dir)
+    await ask(js, request("r-two", target))
+    outcome = await outcomes.wait("r-two")
+    assert isinstance(outcome, RestoreCompleted), outcome
+    assert sorted(os.listdir(target)) == ["data", "workspace"]
+    for name, source in stored.volumes.items():
+        assert tree(target / name) == tree(source), name
+    assert [(v.name, v.snapshot_id, v.location) for v in outcome.volumes] == [
+        ("workspace", stored.snapshots["workspace"], str(target / "workspace")),
+        ("data", stored.snapshots["data"], str(target / "data")),
+    ]
+    assert all(v.bytes > 3 << 20 and v.files == 22 for v in outcome.volumes)
+    assert [q.namespace for q in registry.asked] == [NAMESPACE]
+    # progress was published on core NATS for each volume, ending at its total
+    last = {p.volume: p for p in outcomes.progress if p.request_id == "r-two"}
+    assert set(last) == {"workspace", "data"}
+    assert all(p.bytes_done == p.bytes_total > 0 for p in last.values())
+    # a restore only reads: every object of the repository is as it was
+    assert repository_objects(stored.repo_dir) == before
+
+
+async def test_one_volume_is_restored_into_the_directory_itself(
+    stored: Stored, registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext, tmp_path: Path
+) -> None:
+    target = tmp_path / "only-data"
+    target.mkdir()  # an existing empty directory is a valid target
+    await ask(js, request("r-one", target, volumes=("data",)))
+    outcome = await outcomes.wait("r-one")
+    assert isinstance(outcome, RestoreCompleted), outcome
+    assert tree(target) == tree(stored.volumes["data"])
+    assert [(v.name, v.location) for v in outcome.volumes] == [("data", str(target))]
+
+
+async def test_a_volume_url_restores_just_that_volume(
+    stored: Stored, registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext, tmp_path: Path
+) -> None:
+    url = format_url(NAMESPACE, "exp-3mis2", "train-3mis2-a1b2", "k3x9q2mf", "workspace")
+    registry.answers[url] = stored.resolved(url, names=("workspace",))
+    target = tmp_path / "ws"
+    await ask(js, request("r-url", target, url=url))
+    outcome = await outcomes.wait("r-url")
+    assert isinstance(outcome, RestoreCompleted), outcome
+    assert tree(target) == tree(stored.volumes["workspace"])
+
+
+async def test_a_request_delivered_again_publishes_the_same_outcome_without_restoring_again(
+    stored: Stored, registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext, tmp_path: Path
+) -> None:
+    target = tmp_path / "again"
+    event = request("r-again", target)
+    await ask(js, event)
+    first = await outcomes.wait("r-again")
+    assert isinstance(first, RestoreCompleted)
+    marker = target / "workspace" / "written-after-the-restore"
+    marker.write_text("the user works in the restored copy")
+    # the same request once more, past the stream's de-duplication (as a redelivery would arrive)
+    outcomes.completed.clear()
+    await js.publish(
+        subjects.RESTORE_REQUESTED,
+        event.model_dump_json().encode(),
+        headers={bus.MSG_ID: "redelivered-copy"},
+    )
+    again = await outcomes.wait("r-again")
+    assert again == first  # same event id, same statistics: the stored outcome, not a second restore
+    assert marker.read_text() == "the user works in the restored copy"
+    assert len(registry.asked) == 1
+    info = await js.consumer_info(streams.RESTORES.name, DURABLE)
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0
+    # the stream keeps the outcome once: the re-publish carried the same Nats-Msg-Id
+    stored_outcomes = await js.pull_subscribe(subjects.RESTORE_COMPLETED, stream=streams.RESTORES.name)
+    messages = await stored_outcomes.fetch(10, timeout=1.0)
+    assert [RestoreCompleted.decode(m.data).event_id for m in messages] == [first.event_id]
+
+
+async def test_every_volume_of_the_version_is_restored_by_default_workspace_first(
+    stored: Stored, registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext, tmp_path: Path
+) -> None:
+    await ask(js, request("r-order", tmp_path / "t", volumes=("data", "workspace")))
+    outcome = await outcomes.wait("r-order")
+    assert isinstance(outcome, RestoreCompleted), outcome
+    assert [v.name for v in outcome.volumes] == ["workspace", "data"]
+    assert outcome.url == VERSION_URL
