@@ -17,7 +17,7 @@ from typing import Any
 import blake3
 import zstandard
 
-FileRecord = tuple[int, int, int, int, list[Any]]
+FileRecord = tuple[Any, ...]  # (size, mtime_ns, ctime_ns, inode, content, xattrs)
 
 
 def default_cache_dir() -> Path:

@@ -12,8 +12,10 @@ import asyncio
 import concurrent.futures
 import datetime
 import os
+import queue
 import socket
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -159,7 +161,10 @@ class Snapshotter:
                 job.result()
             entry["c"] = content
             entry["s"] = sum(length for _, length in content)
-            self.new_cache[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, content)
+            xattrs = read_xattrs(path)
+            if xattrs:
+                entry["x"] = xattrs
+            self.new_cache[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, content, xattrs)
             with self._lock:
                 if st.st_size <= MIN_SIZE:
                     self.bytes_read += read
@@ -185,13 +190,7 @@ class Snapshotter:
         self.dirs += 1
         links: dict[tuple[int, int], str] = {}
         chunks = self.index_chunks
-        reader = self._readers
-        pending: list[concurrent.futures.Future[None]] = self._reads
-        slots = threading.BoundedSemaphore(4096)  # files queued for reading, to bound memory
-
-        def release(_: object) -> None:
-            slots.release()
-
+        batch: list[tuple[str, str, Entry, os.stat_result]] = []
         stack: list[tuple[str, str]] = [(root, "")]
         # Depth-first in name order; a directory's entries are listed right after it.
         while stack:
@@ -226,7 +225,7 @@ class Snapshotter:
                             self.entries.append(entry)
                             continue
                         links[identity] = child
-                    entry = self._entry(child, item.path, cst, "f")
+                    entry = self._entry(child, item.path, cst, "f", xattrs=False)
                     self.entries.append(entry)
                     self.bytes_scanned += cst.st_size
                     cached = previous.get(child)
@@ -235,15 +234,18 @@ class Snapshotter:
                         and cached[:4] == (cst.st_size, cst.st_mtime_ns, cst.st_ctime_ns, cst.st_ino)
                         and all(c is None or bytes.fromhex(c) in chunks for c, _ in cached[4])
                     ):
+                        # Same ctime: neither content nor xattrs changed since the cached read.
                         entry["c"] = cached[4]
+                        if len(cached) > 5 and cached[5]:
+                            entry["x"] = cached[5]
                         entry["s"] = cst.st_size
                         self.new_cache[child] = cached
                         self.files_done += 1
                         continue
-                    slots.acquire()
-                    future = reader.submit(self._read_file, item.path, child, entry, cst)
-                    future.add_done_callback(release)
-                    pending.append(future)
+                    batch.append((item.path, child, entry, cst))
+                    if len(batch) >= 64:
+                        self._queue.put(batch)
+                        batch = []
                 elif stat.S_ISLNK(mode):
                     entry = self._entry(child, item.path, cst, "l")
                     try:
@@ -262,10 +264,12 @@ class Snapshotter:
                     self.warnings.append(f"{child}: skipped (a socket or unknown file type)")
             # Push in reverse so the smallest name is visited first; its entries follow its own entry.
             stack.extend(reversed(subdirs))
+        if batch:
+            self._queue.put(batch)
         # Entries must come in an order where each directory precedes what it holds: the walk above emits a
         # directory's entry when its parent is listed, which is always earlier.
 
-    def _entry(self, rel: str, path: str, st: os.stat_result, kind: str) -> Entry:
+    def _entry(self, rel: str, path: str, st: os.stat_result, kind: str, xattrs: bool = True) -> Entry:
         entry: Entry = {
             "p": rel,
             "t": kind,
@@ -274,9 +278,10 @@ class Snapshotter:
             "g": st.st_gid,
             "mt": st.st_mtime_ns,
         }
-        xattrs = read_xattrs(path)
         if xattrs:
-            entry["x"] = xattrs
+            found = read_xattrs(path)
+            if found:
+                entry["x"] = found
         return entry
 
     # ---- the coroutine -------------------------------------------------------------------------------
@@ -301,12 +306,19 @@ class Snapshotter:
                 self.index_chunks = index.chunks
                 previous = await asyncio.to_thread(self.cache.load)
                 self.packer = Packer(self._emit)
-                self._reads: list[concurrent.futures.Future[None]] = []
-                self._readers = concurrent.futures.ThreadPoolExecutor(READERS, thread_name_prefix="rok-read")
+                self._queue: queue.Queue[list[tuple[str, str, Entry, os.stat_result]] | None] = queue.Queue(64)
+                self._thread_errors: list[BaseException] = []
                 self._cpu = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="rok-zstd")
                 ticker = asyncio.create_task(self._ticker())
                 try:
-                    await asyncio.to_thread(self._walk_and_read, previous)
+                    # Many short GIL-releasing syscalls (walk) next to CPU-bound threads: switch more often so
+                    # the walker is not starved by the 5 ms default interval.
+                    interval = sys.getswitchinterval()
+                    sys.setswitchinterval(0.001)
+                    try:
+                        await asyncio.to_thread(self._walk_and_read, previous)
+                    finally:
+                        sys.setswitchinterval(interval)
                     self.phase = "upload"
                     self._report()
                     await asyncio.to_thread(self.packer.flush)
@@ -314,7 +326,6 @@ class Snapshotter:
                         await asyncio.wrap_future(upload)
                 finally:
                     ticker.cancel()
-                    self._readers.shutdown(wait=True, cancel_futures=True)
                     self._cpu.shutdown(wait=True, cancel_futures=True)
                     for upload in self._uploads:
                         if not upload.done():
@@ -345,9 +356,31 @@ class Snapshotter:
         )
 
     def _walk_and_read(self, previous: dict[str, FileRecord]) -> None:
-        self._walk(previous)
-        for future in self._reads:
-            future.result()
+        readers = [threading.Thread(target=self._reader, name=f"rok-read-{i}", daemon=True) for i in range(READERS)]
+        for thread in readers:
+            thread.start()
+        try:
+            self._walk(previous)
+        finally:
+            for _ in readers:
+                self._queue.put(None)
+            for thread in readers:
+                thread.join()
+        if self._thread_errors:
+            raise self._thread_errors[0]
+
+    def _reader(self) -> None:
+        while True:
+            batch = self._queue.get()
+            if batch is None:
+                return
+            if self._thread_errors:
+                continue
+            try:
+                for path, rel, entry, st in batch:
+                    self._read_file(path, rel, entry, st)
+            except BaseException as error:
+                self._thread_errors.append(error)
 
     async def _commit(self, lock: Any) -> str:
         entries = self.entries

@@ -1,0 +1,304 @@
+"""rok's store engine against restic (local disk and loopback S3) and borg (local disk).
+
+Run: ``uv run python bench/store_bench.py [--size 1GiB] [--backend file|s3|both] [--workdir DIR]``.
+Measures initial snapshot, unchanged re-snapshot, small-change re-snapshot, restore, repository size and peak
+RSS of each tool's process, and prints a table with peer/rok ratios. Every tool runs as a child process and
+is timed from its start to its exit. restic gets a password (RESTIC_PASSWORD, its repositories are always
+encrypted) and its default compression; borg runs with ``--encryption none`` and its default (lz4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import dataset
+
+ROOT = Path(__file__).resolve().parent.parent
+ROK = [str(ROOT / ".venv" / "bin" / "rok")]
+RCLONE = str(ROOT / ".venv" / "bin" / "rclone")
+PHASES = ["initial", "unchanged", "small change", "restore"]
+
+
+@dataclass
+class Result:
+    seconds: dict[str, float] = field(default_factory=dict)
+    rss: dict[str, int] = field(default_factory=dict)  # KiB
+    repo_bytes: int = 0
+
+
+def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, int]:
+    """(seconds, peak RSS in KiB) of a child process; raises on failure."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - started
+    out = proc.stdout.read() if proc.stdout else b""
+    err = proc.stderr.read() if proc.stderr else b""
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}): {err.decode()[-2000:]} {out.decode()[-500:]}")
+    return seconds, usage.ru_maxrss
+
+
+def du(path: Path) -> int:
+    total = 0
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(dirpath, name)).st_size
+    return total
+
+
+def drop_caches() -> None:
+    with contextlib.suppress(OSError):
+        os.sync()
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
+@contextlib.contextmanager
+def rclone_s3(root: Path) -> Iterator[dict[str, str]]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    key, secret = "bench", secrets.token_hex(16)
+    proc = subprocess.Popen(
+        [
+            RCLONE,
+            "serve",
+            "s3",
+            str(root),
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            f"{key},{secret}",
+            "--config",
+            "/dev/null",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": key,
+            "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+class Tool:
+    name = ""
+
+    def __init__(self, work: Path, backend: str, env: dict[str, str], s3_root: Path | None) -> None:
+        self.work = work / f"{self.name}-{backend}"
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        self.backend = backend
+        self.env = {**os.environ, **env}
+        self.s3_root = s3_root
+        self.bucket = f"{self.name}-{secrets.token_hex(3)}"
+
+    def repo_bytes(self) -> int:
+        if self.backend == "s3":
+            assert self.s3_root is not None
+            return du(self.s3_root / self.bucket)
+        return du(self.work / "repo")
+
+
+class Rok(Tool):
+    name = "rok"
+
+    def __init__(self, *a: object) -> None:
+        super().__init__(*a)  # type: ignore[arg-type]
+        self.url = f"s3://{self.bucket}/repo" if self.backend == "s3" else f"file://{self.work / 'repo'}"
+        self.env["ROK_CACHE_DIR"] = str(self.work / "cache")
+
+    def init(self) -> None:
+        run([*ROK, "repo", "init", "--repo", self.url], self.env)
+
+    def snapshot(self, data: Path) -> tuple[float, int]:
+        return run([*ROK, "snapshot", "create", str(data), "--repo", self.url, "--json"], self.env)
+
+    def restore(self, target: Path) -> tuple[float, int]:
+        ids = subprocess.run(
+            [*ROK, "snapshot", "ls", "--repo", self.url, "--json"], env=self.env, capture_output=True, check=True
+        ).stdout
+        import json
+
+        latest = json.loads(ids)[-1]["id"]
+        return run([*ROK, "snapshot", "restore", latest, "--repo", self.url, "--to", str(target), "--json"], self.env)
+
+
+class Restic(Tool):
+    name = "restic"
+
+    def __init__(self, *a: object) -> None:
+        super().__init__(*a)  # type: ignore[arg-type]
+        if self.backend == "s3":
+            self.url = f"s3:{self.env['AWS_ENDPOINT_URL']}/{self.bucket}/repo"
+        else:
+            self.url = str(self.work / "repo")
+        self.env["RESTIC_PASSWORD"] = "bench-password"
+        self.env["RESTIC_CACHE_DIR"] = str(self.work / "cache")
+
+    def init(self) -> None:
+        if self.backend == "s3":
+            assert self.s3_root is not None
+            (self.s3_root / self.bucket).mkdir()
+        run(["restic", "-r", self.url, "init"], self.env)
+
+    def snapshot(self, data: Path) -> tuple[float, int]:
+        return run(["restic", "-r", self.url, "backup", "--quiet", str(data)], self.env)
+
+    def restore(self, target: Path) -> tuple[float, int]:
+        return run(["restic", "-r", self.url, "restore", "latest", "--target", str(target)], self.env)
+
+
+class Borg(Tool):
+    name = "borg"
+
+    def __init__(self, *a: object) -> None:
+        super().__init__(*a)  # type: ignore[arg-type]
+        self.n = 0
+        self.env["BORG_BASE_DIR"] = str(self.work / "home")
+        self.env["BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK"] = "yes"
+
+    def init(self) -> None:
+        run(["borg", "init", "--encryption", "none", str(self.work / "repo")], self.env)
+
+    def snapshot(self, data: Path) -> tuple[float, int]:
+        self.n += 1
+        return run(["borg", "create", f"{self.work / 'repo'}::s{self.n}", "."], self.env, cwd=data)
+
+    def restore(self, target: Path) -> tuple[float, int]:
+        target.mkdir(parents=True)
+        return run(["borg", "extract", f"{self.work / 'repo'}::s{self.n}"], self.env, cwd=target)
+
+
+def bench_backend(backend: str, data: Path, work: Path) -> dict[str, Result]:
+    with contextlib.ExitStack() as stack:
+        env: dict[str, str] = {}
+        s3_root = None
+        if backend == "s3":
+            s3_root = work / "s3-root"
+            shutil.rmtree(s3_root, ignore_errors=True)
+            s3_root.mkdir(parents=True)
+            env = stack.enter_context(rclone_s3(s3_root))
+        kinds: list[type[Tool]] = [Rok, Restic] + ([Borg] if backend == "file" else [])
+        tools = [k(work, backend, env, s3_root) for k in kinds]
+        results = {t.name: Result() for t in tools}
+        for t in tools:
+            t.init()  # type: ignore[attr-defined]
+        for phase in ("initial", "unchanged"):
+            for t in tools:
+                if phase == "initial":
+                    drop_caches()
+                results[t.name].seconds[phase], results[t.name].rss[phase] = t.snapshot(data)  # type: ignore[attr-defined]
+                print(f"  {backend} {t.name} {phase}: {results[t.name].seconds[phase]:.2f}s", file=sys.stderr)
+        dataset.small_change(data)
+        for t in tools:
+            results[t.name].seconds["small change"], results[t.name].rss["small change"] = t.snapshot(data)  # type: ignore[attr-defined]
+            print(f"  {backend} {t.name} small change: {results[t.name].seconds['small change']:.2f}s", file=sys.stderr)
+        for t in tools:
+            target = work / f"restore-{t.name}-{backend}"
+            shutil.rmtree(target, ignore_errors=True)
+            drop_caches()
+            results[t.name].seconds["restore"], results[t.name].rss["restore"] = t.restore(target)  # type: ignore[attr-defined]
+            print(f"  {backend} {t.name} restore: {results[t.name].seconds['restore']:.2f}s", file=sys.stderr)
+            shutil.rmtree(target, ignore_errors=True)
+        for t in tools:
+            results[t.name].repo_bytes = t.repo_bytes()
+        return results
+
+
+def table(backend: str, results: dict[str, Result]) -> str:
+    peers = [n for n in results if n != "rok"]
+    head = f"{'backend ' + backend:<22}{'rok':>10}" + "".join(f"{p:>10}{p + '/rok':>12}" for p in peers)
+    lines = [head, "-" * len(head)]
+    rok = results["rok"]
+    for phase in PHASES:
+        row = f"{phase + ' (s)':<22}{rok.seconds[phase]:>10.2f}"
+        for p in peers:
+            row += f"{results[p].seconds[phase]:>10.2f}{results[p].seconds[phase] / rok.seconds[phase]:>11.1f}x"
+        lines.append(row)
+    row = f"{'repo size (MiB)':<22}{rok.repo_bytes / 2**20:>10.1f}"
+    for p in peers:
+        row += f"{results[p].repo_bytes / 2**20:>10.1f}{results[p].repo_bytes / rok.repo_bytes:>11.2f}x"
+    lines.append(row)
+    row = f"{'peak RSS (MiB)':<22}{max(rok.rss.values()) / 1024:>10.1f}"
+    for p in peers:
+        peak = max(results[p].rss.values())
+        row += f"{peak / 1024:>10.1f}{peak / max(rok.rss.values()):>11.2f}x"
+    lines.append(row)
+    return "\n".join(lines)
+
+
+def parse_size(text: str) -> int:
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.lower().removesuffix("ib").removesuffix("b")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="1GiB", help="data set size (default 1GiB)")
+    parser.add_argument("--backend", choices=["file", "s3", "both"], default="both")
+    parser.add_argument("--workdir", default="/tmp/rok-bench", help="scratch directory on the disk to measure")
+    args = parser.parse_args()
+    missing = [t for t in ("restic", "borg") if shutil.which(t) is None]
+    if missing:
+        sys.exit(f"{', '.join(missing)} not found: apt-get install -y restic borgbackup")
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    size = parse_size(args.size)
+    data = work / f"data-{size}"
+    print(f"building data set in {data} ...", file=sys.stderr)
+    counts = dataset.build(data, size)
+    backends = ["file", "s3"] if args.backend == "both" else [args.backend]
+    out = [
+        f"data set: {counts['files']} files, {counts['bytes'] / 2**20:.0f} MiB "
+        f"(site-packages copy + random, weight-like and CSV files); {os.cpu_count()} CPUs",
+        "restic: default compression (auto), RESTIC_PASSWORD set (restic always encrypts); "
+        "borg: --encryption none, default lz4; page cache dropped before initial snapshots and restores",
+    ]
+    for backend in backends:
+        # each backend starts from the same data: rebuild after the small change of the previous run
+        shutil.rmtree(data)
+        dataset.build(data, size)
+        results = bench_backend(backend, data, work)
+        out.append("")
+        out.append(table(backend, results))
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
