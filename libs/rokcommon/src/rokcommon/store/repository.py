@@ -24,7 +24,7 @@ from rokcommon.store.errors import (
 )
 from rokcommon.store.index import Index, Location, decode_index, index_key
 from rokcommon.store.locks import Lock
-from rokcommon.store.manifest import Entry, decode_manifest, decode_record, manifest_key, snapshot_key
+from rokcommon.store.manifest import Entry, check_paths, decode_manifest, decode_record, manifest_key, snapshot_key
 from rokcommon.store.models import (
     CheckReport,
     GcReport,
@@ -155,6 +155,7 @@ class Repository:
         try:
             record = await self.load_record(full_id)
             entries = await self.load_manifest(record["manifest"])
+            check_paths(entries)  # before anything is created
             target = Path(target).absolute()
             await asyncio.to_thread(prepare_target, target)
             return await Restorer(self, full_id, entries, target, progress).run()

@@ -1,0 +1,74 @@
+"""Incremental and de-duplicated: unchanged files are not opened, known content is not uploaded again."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rokcommon.store import Repository
+
+
+async def _pack_count(repo: Repository) -> int:
+    return len(await repo.backend.list("packs/"))
+
+
+async def test_unchanged_file_is_not_read_again(repo: Repository, source: Path) -> None:
+    first = await repo.snapshot(source)
+    assert first.files_opened == 4  # the hard link's second name is not read
+    packs = await _pack_count(repo)
+    second = await repo.snapshot(source)
+    assert second.files_opened == 0
+    assert second.bytes_read == 0
+    assert second.bytes_new == 0
+    assert await _pack_count(repo) == packs
+    # only the manifest and the snapshot record: a few KiB, no pack, no index file
+    assert second.bytes_uploaded < 8192
+    assert len(await repo.backend.list("index/")) == 1
+
+
+async def test_changed_file_is_read_and_only_its_new_chunk_uploaded(repo: Repository, source: Path) -> None:
+    await repo.snapshot(source)
+    with open(source / "dir" / "big.bin", "ab") as f:
+        f.write(b"!")
+    os.utime(source / "small.txt")
+    stats = await repo.snapshot(source)
+    assert stats.files_opened == 2
+    # FastCDC: appending a byte changes only the last chunk of the 3.4 MB file
+    assert 0 < stats.bytes_new < 2 << 20
+    assert stats.bytes_read == os.path.getsize(source / "dir" / "big.bin") + len("hello\n")
+
+
+async def test_content_from_another_volume_is_not_uploaded_again(
+    repo: Repository, source: Path, tmp_path: Path
+) -> None:
+    await repo.snapshot(source)
+    other = tmp_path / "other-volume"
+    other.mkdir()
+    (other / "copy.bin").write_bytes((source / "dir" / "big.bin").read_bytes())
+    (other / "copy.txt").write_text("hello\n")
+    stats = await repo.snapshot(other)
+    assert stats.files_opened == 2
+    assert stats.bytes_new == 0
+    assert stats.bytes_uploaded < 8192
+
+
+async def test_cache_key_identifies_a_volume_across_mount_paths(repo: Repository, source: Path, tmp_path: Path) -> None:
+    await repo.snapshot(source, cache_key="pv-123")
+    moved = tmp_path / "pod-2" / "volume"
+    moved.parent.mkdir()
+    # The same volume under another pod path: a bind mount keeps inodes and ctimes; a rename does too.
+    os.rename(source, moved)
+    stats = await repo.snapshot(moved, cache_key="pv-123")
+    assert stats.files_opened == 0
+    assert stats.cache_key == "pv-123"
+
+
+async def test_cache_entries_for_chunks_gc_removed_are_not_trusted(repo: Repository, source: Path) -> None:
+    first = await repo.snapshot(source)
+    await repo.backend.delete(f"snapshots/{first.snapshot_id}")
+    await repo.gc()
+    again = await repo.snapshot(source)
+    assert again.files_opened == 3  # every file with content is read again (the empty file has no chunk)
+    assert again.bytes_new > 3 << 20
+    report = await repo.check(read_data=True)
+    assert report.ok, report.problems
