@@ -1,0 +1,3 @@
+from rok_registry.main import main
+
+main()

@@ -1,0 +1,133 @@
+"""The registry over HTTP: a FastAPI app with the JSON API under ``/api/v1/namespaces/{ns}/...``.
+
+The same query layer answers as on NATS, and errors have the same typed body
+(``{"error": {"kind": "not_found" | "forbidden" | "invalid", "message": …}}`` with 404, 403 or 400).
+
+The web pages (``rok_registry.web``, when that module exists) are included from its ``router``. They reach
+what they need through ``request.app.state``: ``queries`` (:class:`~rok_registry.queries.Queries`),
+``publish`` (an async callable taking an event, e.g. ``RestoreRequested``; None when not on a bus),
+``nats`` (a callable returning the service's NATS connection, or None) and ``settings``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+from rokcommon.errors import Forbidden, InvalidRequest, NotFound
+from rokcommon.events import Event, Phase
+from rokcommon.registry_client import Bucket, Lineage, Resolved, RunFile, SearchHit, Version, format_url
+
+from rok_registry.queries import Queries
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1/namespaces/{namespace}"
+_STATUS = {NotFound: 404, Forbidden: 403, InvalidRequest: 400}
+_KIND = {NotFound: "not_found", Forbidden: "forbidden", InvalidRequest: "invalid"}
+
+
+def get_queries(request: Request) -> Queries:
+    """The query layer of the app serving ``request`` (for routers such as the web pages)."""
+    queries: Queries = request.app.state.queries
+    return queries
+
+
+def api_router() -> APIRouter:
+    router = APIRouter(prefix=API, tags=["registry"])
+
+    @router.get("/buckets")
+    async def list_buckets(namespace: str, request: Request) -> list[Bucket]:
+        return await get_queries(request).list_buckets(namespace)
+
+    @router.get("/buckets/{bucket}/files")
+    async def list_files(namespace: str, bucket: str, request: Request) -> list[RunFile]:
+        return await get_queries(request).list_files(namespace, bucket)
+
+    @router.get("/buckets/{bucket}/files/{file}/versions")
+    async def list_versions(namespace: str, bucket: str, file: str, request: Request) -> list[Version]:
+        return await get_queries(request).list_versions(namespace, bucket, file)
+
+    @router.get("/buckets/{bucket}/files/{file}/versions/{version}")
+    async def get_version(namespace: str, bucket: str, file: str, version: str, request: Request) -> Version:
+        return await get_queries(request).get_version(namespace, format_url(namespace, bucket, file, version))
+
+    @router.get("/buckets/{bucket}/files/{file}/lineage")
+    async def lineage(namespace: str, bucket: str, file: str, request: Request) -> Lineage:
+        return await get_queries(request).lineage(namespace, bucket, file)
+
+    @router.get("/version")
+    async def version_at(namespace: str, request: Request, url: str = Query(...)) -> Version:
+        return await get_queries(request).get_version(namespace, url)
+
+    @router.get("/resolve")
+    async def resolve(namespace: str, request: Request, url: str = Query(...)) -> Resolved:
+        return await get_queries(request).resolve(namespace, url)
+
+    @router.get("/find")
+    async def find(
+        namespace: str,
+        request: Request,
+        workflow_uid: str = Query(...),
+        phase: Phase = Query(...),
+        step_id: str | None = None,
+        attempt: int | None = None,
+    ) -> Version | None:
+        return await get_queries(request).find_version(namespace, workflow_uid, step_id, phase, attempt=attempt)
+
+    @router.get("/search")
+    async def search(
+        namespace: str, request: Request, q: str = Query(..., min_length=1), limit: int = Query(50, ge=1, le=500)
+    ) -> list[SearchHit]:
+        return await get_queries(request).search(namespace, q, limit=limit)
+
+    return router
+
+
+def create_app(
+    queries: Queries,
+    *,
+    publish: Callable[[Event], Awaitable[Any]] | None = None,
+    nats: Callable[[], Any] | None = None,
+    settings: Any = None,
+) -> FastAPI:
+    """The registry's HTTP app: the JSON API, health, and the web pages if ``rok_registry.web`` exists."""
+    app = FastAPI(title="rok registry", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    app.state.queries = queries
+    app.state.publish = publish
+    app.state.nats = nats
+    app.state.settings = settings
+
+    for error_type, status in _STATUS.items():
+        app.add_exception_handler(error_type, _error_handler(status, _KIND[error_type]))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.include_router(api_router())
+    web = _web_router()
+    if web is not None:
+        app.include_router(web)
+    return app
+
+
+def _error_handler(status: int, kind: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handle(_request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": {"kind": kind, "message": str(error)}}, status_code=status)
+
+    return handle
+
+
+def _web_router() -> APIRouter | None:
+    try:
+        module = importlib.import_module("rok_registry.web")
+    except ModuleNotFoundError as error:
+        if error.name == "rok_registry.web":
+            return None
+        raise
+    return getattr(module, "router", None)

@@ -1,0 +1,110 @@
+"""The registry on the bus: durable consumers that record events, and request-reply handlers for queries.
+
+Handlers translate messages into calls of the recorder and the query layer, and publish the
+``VersionCommitted`` events the recorder hands back.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from faststream.nats import NatsMessage
+from opentelemetry import trace
+from pydantic import ValidationError
+from rokcommon import streams, subjects
+from rokcommon.errors import Forbidden, InvalidRequest, NotFound
+from rokcommon.events import invalid_event, model_for_subject
+from rokcommon.registry_client import QUERIES, Query, Reply, error_body
+from rokcommon.service import Service
+
+from rok_registry.queries import Queries
+from rok_registry.recorder import Commit, Recorder
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("rok_registry")
+
+PIPELINE_CONSUMER = "registry-pipeline"
+SNAPSHOTS_CONSUMER = "registry-snapshots"
+QUEUE_GROUP = "rok-registry"
+
+
+class EventHandlers:
+    """Record one event, then announce the versions it made whole."""
+
+    def __init__(self, service: Service, recorder: Recorder) -> None:
+        self.service = service
+        self.recorder = recorder
+
+    async def handle(self, msg: NatsMessage) -> None:
+        raw = msg.raw_message
+        event = model_for_subject(raw.subject).decode(raw.data)
+        with tracer.start_as_current_span(
+            f"registry record {type(event).__name__}",
+            attributes={"messaging.message.id": event.event_id, "rok.event": type(event).__name__},
+        ):
+            commits = await self.recorder.record(event)
+            await self.announce(commits)
+
+    async def announce(self, commits: list[Commit]) -> None:
+        for commit in commits:
+            await self.service.publish(commit.event)
+        fresh = set(await self.recorder.mark_committed([c.event.version_id for c in commits]))
+        now = datetime.now(UTC)
+        for commit in commits:
+            if commit.event.version_id not in fresh:
+                continue
+            attrs = {"phase": commit.event.phase, "complete": str(commit.event.complete).lower()}
+            self.service.instruments.add("rok.registry.versions.committed", 1, attrs)
+            self.service.instruments.add(
+                "rok.registry.commit.latency", max(0.0, (now - commit.since).total_seconds()), attrs
+            )
+            log.info(
+                "version committed: %s",
+                commit.event.url,
+                extra={"version_id": commit.event.version_id, "phase": commit.event.phase},
+            )
+
+
+def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers: int = 8) -> None:
+    """Bind the registry's consumers and query handlers to the service's broker."""
+    events = EventHandlers(service, recorder)
+    pipeline = service.consumer_spec(
+        streams.PIPELINE, PIPELINE_CONSUMER, "rok.>", description="registry: run and step events"
+    )
+    snapshots = service.consumer_spec(
+        streams.SNAPSHOTS, SNAPSHOTS_CONSUMER, "rok.snapshot.>", description="registry: snapshot events"
+    )
+
+    @service.consumer(pipeline, max_workers=workers)
+    async def on_pipeline(msg: NatsMessage) -> None:
+        await events.handle(msg)
+
+    @service.consumer(snapshots, max_workers=workers)
+    async def on_snapshot(msg: NatsMessage) -> None:
+        await events.handle(msg)
+
+    for name, (request_model, _) in QUERIES.items():
+        service.broker.subscriber(subjects.registry_query(name), queue=QUEUE_GROUP)(_answerer(queries, request_model))
+
+
+def _answerer(queries: Queries, request_model: type[Query]) -> Any:
+    async def answer(msg: NatsMessage) -> dict[str, Any]:
+        return (await reply(queries, request_model, msg.raw_message.data)).model_dump(mode="json")
+
+    answer.__name__ = f"answer_{request_model.__name__}"
+    return answer
+
+
+async def reply(queries: Queries, request_model: type[Query], data: bytes) -> Reply:
+    """The reply to one request: its result, or the typed error the query raised."""
+    try:
+        request = request_model.model_validate_json(data)
+    except ValidationError as error:
+        return Reply(error=error_body(InvalidRequest(str(invalid_event(request_model, error)))))
+    try:
+        result = await queries.answer(request)
+    except (NotFound, Forbidden, InvalidRequest) as error:
+        return Reply(error=error_body(error))
+    return Reply(result=result.model_dump(mode="json"))

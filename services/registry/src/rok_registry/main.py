@@ -1,0 +1,59 @@
+"""The registry's composition root: settings → database → recorder and queries → bus and HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rokcommon.service import Service
+
+from rok_registry import handlers
+from rok_registry.api import create_app
+from rok_registry.database import Database
+from rok_registry.http_server import HttpServer
+from rok_registry.queries import Queries
+from rok_registry.recorder import Recorder
+from rok_registry.settings import RegistrySettings
+
+
+@dataclass
+class Registry:
+    settings: RegistrySettings
+    service: Service
+    db: Database
+    recorder: Recorder
+    queries: Queries
+    http: HttpServer
+
+    async def start_storage(self) -> None:
+        """Migrate the database and serve HTTP (before the consumers bind, so queries answer at once)."""
+        await self.db.migrate()
+        await self.http.start()
+
+    async def stop_storage(self) -> None:
+        await self.http.stop()
+        await self.db.close()
+
+
+def build(settings: RegistrySettings | None = None, *, graceful_timeout: float = 30.0) -> Registry:
+    settings = settings or RegistrySettings()
+    service = Service("registry", settings, graceful_timeout=graceful_timeout)
+    db = Database(settings.database)
+    recorder, queries = Recorder(db), Queries(db)
+    handlers.subscribe(service, recorder, queries, workers=settings.registry_workers)
+    app = create_app(
+        queries,
+        publish=service.publish,
+        nats=lambda: service.broker.connection,
+        settings=settings,
+    )
+    http = HttpServer(app, settings.registry_host, settings.registry_port)
+    registry = Registry(settings, service, db, recorder, queries, http)
+    service.app.on_startup(registry.db.migrate)
+    service.app.on_startup(registry.http.start)
+    service.app.on_shutdown(registry.http.stop)
+    service.app.after_shutdown(registry.db.close)
+    return registry
+
+
+def main() -> None:
+    build().service.run()

@@ -1,0 +1,337 @@
+"""Recording run, step and snapshot events into SQL: one transaction per event, upserts on natural keys.
+
+Each ``record_*`` call locks its run's row (``SELECT … FOR UPDATE`` on PostgreSQL; one writer on SQLite),
+applies what the event says, then *settles* the run: recomputes every version's status and tags from what is
+recorded. It returns the versions that became whole and are not yet announced; the caller publishes their
+``VersionCommitted`` and then calls :meth:`Recorder.mark_committed`, so a crash in between re-announces (the
+stream drops the duplicate) instead of losing the announcement.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rokcommon.errors import PermanentError
+from rokcommon.events import (
+    Event,
+    RunFinished,
+    RunRef,
+    RunStarted,
+    SnapshotCompleted,
+    SnapshotFailed,
+    StepFinished,
+    StepRef,
+    StepStarted,
+    VersionCommitted,
+)
+from rokcommon.registry_client import format_url
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from rok_registry import lineage, names
+from rok_registry.database import Database
+from rok_registry.tables import BucketRow, FileRow, MemberRow, NamespaceRow, StepRow, VersionRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A version that became whole: the event announcing it, and when its step event happened."""
+
+    event: VersionCommitted
+    since: datetime
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Recorder:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+
+    # --- events -------------------------------------------------------------------------------------------
+
+    async def record(self, event: Event) -> list[Commit]:
+        """Record any event the registry consumes (others are ignored)."""
+        match event:
+            case RunStarted():
+                return await self.record_run_started(event)
+            case RunFinished():
+                return await self.record_run_finished(event)
+            case StepStarted():
+                return await self.record_step_started(event)
+            case StepFinished():
+                return await self.record_step_finished(event)
+            case SnapshotCompleted() | SnapshotFailed():
+                return await self.record_snapshot(event)
+        log.debug("not recording %s", type(event).__name__)
+        return []
+
+    async def record_run_started(self, event: RunStarted) -> list[Commit]:
+        async with self.db.writing() as session:
+            run = await self._run(session, event.run)
+            if run.bucket_id is None:
+                bucket = await self._bucket(session, run.namespace_id, event.experiment)
+                run.bucket_id = bucket.id
+                run.name = names.file_name(event.run_name, event.run.run_id, bucket.suffix, run.workflow_uid)
+            run.run_name = event.run_name
+            run.pipeline_name = event.pipeline_name
+            run.pipeline_version = event.pipeline_version
+            run.started_at = event.started_at
+            return await self._settle(session, run)
+
+    async def record_run_finished(self, event: RunFinished) -> list[Commit]:
+        async with self.db.writing() as session:
+            run = await self._run(session, event.run)
+            run.status = event.outcome
+            run.finished_at = event.finished_at
+            return await self._settle(session, run)
+
+    async def record_step_started(self, event: StepStarted) -> list[Commit]:
+        async with self.db.writing() as session:
+            run = await self._run(session, event.step.run)
+            step = await self._step(session, run, event.step)
+            step.node = event.node
+            step.guarded = event.guarded
+            step.started_at = event.started_at
+            return await self._settle(session, run)
+
+    async def record_step_finished(self, event: StepFinished) -> list[Commit]:
+        async with self.db.writing() as session:
+            run = await self._run(session, event.step.run)
+            step = await self._step(session, run, event.step)
+            step.node = step.node or event.node
+            step.guarded = step.guarded or event.guarded
+            step.finished_at = event.finished_at
+            step.outcome = event.outcome
+            return await self._settle(session, run)
+
+    async def record_snapshot(self, event: SnapshotCompleted | SnapshotFailed) -> list[Commit]:
+        async with self.db.writing() as session:
+            run = await self._run(session, event.run)
+            if event.step is not None:
+                await self._step(session, run, event.step)
+            version = await self._version(session, run, event)
+            completed = isinstance(event, SnapshotCompleted)
+            member: dict[str, Any] = {
+                "version_id": version.id,
+                "volume": event.volume.name,
+                "role": event.volume.role,
+                "position": version.volume_names.index(event.volume.name),
+                "status": "complete" if completed else "failed",
+                "node": event.node,
+            }
+            if isinstance(event, SnapshotCompleted):
+                member |= {
+                    "snapshot_id": event.snapshot_id,
+                    "repository": event.repository,
+                    "size": event.stats.bytes_scanned,
+                    "bytes_new": event.stats.bytes_new,
+                    "files": event.stats.files,
+                    "taken_at": event.taken_at,
+                }
+                version.best_effort = version.best_effort or event.best_effort
+                version.event_tags = ",".join(sorted(set(_split(version.event_tags)) | set(event.tags)))
+            else:
+                member |= {"reason": event.reason, "size": 0, "bytes_new": 0, "files": 0}
+            inserted = await session.execute(
+                self._insert(MemberRow).values(**member).on_conflict_do_nothing().returning(MemberRow.id)
+            )
+            if inserted.first() is None and completed:
+                # A volume that failed and then succeeded on a retry counts as stored; a stored one stays.
+                await session.execute(
+                    update(MemberRow)
+                    .where(MemberRow.version_id == version.id, MemberRow.volume == event.volume.name)
+                    .where(MemberRow.status == "failed")
+                    .values(**member, reason=None)
+                )
+            return await self._settle(session, run)
+
+    async def mark_committed(self, version_ids: list[str]) -> int:
+        """Note that these versions were announced; returns how many were not noted before."""
+        if not version_ids:
+            return 0
+        async with self.db.writing() as session:
+            result = await session.execute(
+                update(VersionRow)
+                .where(VersionRow.id.in_(version_ids), VersionRow.committed_at.is_(None))
+                .values(committed_at=_now())
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    # --- rows ---------------------------------------------------------------------------------------------
+
+    async def _run(self, session: AsyncSession, ref: RunRef) -> FileRow:
+        """The run's row, created if new, locked for this transaction."""
+        namespace_id = await self._namespace(session, ref.namespace)
+        await session.execute(
+            self._insert(FileRow)
+            .values(
+                workflow_uid=ref.workflow_uid,
+                namespace_id=namespace_id,
+                run_id=ref.run_id,
+                status="running",
+                created_at=_now(),
+            )
+            .on_conflict_do_nothing(index_elements=["workflow_uid"])
+        )
+        query = select(FileRow).where(FileRow.workflow_uid == ref.workflow_uid)
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update(of=FileRow)
+        run = (await session.execute(query)).scalar_one()
+        if run.namespace_id != namespace_id:
+            raise PermanentError(
+                f"run {ref.workflow_uid} is recorded in namespace {run.namespace.name!r}, "
+                f"but this event says {ref.namespace!r}"
+            )
+        return run
+
+    async def _namespace(self, session: AsyncSession, name: str) -> int:
+        await session.execute(
+            self._insert(NamespaceRow)
+            .values(name=name, created_at=_now())
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+        return (await session.execute(select(NamespaceRow.id).where(NamespaceRow.name == name))).scalar_one()
+
+    async def _bucket(self, session: AsyncSession, namespace_id: int, experiment: str | None) -> BucketRow:
+        key = experiment or ""
+        query = select(BucketRow).where(BucketRow.namespace_id == namespace_id, BucketRow.experiment_key == key)
+        for _ in range(8):  # a new random suffix if the name is taken
+            suffix = names.random_suffix()
+            await session.execute(
+                self._insert(BucketRow)
+                .values(
+                    namespace_id=namespace_id,
+                    name=names.bucket_name(experiment, suffix),
+                    suffix=suffix,
+                    experiment_key=key,
+                    experiment=experiment,
+                    created_at=_now(),
+                )
+                .on_conflict_do_nothing()
+            )
+            bucket = (await session.execute(query)).scalar_one_or_none()
+            if bucket is not None:
+                return bucket
+        raise PermanentError(f"could not name a bucket for experiment {experiment!r}")
+
+    async def _step(self, session: AsyncSession, run: FileRow, ref: StepRef) -> StepRow:
+        await session.execute(
+            self._insert(StepRow)
+            .values(file_id=run.id, step_id=ref.step_id, attempt=ref.attempt, name=ref.name, guarded=False)
+            .on_conflict_do_nothing(index_elements=["file_id", "step_id", "attempt"])
+        )
+        step = (
+            await session.execute(
+                select(StepRow).where(
+                    StepRow.file_id == run.id, StepRow.step_id == ref.step_id, StepRow.attempt == ref.attempt
+                )
+            )
+        ).scalar_one()
+        step.name = step.name or ref.name
+        return step
+
+    async def _version(
+        self, session: AsyncSession, run: FileRow, event: SnapshotCompleted | SnapshotFailed
+    ) -> VersionRow:
+        step = event.step
+        version_id = names.version_id(
+            run.workflow_uid, step.step_id if step else None, step.attempt if step else 0, event.phase
+        )
+        await session.execute(
+            self._insert(VersionRow)
+            .values(
+                id=version_id,
+                file_id=run.id,
+                step_key=step.step_id if step else "",
+                attempt=step.attempt if step else 0,
+                phase=event.phase,
+                step_name=step.name if step else None,
+                volumes="\n".join(event.volumes),
+                event_tags="",
+                tags="",
+                status="pending",
+                best_effort=False,
+                created_at=_now(),
+            )
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        version = (await session.execute(select(VersionRow).where(VersionRow.id == version_id))).scalar_one()
+        merged = lineage.merge_volumes(version.volume_names, [*event.volumes, event.volume.name])
+        if merged != version.volume_names:
+            version.volumes = "\n".join(merged)
+        return version
+
+    # --- settling a run -----------------------------------------------------------------------------------
+
+    async def _settle(self, session: AsyncSession, run: FileRow) -> list[Commit]:
+        """Recompute the status and tags of every version of a run; return the ones to announce."""
+        await session.flush()
+        query = select(VersionRow).where(VersionRow.file_id == run.id).execution_options(populate_existing=True)
+        versions = list((await session.execute(query)).scalars().all())
+        steps = {
+            (s.step_id, s.attempt): s
+            for s in (await session.execute(select(StepRow).where(StepRow.file_id == run.id))).scalars()
+        }
+        facts = []
+        for version in versions:
+            version.status = lineage.version_status(version.volume_names, {m.volume: m.status for m in version.members})
+            times = [m.taken_at for m in version.members if m.taken_at is not None]
+            version.taken_at = max(times) if times else None
+            step = steps.get((version.step_key, version.attempt))
+            facts.append(
+                lineage.VersionFacts(
+                    id=version.id,
+                    phase=version.phase,
+                    taken_at=version.taken_at,
+                    event_tags=frozenset(_split(version.event_tags)),
+                    step_outcome=step.outcome if step else None,
+                )
+            )
+        final = lineage.final_version(run.status, facts)
+        for version, fact in zip(versions, facts, strict=True):
+            version.tags = ",".join(lineage.tags_for(fact, final=final))
+        if run.bucket_id is None or run.name is None:
+            return []  # not announced before the run's RunStarted names it
+        bucket = await session.get(BucketRow, run.bucket_id)
+        assert bucket is not None
+        return [
+            self._commit(run, bucket, v, steps.get((v.step_key, v.attempt)))
+            for v in versions
+            if v.status != "pending" and v.committed_at is None
+        ]
+
+    def _commit(self, run: FileRow, bucket: BucketRow, version: VersionRow, step: StepRow | None) -> Commit:
+        ref = RunRef(namespace=run.namespace.name, run_id=run.run_id, workflow_uid=run.workflow_uid)
+        step_ref = None
+        if version.step_key:
+            name = version.step_name or (step.name if step else None) or version.step_key
+            step_ref = StepRef(run=ref, step_id=version.step_key, name=name, attempt=version.attempt)
+        assert run.name is not None
+        event = VersionCommitted.make(
+            run=ref,
+            step=step_ref,
+            phase=version.phase,
+            version_id=version.id,
+            url=format_url(run.namespace.name, bucket.name, run.name, version.id),
+            tags=tuple(_split(version.tags)),
+            complete=version.status == "complete",
+        )
+        since = {
+            "initial": run.started_at,
+            "before": step.started_at if step else None,
+            "after": step.finished_at if step else None,
+        }.get(version.phase)
+        return Commit(event=event, since=since or version.created_at)
+
+
+def _split(tags: str) -> list[str]:
+    return [t for t in tags.split(",") if t]

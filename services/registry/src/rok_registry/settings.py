@@ -1,0 +1,20 @@
+"""The registry's settings (``ROK_*`` environment variables) on top of rokcommon's."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from rokcommon.settings import RokSettings
+
+
+class RegistrySettings(RokSettings):
+    database_url: str = Field(
+        "",
+        description="SQL database: postgresql://user:pass@host/db, or sqlite:///path; default <state_dir>/registry.db",
+    )
+    registry_host: str = Field("127.0.0.1", description="address the registry's HTTP API and web pages bind")
+    registry_port: int = Field(8470, ge=0, description="port of the registry's HTTP API and web pages (0: any)")
+    registry_workers: int = Field(8, ge=1, description="events of one stream recorded at once")
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.state_dir / 'registry.db').resolve()}"

@@ -1,0 +1,158 @@
+"""The registry's SQL schema (SQLAlchemy 2 ORM). Migrations in ``migrations/versions`` create exactly this.
+
+namespace ─< bucket (one per experiment) ─< file (one per run) ─< version (one per snapshot of a step's
+volumes) ─< member (one per volume, workspace first); file ─< step (one per attempt of a workflow node).
+
+Every row has a natural key with a unique constraint, so that recording an event is an upsert: redelivered,
+duplicated and reordered events end in the same rows.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import BigInteger, Boolean, DateTime, Dialect, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in UTC on every database (SQLite keeps no time zone: it is put back on read)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value} would be ambiguous: give it a time zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class NamespaceRow(Base):
+    __tablename__ = "namespaces"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(253), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class BucketRow(Base):
+    __tablename__ = "buckets"
+    __table_args__ = (
+        UniqueConstraint("namespace_id", "experiment_key", name="uq_buckets_experiment"),
+        UniqueConstraint("namespace_id", "name", name="uq_buckets_name"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
+    name: Mapped[str] = mapped_column(String(253))
+    suffix: Mapped[str] = mapped_column(String(16))
+    experiment_key: Mapped[str] = mapped_column(String(512))  # the experiment, or "" for the fallback bucket
+    experiment: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    namespace: Mapped[NamespaceRow] = relationship(lazy="joined")
+
+
+class FileRow(Base):
+    """A run. ``bucket_id`` and ``name`` stay empty until its ``RunStarted`` is recorded (it may come late)."""
+
+    __tablename__ = "files"
+    __table_args__ = (UniqueConstraint("bucket_id", "name", name="uq_files_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    workflow_uid: Mapped[str] = mapped_column(String(253), unique=True)
+    namespace_id: Mapped[int] = mapped_column(ForeignKey("namespaces.id"))
+    bucket_id: Mapped[int | None] = mapped_column(ForeignKey("buckets.id"))
+    name: Mapped[str | None] = mapped_column(String(253))
+    run_id: Mapped[str] = mapped_column(String(253))
+    run_name: Mapped[str | None] = mapped_column(String(512))
+    pipeline_name: Mapped[str | None] = mapped_column(String(512))
+    pipeline_version: Mapped[str | None] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+    namespace: Mapped[NamespaceRow] = relationship(lazy="joined")
+    bucket: Mapped[BucketRow | None] = relationship(lazy="joined")
+
+
+class StepRow(Base):
+    """One attempt of one workflow node."""
+
+    __tablename__ = "steps"
+    __table_args__ = (UniqueConstraint("file_id", "step_id", "attempt", name="uq_steps_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id"), index=True)
+    step_id: Mapped[str] = mapped_column(String(253))  # the workflow node id
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str | None] = mapped_column(String(253))
+    node: Mapped[str | None] = mapped_column(String(253))
+    guarded: Mapped[bool] = mapped_column(Boolean, default=False)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    outcome: Mapped[str | None] = mapped_column(String(16))
+
+
+class VersionRow(Base):
+    """A snapshot of a step's volumes. ``step_key`` is the node id, or "" for the run's initial version."""
+
+    __tablename__ = "versions"
+    __table_args__ = (UniqueConstraint("file_id", "step_key", "attempt", "phase", name="uq_versions_key"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("files.id"), index=True)
+    step_key: Mapped[str] = mapped_column(String(253))
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    phase: Mapped[str] = mapped_column(String(16))
+    step_name: Mapped[str | None] = mapped_column(String(253))
+    volumes: Mapped[str] = mapped_column(Text, default="")  # names of every volume, workspace first, "\n"-joined
+    event_tags: Mapped[str] = mapped_column(String(64), default="")  # tags the snapshotter sent, ","-joined
+    tags: Mapped[str] = mapped_column(String(64), default="")  # what the registry decided, ","-joined
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    best_effort: Mapped[bool] = mapped_column(Boolean, default=False)
+    taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    committed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # VersionCommitted published
+
+    file: Mapped[FileRow] = relationship(lazy="joined")
+    members: Mapped[list[MemberRow]] = relationship(lazy="selectin", order_by="MemberRow.position")
+
+    @property
+    def volume_names(self) -> list[str]:
+        return [v for v in self.volumes.split("\n") if v]
+
+
+class MemberRow(Base):
+    """One volume of a version: stored (``snapshot_id``) or failed (``reason``)."""
+
+    __tablename__ = "members"
+    __table_args__ = (UniqueConstraint("version_id", "volume", name="uq_members_volume"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"), index=True)
+    volume: Mapped[str] = mapped_column(String(253))
+    role: Mapped[str] = mapped_column(String(16), default="data")
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16))  # complete | failed
+    snapshot_id: Mapped[str | None] = mapped_column(String(253))
+    repository: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_new: Mapped[int] = mapped_column(BigInteger, default=0)
+    files: Mapped[int] = mapped_column(BigInteger, default=0)
+    reason: Mapped[str | None] = mapped_column(Text)
+    node: Mapped[str | None] = mapped_column(String(253))
+    taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

@@ -1,0 +1,185 @@
+"""The snapshot browser: server-rendered pages the registry serves next to its API.
+
+Buckets → files (runs) → versions (step, phase, tags, size, new bytes, a copy button for the URL); a run's
+lineage (its steps in order, their before- and after-versions, and what each step changed); a search box for
+a bucket, a run or a URL; and a restore action that asks for a target directory and shows the restore's
+progress by polling ``/restores/<id>``. The registry's app includes :data:`router`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+from rokcommon.cli.diffs import VolumeChanges, diff_members
+from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
+from rokcommon.registry_client import InvalidUrl, Lineage, Step, parse_url
+
+from rok_registry.web.access import WebBus, registry, web_bus
+
+HERE = Path(__file__).parent
+STATIC = HERE / "static"
+templates = Jinja2Templates(directory=HERE / "templates")
+DIFF_LINES = 200  # paths listed per volume and kind; the rest is counted
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024:
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+def _when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+templates.env.filters["size"] = _size
+templates.env.filters["when"] = _when
+
+router = APIRouter(include_in_schema=False)
+
+
+def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    bus: WebBus = web_bus(request)
+    context.setdefault("query", "")
+    return templates.TemplateResponse(request, name, {"namespace": bus.namespace, **context}, status_code=status_code)
+
+
+def _error_page(request: Request, error: Exception) -> HTMLResponse:
+    if isinstance(error, Forbidden):
+        status, title = 403, "Not yours"
+    elif isinstance(error, NotFound):
+        status, title = 404, "Not found"
+    elif isinstance(error, InvalidRequest):
+        status, title = 400, "Not understood"
+    elif isinstance(error, TemporaryError):
+        status, title = 503, "The registry is not answering"
+    else:
+        status, title = 500, "Something went wrong"
+    return _page(request, "error.html", status_code=status, title=title, message=str(error))
+
+
+@router.get("/", response_class=HTMLResponse)
+async def buckets_page(request: Request, queries: Any = Depends(registry)) -> Response:
+    try:
+        buckets = await queries.list_buckets()
+    except RokError as error:
+        return _error_page(request, error)
+    return _page(request, "buckets.html", buckets=buckets)
+
+
+@router.get("/buckets/{bucket}", response_class=HTMLResponse)
+async def files_page(request: Request, bucket: str, queries: Any = Depends(registry)) -> Response:
+    try:
+        files = await queries.list_files(bucket)
+    except RokError as error:
+        return _error_page(request, error)
+    return _page(request, "files.html", bucket=bucket, files=files)
+
+
+@router.get("/buckets/{bucket}/{file}", response_class=HTMLResponse)
+async def versions_page(
+    request: Request, bucket: str, file: str, version: str | None = None, queries: Any = Depends(registry)
+) -> Response:
+    try:
+        versions = await queries.list_versions(bucket, file)
+    except RokError as error:
+        return _error_page(request, error)
+    return _page(request, "versions.html", bucket=bucket, file=file, versions=versions, selected=version)
+
+
+@router.get("/buckets/{bucket}/{file}/lineage", response_class=HTMLResponse)
+async def lineage_page(request: Request, bucket: str, file: str, queries: Any = Depends(registry)) -> Response:
+    try:
+        lineage: Lineage = await queries.lineage(bucket, file)
+        changes = await asyncio.gather(*(_step_changes(queries, step) for step in lineage.steps))
+    except RokError as error:
+        return _error_page(request, error)
+    steps = list(zip(lineage.steps, changes, strict=True))
+    return _page(request, "lineage.html", bucket=bucket, file=file, lineage=lineage, steps=steps, limit=DIFF_LINES)
+
+
+async def _step_changes(queries: Any, step: Step) -> list[VolumeChanges] | None:
+    """What a step changed: its before-version against its after-version, volume by volume."""
+    if step.before is None or step.after is None or not step.before.members or not step.after.members:
+        return None
+    return await diff_members(step.before.members, step.after.members)
+
+
+@router.get("/search", response_class=HTMLResponse)
+async def search_page(request: Request, q: str = "", queries: Any = Depends(registry)) -> Response:
+    text = q.strip()
+    if not text:
+        return RedirectResponse("/", status_code=303)
+    if text.startswith("rok://"):
+        try:
+            url = parse_url(text)
+        except InvalidUrl as error:
+            return _error_page(request, error)
+        if url.file is None:
+            return RedirectResponse(f"/buckets/{url.bucket}", status_code=303)
+        where = f"/buckets/{url.bucket}/{url.file}"
+        if url.version:
+            where += f"?version={url.version}#v-{url.version}"
+        return RedirectResponse(where, status_code=303)
+    try:
+        hits = await queries.search(text)
+    except RokError as error:
+        return _error_page(request, error)
+    return _page(request, "search.html", hits=hits, query=text)
+
+
+class RestoreForm(BaseModel):
+    url: str
+    target: str = Field(min_length=1)
+    volumes: list[str] = Field(default_factory=list)
+
+
+@router.post("/restores")
+async def start_restore(request: Request, form: RestoreForm) -> JSONResponse:
+    target = form.target.strip()
+    if not PurePosixPath(target).is_absolute():
+        return JSONResponse({"error": f"target {target!r} must be an absolute directory path"}, status_code=400)
+    try:
+        parse_url(form.url)
+        watch = await web_bus(request).restore(form.url, target, tuple(v for v in form.volumes if v))
+    except RokError as error:
+        return JSONResponse({"error": str(error)}, status_code=_status(error))
+    return JSONResponse(watch.to_dict(), status_code=202)
+
+
+@router.get("/restores/{request_id}")
+async def restore_progress(request: Request, request_id: str) -> JSONResponse:
+    try:
+        watch = web_bus(request).watch(request_id)
+    except NotFound as error:
+        return JSONResponse({"error": str(error)}, status_code=404)
+    return JSONResponse(watch.to_dict())
+
+
+def _status(error: Exception) -> int:
+    if isinstance(error, Forbidden):
+        return 403
+    if isinstance(error, NotFound):
+        return 404
+    if isinstance(error, TemporaryError):
+        return 503
+    return 400
+
+
+@router.get("/static/{name}")
+async def static(name: str) -> Response:
+    path = STATIC / name
+    if "/" in name or not path.is_file():
+        return Response(status_code=404)
+    return FileResponse(path)
