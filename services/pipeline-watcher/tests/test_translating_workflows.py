@@ -37,9 +37,7 @@ def test_a_finished_kfp_v1_run_yields_run_started_then_each_step_started_and_fin
 def test_each_retry_attempt_is_a_step_of_its_own_carrying_its_attempt_number_and_outcome(v1_run):
     events = translate(v1_run)
 
-    finished = {
-        e.step.attempt: e for e in events if isinstance(e, StepFinished) and e.step.name == "random-failure"
-    }
+    finished = {e.step.attempt: e for e in events if isinstance(e, StepFinished) and e.step.name == "random-failure"}
     assert finished[0].outcome == "failed"
     assert finished[1].outcome == "succeeded"
     assert finished[0].step.step_id == v1_run.node("random-failure(0)")["id"]
@@ -77,9 +75,7 @@ def test_skipped_and_omitted_nodes_take_no_snapshot(v1_run):
     assert steps(translate(v1_run)) == [("random-failure", 0), ("random-failure", 1)]
 
 
-def test_the_workspace_named_by_the_workflow_comes_first_whatever_the_order_of_the_pod_volumes(
-    v2_run, notebook_pod
-):
+def test_the_workspace_named_by_the_workflow_comes_first_whatever_the_order_of_the_pod_volumes(v2_run, notebook_pod):
     pod = v2_run.pod(".train.executor")
     events = translate(v2_run, notebook_pod=notebook_pod, claims={"ws-nb-1-run-8xfss": "pvc-0a1b2c3d"})
 
@@ -108,9 +104,7 @@ def test_without_a_workspace_annotation_the_first_mounted_claim_is_the_workspace
     ]
 
 
-def test_a_run_named_for_its_notebook_starts_from_the_notebook_volumes_on_the_notebook_node(
-    v2_run, notebook_pod
-):
+def test_a_run_named_for_its_notebook_starts_from_the_notebook_volumes_on_the_notebook_node(v2_run, notebook_pod):
     started = translate(v2_run, notebook_pod=notebook_pod, info=RunInfo("ml-pipeline", "v3", "churn"))[0]
 
     assert isinstance(started, RunStarted)
@@ -154,9 +148,7 @@ def test_a_step_starts_when_its_pod_is_bound_and_finishes_when_its_node_is_done(
     node.pop("hostNodeName")
     translator = Translator()
 
-    assert (
-        translator.translate(RunState(run.workflow, run.pods)) == []
-    )  # not scheduled yet: nothing to snapshot
+    assert translator.translate(RunState(run.workflow, run.pods)) == []  # not scheduled yet: nothing to snapshot
 
     pod["spec"]["nodeName"] = "ip-10-0-1-17.ec2.internal"
     pending = translator.translate(RunState(run.workflow, run.pods))
@@ -205,3 +197,13 @@ def test_a_failed_run_finishes_failed(v1_run):
     v1_run.workflow["status"]["phase"] = "Failed"
 
     assert translate(v1_run)[-1].outcome == "failed"
+
+
+def test_a_finished_run_is_not_finished_before_every_step_pod_is_seen_unless_the_pods_are_known_complete(v1_run):
+    v1_run.pods.pop(v1_run.node("print-msg-2")["id"])
+
+    held = Translator().translate(RunState(v1_run.workflow, v1_run.pods, pods_complete=False))
+    given_up = Translator().translate(RunState(v1_run.workflow, v1_run.pods, pods_complete=True))
+
+    assert not any(isinstance(e, RunFinished) for e in held)
+    assert isinstance(given_up[-1], RunFinished)

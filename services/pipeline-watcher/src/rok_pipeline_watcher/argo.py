@@ -108,9 +108,7 @@ def step_nodes(workflow: Mapping[str, Any]) -> Iterator[StepNode]:
     return iter(found)
 
 
-def _v2_task(
-    node_id: str, nodes: Mapping[str, Mapping[str, Any]], parent_of: Mapping[str, str]
-) -> str | None:
+def _v2_task(node_id: str, nodes: Mapping[str, Mapping[str, Any]], parent_of: Mapping[str, str]) -> str | None:
     current = parent_of.get(node_id)
     while current is not None:
         node = nodes.get(current) or {}

@@ -70,6 +70,9 @@ class RunState:
     info: RunInfo = RunInfo()
     claims: Mapping[str, str | None] = field(default_factory=dict)  # claim name → bound PV name
     notebook_pod: Mapping[str, Any] | None = None
+    # False while the source may not have seen every pod yet: the run is not finished while a step's pod is
+    # missing (its events would come after the run's end)
+    pods_complete: bool = True
 
 
 class Translator:
@@ -101,10 +104,12 @@ class Translator:
         workspace = argo.annotations(state.workflow).get(argo.WORKSPACE_ANNOTATION)
         steps: list[Event] = []
         first: tuple[str, list[VolumeRef]] | None = None
+        missing = False
         for node in argo.step_nodes(state.workflow):
             if node.phase in argo.NO_SNAPSHOT:
                 continue
             pod = state.pods.get(node.node_id)
+            missing = missing or pod is None
             if pod is None or argo.pod_is_cached(pod):
                 continue
             host = (pod.get("spec") or {}).get("nodeName") or node.host
@@ -152,16 +157,12 @@ class Translator:
             experiment=state.info.experiment,
             node=node_name,
             volumes=tuple(volumes),
-            started_at=timestamp(
-                status.get("startedAt") or argo.metadata(state.workflow).get("creationTimestamp")
-            ),
+            started_at=timestamp(status.get("startedAt") or argo.metadata(state.workflow).get("creationTimestamp")),
         )
         events: list[Event] = [started, *steps]
-        if phase in _OUTCOMES:
+        if phase in _OUTCOMES and (state.pods_complete or not missing):
             events.append(
-                RunFinished.make(
-                    run=run, outcome=_OUTCOMES[phase], finished_at=timestamp(status.get("finishedAt"))
-                )
+                RunFinished.make(run=run, outcome=_OUTCOMES[phase], finished_at=timestamp(status.get("finishedAt")))
             )
         return events
 

@@ -261,7 +261,11 @@ class FakeKube:
         return [r for r in self.requests if r.params.get("watch") in ("true", "1") and r.path.startswith(path_prefix)]
 
     def wait_for_watches(self, count: int, path_prefix: str = "", timeout: float = 10.0) -> None:
-        """Block until ``count`` watch requests under ``path_prefix`` have arrived (a sync point, not a delay)."""
+        """Block until ``count`` watches under ``path_prefix`` stream (a sync point, not a delay).
+
+        A watch is recorded in :attr:`requests` once it streams, so faults injected after this returns
+        (:meth:`bookmark`, :meth:`drop_watches`) reach it.
+        """
         with self._lock:
             if not self._lock.wait_for(lambda: len(self.watches(path_prefix)) >= count, timeout):
                 raise AssertionError(f"expected {count} watches of {path_prefix!r}, saw {self.watches(path_prefix)}")
@@ -392,12 +396,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         path, params = self._params()
         kube = self.kube
-        with kube._lock:
-            kube.requests.append(_Request(method, path, params))
-            kube._lock.notify_all()
         try:
             if method == "GET" and params.get("watch") in ("true", "1"):
-                return self._watch(path, params)
+                return self._watch(path, params)  # recorded once it streams
+            with kube._lock:
+                kube.requests.append(_Request(method, path, params))
+                kube._lock.notify_all()
             if method == "GET":
                 _, _, plural, name = _parse(path)
                 if name is not None:
@@ -463,6 +467,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             with kube._lock:
                 drops, marks = kube._drops, kube._bookmarks
+                kube.requests.append(_Request("GET", path, params))  # from here on, faults reach this watch
+                kube._lock.notify_all()
                 if since in ("", "0"):
                     pending = [
                         _Change(int(o["metadata"]["resourceVersion"]), "ADDED", k, copy.deepcopy(o))
@@ -493,12 +499,6 @@ class _Handler(BaseHTTPRequestHandler):
                     )
                     if kube._stopping or deadline.is_set():
                         break
-                    if kube._drops != drops:
-                        self.wfile.write(b'400\r\n{"type":"MODIF')  # half a chunk, then the line goes dead
-                        self.wfile.flush()
-                        self.connection.shutdown(socket.SHUT_RDWR)
-                        self.close_connection = True
-                        return
                     pending = [
                         c
                         for c in kube._history
@@ -520,6 +520,15 @@ class _Handler(BaseHTTPRequestHandler):
                                     },
                                 )
                             )
+                    dropped = kube._drops != drops
+                if dropped:  # what was due goes out first, then the line dies mid-chunk
+                    for change in pending:
+                        self._chunk({"type": change.type, "object": change.obj})
+                    self.wfile.write(b'400\r\n{"type":"MODIF')
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):

@@ -1,0 +1,262 @@
+"""The Kubernetes source: Argo workflows of KFP runs and their pods, watched, translated, published.
+
+It keeps the latest version of every watched object in memory (that is all the state it has), and after
+each change re-translates the workflow it concerns. What the translator emits is published; what it emitted
+before is not emitted again, and after a restart the deterministic event ids make the replay harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from kubernetes import client
+from rokcommon.events import Event
+
+from rok_pipeline_watcher import argo
+from rok_pipeline_watcher.kfp_api import KfpApi
+from rok_pipeline_watcher.kube_watch import BOOKMARK, LISTED, Change, ResourceWatch
+from rok_pipeline_watcher.translator import RunInfo, RunState, Translator
+
+log = logging.getLogger(__name__)
+
+ARGO_GROUP, ARGO_VERSION, WORKFLOWS = "argoproj.io", "v1alpha1", "workflows"
+
+Key = tuple[str, str]  # namespace, workflow name
+Publish = Callable[[Event], Awaitable[Any]]
+
+
+class KubeSource:
+    def __init__(
+        self,
+        api_client: client.ApiClient,
+        publish: Publish,
+        *,
+        kfp: KfpApi | None = None,
+        namespace: str = "",
+        watch_timeout: int = 300,
+        retry_delay: float = 1.0,
+        translator: Translator | None = None,
+    ) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.publish = publish
+        self.kfp = kfp
+        self.translator = translator or Translator()
+        self.ready = asyncio.Event()  # set once the first lists of workflows and pods are translated
+        self.workflows: dict[Key, dict[str, Any]] = {}
+        self.pods: dict[Key, dict[str, dict[str, Any]]] = {}  # by workflow, then node id
+        self._pvs: dict[tuple[str, str], str] = {}  # (namespace, claim) → bound PV
+        self._notebooks: dict[tuple[str, str], dict[str, Any]] = {}
+        self._seen: dict[str, int] = {}  # kind → the resourceVersion its applied changes reach
+        self._retry_delay = retry_delay
+        options = {"timeout_seconds": watch_timeout, "retry_delay": retry_delay}
+        if namespace:
+            self.watches = [
+                ResourceWatch(
+                    WORKFLOWS,
+                    self.custom.list_namespaced_custom_object,
+                    ARGO_GROUP,
+                    ARGO_VERSION,
+                    namespace,
+                    WORKFLOWS,
+                    label_selector=argo.RUN_ID_LABEL,
+                    **options,
+                ),
+                ResourceWatch(
+                    "pods", self.core.list_namespaced_pod, namespace, label_selector=argo.WORKFLOW_LABEL, **options
+                ),
+            ]
+        else:
+            self.watches = [
+                ResourceWatch(
+                    WORKFLOWS,
+                    self.custom.list_cluster_custom_object,
+                    ARGO_GROUP,
+                    ARGO_VERSION,
+                    WORKFLOWS,
+                    label_selector=argo.RUN_ID_LABEL,
+                    **options,
+                ),
+                ResourceWatch(
+                    "pods", self.core.list_pod_for_all_namespaces, label_selector=argo.WORKFLOW_LABEL, **options
+                ),
+            ]
+
+    async def run(self) -> None:
+        """Watch until cancelled."""
+        queue: asyncio.Queue[Change] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+        for w in self.watches:
+            w.start(loop, queue)
+        listed: set[str] = set()
+        try:
+            while True:
+                change = await queue.get()
+                await self.apply(change)
+                if change.type == LISTED and not self.ready.is_set():
+                    listed.add(change.kind)
+                    if listed >= {w.kind for w in self.watches}:
+                        self.ready.set()
+        finally:
+            await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.watches))
+
+    async def apply(self, change: Change) -> None:
+        """Take one change into the picture and publish what it implies."""
+        affected: set[Key]
+        if change.resource_version and change.resource_version.isdigit():
+            self._seen[change.kind] = int(change.resource_version)
+        if change.type == BOOKMARK:
+            affected = set(self.workflows) if change.kind == "pods" else set()
+        elif change.kind == WORKFLOWS:
+            affected = self._apply_workflows(change)
+        else:
+            affected = self._apply_pods(change)
+        for key in sorted(affected):
+            await self._translate(key)
+
+    def _apply_workflows(self, change: Change) -> set[Key]:
+        if change.type == LISTED:
+            fresh = {_key(w): w for w in change.objects}
+            for key, gone in self.workflows.items():
+                if key not in fresh:
+                    self.translator.forget(argo.metadata(gone).get("uid", ""))
+            self.workflows = fresh
+            return set(fresh)
+        (workflow,) = change.objects
+        key = _key(workflow)
+        if change.type == "DELETED":
+            self.workflows.pop(key, None)
+            self.pods.pop(key, None)
+            self.translator.forget(argo.metadata(workflow).get("uid", ""))
+            return set()
+        self.workflows[key] = workflow
+        return {key}
+
+    def _apply_pods(self, change: Change) -> set[Key]:
+        if change.type == LISTED:
+            self.pods = {}
+            for pod in change.objects:
+                self._index(pod)
+            return set(self.workflows)
+        (pod,) = change.objects
+        if change.type == "DELETED":
+            by_node = self.pods.get(_pod_workflow(pod), {})
+            by_node.pop(argo.pod_node_id(pod) or "", None)
+            return set()
+        return {self._index(pod)}
+
+    def _index(self, pod: dict[str, Any]) -> Key:
+        key = _pod_workflow(pod)
+        node_id = argo.pod_node_id(pod)
+        if node_id:
+            self.pods.setdefault(key, {})[node_id] = pod
+        return key
+
+    async def _translate(self, key: Key) -> None:
+        workflow = self.workflows.get(key)
+        if workflow is None:
+            return
+        namespace = key[0]
+        pods = self.pods.get(key, {})
+        run_id = argo.labels(workflow).get(argo.RUN_ID_LABEL, "")
+        info = await self.kfp.run_info(run_id) if self.kfp and run_id else RunInfo()
+        notebook = await self._notebook_pod(namespace, argo.annotations(workflow).get(argo.NOTEBOOK_POD_ANNOTATION))
+        claims: dict[str, str | None] = {}
+        for pod in [*pods.values(), *([notebook] if notebook else [])]:
+            for volume in argo.mounted_volumes(pod, container=None):
+                if volume.claim:
+                    claims[volume.claim] = await self._pv(namespace, volume.claim)
+        state = RunState(
+            workflow=workflow,
+            pods=pods,
+            info=info,
+            claims=claims,
+            notebook_pod=notebook,
+            pods_complete=self._pods_caught_up(workflow),
+        )
+        for event in self.translator.translate(state):
+            await self._publish(event)
+
+    def _pods_caught_up(self, workflow: dict[str, Any]) -> bool:
+        """Whether the pods seen so far are as recent as the workflow: a step pod missing now is gone for good.
+
+        (resourceVersions are opaque to clients in principle; they are etcd revisions, increasing, in
+        practice. When one is not a number, the source assumes it has caught up.)
+        """
+        version = argo.metadata(workflow).get("resourceVersion") or ""
+        if "pods" not in self._seen:
+            return False
+        return not version.isdigit() or self._seen["pods"] >= int(version)
+
+    async def _publish(self, event: Event) -> None:
+        delay = self._retry_delay
+        while True:
+            try:
+                await self.publish(event)
+            except Exception as error:
+                log.warning(
+                    "publishing %s failed (%s); retrying",
+                    event.subject_for(),
+                    error,
+                    extra={"event_id": event.event_id},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            else:
+                log.info("published %s", type(event).__name__, extra={"event_id": event.event_id})
+                return
+
+    async def _pv(self, namespace: str, claim: str) -> str | None:
+        """The PersistentVolume a claim is bound to (remembered once bound)."""
+        if (namespace, claim) in self._pvs:
+            return self._pvs[(namespace, claim)]
+        try:
+            pvc = await asyncio.to_thread(
+                self.core.read_namespaced_persistent_volume_claim, claim, namespace, _preload_content=False
+            )
+            volume = _json(pvc).get("spec", {}).get("volumeName")
+        except client.ApiException as error:
+            log.info("claim %s/%s: %s %s", namespace, claim, error.status, error.reason)
+            return None
+        if volume:
+            self._pvs[(namespace, claim)] = volume
+        return volume
+
+    async def _notebook_pod(self, namespace: str, name: str | None) -> dict[str, Any] | None:
+        if not name:
+            return None
+        if (namespace, name) in self._notebooks:
+            return self._notebooks[(namespace, name)]
+        try:
+            response = await asyncio.to_thread(self.core.read_namespaced_pod, name, namespace, _preload_content=False)
+        except client.ApiException as error:
+            log.warning(
+                "notebook pod %s/%s: %s %s; the run starts from its first step's volumes",
+                namespace,
+                name,
+                error.status,
+                error.reason,
+            )
+            return None
+        self._notebooks[(namespace, name)] = pod = _json(response)
+        return pod
+
+
+def _json(response: Any) -> dict[str, Any]:
+    try:
+        return json.loads(response.data)
+    finally:
+        response.release_conn()
+
+
+def _key(workflow: dict[str, Any]) -> Key:
+    meta = argo.metadata(workflow)
+    return meta.get("namespace") or "default", meta.get("name") or ""
+
+
+def _pod_workflow(pod: dict[str, Any]) -> Key:
+    return argo.metadata(pod).get("namespace") or "default", argo.labels(pod).get(argo.WORKFLOW_LABEL, "")

@@ -1,0 +1,30 @@
+"""The pipeline-watcher's settings (``ROK_*`` environment variables) on top of rokcommon's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from rokcommon.settings import RokSettings
+
+
+class WatcherSettings(RokSettings):
+    kube: Literal["off", "incluster", "kubeconfig"] = Field(
+        "off", description="where the Kubernetes API is: off (local runner only), incluster, or kubeconfig"
+    )
+    kubeconfig: Path | None = Field(None, description="kubeconfig file (kube=kubeconfig); default ~/.kube/config")
+    watch_namespace: str = Field("", description="watch one namespace only; empty: all namespaces")
+    watch_timeout: int = Field(300, ge=1, description="seconds one watch request lasts before it is renewed")
+    kfp_api_url: str = Field(
+        "http://ml-pipeline.kubeflow.svc.cluster.local:8888", description="the KFP API server, for experiments"
+    )
+    kfp_api_timeout: float = Field(5.0, gt=0, description="seconds to wait for the KFP API")
+    webhook: bool = Field(False, description="serve the step guard's mutating admission webhook")
+    webhook_host: str = Field("0.0.0.0", description="address the webhook listens on")
+    webhook_port: int = Field(8443, description="HTTPS port of the webhook")
+    webhook_cert: Path = Field(Path("/etc/rok/webhook/tls.crt"), description="TLS certificate of the webhook")
+    webhook_key: Path = Field(Path("/etc/rok/webhook/tls.key"), description="TLS key of the webhook")
+    guard_image: str = Field("rok-guard:latest", description="image of the step guard sidecar")
+    guard_before_timeout: float = Field(600.0, gt=0, description="seconds a step waits for its before-snapshot")
+    guard_after_timeout: float = Field(600.0, gt=0, description="seconds a pod's end waits for its after-snapshot")
