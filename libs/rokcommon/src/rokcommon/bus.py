@@ -47,7 +47,7 @@ async def connect(settings: RokSettings, *, name: str = "rok", **options: object
             reconnect_time_wait=0.5,
             connect_timeout=5,
             allow_reconnect=True,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
     except (NoServersError, OSError) as error:
         raise TemporaryError(

@@ -29,6 +29,7 @@ from typing import Any
 from faststream import FastStream
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
+from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
@@ -173,8 +174,8 @@ class _FailurePolicy(BaseMiddleware):
         super().__init__(msg, **kwargs)
         self.service = service
 
-    async def consume_scope(self, call_next: Callable[..., Any], msg: NatsMessage) -> Any:
-        raw: Msg = msg.raw_message
+    async def consume_scope(self, call_next: Callable[..., Any], msg: StreamMessage[Any]) -> Any:
+        raw = msg.raw_message
         if not isinstance(raw, Msg) or not raw.reply or not raw.reply.startswith("$JS.ACK."):
             return await call_next(msg)  # core NATS (request-reply): nothing to ack
         meta = raw.metadata

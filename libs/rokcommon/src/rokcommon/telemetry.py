@@ -131,12 +131,12 @@ class Instruments:
     def __init__(self, meter: metrics.Meter) -> None:
         self._by_name: dict[str, metrics.Counter | metrics.Histogram | metrics.UpDownCounter] = {}
         for spec in METRICS:
-            create = {
-                "counter": meter.create_counter,
-                "histogram": meter.create_histogram,
-                "up_down_counter": meter.create_up_down_counter,
-            }[spec.kind]
-            self._by_name[spec.name] = create(spec.name, unit=spec.unit, description=spec.description)
+            if spec.kind == "counter":
+                self._by_name[spec.name] = meter.create_counter(spec.name, spec.unit, spec.description)
+            elif spec.kind == "histogram":
+                self._by_name[spec.name] = meter.create_histogram(spec.name, spec.unit, spec.description)
+            else:
+                self._by_name[spec.name] = meter.create_up_down_counter(spec.name, spec.unit, spec.description)
 
     def add(self, name: str, value: float, attributes: dict[str, str] | None = None) -> None:
         instrument = self._by_name[name]
