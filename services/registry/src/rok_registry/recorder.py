@@ -154,17 +154,18 @@ class Recorder:
                 )
             return await self._settle(session, run)
 
-    async def mark_committed(self, version_ids: list[str]) -> int:
-        """Note that these versions were announced; returns how many were not noted before."""
+    async def mark_committed(self, version_ids: list[str]) -> list[str]:
+        """Note that these versions were announced; returns those that were not noted before."""
         if not version_ids:
-            return 0
+            return []
         async with self.db.writing() as session:
             result = await session.execute(
                 update(VersionRow)
                 .where(VersionRow.id.in_(version_ids), VersionRow.committed_at.is_(None))
                 .values(committed_at=_now())
+                .returning(VersionRow.id)
             )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return list(result.scalars().all())
 
     # --- rows ---------------------------------------------------------------------------------------------
 

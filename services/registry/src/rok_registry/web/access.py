@@ -1,10 +1,10 @@
 """How the web pages reach the registry's answers and the bus: one NATS connection per app, opened lazily.
 
-The pages ask the registry through :class:`~rokcommon.registry_client.RegistryClient` — the same queries, the
-same namespace scoping and the same errors as the CLI. An app may instead put an object with the client's
-methods on ``app.state.registry_queries`` (the registry's own query layer, say) and the pages use that.
-Restores are requested on the bus and followed in memory (:class:`~rokcommon.cli.restores.RestoreWatch`),
-so the page can poll their progress.
+In the registry's app the pages ask its query layer directly (``app.state.queries``, bound here to the page's
+namespace); elsewhere they ask the registry over NATS with :class:`~rokcommon.registry_client.RegistryClient`:
+the same queries, the same namespace scoping, the same errors either way. The bus connection is the service's
+own (``app.state.nats()``) when there is one. Restores are requested on the bus and followed in memory
+(:class:`~rokcommon.cli.restores.RestoreWatch`), so the page can poll their progress.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -29,15 +30,19 @@ MAX_WATCHES = 200  # restores remembered for polling; the oldest finished ones a
 class WebBus:
     """The web pages' connection to NATS, their registry client, and the restores they follow."""
 
-    def __init__(self, settings: RokSettings) -> None:
+    def __init__(self, settings: RokSettings, shared: Callable[[], Client | None] | None = None) -> None:
         self.settings = settings
         self.namespace = settings.namespace
+        self._shared = shared
         self._nc: Client | None = None
         self._lock = asyncio.Lock()
         self._streams_ready = False
         self.restores: OrderedDict[str, RestoreWatch] = OrderedDict()
 
     async def nc(self) -> Client:
+        shared = self._shared() if self._shared is not None else None
+        if shared is not None and not shared.is_closed:
+            return shared
         async with self._lock:
             if self._nc is None or self._nc.is_closed:
                 self._nc = await connect(self.settings, name="rok-web")
@@ -88,14 +93,41 @@ def web_bus(request: Request) -> WebBus:
     current = getattr(state, "rok_web_bus", None)
     if current is None:
         settings = getattr(state, "settings", None)
-        current = WebBus(settings if isinstance(settings, RokSettings) else RokSettings())
+        shared = getattr(state, "nats", None)
+        current = WebBus(settings if isinstance(settings, RokSettings) else RokSettings(), shared)
         state.rok_web_bus = current
     return current
 
 
+class ScopedQueries:
+    """The registry's query layer with the namespace bound: the methods of a RegistryClient."""
+
+    def __init__(self, queries: Any, namespace: str) -> None:
+        self.queries = queries
+        self.namespace = namespace
+
+    async def list_buckets(self) -> Any:
+        return await self.queries.list_buckets(self.namespace)
+
+    async def list_files(self, bucket: str) -> Any:
+        return await self.queries.list_files(self.namespace, bucket)
+
+    async def list_versions(self, bucket: str, file: str) -> Any:
+        return await self.queries.list_versions(self.namespace, bucket, file)
+
+    async def resolve(self, url: str) -> Any:
+        return await self.queries.resolve(self.namespace, url)
+
+    async def lineage(self, bucket: str, file: str) -> Any:
+        return await self.queries.lineage(self.namespace, bucket, file)
+
+    async def search(self, text: str) -> Any:
+        return await self.queries.search(self.namespace, text)
+
+
 async def registry(request: Request) -> Any:
-    """What the pages query: the app's own query layer if it offers one, else the registry over NATS."""
-    custom = getattr(request.app.state, "registry_queries", None)
-    if custom is not None:
-        return custom
+    """What the pages query: the app's own query layer if it has one, else the registry over NATS."""
+    queries = getattr(request.app.state, "queries", None)
+    if queries is not None:
+        return ScopedQueries(queries, web_bus(request).namespace)
     return await web_bus(request).registry()

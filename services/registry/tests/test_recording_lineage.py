@@ -1,0 +1,264 @@
+"""Recording events into lineage: in order, out of order, duplicated — the same lineage, announced once."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from registry_testkit import RunScript
+from rok_registry.database import Database
+from rok_registry.queries import Queries
+from rok_registry.recorder import Recorder
+from rokcommon.events import Event, RunFinished, RunStarted, SnapshotCompleted, StepStarted
+from rokcommon.registry_client import Lineage
+
+NS = "team-a"
+
+
+async def record_all(recorder: Recorder, events: list[Event]) -> list[str]:
+    """Record events as the handler does (announce, then mark); the URLs announced, in order."""
+    announced = []
+    for event in events:
+        commits = await recorder.record(event)
+        announced += [c.event.url for c in commits]
+        await recorder.mark_committed([c.event.version_id for c in commits])
+    return announced
+
+
+async def only_lineage(queries: Queries, namespace: str = NS) -> Lineage:
+    [bucket] = await queries.list_buckets(namespace)
+    [run] = await queries.list_files(namespace, bucket.name)
+    return await queries.lineage(namespace, bucket.name, run.name)
+
+
+def canonical(lineage: Lineage) -> str:
+    """The lineage with its randomly suffixed names replaced, to compare lineages recorded in two databases."""
+    text = lineage.model_dump_json()
+    return text.replace(lineage.file.bucket, "<bucket>").replace(lineage.file.name, "<file>")
+
+
+def summary(lineage: Lineage) -> list[tuple]:
+    rows = [("initial", lineage.initial.status, lineage.initial.tags)] if lineage.initial else []
+    for step in lineage.steps:
+        for version in (step.before, step.after):
+            assert version is not None, f"step {step.name} lacks a version"
+            rows.append((f"{step.name}.{version.phase}", version.status, version.tags))
+    return rows
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+async def test_a_run_recorded_in_order_has_its_initial_version_and_a_before_and_after_per_step(
+    recorder: Recorder, queries: Queries
+) -> None:
+    announced = await record_all(recorder, RunScript().events())
+
+    lineage = await only_lineage(queries)
+    assert summary(lineage) == [
+        ("initial", "complete", ("initial",)),
+        ("prepare.before", "complete", ()),
+        ("prepare.after", "complete", ()),
+        ("train.before", "complete", ()),
+        ("train.after", "complete", ()),
+        ("evaluate.before", "complete", ()),
+        ("evaluate.after", "complete", ("final",)),
+    ]
+    assert [s.outcome for s in lineage.steps] == ["succeeded"] * 3
+    assert lineage.file.status == "succeeded"
+    assert lineage.file.run_name == "Nightly training"
+    assert lineage.file.pipeline_name == "training-pipeline"
+    every_version = [lineage.initial] + [v for s in lineage.steps for v in (s.before, s.after)]
+    assert announced == [v.url for v in every_version]  # each announced once, when it became whole
+    train_after = lineage.steps[1].after
+    assert [m.volume for m in train_after.members] == ["workspace", "data"]
+    assert train_after.members[0].snapshot_id == "snap-wf-1-train-after-workspace"
+    assert (train_after.size, train_after.bytes_new) == (3000, 300)
+    assert train_after.members[1].url == f"{train_after.url}&volume=data"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+async def test_events_in_reverse_order_end_in_the_same_lineage_as_in_order(
+    database: Database, recorder: Recorder, queries: Queries, tmp_path: Path
+) -> None:
+    in_order = Database(f"sqlite:///{tmp_path / 'in-order.db'}")
+    await in_order.migrate()
+    await record_all(Recorder(in_order), RunScript().events())
+    expected = canonical(await only_lineage(Queries(in_order)))
+    await in_order.close()
+
+    events = list(reversed(RunScript().events()))
+    assert isinstance(events[-1], RunStarted)
+    announced = await record_all(recorder, events)
+
+    lineage = await only_lineage(queries)
+    assert canonical(lineage) == expected
+    # nothing was announced before RunStarted named the run; then every version at once
+    assert sorted(announced) == sorted(
+        [lineage.initial.url] + [v.url for s in lineage.steps for v in (s.before, s.after)]
+    )
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_shuffled_and_duplicated_events_end_in_the_same_lineage_announced_once(
+    recorder: Recorder, queries: Queries, tmp_path: Path, seed: int
+) -> None:
+    in_order = Database(f"sqlite:///{tmp_path / 'in-order.db'}")
+    await in_order.migrate()
+    await record_all(Recorder(in_order), RunScript().events())
+    expected = canonical(await only_lineage(Queries(in_order)))
+    await in_order.close()
+
+    events = RunScript().events()
+    rng = random.Random(seed)
+    events += rng.sample(events, 8)  # redeliveries
+    rng.shuffle(events)
+    announced = await record_all(recorder, events)
+
+    assert canonical(await only_lineage(queries)) == expected
+    assert len(announced) == len(set(announced)) == 7
+
+
+async def test_a_failed_step_gets_a_failed_after_version_and_the_run_no_final(
+    recorder: Recorder, queries: Queries
+) -> None:
+    await record_all(recorder, RunScript(failed="train").events())
+
+    lineage = await only_lineage(queries)
+    assert summary(lineage) == [
+        ("initial", "complete", ("initial",)),
+        ("prepare.before", "complete", ()),
+        ("prepare.after", "complete", ()),
+        ("train.before", "complete", ()),
+        ("train.after", "complete", ("failed",)),
+    ]
+    assert lineage.file.status == "failed"
+    assert [s.outcome for s in lineage.steps] == ["succeeded", "failed"]
+
+
+async def test_the_failed_tag_follows_the_step_outcome_even_when_the_snapshot_does_not_say_it(
+    recorder: Recorder, queries: Queries
+) -> None:
+    events = [
+        e.model_copy(update={"tags": ()}) if isinstance(e, SnapshotCompleted) else e
+        for e in RunScript(failed="prepare").events()
+    ]
+    await record_all(recorder, events)
+    lineage = await only_lineage(queries)
+    assert lineage.steps[0].after.tags == ("failed",)
+
+
+async def test_final_moves_to_the_last_after_version_when_run_finished_arrives_first(
+    recorder: Recorder, queries: Queries
+) -> None:
+    events = RunScript().events()
+    finished = next(e for e in events if isinstance(e, RunFinished))
+    last_after = [e for e in events if isinstance(e, SnapshotCompleted) and e.phase == "after"][-2:]
+    early = [e for e in events if e is not finished and e not in last_after]
+    await record_all(recorder, [*early, finished])
+    lineage = await only_lineage(queries)
+    assert lineage.steps[1].after.tags == ("final",)  # the last after-version so far
+
+    await record_all(recorder, last_after)
+    lineage = await only_lineage(queries)
+    assert lineage.steps[1].after.tags == ()
+    assert lineage.steps[2].after.tags == ("final",)
+
+
+async def test_a_volume_that_failed_to_snapshot_makes_the_version_partial_and_still_commits_it(
+    recorder: Recorder, queries: Queries
+) -> None:
+    events = RunScript(snapshot_failures=(("train", "after", "data"),)).events()
+    commits = []
+    for event in events:
+        commits += await recorder.record(event)
+        await recorder.mark_committed([c.event.version_id for c in commits])
+
+    lineage = await only_lineage(queries)
+    after = lineage.steps[1].after
+    assert after.status == "partial"
+    assert [m.volume for m in after.members] == ["workspace"]
+    assert [(f.volume, f.reason) for f in after.failed] == [("data", "disk read error")]
+    assert after.volumes == ("workspace", "data")
+    [announcement] = [c.event for c in commits if c.event.version_id == after.id]
+    assert announcement.complete is False
+
+
+async def test_a_version_stays_pending_until_every_volume_named_is_recorded(
+    recorder: Recorder, queries: Queries
+) -> None:
+    events = RunScript().events()
+    first_volume = [e for e in events if isinstance(e, SnapshotCompleted) and e.volume.name == "workspace"]
+    announced = await record_all(recorder, [events[0], *first_volume])
+
+    assert announced == []
+    lineage = await only_lineage(queries)
+    assert lineage.initial.status == "pending"
+    assert [m.volume for m in lineage.initial.members] == ["workspace"]
+
+
+async def test_a_version_is_announced_again_until_its_announcement_is_noted(recorder: Recorder) -> None:
+    events = RunScript().events()[:3]  # run started, initial workspace and data
+    commits = []
+    for event in events:
+        commits += await recorder.record(event)
+    [commit] = commits
+    again = await recorder.record(events[-1])  # a redelivery: the publish may not have happened
+    assert [(c.event.event_id, c.event.url) for c in again] == [(commit.event.event_id, commit.event.url)]
+
+    assert await recorder.mark_committed([commit.event.version_id]) == [commit.event.version_id]
+    assert await recorder.record(events[-1]) == []
+    assert await recorder.mark_committed([commit.event.version_id]) == []
+
+
+async def test_runs_without_an_experiment_share_the_namespace_fallback_bucket(
+    recorder: Recorder, queries: Queries
+) -> None:
+    await record_all(recorder, RunScript("wf-1", experiment=None).events()[:3])
+    await record_all(recorder, RunScript("wf-2", experiment=None, run_name="Other").events()[:3])
+    await record_all(recorder, RunScript("wf-3", experiment="Churn Model").events()[:3])
+
+    buckets = {b.experiment: b for b in await queries.list_buckets(NS)}
+    assert set(buckets) == {None, "Churn Model"}
+    fallback = buckets[None]
+    assert fallback.name.startswith("default-") and fallback.files == 2
+    assert buckets["Churn Model"].name.startswith("churn-model-")
+    suffix = fallback.name.rsplit("-", 1)[1]
+    files = await queries.list_files(NS, fallback.name)
+    assert sorted(f.run_name for f in files) == ["Nightly training", "Other"]
+    assert all(f"-{suffix}-" in f.name for f in files)  # the bucket's suffix shows in the run's file name
+
+
+async def test_a_step_retried_records_each_attempt_with_its_own_versions(recorder: Recorder, queries: Queries) -> None:
+    script = RunScript(steps=("train",))
+    await record_all(recorder, script.events()[:3])
+    for attempt in (0, 1):
+        step = script.step("train", attempt)
+        started = script.tick()
+        await record_all(
+            recorder,
+            [
+                StepStarted.make(
+                    step=step.model_copy(update={"step_id": f"train-{attempt}"}),
+                    node="node-a",
+                    volumes=script.volumes,
+                    started_at=started,
+                ),
+                *script.snapshots(step.model_copy(update={"step_id": f"train-{attempt}"}), "before", started),
+            ],
+        )
+    lineage = await only_lineage(queries)
+    assert [(s.step_id, s.attempt, s.before.status) for s in lineage.steps] == [
+        ("train-0", 0, "complete"),
+        ("train-1", 1, "complete"),
+    ]
+    assert lineage.steps[0].before.id != lineage.steps[1].before.id
+
+
+def test_version_ids_are_short_url_safe_and_the_same_for_the_same_version() -> None:
+    from rok_registry import names
+
+    a = names.version_id("wf-1", "node-1", 0, "before")
+    assert a == names.version_id("wf-1", "node-1", 0, "before")
+    assert len(a) == 10 and a.isalnum() and a == a.lower()
+    others = {names.version_id("wf-1", "node-1", 0, "after"), names.version_id("wf-1", "node-1", 1, "before")}
+    assert a not in others and len(others) == 2
