@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import click
 from nats.aio.client import Client
 
-from rokcommon import bus, streams
+from rokcommon import streams
+from rokcommon.cli.connection import connect
 from rokcommon.cli.diffs import VolumeChanges, diff_members
 from rokcommon.cli.restores import RestoreWatch, request_restore
 from rokcommon.errors import Forbidden, NotFound, PermanentError, TemporaryError
@@ -61,7 +62,7 @@ def _url(value: str) -> str:
 
 @asynccontextmanager
 async def _registry(settings: RokSettings) -> Any:
-    nc = await bus.connect(settings, name="rok-cli")
+    nc = await connect(settings, name="rok-cli")
     try:
         yield nc, RegistryClient(nc, settings.namespace)
     finally:
@@ -116,16 +117,23 @@ def _file_row(f: Any) -> list[str]:
     ]
 
 
-def _print_table(title: str | None, columns: list[str], rows: Iterable[list[str]]) -> None:
+def console() -> Any:
+    """A rich console: the terminal's width on a terminal; unbounded when piped, so no line (no URL) is folded."""
     from rich.console import Console
+
+    return Console(soft_wrap=True) if sys.stdout.isatty() else Console(width=100_000, soft_wrap=True)
+
+
+def _print_table(title: str | None, columns: list[str], rows: Iterable[list[str]]) -> None:
     from rich.table import Table
 
     table = Table(title=title, box=None, header_style="bold", title_justify="left")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        # A URL is never folded: it must stay one piece to be copied.
+        table.add_column(column, no_wrap=column == "url", overflow="ignore" if column == "url" else "fold")
     for row in rows:
         table.add_row(*row)
-    Console(soft_wrap=True).print(table)
+    console().print(table)
 
 
 # --- rok ls ------------------------------------------------------------------------------------------------
