@@ -1,4 +1,15 @@
-"""The snapshotter's one consumer: this node's run and step events, translated into calls of the snapshot taker."""
+"""The snapshotter's consumers: this node's run and step events, translated into calls of the snapshot taker.
+
+``subjects.node_filter`` (``rok.*.*.v1.<node>``) is not a subset of the pipeline stream's subjects, and
+nats-server 2.9 has no consumers with several filters, so the node's events come through two durable consumers
+sharing one handler: ``snapshotter-<node>`` for ``rok.step.*.v1.<node>`` (step started and finished) and
+``snapshotter-<node>-runs`` for ``rok.run.started.v1.<node>``. Both are bounded by the same snapshot slots.
+
+The consumers have no ``backoff`` list: with one, nats-server 2.9 redelivers a message nak'ed a second time
+only after the backoff delay (at least ``ack_wait``), ignoring the nak's own delay. Without one, a transient
+failure is retried after the failure policy's growing delay, and a snapshotter that died is replaced after
+``ack_wait`` (progress reports keep a live one's messages from being redelivered).
+"""
 
 from __future__ import annotations
 
@@ -12,27 +23,44 @@ from rok_snapshotter.settings import SnapshotterSettings
 from rok_snapshotter.snapshots import SnapshotTaker
 
 
-def consumer_spec(service: Service, settings: SnapshotterSettings) -> streams.ConsumerSpec:
-    """``snapshotter-<node>``: the run-started, step-started and step-finished events routed to this node."""
+def consumer_specs(service: Service, settings: SnapshotterSettings) -> tuple[streams.ConsumerSpec, ...]:
     node = settings.node_name
-    return service.consumer_spec(
+    token = subjects.node_token(node)
+    steps = service.consumer_spec(
         streams.PIPELINE,
-        f"snapshotter-{subjects.node_token(node)}",
-        subjects.node_filter(node),
+        f"snapshotter-{token}",
+        f"rok.step.*.v1.{token}",
         ack_wait=settings.ack_wait,
-        description=f"snapshots the step volumes of node {node}",
+        backoff=(),
+        description=f"snapshots the step volumes of node {node} before and after each step",
     )
+    runs = service.consumer_spec(
+        streams.PIPELINE,
+        f"snapshotter-{token}-runs",
+        subjects.for_node(subjects.RUN_STARTED, node),
+        ack_wait=settings.ack_wait,
+        backoff=(),
+        description=f"snapshots the notebook volumes on node {node} when a run starts",
+    )
+    return steps, runs
 
 
-def subscribe(service: Service, taker: SnapshotTaker, settings: SnapshotterSettings) -> streams.ConsumerSpec:
-    spec = consumer_spec(service, settings)
+def subscribe(
+    service: Service, taker: SnapshotTaker, settings: SnapshotterSettings
+) -> tuple[streams.ConsumerSpec, ...]:
+    specs = consumer_specs(service, settings)
+    for spec in specs:
+        _subscribe(service, taker, settings, spec)
+    return specs
 
+
+def _subscribe(
+    service: Service, taker: SnapshotTaker, settings: SnapshotterSettings, spec: streams.ConsumerSpec
+) -> None:
     @service.consumer(spec, max_workers=settings.snapshot_concurrency)
     async def snapshot_volumes(msg: NatsMessage) -> None:
         raw = msg.raw_message
         event = model_for_subject(raw.subject).decode(raw.data)
-        assert isinstance(event, RunStarted | StepStarted | StepFinished), raw.subject  # the filter allows no other
+        assert isinstance(event, RunStarted | StepStarted | StepFinished), raw.subject  # the filters allow no other
         heartbeat = Heartbeat(msg.in_progress, settings.heartbeat_interval)
         await taker.handle(event, heartbeat, last_delivery=raw.metadata.num_delivered >= spec.max_deliver)
-
-    return spec

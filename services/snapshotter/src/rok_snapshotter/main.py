@@ -28,6 +28,7 @@ def build(settings: SnapshotterSettings | None = None, *, instruments: Instrumen
         pods_dir=settings.kubelet_pods_dir,
         concurrency=settings.snapshot_concurrency,
         instruments=instruments or service.instruments,
+        retry_delay=settings.retry_delay,
     )
     subscribe(service, taker, settings)
 

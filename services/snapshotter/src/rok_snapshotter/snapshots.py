@@ -53,12 +53,14 @@ class SnapshotTaker:
         pods_dir: Path,
         concurrency: int,
         instruments: Instruments,
+        retry_delay: float = 2.0,
     ) -> None:
         self.repository = repository
         self.records = records
         self.publish = publish
         self.pods_dir = pods_dir
         self.instruments = instruments
+        self.retry_delay = retry_delay
         self._slots = asyncio.Semaphore(concurrency)
         self._in_flight: dict[str, _Flight] = {}
 
@@ -77,9 +79,8 @@ class SnapshotTaker:
             return
         summary = "; ".join(f"{v.name}: {e}" for v, e in failures)
         if any(not isinstance(e, PermanentError) for _, e in failures):
-            delay = min((e.delay for _, e in failures if isinstance(e, TemporaryError)), default=5.0)
             raise TemporaryError(
-                f"{len(failures)} of {len(plan.volumes)} volume(s) not snapshotted: {summary}", delay=delay
+                f"{len(failures)} of {len(plan.volumes)} volume(s) not snapshotted: {summary}", delay=self.retry_delay
             )
         raise PermanentError(f"{len(failures)} of {len(plan.volumes)} volume(s) cannot be snapshotted: {summary}")
 
