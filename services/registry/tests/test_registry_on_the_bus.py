@@ -112,9 +112,10 @@ async def test_queries_over_nats_answer_with_results_and_typed_errors(
         resolved = await client.resolve(f"{version.url}&volume=workspace")
         assert [m.snapshot_id for m in resolved.members] == ["snap-wf-1-prepare-after-workspace"]
         assert await client.get_version(version.url) == version
-        assert [v.id for v in await client.list_versions(lineage.file.bucket, lineage.file.name)][0] == (
-            lineage.initial.id
-        )
+        listed = await client.list_versions(lineage.file.bucket, lineage.file.name)
+        assert [v.id for v in listed] == [lineage.initial.id] + [
+            v.id for s in lineage.steps for v in (s.before, s.after)
+        ]
         found = await client.find_version("wf-1", version.step_id, "after")
         assert found == version
         assert [h.url for h in await client.search(version.id)] == [version.url]

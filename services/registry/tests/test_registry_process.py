@@ -1,0 +1,72 @@
+"""``python -m rok_registry``: migrates, serves HTTP and NATS, logs ready, and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import urllib.request
+from pathlib import Path
+
+from nats.aio.client import Client
+from rokcommon.registry_client import RegistryClient
+from rokcommon.testing.nats import NatsServer
+from rokcommon.testing.ports import free_port
+
+
+async def read_until(stream: asyncio.StreamReader, text: str, lines: list[str], timeout: float = 20) -> None:
+    async def scan() -> None:
+        while True:
+            line = (await stream.readline()).decode()
+            if not line:
+                raise AssertionError(f"the process ended before logging {text!r}:\n{''.join(lines)}")
+            lines.append(line)
+            if text in line:
+                return
+
+    await asyncio.wait_for(scan(), timeout)
+
+
+def get_json(url: str) -> object:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+async def test_the_registry_process_logs_ready_answers_and_stops_cleanly_on_sigterm(
+    nats_server: NatsServer, nc: Client, tmp_path: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "ROK_NATS_URL": nats_server.url,
+        "ROK_STATE_DIR": str(tmp_path / "state"),
+        "ROK_REGISTRY_PORT": str(port),
+        "ROK_LOG_FORMAT": "json",
+    }
+    env.pop("ROK_DATABASE_URL", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "rok_registry", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    lines: list[str] = []
+    try:
+        assert process.stderr is not None
+        await read_until(process.stderr, '"registry ready"', lines)
+        assert await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/api/v1/namespaces/local/buckets") == []
+        assert await RegistryClient(nc, "local", timeout=5).list_buckets() == []
+        assert (tmp_path / "state" / "registry.db").is_file()
+
+        process.send_signal(signal.SIGTERM)
+        remaining = await asyncio.wait_for(process.stderr.read(), 20)
+        code = await asyncio.wait_for(process.wait(), 20)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    log = "".join(lines) + remaining.decode()
+    assert code == 0, log
+    assert "registry stopping" in log
+    assert "Traceback" not in log
+    ready = next(json.loads(line) for line in lines if '"registry ready"' in line)
+    assert ready["service"] == "registry" and ready["level"] == "info"
