@@ -4,12 +4,17 @@ reply models (the registry service itself is exercised with the restorer in ``te
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+
+# The tests import their helpers by name (pytest's importlib mode puts no test directory on sys.path).
+sys.path.insert(0, str(Path(__file__).parent))
+
 from restorer_testkit import VERSION_URL, FakeRegistry, Outcomes, Stored, fill
 from rok_restorer.main import build
 from rok_restorer.settings import RestorerSettings

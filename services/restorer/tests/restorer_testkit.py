@@ -10,8 +10,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nats.aio.msg import Msg
-from rokcommon import bus
-from rokcommon.events import RestoreCompleted, RestoreFailed, RestoreProgress, RestoreRequested
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+from rok_restorer.handlers import DURABLE
+from rokcommon import bus, streams
+from rokcommon.events import (
+    DirectoryTarget,
+    NotebookTarget,
+    PvcTarget,
+    RestoreCompleted,
+    RestoreFailed,
+    RestoreProgress,
+    RestoreRequested,
+)
 from rokcommon.registry_client import ErrorBody, Member, Reply, Resolve, Resolved, Version, format_url, parse_url
 
 NAMESPACE = "team-a"
@@ -133,15 +144,23 @@ class Outcomes:
         return await asyncio.wait_for(one(), timeout)
 
 
-def request(request_id: str, target: Path | None = None, **fields: object) -> RestoreRequested:
-    from rokcommon.events import DirectoryTarget
-
+def request(request_id: str, target: Path | PvcTarget | NotebookTarget, **fields: object) -> RestoreRequested:
+    """A restore request into ``target`` (a path means a directory), of VERSION_URL in NAMESPACE by default."""
     values: dict[str, object] = {"namespace": NAMESPACE, "url": VERSION_URL}
-    if target is not None:
-        values["target"] = DirectoryTarget(path=str(target))
+    values["target"] = DirectoryTarget(path=str(target)) if isinstance(target, Path) else target
     values.update(fields)
     return RestoreRequested.make(request_id=request_id, **values)
 
 
-async def ask(js: object, event: RestoreRequested) -> None:
-    await bus.publish(js, event)  # type: ignore[arg-type]
+async def ask(js: JetStreamContext, event: RestoreRequested) -> None:
+    await bus.publish(js, event)
+
+
+async def settled(js: JetStreamContext) -> ConsumerInfo:
+    """The restorer's consumer once it acknowledged what it was handling (the ack follows the outcome)."""
+    for _ in range(100):
+        info = await js.consumer_info(streams.RESTORES.name, DURABLE)
+        if info.num_ack_pending == 0:
+            break
+        await asyncio.sleep(0.05)
+    return info

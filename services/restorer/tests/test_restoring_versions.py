@@ -8,8 +8,11 @@ import os
 from pathlib import Path
 
 from nats.js import JetStreamContext
-from restorer_testkit import NAMESPACE, VERSION_URL, FakeRegistry, Outcomes, Stored, ask, request, tree
-from rok_restorer.handlers import DURABLE
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from restorer_testkit import NAMESPACE, VERSION_URL, FakeRegistry, Outcomes, Stored, ask, request, settled, tree
+from rok_restorer.outcome_store import KvOutcomes
+from rok_restorer.restoring import Record
 from rokcommon import bus, streams, subjects
 from rokcommon.events import RestoreCompleted
 from rokcommon.registry_client import format_url
@@ -95,7 +98,7 @@ async def test_a_request_delivered_again_publishes_the_same_outcome_without_rest
     assert again == first  # same event id, same statistics: the stored outcome, not a second restore
     assert marker.read_text() == "the user works in the restored copy"
     assert len(registry.asked) == 1
-    info = await js.consumer_info(streams.RESTORES.name, DURABLE)
+    info = await settled(js)
     assert info.num_ack_pending == 0 and info.num_redelivered == 0
     # the stream keeps the outcome once: the re-publish carried the same Nats-Msg-Id
     stored_outcomes = await js.pull_subscribe(subjects.RESTORE_COMPLETED, stream=streams.RESTORES.name)
@@ -111,3 +114,45 @@ async def test_every_volume_of_the_version_is_restored_by_default_workspace_firs
     assert isinstance(outcome, RestoreCompleted), outcome
     assert [v.name for v in outcome.volumes] == ["workspace", "data"]
     assert outcome.url == VERSION_URL
+
+
+async def test_a_request_whose_earlier_attempt_was_cut_short_discards_that_attempt_and_restores(
+    stored: Stored, registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext, tmp_path: Path
+) -> None:
+    target = tmp_path / "t"
+    event = request("r-crashed", target)
+    # what a restorer killed mid-restore leaves: its claim on the target, and half of the files
+    await KvOutcomes(lambda: js, ttl=3600).put(event.event_id, Record("claimed"))
+    (target / "workspace" / "sub").mkdir(parents=True)
+    (target / "workspace" / "big.bin").write_bytes(b"half")
+    (target / "workspace" / "sub").chmod(0o500)
+    await ask(js, event)
+    outcome = await outcomes.wait("r-crashed")
+    assert isinstance(outcome, RestoreCompleted), outcome
+    for name, source in stored.volumes.items():
+        assert tree(target / name) == tree(source), name
+
+
+async def test_one_trace_covers_a_restore_from_request_to_completion(
+    stored: Stored, registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext, tmp_path: Path
+) -> None:
+    exporter = InMemorySpanExporter()
+    restorer.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = restorer.telemetry.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("user asks for a restore") as root:
+        await ask(js, request("r-traced", tmp_path / "t"))
+    outcome = await outcomes.wait("r-traced")
+    assert isinstance(outcome, RestoreCompleted), outcome
+    trace_id = root.get_span_context().trace_id
+    names = [s.name for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
+    for expected in (
+        f"{subjects.RESTORE_REQUESTED} publish",
+        "rok.restore",
+        "rok.restore.resolve",
+        f"{subjects.registry_query('resolve')} request",
+        "rok.store.restore",
+        "rok.store.pack.download",
+        f"{subjects.RESTORE_COMPLETED} publish",
+    ):
+        assert expected in names, (expected, names)
+    assert names.count("rok.restore.volume") == 2

@@ -38,6 +38,9 @@ def register(service: Service, restorer: Restorer, settings: RestorerSettings) -
         DURABLE,
         subjects.RESTORE_REQUESTED,
         max_ack_pending=settings.restore_workers * 4,
+        # No ack-timeout backoff: with one, the server stretches the delays of our naks (a nak after the second
+        # delivery waits for the backoff step as well). A running restore keeps its message with in_progress.
+        backoff=(),
         description="restore requests, one restore each",
     )
 

@@ -1,0 +1,473 @@
+"""Restores into Kubernetes: a new PVC, or a new Kubeflow notebook server (one PVC per volume, workspace first).
+
+For every volume the restorer creates a PersistentVolumeClaim in the target namespace and a short-lived restore
+pod that mounts it, on a node that runs a snapshotter. The pod runs the store engine's verified restore
+(``rok snapshot restore``, from the restorer's own image) into the empty volume and ends; its termination
+message carries the statistics. The pod gets the object store's credentials from a Secret that it owns, so
+that deleting the pod removes them too. For a notebook target, once every volume is restored, a Kubeflow
+``Notebook`` (kubeflow.org/v1) mounts the new claims the way the notebook form mounts "Existing" volumes: the
+workspace at ``/home/jovyan``, each data volume at ``/home/jovyan/<volume>``.
+
+Everything this module creates carries the label ``app.kubernetes.io/managed-by: rok-restorer``, and
+:meth:`KubernetesTarget.discard` removes only objects that carry it.
+
+The Kubernetes calls here are exactly what the restorer's ClusterRole grants (deploy/base/restorer/rbac.yaml;
+tests/deploy/test_rbac.py compares the two).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from rokcommon.errors import PermanentError, TemporaryError
+from rokcommon.events import NotebookTarget, PvcTarget, RestoredVolume
+
+from rok_restorer.targets import RestoreInto, Target, TargetFactory, VolumeToRestore
+
+log = logging.getLogger(__name__)
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "rok-restorer"}
+VOLUME_LABEL = "rok.kubeflow.org/volume"
+SNAPSHOT_ANNOTATION = "rok.kubeflow.org/snapshot"
+NOTEBOOK_GROUP, NOTEBOOK_VERSION, NOTEBOOKS = "kubeflow.org", "v1", "notebooks"
+WORKSPACE_MOUNT = "/home/jovyan"
+MOUNT = "/volume"
+# Variables of the AWS SDK the restore pod needs to read the repository (copied from this process).
+CREDENTIALS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION")
+# The restore pod's program: sh -c RESTORE_SCRIPT <volume dir> <snapshot id> <repository> <termination log>.
+# A new ext4 volume holds lost+found, and the store engine restores only into an empty directory. What the
+# restore prints (its JSON statistics, or the error) becomes the pod's termination message.
+RESTORE_SCRIPT = (
+    'rmdir "$0/lost+found" 2>/dev/null || true; exec rok snapshot restore "$1" --repo "$2" --to "$0" --json >"$3" 2>&1'
+)
+TERMINATION_LOG = "/dev/termination-log"
+GIB = 1024**3
+
+
+class KubernetesSettings(BaseSettings):
+    """The restorer's Kubernetes side (``ROK_*`` environment variables)."""
+
+    model_config = SettingsConfigDict(env_prefix="ROK_", extra="ignore", frozen=True)
+
+    kube: Literal["off", "incluster", "kubeconfig"] = Field(
+        "off", description="where the Kubernetes API is: off (no PVC or notebook targets), incluster, or kubeconfig"
+    )
+    kubeconfig: Path | None = Field(None, description="kubeconfig file (kube=kubeconfig); default ~/.kube/config")
+    restore_image: str = Field("rok/restorer:latest", description="image of the restore pods (the restorer's own)")
+    notebook_image: str = Field(
+        "kubeflownotebookswg/jupyter-scipy:v1.8.0",
+        description="image of a restored notebook server when the request names none",
+    )
+    snapshotter_namespace: str = Field("rok", description="namespace of the snapshotter pods")
+    snapshotter_selector: str = Field(
+        "app.kubernetes.io/name=rok-snapshotter", description="label selector of the snapshotter pods"
+    )
+    restore_pod_timeout: float = Field(3600.0, gt=0, description="seconds a restore pod may take, scheduling included")
+    restore_poll_interval: float = Field(2.0, gt=0, description="seconds between two looks at a restore pod")
+    restore_volume_size: str = Field("10Gi", description="size of a restored PVC when the snapshot's size is unknown")
+
+
+def kubernetes_targets(settings: object = None) -> TargetFactory | None:
+    """The factory of PVC and notebook targets, or None when no cluster is configured (``ROK_KUBE=off``)."""
+    kube = KubernetesSettings()
+    if kube.kube == "off":
+        return None
+    if kube.kube == "incluster":
+        config.load_incluster_config()
+        api_client = client.ApiClient()
+    else:
+        api_client = config.new_client_from_config(config_file=str(kube.kubeconfig) if kube.kubeconfig else None)
+    return KubernetesTargets(api_client, kube)
+
+
+class KubernetesTargets:
+    """Makes the :class:`KubernetesTarget` of one request."""
+
+    def __init__(self, api_client: client.ApiClient, settings: KubernetesSettings) -> None:
+        self.core = client.CoreV1Api(api_client)
+        self.custom = client.CustomObjectsApi(api_client)
+        self.settings = settings
+
+    def __call__(self, model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]) -> Target:
+        return KubernetesTarget(self, model, volumes)
+
+
+def claim_names(model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]) -> list[str]:
+    """The PVC of each volume: the requested name for a PVC target; for a notebook ``<notebook>-<volume>``
+    (``<notebook>-workspace`` for the first, as the notebook form names a new workspace volume)."""
+    if isinstance(model, PvcTarget):
+        if len(volumes) != 1:
+            raise PermanentError(
+                f"a PVC target takes one volume, and this request restores {len(volumes)}: "
+                "name the volume to restore, or restore into a new notebook server"
+            )
+        return [model.name]
+    names = []
+    for i, volume in enumerate(volumes):
+        suffix = "workspace" if i == 0 else _dns_label(volume.name)
+        names.append(_dns_label(f"{model.name}-{suffix}"))
+    if len(set(names)) != len(names):
+        raise PermanentError(f"the volumes {[v.name for v in volumes]} map to the same PVC names {names}")
+    return names
+
+
+def volume_size(requested: str | None, snapshot_bytes: int, default: str) -> str:
+    """The PVC's size: the request's, else the snapshot's size with a quarter of headroom in whole GiB."""
+    if requested:
+        return requested
+    if snapshot_bytes <= 0:
+        return default
+    return f"{max(1, math.ceil(snapshot_bytes * 1.25 / GIB))}Gi"
+
+
+def _dns_label(text: str) -> str:
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return label[:63].rstrip("-") or "volume"
+
+
+class KubernetesTarget:
+    """One request's PVCs (and notebook): claimed, filled by restore pods, discarded on failure."""
+
+    def __init__(
+        self, targets: KubernetesTargets, model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]
+    ) -> None:
+        self.core, self.custom, self.settings = targets.core, targets.custom, targets.settings
+        self.model = model
+        self.namespace = model.namespace
+        self.volumes = list(volumes)
+        self.claims = dict(zip((v.name for v in self.volumes), claim_names(model, self.volumes), strict=True))
+        self.nodes: list[str] = []
+        self._restored: set[str] = set()
+        self._lock = asyncio.Lock()
+
+    # --- the Target contract -------------------------------------------------------------------------------
+
+    async def claim(self) -> None:
+        await _call(self._claim)
+
+    async def restore_volume(self, volume: VolumeToRestore, into_directory: RestoreInto) -> RestoredVolume:
+        restored = await _call(self._restore, volume)
+        async with self._lock:
+            self._restored.add(volume.name)
+            if isinstance(self.model, NotebookTarget) and self._restored == set(self.claims):
+                await _call(self._create_notebook)
+        return restored
+
+    async def discard(self) -> None:
+        await _call(self._discard)
+
+    # --- claiming ------------------------------------------------------------------------------------------
+
+    def _claim(self) -> None:
+        if isinstance(self.model, NotebookTarget) and self._read_notebook() is not None:
+            raise PermanentError(
+                f"a notebook server {self.namespace}/{self.model.name} already exists; choose another name"
+            )
+        for claim in self.claims.values():
+            existing = self._read_claim(claim)
+            if existing is None:
+                continue
+            if existing["metadata"].get("deletionTimestamp"):
+                raise TemporaryError(f"PVC {self.namespace}/{claim} is still being deleted", delay=5.0)
+            raise PermanentError(f"PVC {self.namespace}/{claim} already exists; restore into a new PVC name")
+        self.nodes = self._snapshotter_nodes()
+        for volume in self.volumes:
+            self.core.create_namespaced_persistent_volume_claim(self.namespace, self.claim_manifest(volume))
+            log.info("created PVC %s/%s for volume %s", self.namespace, self.claims[volume.name], volume.name)
+
+    def _snapshotter_nodes(self) -> list[str]:
+        pods = self.core.list_namespaced_pod(
+            self.settings.snapshotter_namespace, label_selector=self.settings.snapshotter_selector
+        )
+        nodes = sorted({p.spec.node_name for p in pods.items if p.spec.node_name and p.status.phase == "Running"})
+        if not nodes:
+            raise TemporaryError(
+                f"no snapshotter is running (pods {self.settings.snapshotter_selector!r} in namespace "
+                f"{self.settings.snapshotter_namespace!r}): a restore pod must run beside one",
+                delay=10.0,
+            )
+        return nodes
+
+    def claim_manifest(self, volume: VolumeToRestore) -> dict[str, Any]:
+        storage_class = self.model.storage_class
+        size = self.model.size if isinstance(self.model, PvcTarget) else None
+        spec: dict[str, Any] = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": volume_size(size, volume.size, self.settings.restore_volume_size)}},
+        }
+        if storage_class:
+            spec["storageClassName"] = storage_class
+        return {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {
+                "name": self.claims[volume.name],
+                "namespace": self.namespace,
+                "labels": {**MANAGED_BY, VOLUME_LABEL: _dns_label(volume.name)},
+                "annotations": {SNAPSHOT_ANNOTATION: volume.snapshot_id},
+            },
+            "spec": spec,
+        }
+
+    # --- restoring one volume ------------------------------------------------------------------------------
+
+    def pod_name(self, volume: VolumeToRestore) -> str:
+        return _dns_label(f"rok-restore-{self.claims[volume.name]}")
+
+    def pod_manifest(self, volume: VolumeToRestore) -> dict[str, Any]:
+        claim = self.claims[volume.name]
+        name = self.pod_name(volume)
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {**MANAGED_BY, VOLUME_LABEL: _dns_label(volume.name)},
+                # Kubeflow's namespaces inject Istio sidecars, which would keep the pod from ever completing.
+                "annotations": {"sidecar.istio.io/inject": "false", SNAPSHOT_ANNOTATION: volume.snapshot_id},
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "automountServiceAccountToken": False,
+                "activeDeadlineSeconds": int(self.settings.restore_pod_timeout),
+                "affinity": {
+                    "nodeAffinity": {
+                        "requiredDuringSchedulingIgnoredDuringExecution": {
+                            "nodeSelectorTerms": [
+                                {
+                                    "matchExpressions": [
+                                        {"key": "kubernetes.io/hostname", "operator": "In", "values": self.nodes}
+                                    ]
+                                }
+                            ]
+                        }
+                    }
+                },
+                "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
+                "containers": [
+                    {
+                        "name": "restore",
+                        "image": self.settings.restore_image,
+                        "command": [
+                            "/bin/sh",
+                            "-c",
+                            RESTORE_SCRIPT,
+                            MOUNT,
+                            volume.snapshot_id,
+                            volume.repository,
+                            TERMINATION_LOG,
+                        ],
+                        "envFrom": [{"secretRef": {"name": name}}],
+                        "env": [{"name": "ROK_LOG_FORMAT", "value": "text"}],
+                        "terminationMessagePath": TERMINATION_LOG,
+                        "terminationMessagePolicy": "File",
+                        "resources": {
+                            "requests": {"cpu": "250m", "memory": "256Mi"},
+                            "limits": {"memory": "1Gi"},
+                        },
+                        # Files are restored with their owners and modes: root, with only the capabilities that
+                        # takes.
+                        "securityContext": {
+                            "runAsUser": 0,
+                            "runAsNonRoot": False,
+                            "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]},
+                        },
+                        "volumeMounts": [{"name": "volume", "mountPath": MOUNT}],
+                    }
+                ],
+                "volumes": [{"name": "volume", "persistentVolumeClaim": {"claimName": claim}}],
+            },
+        }
+
+    def secret_manifest(self, volume: VolumeToRestore, pod: dict[str, Any]) -> dict[str, Any]:
+        meta = pod["metadata"]
+        return {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": meta["name"],
+                "namespace": self.namespace,
+                "labels": dict(MANAGED_BY),
+                # Owned by the pod: deleting the pod (or the namespace) removes the credentials too.
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}],
+            },
+            "stringData": {k: os.environ[k] for k in CREDENTIALS if os.environ.get(k)},
+        }
+
+    def _restore(self, volume: VolumeToRestore) -> RestoredVolume:
+        if not volume.repository.startswith("s3://"):
+            raise PermanentError(
+                f"volume {volume.name!r} is stored in {volume.repository}, which a pod in the cluster cannot "
+                "read; restore it into a directory instead"
+            )
+        name = self.pod_name(volume)
+        self._delete_pod(name)  # a pod left by an interrupted attempt
+        pod = self.core.create_namespaced_pod(self.namespace, self.pod_manifest(volume))
+        try:
+            meta = {"name": pod.metadata.name, "uid": pod.metadata.uid}
+            self.core.create_namespaced_secret(self.namespace, self.secret_manifest(volume, {"metadata": meta}))
+            phase, message = self._wait(name)
+        finally:
+            self._delete_pod(name)
+        location = f"{self.namespace}/{self.claims[volume.name]}"
+        if phase != "Succeeded":
+            if "corrupt" in message.lower():
+                raise PermanentError(f"restoring {location}: {message}")
+            raise TemporaryError(f"the restore pod {self.namespace}/{name} failed: {message or phase}")
+        try:
+            stats = json.loads(message.strip().splitlines()[-1])
+        except (ValueError, IndexError) as error:
+            raise TemporaryError(f"the restore pod {self.namespace}/{name} said {message!r}") from error
+        return RestoredVolume(
+            name=volume.name,
+            snapshot_id=stats["snapshot_id"],
+            location=location,
+            files=stats["files"],
+            bytes=stats["bytes"],
+            seconds=stats["seconds"],
+        )
+
+    def _wait(self, name: str) -> tuple[str, str]:
+        """Poll the pod until it ends: (phase, its container's termination message)."""
+        deadline = time.monotonic() + self.settings.restore_pod_timeout
+        while True:
+            pod = self.core.read_namespaced_pod(name, self.namespace)
+            phase = pod.status.phase if pod.status else None
+            if phase in ("Succeeded", "Failed"):
+                return phase, _termination_message(pod)
+            if time.monotonic() > deadline:
+                return "Timeout", f"did not finish within {self.settings.restore_pod_timeout:.0f}s (phase {phase})"
+            time.sleep(self.settings.restore_poll_interval)
+
+    # --- the notebook --------------------------------------------------------------------------------------
+
+    def notebook_manifest(self) -> dict[str, Any]:
+        assert isinstance(self.model, NotebookTarget)
+        name = self.model.name
+        mounts, volumes = [], []
+        for i, volume in enumerate(self.volumes):
+            claim = self.claims[volume.name]
+            path = WORKSPACE_MOUNT if i == 0 else f"{WORKSPACE_MOUNT}/{_dns_label(volume.name)}"
+            volumes.append({"name": claim, "persistentVolumeClaim": {"claimName": claim}})
+            mounts.append({"name": claim, "mountPath": path})
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+        return {
+            "apiVersion": f"{NOTEBOOK_GROUP}/{NOTEBOOK_VERSION}",
+            "kind": "Notebook",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {"app": name, **MANAGED_BY},
+                "annotations": {"notebooks.kubeflow.org/server-type": "jupyter"},
+            },
+            "spec": {
+                "template": {
+                    "spec": {
+                        "serviceAccountName": "default-editor",
+                        "containers": [
+                            {
+                                "name": name,
+                                "image": self.model.image or self.settings.notebook_image,
+                                "imagePullPolicy": "IfNotPresent",
+                                "resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}},
+                                "volumeMounts": mounts,
+                            }
+                        ],
+                        "volumes": volumes,
+                    }
+                }
+            },
+        }
+
+    def _create_notebook(self) -> None:
+        self.custom.create_namespaced_custom_object(
+            NOTEBOOK_GROUP, NOTEBOOK_VERSION, self.namespace, NOTEBOOKS, self.notebook_manifest()
+        )
+        log.info("created notebook server %s/%s", self.namespace, self.model.name)
+
+    def _read_notebook(self) -> dict[str, Any] | None:
+        try:
+            return self.custom.get_namespaced_custom_object(
+                NOTEBOOK_GROUP, NOTEBOOK_VERSION, self.namespace, NOTEBOOKS, self.model.name
+            )
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    # --- discarding ----------------------------------------------------------------------------------------
+
+    def _discard(self) -> None:
+        if isinstance(self.model, NotebookTarget):
+            notebook = self._read_notebook()
+            if notebook is not None and _ours(notebook.get("metadata", {}).get("labels")):
+                self.custom.delete_namespaced_custom_object(
+                    NOTEBOOK_GROUP, NOTEBOOK_VERSION, self.namespace, NOTEBOOKS, self.model.name
+                )
+        for volume in self.volumes:
+            self._delete_pod(self.pod_name(volume))
+            claim = self._read_claim(self.claims[volume.name])
+            if claim is not None and _ours(claim["metadata"].get("labels")):
+                self.core.delete_namespaced_persistent_volume_claim(self.claims[volume.name], self.namespace)
+                log.info("discarded PVC %s/%s", self.namespace, self.claims[volume.name])
+
+    def _read_claim(self, name: str) -> dict[str, Any] | None:
+        try:
+            claim = self.core.read_namespaced_persistent_volume_claim(name, self.namespace)
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+        return self.core.api_client.sanitize_for_serialization(claim)
+
+    def _delete_pod(self, name: str) -> None:
+        try:
+            self.core.delete_namespaced_pod(
+                name, self.namespace, propagation_policy="Background", _preload_content=False
+            )
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+
+def _ours(labels: dict[str, str] | None) -> bool:
+    return (labels or {}).items() >= MANAGED_BY.items()
+
+
+def _termination_message(pod: Any) -> str:
+    for status in (pod.status.container_statuses or []) if pod.status else []:
+        terminated = status.state.terminated if status.state else None
+        if terminated is not None:
+            return terminated.message or terminated.reason or ""
+    return ""
+
+
+async def _call(function: Any, *args: Any) -> Any:
+    """Run a blocking Kubernetes call in a thread; an unreachable or failing API server is a temporary error."""
+    try:
+        return await asyncio.to_thread(function, *args)
+    except ApiException as error:
+        if error.status in (400, 403, 422):
+            raise PermanentError(f"the Kubernetes API refused: {error.status} {error.reason}: {error.body}") from error
+        raise TemporaryError(f"the Kubernetes API answered {error.status} {error.reason}") from error
+    except (PermanentError, TemporaryError):
+        raise
+    except OSError as error:
+        raise TemporaryError(f"the Kubernetes API is unreachable: {error}") from error
