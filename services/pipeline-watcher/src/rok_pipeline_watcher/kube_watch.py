@@ -62,18 +62,23 @@ class ResourceWatch:
 
     def start(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Change]) -> None:
         def emit(change: Change) -> None:
-            if not loop.is_closed():
+            if self._stopped.is_set():
+                return
+            try:
                 loop.call_soon_threadsafe(queue.put_nowait, change)
+            except RuntimeError:  # the loop is closed: nobody listens any more
+                self._stopped.set()
 
         self._thread = threading.Thread(target=self._run, args=(emit,), name=f"watch-{self.kind}", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop watching; the thread ends as soon as its current request returns (it is a daemon)."""
         self._stopped.set()
         if self._watch is not None:
             self._watch.stop()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=1)
 
     def _run(self, emit: Callable[[Change], None]) -> None:
         while not self._stopped.is_set():
@@ -108,6 +113,8 @@ class ResourceWatch:
 
     def _watch_once(self, emit: Callable[[Change], None]) -> None:
         self._watch = watch.Watch(return_type="object")  # plain dicts, as the translator reads them
+        if self._stopped.is_set():
+            return
         stream = self._watch.stream(
             self._list_fn,
             *self._args,

@@ -377,6 +377,10 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no 40 ms delayed-ACK stalls
+
     def _params(self) -> tuple[str, dict[str, str]]:
         url = urlsplit(self.path)
         return url.path, {k: v[-1] for k, v in parse_qs(url.query).items()}

@@ -1,0 +1,3 @@
+from rok_pipeline_watcher.main import main
+
+main()

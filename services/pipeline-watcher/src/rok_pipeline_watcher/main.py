@@ -1,0 +1,132 @@
+"""The pipeline-watcher's composition root: settings → bus → sources (Kubernetes, webhook) → run until SIGTERM.
+
+``python -m rok_pipeline_watcher`` runs it. With ``ROK_KUBE=incluster`` (or ``kubeconfig``) it watches KFP
+runs in the cluster; with ``ROK_WEBHOOK=true`` it also serves the step guard's admission webhook. Locally
+(``ROK_KUBE=off``, the default) it has nothing to watch: the local runner (``rok run``) translates and
+publishes by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+from rokcommon import bus
+from rokcommon.events import Event
+from rokcommon.logs import setup_logging
+from rokcommon.streams import ensure_streams
+from rokcommon.telemetry import setup_telemetry
+
+from rok_pipeline_watcher.settings import WatcherSettings
+
+log = logging.getLogger(__name__)
+
+
+def kubernetes_client(settings: WatcherSettings) -> Any:
+    """An ``ApiClient`` from the pod's service account, or from a kubeconfig file."""
+    from kubernetes import client, config
+
+    if settings.kube == "incluster":
+        config.load_incluster_config()
+        return client.ApiClient()
+    configuration = client.Configuration()
+    config.load_kube_config(
+        config_file=str(settings.kubeconfig) if settings.kubeconfig else None, client_configuration=configuration
+    )
+    return client.ApiClient(configuration)
+
+
+async def serve(
+    settings: WatcherSettings, stop: asyncio.Event, *, api_client: Any = None, ready: asyncio.Event | None = None
+) -> None:
+    """Run until ``stop`` is set; ``ready`` is set once every source has caught up (its first lists published).
+
+    ``api_client`` overrides how the Kubernetes API is reached (tests).
+    """
+    nc = await bus.connect(settings, name="rok-pipeline-watcher")
+    js = nc.jetstream()
+    await ensure_streams(js)
+
+    async def publish(event: Event) -> None:
+        await bus.publish(js, event)
+
+    tasks: list[asyncio.Task[None]] = []
+    cleanups: list[Any] = []
+    waits: list[Any] = []
+    if settings.kube != "off" or api_client is not None:
+        from rok_pipeline_watcher.kfp_api import KfpApi
+        from rok_pipeline_watcher.kube_source import KubeSource
+
+        kfp = KfpApi(settings.kfp_api_url, timeout=settings.kfp_api_timeout)
+        source = KubeSource(
+            api_client or kubernetes_client(settings),
+            publish,
+            kfp=kfp,
+            namespace=settings.watch_namespace,
+            watch_timeout=settings.watch_timeout,
+            retry_delay=settings.retry_delay or 1.0,
+        )
+        tasks.append(asyncio.create_task(source.run(), name="kubernetes-source"))
+        waits.append(source.ready.wait())
+        cleanups.append(kfp.close)
+    if settings.webhook:
+        from rok_pipeline_watcher.guard.admission import GuardConfig
+        from rok_pipeline_watcher.guard.webhook import start
+
+        config = GuardConfig(
+            image=settings.guard_image,
+            nats_url=settings.nats_url,
+            before_timeout=settings.guard_before_timeout,
+            after_timeout=settings.guard_after_timeout,
+        )
+        runner = await start(
+            config, settings.webhook_host, settings.webhook_port, settings.webhook_cert, settings.webhook_key
+        )
+        cleanups.append(runner.cleanup)
+
+    async def announce() -> None:
+        await asyncio.gather(*waits)
+        log.info(
+            "ready",
+            extra={"kube": settings.kube, "namespace": settings.watch_namespace or "*", "webhook": settings.webhook},
+        )
+        if ready is not None:
+            ready.set()
+
+    helpers = [asyncio.create_task(announce()), asyncio.create_task(stop.wait())]
+    try:
+        await asyncio.wait([helpers[1], *tasks], return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
+            if task.done():
+                task.result()  # a source that died: say why
+    finally:
+        log.info("stopping")
+        for task in [*helpers, *tasks]:
+            task.cancel()
+        for task in [*helpers, *tasks]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for cleanup in cleanups:
+            await cleanup()
+        await nc.drain()
+
+
+def main() -> None:
+    settings = WatcherSettings()
+    setup_logging("pipeline-watcher", level=settings.log_level, fmt=settings.log_format)
+    telemetry = setup_telemetry("pipeline-watcher")
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(settings, stop)
+
+    try:
+        asyncio.run(run())
+    finally:
+        telemetry.shutdown()
