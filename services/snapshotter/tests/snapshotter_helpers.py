@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from nats.js import JetStreamContext
+from rok_snapshotter.repository import RepositoryHandle
 from rokcommon import streams
 from rokcommon.events import Event, RunRef, StepRef, StepStarted, VolumeRef, model_for_subject
+from rokcommon.store import Progress, SnapshotStats
 
 NODE = "node-1.example.internal"
 RUN = RunRef(namespace="team-a", run_id="run-1", workflow_uid="wf-1")
@@ -60,3 +64,38 @@ async def settled(js: JetStreamContext, durable: str, timeout: float = 20.0) -> 
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"consumer {durable} did not settle: {info}")
+
+
+class ObservedRepository:
+    """The real repository, with a hook awaited before each snapshot (to slow it down or hold it), counting how
+    many snapshots run at once."""
+
+    def __init__(self, url: str, cache_dir: Path, before: Callable[[Callable[[Progress], None]], Awaitable[None]]):
+        self.url = url
+        self._handle = RepositoryHandle(url, cache_dir=cache_dir)
+        self.before = before
+        self.active = 0
+        self.peak = 0
+        self.calls = 0
+        self.running: list[str] = []  # what each snapshot in flight is of: "<step or run> <phase> <volume>"
+
+    async def get(self) -> ObservedRepository:
+        return self
+
+    async def snapshot(self, path: Path, **options: Any) -> SnapshotStats:
+        self.calls += 1
+        self.active += 1
+        self.peak = max(self.peak, self.active)
+        tags = options.get("tags", {})
+        what = f"{tags.get('rok.step', 'run')} {tags.get('rok.phase')} {tags.get('rok.volume')}"
+        self.running.append(what)
+        try:
+            await self.before(options["progress"])
+            repo = await self._handle.get()
+            return await repo.snapshot(path, **options)
+        finally:
+            self.active -= 1
+            self.running.remove(what)
+
+    async def close(self) -> None:
+        await self._handle.close()

@@ -12,15 +12,21 @@ from rok_snapshotter.handlers import subscribe
 from rok_snapshotter.records import SnapshotRecords
 from rok_snapshotter.repository import RepositoryHandle
 from rok_snapshotter.settings import SnapshotterSettings
-from rok_snapshotter.snapshots import SnapshotTaker
+from rok_snapshotter.snapshots import Repositories, SnapshotTaker
 
 log = logging.getLogger(__name__)
 
 
-def build(settings: SnapshotterSettings | None = None, *, instruments: Instruments | None = None) -> Service:
+def build(
+    settings: SnapshotterSettings | None = None,
+    *,
+    instruments: Instruments | None = None,
+    repository: Repositories | None = None,
+) -> Service:
+    """The snapshotter service; ``instruments`` and ``repository`` replace the defaults (tests observe through them)."""
     settings = settings or SnapshotterSettings()
     service = Service("snapshotter", settings, graceful_timeout=settings.graceful_timeout)
-    repository = RepositoryHandle(settings.repository_url, cache_dir=settings.resolved_cache_dir)
+    repository = repository or RepositoryHandle(settings.repository_url, cache_dir=settings.resolved_cache_dir)
     taker = SnapshotTaker(
         repository=repository,
         records=SnapshotRecords(lambda: service.js, settings.records_bucket),
@@ -45,7 +51,8 @@ def build(settings: SnapshotterSettings | None = None, *, instruments: Instrumen
         except TemporaryError as error:  # the first event will try again
             log.warning("%s", error)
 
-    service.app.after_shutdown(repository.close)
+    if isinstance(repository, RepositoryHandle):
+        service.app.after_shutdown(repository.close)
     return service
 
 
