@@ -24,8 +24,8 @@ async def connect(settings: RokSettings, *, name: str = "rok-cli", timeout: floa
             servers=settings.nats_servers,
             name=name,
             connect_timeout=timeout,
-            max_reconnect_attempts=3,
-            reconnect_time_wait=0.5,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
             error_cb=_quiet,
         )
     except (NoServersError, OSError, TimeoutError) as error:

@@ -18,7 +18,7 @@ from typing import Any
 import click
 from pydantic import Field
 
-from rokcommon.cli.processes import Managed, nats_address, port_open, wait_port, wait_ready
+from rokcommon.cli.processes import Managed, nats_address, port_open, stop_all, wait_port, wait_ready
 from rokcommon.errors import PermanentError
 from rokcommon.settings import RokSettings
 
@@ -107,21 +107,15 @@ def bring_up(settings: LocalSettings) -> dict[str, Any]:
         wait_ready(starting, timeout=settings.start_timeout, ports=ports)
     except BaseException:
         # Leave nothing half-started behind; the logs stay for the reader.
-        for managed, _, _ in starting:
-            managed.stop(settings.stop_timeout)
+        stop_all([managed for managed, _, _ in starting], settings.stop_timeout)
         raise
     return {"started": started, "services": status_of(settings)}
 
 
 def bring_down(settings: LocalSettings) -> list[str]:
-    """Stop the services (and the nats-server rok up started); return the names of what was running."""
-    stopped = []
-    for managed in reversed(services(settings)):
-        if managed.stop(settings.stop_timeout):
-            stopped.append(managed.name)
-    if nats_process(settings).stop(settings.stop_timeout):
-        stopped.append(NATS)
-    return stopped
+    """Stop the services (all at once), then the nats-server rok up started; return what was running."""
+    stopped = stop_all(list(reversed(services(settings))), settings.stop_timeout)
+    return stopped + stop_all([nats_process(settings)], settings.stop_timeout)
 
 
 def status_of(settings: LocalSettings) -> list[dict[str, Any]]:

@@ -73,15 +73,7 @@ class Managed:
 
     def stop(self, timeout: float = 10.0) -> bool:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; True if it was running."""
-        pid = self.pid()
-        if pid is None:
-            return False
-        _signal(pid, signal.SIGTERM)
-        if not _wait_gone(pid, timeout):
-            _signal(pid, signal.SIGKILL)
-            _wait_gone(pid, 5.0)
-        self.pid_file.unlink(missing_ok=True)
-        return True
+        return bool(stop_all([self], timeout))
 
     def log_tail(self, offset: int = 0, lines: int = 5) -> str:
         try:
@@ -91,6 +83,23 @@ class Managed:
         except OSError:
             return ""
         return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+
+
+def stop_all(processes: Sequence[Managed], timeout: float = 10.0) -> list[str]:
+    """Stop several at once: SIGTERM to each, then SIGKILL to those still there after ``timeout`` seconds.
+
+    Returns the names of those that were running.
+    """
+    running = [(m, pid) for m in processes if (pid := m.pid()) is not None]
+    for _, pid in running:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for managed, pid in running:
+        if not _wait_gone(pid, max(0.0, deadline - time.monotonic())):
+            _signal(pid, signal.SIGKILL)
+            _wait_gone(pid, 5.0)
+        managed.pid_file.unlink(missing_ok=True)
+    return [m.name for m, _ in running]
 
 
 def wait_ready(
@@ -199,13 +208,14 @@ def _signal(pid: int, sig: int) -> None:
 
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive(pid):
-        # Reap it if it is our own child (rok up in the same process, as tests do).
+    while True:
+        # Reap it if it is our own child (rok up in the same process, as tests do), so no zombie is left.
         try:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
+        if not _alive(pid):
+            return True
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
-    return True
