@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import logging
 
@@ -21,9 +22,7 @@ def kubernetes_targets(settings: RestorerSettings) -> TargetFactory | None:
     """The Kubernetes side (new PVCs, new notebook servers), when ``rok_restorer.kubernetes`` is installed."""
     if importlib.util.find_spec("rok_restorer.kubernetes") is None:
         return None
-    from rok_restorer import kubernetes  # type: ignore[attr-defined]
-
-    factory: TargetFactory | None = kubernetes.kubernetes_targets(settings)
+    factory: TargetFactory | None = importlib.import_module("rok_restorer.kubernetes").kubernetes_targets(settings)
     return factory
 
 

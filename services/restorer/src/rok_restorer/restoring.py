@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeAlias
 
 from opentelemetry import trace
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, PermanentError
@@ -39,7 +39,7 @@ from rok_restorer.targets import Target, Targets, VolumeToRestore
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("rok_restorer")
 
-Outcome = RestoreCompleted | RestoreFailed
+Outcome: TypeAlias = RestoreCompleted | RestoreFailed
 
 
 class Catalog(Protocol):
