@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from pathlib import Path
 
@@ -262,3 +263,30 @@ def test_version_ids_are_short_url_safe_and_the_same_for_the_same_version() -> N
     assert len(a) == 10 and a.isalnum() and a == a.lower()
     others = {names.version_id("wf-1", "node-1", 0, "after"), names.version_id("wf-1", "node-1", 1, "before")}
     assert a not in others and len(others) == 2
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_two_replicas_recording_one_run_at_once_on_postgresql_agree_with_one_in_order(
+    database: Database, queries: Queries, tmp_path: Path
+) -> None:
+    in_order = Database(f"sqlite:///{tmp_path / 'in-order.db'}")
+    await in_order.migrate()
+    await record_all(Recorder(in_order), RunScript().events())
+    expected = canonical(await only_lineage(Queries(in_order)))
+    await in_order.close()
+
+    events = RunScript().events()
+    random.Random(7).shuffle(events)
+    replicas = [Recorder(database), Recorder(database)]
+
+    async def replica(i: int) -> list[str]:
+        return await record_all(replicas[i], events[i::2])
+
+    announced = await asyncio.gather(replica(0), replica(1))
+
+    lineage = await only_lineage(queries)
+    assert canonical(lineage) == expected
+    # every version announced; a version both replicas saw whole may be announced by both, under one event id
+    # that the stream's duplicate window drops
+    every = [lineage.initial.url] + [v.url for s in lineage.steps for v in (s.before, s.after)]
+    assert set(announced[0] + announced[1]) == set(every)

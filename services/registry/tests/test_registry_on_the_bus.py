@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from registry_testkit import RunScript, eventually
@@ -22,6 +24,7 @@ from rokcommon import bus, streams, subjects
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import SnapshotCompleted, SnapshotFailed, VersionCommitted
 from rokcommon.registry_client import InvalidUrl, Lineage, RegistryClient
+from rokcommon.telemetry import Instruments
 from rokcommon.testing.nats import NatsServer, running
 from rokcommon.testing.ports import free_port
 
@@ -80,15 +83,34 @@ async def announcements(js: JetStreamContext, expected: int) -> list[VersionComm
     return found
 
 
-async def test_a_run_on_the_bus_is_recorded_and_each_version_announced_once(
+def metric_points(reader: InMemoryMetricReader) -> dict[str, list]:
+    data = reader.get_metrics_data()
+    return {
+        metric.name: list(metric.data.data_points)
+        for rm in (data.resource_metrics if data else [])
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+    }
+
+
+async def test_a_run_on_the_bus_is_recorded_and_each_version_announced_and_counted_once(
     settings: RegistrySettings, js: JetStreamContext, nc: Client
 ) -> None:
     client = RegistryClient(nc, "team-a", timeout=5)
-    async with serving(settings):
+    reader = InMemoryMetricReader()
+    async with serving(settings) as registry:
+        registry.service.instruments = Instruments(MeterProvider(metric_readers=[reader]).get_meter("test"))
         for event in RunScript().events():
             await bus.publish(js, event)
+        for event in RunScript().events()[-6:]:  # redelivered snapshots and step events change nothing
+            await js.publish(event.subject_for(), event.model_dump_json().encode(), stream=None)
         lineage = await eventually(lambda: whole_lineage(client))
         announced = await announcements(js, 7)
+
+    points = metric_points(reader)
+    assert sum(p.value for p in points["rok.registry.versions.committed"]) == 7
+    assert sum(p.count for p in points["rok.registry.commit.latency"]) == 7
+    assert min(p.min for p in points["rok.registry.commit.latency"]) >= 0
 
     versions = [lineage.initial] + [v for s in lineage.steps for v in (s.before, s.after)]
     assert sorted(a.url for a in announced) == sorted(v.url for v in versions)
