@@ -1,0 +1,93 @@
+"""rok up / status / down: the system on this machine, started once, shown, and stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from .stack import Stack, local_stack, rok
+
+SERVICES = {"registry", "snapshotter", "restorer", "pipeline-watcher"}
+
+
+def _pids(stack: Stack) -> dict[str, int]:
+    status = rok("status", "--json")
+    return {row["name"]: row["pid"] for row in json.loads(status.out)["services"]}
+
+
+def test_status_shows_every_service_running_with_its_pid_log_and_the_web_address(stack: Stack) -> None:
+    result = rok("status", "--json")
+    assert result.code == 0, result.err
+    report = json.loads(result.out)
+    rows = {row["name"]: row for row in report["services"]}
+    assert set(rows) == SERVICES | {"nats-server"}
+    for name in SERVICES:
+        assert rows[name]["state"] == "running"
+        os.kill(rows[name]["pid"], 0)  # the pid is a live process
+        assert Path(rows[name]["log"]).is_relative_to(stack.state_dir)
+        assert Path(rows[name]["log"]).stat().st_size > 0
+    assert rows["nats-server"]["managed"] is True  # nothing answered at ROK_NATS_URL, so rok up started one
+    assert report["web"].rstrip("/") == stack.web_url
+
+
+def test_status_on_a_terminal_is_a_table_naming_each_service(stack: Stack) -> None:
+    result = rok("status")
+    assert result.code == 0
+    for name in SERVICES:
+        assert name in result.out
+    assert stack.web_url in result.out
+
+
+def test_up_again_starts_nothing_and_keeps_the_same_processes(stack: Stack) -> None:
+    before = _pids(stack)
+    result = rok("up", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["started"] == []
+    assert _pids(stack) == before
+
+
+def test_up_after_a_service_died_starts_only_that_one(stack: Stack) -> None:
+    before = _pids(stack)
+    os.kill(before["restorer"], signal.SIGKILL)
+    while _pids(stack)["restorer"] is not None:
+        time.sleep(0.05)
+    result = rok("up", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)["started"] == ["restorer"]
+    after = _pids(stack)
+    assert after["restorer"] != before["restorer"]
+    assert {k: v for k, v in after.items() if k != "restorer"} == {k: v for k, v in before.items() if k != "restorer"}
+
+
+def test_down_stops_every_process_and_status_then_exits_3(tmp_path: Path) -> None:
+    with local_stack(tmp_path) as stack:
+        pids = _pids(stack)
+        down = rok("down", "--json")
+        assert down.code == 0
+        assert set(json.loads(down.out)["stopped"]) == SERVICES | {"nats-server"}
+        for pid in pids.values():
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+        status = rok("status", "--json")
+        assert status.code == 3
+        assert {row["state"] for row in json.loads(status.out)["services"]} == {"stopped"}
+        assert rok("down").out.strip() == "nothing was running"
+
+
+def test_a_pid_file_naming_another_process_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rokcommon.testing.ports import free_port
+
+    monkeypatch.setenv("ROK_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("ROK_NATS_URL", f"nats://127.0.0.1:{free_port()}")
+    pid_file = tmp_path / "run" / "registry.pid"
+    pid_file.parent.mkdir(parents=True)
+    pid_file.write_text(f"{os.getpid()}\n")  # alive, but not the registry: a recycled pid
+    rows = {row["name"]: row for row in json.loads(rok("status", "--json").out)["services"]}
+    assert rows["registry"]["state"] == "stopped" and rows["registry"]["pid"] is None
+    assert not pid_file.exists()
+    assert rok("down").out.strip() == "nothing was running"  # and it signalled nobody

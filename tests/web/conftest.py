@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the local stack helper is shared with cli/
+from cli.stack import Stack, local_stack, scripted_run
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """rok up with one three-step run recorded; the registry serves the pages at ``stack.web_url``."""
+    with local_stack(tmp_path_factory.mktemp("rok-web")) as running:
+        asyncio.run(scripted_run(running))
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Stack) -> Iterator[Browser]:
+    """Debian's chromium, headless, driven by playwright (after the stack is up: playwright runs an event loop)."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail(
+            "chromium is not installed: run `make setup` (or `apt-get install -y chromium`); "
+            "the web pages are tested in a real browser",
+            pytrace=False,
+        )
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser, stack: Stack) -> Iterator[Page]:
+    context = browser.new_context(base_url=stack.web_url, viewport={"width": 1400, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.web_url)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
