@@ -185,14 +185,22 @@ class KubernetesTarget:
             raise PermanentError(f"PVC {self.namespace}/{claim} already exists; restore into a new PVC name")
         self.nodes = self._snapshotter_nodes()
         for volume in self.volumes:
-            self.core.create_namespaced_persistent_volume_claim(self.namespace, self.claim_manifest(volume))
+            self.core.create_namespaced_persistent_volume_claim(
+                self.namespace, _model(client.V1PersistentVolumeClaim, self.claim_manifest(volume))
+            )
             log.info("created PVC %s/%s for volume %s", self.namespace, self.claims[volume.name], volume.name)
 
     def _snapshotter_nodes(self) -> list[str]:
         pods = self.core.list_namespaced_pod(
             self.settings.snapshotter_namespace, label_selector=self.settings.snapshotter_selector
         )
-        nodes = sorted({p.spec.node_name for p in pods.items if p.spec.node_name and p.status.phase == "Running"})
+        nodes = sorted(
+            {
+                p.spec.node_name
+                for p in pods.items
+                if p.spec and p.spec.node_name and p.status and p.status.phase == "Running"
+            }
+        )
         if not nodes:
             raise TemporaryError(
                 f"no snapshotter is running (pods {self.settings.snapshotter_selector!r} in namespace "
@@ -318,10 +326,12 @@ class KubernetesTarget:
             )
         name = self.pod_name(volume)
         self._delete_pod(name)  # a pod left by an interrupted attempt
-        pod = self.core.create_namespaced_pod(self.namespace, self.pod_manifest(volume))
+        pod = self.core.create_namespaced_pod(self.namespace, _model(client.V1Pod, self.pod_manifest(volume)))
         try:
+            assert pod.metadata is not None
             meta = {"name": pod.metadata.name, "uid": pod.metadata.uid}
-            self.core.create_namespaced_secret(self.namespace, self.secret_manifest(volume, {"metadata": meta}))
+            secret = self.secret_manifest(volume, {"metadata": meta})
+            self.core.create_namespaced_secret(self.namespace, _model(client.V1Secret, secret))
             phase, message = self._wait(name)
         finally:
             self._delete_pod(name)
@@ -404,13 +414,14 @@ class KubernetesTarget:
 
     def _read_notebook(self) -> dict[str, Any] | None:
         try:
-            return self.custom.get_namespaced_custom_object(
+            found: dict[str, Any] = self.custom.get_namespaced_custom_object(  # type: ignore[assignment]
                 NOTEBOOK_GROUP, NOTEBOOK_VERSION, self.namespace, NOTEBOOKS, self.model.name
             )
         except ApiException as error:
             if error.status == 404:
                 return None
             raise
+        return found
 
     # --- discarding ----------------------------------------------------------------------------------------
 
@@ -435,7 +446,8 @@ class KubernetesTarget:
             if error.status == 404:
                 return None
             raise
-        return self.core.api_client.sanitize_for_serialization(claim)
+        found: dict[str, Any] = self.core.api_client.sanitize_for_serialization(claim)
+        return found
 
     def _delete_pod(self, name: str) -> None:
         try:
@@ -445,6 +457,11 @@ class KubernetesTarget:
         except ApiException as error:
             if error.status != 404:
                 raise
+
+
+def _model(cls: Any, manifest: dict[str, Any]) -> Any:
+    """The client's model of a manifest (the client takes models, and checks them)."""
+    return cls.from_dict(manifest)
 
 
 def _ours(labels: dict[str, str] | None) -> bool:

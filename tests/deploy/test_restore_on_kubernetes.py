@@ -1,0 +1,340 @@
+"""Restores into Kubernetes (rok_restorer.kubernetes) against the fake API server, with a real S3 store.
+
+A stand-in kubelet plays the restore pod: it waits for the pod's Secret, then runs the pod's own command
+(`sh -c <script> <volume dir> <snapshot> <repository> <termination log>`) with the Secret's variables only, the
+volume directory standing for the new PVC; what the command writes to the termination log becomes the pod's
+termination message, as on a real node. The objects the restorer creates are checked field by field, and the
+Notebook against the Notebook CRD's own schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import filecmp
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from rok_restorer.kubernetes import (
+    MANAGED_BY,
+    KubernetesSettings,
+    KubernetesTargets,
+    kubernetes_targets,
+)
+from rok_restorer.targets import VolumeToRestore
+from rokcommon.errors import PermanentError, TemporaryError
+from rokcommon.events import NotebookTarget, PvcTarget
+from rokcommon.store import init_repository
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NS = "kubeflow-user-example-com"
+BIN = Path(sys.executable).parent
+
+
+def _fill(root: Path, seed: int) -> Path:
+    (root / "sub").mkdir(parents=True)
+    (root / "notes.txt").write_text(f"volume {seed}\n" * 100)
+    (root / "sub" / "data.bin").write_bytes(os.urandom(3000) * (seed + 1))
+    (root / "link").symlink_to("notes.txt")
+    return root
+
+
+@pytest.fixture
+async def stored(s3_repo_url: str, tmp_path: Path) -> dict[str, Any]:
+    """An S3 repository holding a snapshot of a workspace and of a data volume."""
+    sources = {"workspace": _fill(tmp_path / "src-workspace", 1), "data": _fill(tmp_path / "src-data", 2)}
+    volumes = []
+    async with await init_repository(s3_repo_url, cache_dir=tmp_path / "cache") as repo:
+        for name, path in sources.items():
+            snap = await repo.snapshot(path)
+            volumes.append(VolumeToRestore(name, snap.snapshot_id, s3_repo_url, size=5 * 1024**3))
+    return {"sources": sources, "volumes": volumes}
+
+
+class Kubelet:
+    """Runs each restore pod's command for real, then sets the pod's status as a kubelet would."""
+
+    def __init__(self, fake, root: Path, fail: set[str] | None = None) -> None:
+        self.fake, self.root, self.fail = fake, root, fail or set()
+        self.ran: dict[str, dict[str, Any]] = {}  # pod name → {"pod": …, "secret": …, "dir": …}
+        self.threads: list[threading.Thread] = []
+        self.image = "rok/restorer:9.9"
+        fake.react("pods", self.on_pod)
+
+    def on_pod(self, pod: dict[str, Any]) -> None:
+        if pod["metadata"].get("namespace") != NS:
+            return
+        thread = threading.Thread(target=self.run, args=(copy.deepcopy(pod),), daemon=True)
+        self.threads.append(thread)
+        thread.start()
+
+    def run(self, pod: dict[str, Any]) -> None:
+        try:
+            self._run(pod)
+        except Exception as error:  # a broken pod spec fails the pod, as the kubelet would
+            self._end(pod["metadata"]["name"], 1, f"kubelet: {error!r}")
+
+    def _end(self, name: str, code: int, message: str) -> None:
+        status = {
+            "phase": "Succeeded" if code == 0 else "Failed",
+            "containerStatuses": [
+                {
+                    "name": "restore",
+                    "image": self.image,
+                    "imageID": f"docker.io/{self.image}@sha256:{'0' * 64}",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": code, "message": message}},
+                }
+            ],
+        }
+        try:
+            self.fake.patch(f"/api/v1/namespaces/{NS}/pods/{name}", {"status": status})
+        except Exception:
+            pass  # deleted meanwhile
+
+    def _run(self, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        secret_name = pod["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"]
+        secret = None
+        for _ in range(200):
+            try:
+                secret = self.fake.get(f"/api/v1/namespaces/{NS}/secrets/{secret_name}")
+                break
+            except Exception:
+                time.sleep(0.02)
+        assert secret is not None, f"the Secret of pod {name} never came"
+        claim = pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
+        directory = self.root / claim
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "lost+found").mkdir(exist_ok=True)  # what a new ext4 volume holds
+        container = pod["spec"]["containers"][0]
+        argv = list(container["command"])
+        log = self.root / f"{name}.termination-log"
+        argv[3], argv[6] = str(directory), str(log)  # the mount path and /dev/termination-log, here
+        env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(self.root)}
+        env |= {e["name"]: e["value"] for e in container.get("env", [])}
+        env |= secret.get("stringData", {})
+        if claim in self.fail:
+            code, message = 1, "rok: error: the object store is unreachable"
+        else:
+            code = subprocess.run(argv, env=env, timeout=60, check=False).returncode
+            message = log.read_text() if log.exists() else ""
+        self.ran[name] = {"pod": pod, "secret": secret, "dir": directory}
+        self._end(name, code, message)
+
+
+@pytest.fixture
+def cluster(fake_kube):
+    """Snapshotters on node-a (running) and node-b (still pending), and an unrelated pod on node-c."""
+    for name, node, phase, app in (
+        ("rok-snapshotter-a", "node-a", "Running", "rok-snapshotter"),
+        ("rok-snapshotter-b", "node-b", "Pending", "rok-snapshotter"),
+        ("other", "node-c", "Running", "other"),
+    ):
+        fake_kube.create(
+            "/api/v1/namespaces/rok/pods",
+            {
+                "metadata": {"name": name, "labels": {"app.kubernetes.io/name": app}},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]},
+                "status": {"phase": phase},
+            },
+        )
+    return fake_kube
+
+
+SETTINGS = KubernetesSettings(
+    kube="incluster", restore_image="rok/restorer:9.9", restore_poll_interval=0.05, restore_pod_timeout=20
+)
+
+
+async def _restore_all(target, volumes) -> list:
+    await target.claim()
+
+    async def never(path):  # a Kubernetes target restores in its pod, never into a local directory
+        raise AssertionError("restored locally")
+
+    return list(await asyncio.gather(*(target.restore_volume(v, never) for v in volumes)))
+
+
+def _objects(fake, plural: str, api: str = "api/v1") -> dict[str, dict[str, Any]]:
+    return {k[3]: o for k, o in fake.objects.items() if k[0] == api and k[1] == plural and k[2] == NS}
+
+
+def _same_tree(a: Path, b: Path) -> bool:
+    compared = filecmp.dircmp(a, b)
+    if compared.left_only or compared.right_only or compared.diff_files or compared.funny_files:
+        return False
+    _, mismatch, errors = filecmp.cmpfiles(a, b, compared.common_files, shallow=False)
+    return not mismatch and not errors and all(_same_tree(a / d, b / d) for d in compared.common_dirs)
+
+
+async def test_a_volume_is_restored_into_a_new_pvc_by_a_pod_beside_a_snapshotter(cluster, stored, tmp_path):
+    kubelet = Kubelet(cluster, tmp_path / "node")
+    workspace = stored["volumes"][0]
+    model = PvcTarget(namespace=NS, name="restored-ws", storage_class="fast-ssd")
+    target = KubernetesTargets(cluster.api_client, SETTINGS)(model, [workspace])
+
+    (restored,) = await _restore_all(target, [workspace])
+
+    (claim,) = _objects(cluster, "persistentvolumeclaims").values()
+    assert claim["metadata"]["name"] == "restored-ws"
+    assert claim["metadata"]["labels"] == {**MANAGED_BY, "rok.kubeflow.org/volume": "workspace"}
+    assert claim["metadata"]["annotations"] == {"rok.kubeflow.org/snapshot": workspace.snapshot_id}
+    assert claim["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "7Gi"}},  # 5 GiB recorded, a quarter of headroom
+        "storageClassName": "fast-ssd",
+    }
+    (run,) = kubelet.ran.values()
+    pod, secret = run["pod"], run["secret"]
+    assert pod["metadata"]["name"] == "rok-restore-restored-ws"
+    assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["automountServiceAccountToken"] is False
+    terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-a"]}]}]
+    assert spec["volumes"] == [{"name": "volume", "persistentVolumeClaim": {"claimName": "restored-ws"}}]
+    (container,) = spec["containers"]
+    assert container["image"] == "rok/restorer:9.9"
+    assert container["command"][3:] == ["/volume", workspace.snapshot_id, workspace.repository, "/dev/termination-log"]
+    assert container["terminationMessagePath"] == "/dev/termination-log"
+    assert container["volumeMounts"] == [{"name": "volume", "mountPath": "/volume"}]
+    assert container["securityContext"]["capabilities"] == {
+        "drop": ["ALL"],
+        "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"],
+    }
+    # The credentials travel in a Secret the pod owns, and the pod is gone once it ended.
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "v1", "kind": "Pod", "name": pod["metadata"]["name"], "uid": pod["metadata"]["uid"]}
+    ]
+    assert secret["stringData"]["AWS_ACCESS_KEY_ID"] == os.environ["AWS_ACCESS_KEY_ID"]
+    assert "rok-restore-restored-ws" not in _objects(cluster, "pods")
+    # The volume holds exactly what was snapshotted, and the outcome says where it is.
+    assert _same_tree(stored["sources"]["workspace"], run["dir"])
+    assert restored.location == f"{NS}/restored-ws"
+    assert restored.snapshot_id == workspace.snapshot_id
+    regular = [p for p in stored["sources"]["workspace"].rglob("*") if p.is_file() and not p.is_symlink()]
+    assert restored.files == len(regular)
+    assert restored.bytes == sum(p.stat().st_size for p in regular)
+
+
+async def test_a_notebook_server_mounts_a_new_pvc_per_volume_workspace_first(cluster, stored, tmp_path):
+    kubelet = Kubelet(cluster, tmp_path / "node")
+    model = NotebookTarget(namespace=NS, name="my-nb", image="jupyter/scipy:1")
+    volumes = stored["volumes"]
+    target = KubernetesTargets(cluster.api_client, SETTINGS)(model, volumes)
+
+    await _restore_all(target, volumes)
+
+    claims = _objects(cluster, "persistentvolumeclaims")
+    assert set(claims) == {"my-nb-workspace", "my-nb-data"}
+    assert _same_tree(stored["sources"]["workspace"], tmp_path / "node" / "my-nb-workspace")
+    assert _same_tree(stored["sources"]["data"], tmp_path / "node" / "my-nb-data")
+    assert len(kubelet.ran) == 2
+    notebook = _objects(cluster, "notebooks", "apis/kubeflow.org/v1")["my-nb"]
+    assert notebook["apiVersion"] == "kubeflow.org/v1"
+    assert notebook["kind"] == "Notebook"
+    assert notebook["metadata"]["labels"] == {"app": "my-nb", **MANAGED_BY}
+    assert notebook["metadata"]["annotations"] == {"notebooks.kubeflow.org/server-type": "jupyter"}
+    pod = notebook["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "default-editor"
+    (container,) = pod["containers"]
+    assert container["name"] == "my-nb"
+    assert container["image"] == "jupyter/scipy:1"
+    # As the notebook form mounts "Existing" volumes: the volume is named for its claim.
+    assert container["volumeMounts"] == [
+        {"name": "my-nb-workspace", "mountPath": "/home/jovyan"},
+        {"name": "my-nb-data", "mountPath": "/home/jovyan/data"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+    ]
+    assert pod["volumes"] == [
+        {"name": "my-nb-workspace", "persistentVolumeClaim": {"claimName": "my-nb-workspace"}},
+        {"name": "my-nb-data", "persistentVolumeClaim": {"claimName": "my-nb-data"}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+    ]
+    _validate_notebook(notebook)
+
+
+def _strict(schema: Any) -> Any:
+    """The CRD schema with unknown fields refused (the API server would drop them silently)."""
+    if isinstance(schema, dict):
+        schema = {k: _strict(v) for k, v in schema.items()}
+        if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema.setdefault("additionalProperties", False)
+        return schema
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+NOTEBOOK_SCHEMA = _strict(json.loads((FIXTURES / "notebook-v1-schema.json").read_text()))
+
+
+def _validate_notebook(notebook: dict[str, Any]) -> None:
+    created = {k: v for k, v in notebook.items() if k != "metadata"}
+    jsonschema.validate({**created, "metadata": {"name": notebook["metadata"]["name"]}}, NOTEBOOK_SCHEMA)
+
+
+def test_the_notebook_schema_refuses_what_the_notebook_controller_would_not_run():
+    good = {"apiVersion": "kubeflow.org/v1", "kind": "Notebook", "metadata": {"name": "n"}, "spec": {}}
+    good["spec"] = {"template": {"spec": {"containers": [{"name": "n", "image": "i"}]}}}
+    _validate_notebook(good)
+    bad = copy.deepcopy(good)
+    bad["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []  # a typo the API server would drop
+    with pytest.raises(jsonschema.ValidationError):
+        _validate_notebook(bad)
+    bad = copy.deepcopy(good)
+    del bad["spec"]["template"]["spec"]["containers"][0]["name"]
+    with pytest.raises(jsonschema.ValidationError):
+        _validate_notebook(bad)
+
+
+async def test_a_failed_restore_pod_leaves_no_notebook_and_discard_removes_what_the_request_made(
+    cluster, stored, tmp_path
+):
+    Kubelet(cluster, tmp_path / "node", fail={"my-nb-data"})
+    volumes = stored["volumes"]
+    target = KubernetesTargets(cluster.api_client, SETTINGS)(NotebookTarget(namespace=NS, name="my-nb"), volumes)
+
+    with pytest.raises(TemporaryError, match="object store is unreachable"):
+        await _restore_all(target, volumes)
+    assert "my-nb" not in _objects(cluster, "notebooks", "apis/kubeflow.org/v1")
+
+    await target.discard()
+    assert not _objects(cluster, "persistentvolumeclaims")
+    assert not _objects(cluster, "pods")
+
+
+async def test_an_existing_pvc_is_refused_and_never_discarded(cluster, stored):
+    cluster.create(f"/api/v1/namespaces/{NS}/persistentvolumeclaims", {"metadata": {"name": "taken"}, "spec": {}})
+    workspace = stored["volumes"][0]
+    target = KubernetesTargets(cluster.api_client, SETTINGS)(PvcTarget(namespace=NS, name="taken"), [workspace])
+
+    with pytest.raises(PermanentError, match=f"PVC {NS}/taken already exists"):
+        await target.claim()
+    await target.discard()
+    assert "taken" in _objects(cluster, "persistentvolumeclaims")
+
+
+async def test_without_a_running_snapshotter_the_restore_waits_for_one(fake_kube, stored):
+    workspace = stored["volumes"][0]
+    target = KubernetesTargets(fake_kube.api_client, SETTINGS)(PvcTarget(namespace=NS, name="v"), [workspace])
+
+    with pytest.raises(TemporaryError, match="no snapshotter is running"):
+        await target.claim()
+    assert not _objects(fake_kube, "persistentvolumeclaims")
+
+
+def test_without_a_cluster_there_are_no_kubernetes_targets(monkeypatch):
+    monkeypatch.setenv("ROK_KUBE", "off")
+    assert kubernetes_targets() is None
