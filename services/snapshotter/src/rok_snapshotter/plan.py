@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 from rokcommon.events import (
     Phase,
@@ -18,7 +19,7 @@ from rokcommon.events import (
 )
 from rokcommon.store import SnapshotStats
 
-NodeEvent = RunStarted | StepStarted | StepFinished
+NodeEvent: TypeAlias = RunStarted | StepStarted | StepFinished
 
 
 @dataclass(frozen=True)
@@ -82,25 +83,17 @@ class SnapshotPlan:
 def plan_for(event: NodeEvent) -> SnapshotPlan:
     """``RunStarted`` → the initial snapshot; ``StepStarted`` → before; ``StepFinished`` → after (``failed``
     unless the step succeeded). A snapshot not held still by a step guard is best effort."""
+    common: dict[str, Any] = {"event_id": event.event_id, "volumes": event.volumes, "node": event.node}
     if isinstance(event, RunStarted):
-        step, phase, tags, best_effort = None, "initial", ("initial",), True
-        run = event.run
-    elif isinstance(event, StepStarted):
-        step, phase, tags, best_effort = event.step, "before", (), not event.guarded
-        run = event.step.run
-    else:
-        failed: tuple[Tag, ...] = () if event.outcome == "succeeded" else ("failed",)
-        step, phase, tags, best_effort = event.step, "after", failed, not event.guarded
-        run = event.step.run
+        return SnapshotPlan(run=event.run, step=None, phase="initial", tags=("initial",), best_effort=True, **common)
+    best_effort = not event.guarded
+    if isinstance(event, StepStarted):
+        return SnapshotPlan(
+            run=event.step.run, step=event.step, phase="before", tags=(), best_effort=best_effort, **common
+        )
+    tags: tuple[Tag, ...] = () if event.outcome == "succeeded" else ("failed",)
     return SnapshotPlan(
-        event_id=event.event_id,
-        run=run,
-        step=step,
-        phase=phase,  # type: ignore[arg-type]
-        tags=tags,  # type: ignore[arg-type]
-        volumes=event.volumes,
-        best_effort=best_effort,
-        node=event.node,
+        run=event.step.run, step=event.step, phase="after", tags=tags, best_effort=best_effort, **common
     )
 
 
