@@ -87,7 +87,7 @@ def step_nodes(workflow: Mapping[str, Any]) -> Iterator[StepNode]:
         if match and parent.get("type") == "Retry":
             name, attempt = match["name"], int(match["attempt"])
             parent = nodes.get(parent_of.get(parent.get("id", ""), ""), {})
-        if (node.get("templateName") or "") in V2_IMPL_TEMPLATES or name == "executor":
+        if (node.get("templateName") or "") in V2_IMPL_TEMPLATES:
             # KFP v2: the step is named for the task's DAG node, the executor's parent
             task = _v2_task(node_id, nodes, parent_of)
             if task is None:

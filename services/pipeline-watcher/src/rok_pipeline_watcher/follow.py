@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from rokcommon.errors import InvalidEvent
-from rokcommon.events import Event, VersionCommitted
+from rokcommon.events import Event, RestoreCompleted, RestoreFailed, VersionCommitted
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,10 @@ class Follower(Generic[E]):
         key: Callable[[E], Hashable],
         *,
         since: datetime | None = None,
+        stream: str | None = None,
     ) -> None:
         self._js, self._subject, self._models, self._key = js, subject, models, key
-        self._since = since
+        self._since, self._stream = since, stream
         self._found: dict[Hashable, E] = {}
         self._waiters: dict[Hashable, list[asyncio.Future[E]]] = {}
         self._subscription: object | None = None
@@ -47,7 +48,12 @@ class Follower(Generic[E]):
         else:
             policy, config = DeliverPolicy.BY_START_TIME, ConsumerConfig(opt_start_time=self._since)
         self._subscription = await self._js.subscribe(
-            self._subject, cb=self._on_message, ordered_consumer=True, deliver_policy=policy, config=config
+            self._subject,
+            cb=self._on_message,
+            ordered_consumer=True,
+            deliver_policy=policy,
+            config=config,
+            stream=self._stream,
         )
 
     async def stop(self) -> None:
@@ -112,6 +118,20 @@ def commits(js: JetStreamContext, *, since: datetime | None = None) -> Follower[
         (VersionCommitted,),
         lambda e: commit_key(e.run.workflow_uid, e.step.step_id if e.step else None, e.phase),
         since=since,
+    )
+
+
+def restores(js: JetStreamContext, *, since: datetime | None = None) -> Follower[RestoreCompleted | RestoreFailed]:
+    """Follow the outcomes of restores (completed or failed); wait on the request id."""
+    from rokcommon import streams
+
+    return Follower(
+        js,
+        "rok.restore.*.v1",
+        (RestoreCompleted, RestoreFailed),
+        lambda e: e.request_id,
+        since=since,
+        stream=streams.RESTORES.name,
     )
 
 

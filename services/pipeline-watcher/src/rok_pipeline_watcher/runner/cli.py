@@ -1,0 +1,56 @@
+"""``rok run PIPELINE.yaml``: run a pipeline on this machine, every step between two committed snapshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("run")
+@click.argument("pipeline_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--timeout",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="seconds to wait for each snapshot's commit and for the clone",
+)
+def run(pipeline_file: Path, timeout: float) -> None:
+    """Run PIPELINE_FILE (see docs/pipelines.md): snapshot and clone the notebook's volumes, then the steps."""
+    import asyncio
+
+    from rokcommon.logs import setup_logging
+    from rokcommon.settings import RokSettings, node_name_default
+
+    from rok_pipeline_watcher.runner.engine import Runner
+    from rok_pipeline_watcher.runner.nats_bus import NatsBus
+    from rok_pipeline_watcher.runner.pipeline import load
+
+    settings = RokSettings()
+    setup_logging("run", level="WARNING", fmt="text")
+    pipeline = load(pipeline_file)
+
+    async def main() -> None:
+        async with NatsBus(settings) as bus:
+            runner = Runner(
+                pipeline,
+                bus,
+                runs_dir=settings.state_dir / "runs",
+                namespace=settings.namespace,
+                node=node_name_default(),
+                commit_timeout=timeout,
+                restore_timeout=timeout,
+                report=lambda line: click.echo(line, err=True),
+            )
+            try:
+                await runner.run()
+            finally:
+                versions = runner.result.versions
+                if versions:
+                    click.echo(f"run {runner.result.run_id}, its versions:")
+                    for what, url in versions.items():
+                        click.echo(f"  {what:<24} {url}")
+
+    # a failed step is a RokError: the rok CLI prints it as one line naming the step, and exits non-zero
+    asyncio.run(main())

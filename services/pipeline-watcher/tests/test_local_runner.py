@@ -1,0 +1,266 @@
+"""The local runner: the notebook's volumes snapshotted and cloned, each step between two committed snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+from rok_pipeline_watcher.runner.engine import Runner, StepFailedError
+from rok_pipeline_watcher.runner.pipeline import PipelineError, load
+from rokcommon.events import (
+    RestoreCompleted,
+    RestoredVolume,
+    RestoreRequested,
+    RunFinished,
+    RunStarted,
+    StepFinished,
+    StepStarted,
+    VersionCommitted,
+)
+
+
+class FakeBus:
+    """Plays snapshotter + registry + restorer: every event is committed (or cloned) when the test lets it."""
+
+    def __init__(self, hold=()):
+        self.log: list[tuple] = []
+        self.events: list = []
+        self.held = {key: asyncio.Event() for key in hold}  # (step name or None, phase) → released?
+        self.waiting: asyncio.Queue = asyncio.Queue()
+        self._steps: dict[str, str] = {}
+        self._restores: dict[str, RestoreCompleted] = {}
+
+    async def publish(self, event):
+        self.events.append(event)
+        self.log.append(("publish", type(event).__name__, getattr(getattr(event, "step", None), "name", None)))
+        if isinstance(event, StepStarted):
+            self._steps[event.step.step_id] = event.step.name
+        if isinstance(event, RestoreRequested):  # the restorer: one sub-directory per volume
+            target = Path(event.target.path)
+            started = next(e for e in self.events if isinstance(e, RunStarted))
+            volumes = []
+            for volume in started.volumes:
+                shutil.copytree(volume.path, target / volume.name)
+                volumes.append(
+                    RestoredVolume(
+                        name=volume.name,
+                        snapshot_id="s",
+                        location=str(target / volume.name),
+                        files=1,
+                        bytes=1,
+                        seconds=0.0,
+                    )
+                )
+            self._restores[event.request_id] = RestoreCompleted.make(
+                request_id=event.request_id,
+                namespace=event.namespace,
+                url=event.url,
+                volumes=tuple(volumes),
+                seconds=0.0,
+            )
+
+    async def committed(self, workflow_uid, step_id, phase, timeout):
+        step = self._steps.get(step_id) if step_id else None
+        self.log.append(("wait", phase, step))
+        await self.waiting.put((step, phase))
+        if (step, phase) in self.held:
+            await self.held[(step, phase)].wait()
+        run = next(e for e in self.events if isinstance(e, RunStarted)).run
+        return VersionCommitted.make(
+            run=run, phase=phase, version_id=f"{step}-{phase}", url=f"rok://local/{step or 'run'}/{phase}"
+        )
+
+    async def restored(self, request_id, timeout):
+        self.log.append(("wait", "restore", None))
+        return self._restores[request_id]
+
+
+@pytest.fixture
+def notebook(tmp_path):
+    home, data = tmp_path / "notebook" / "home", tmp_path / "notebook" / "data"
+    home.mkdir(parents=True)
+    data.mkdir()
+    (data / "input.csv").write_text("1,2,3\n")
+    return tmp_path
+
+
+def pipeline_file(root, steps):
+    path = root / "pipeline.yaml"
+    path.write_text(
+        textwrap.dedent(
+            """\
+            pipeline: churn-model
+            experiment: churn
+            volumes:
+              - name: workspace
+                path: ./notebook/home
+              - name: data
+                path: ./notebook/data
+            steps:
+            """
+        )
+        + textwrap.indent(textwrap.dedent(steps), "  ")
+    )
+    return path
+
+
+def runner(root, steps, bus):
+    return Runner(load(pipeline_file(root, steps)), bus, runs_dir=root / "runs", namespace="local", node="laptop")
+
+
+TWO_STEPS = """\
+- name: prepare
+  run: echo prepare >> log.txt && cp "$ROK_VOLUME_DATA/input.csv" prepared.csv
+- name: train
+  run: echo train >> log.txt
+  after: [prepare]
+"""
+
+
+async def test_steps_run_in_order_each_between_its_committed_before_and_after_snapshots_in_a_clone(notebook):
+    bus = FakeBus()
+    run = runner(notebook, TWO_STEPS, bus)
+
+    result = await run.run()
+
+    assert bus.log == [
+        ("publish", "RunStarted", None),
+        ("wait", "initial", None),
+        ("publish", "RestoreRequested", None),
+        ("wait", "restore", None),
+        ("publish", "StepStarted", "prepare"),
+        ("wait", "before", "prepare"),
+        ("publish", "StepFinished", "prepare"),
+        ("wait", "after", "prepare"),
+        ("publish", "StepStarted", "train"),
+        ("wait", "before", "train"),
+        ("publish", "StepFinished", "train"),
+        ("wait", "after", "train"),
+        ("publish", "RunFinished", None),
+    ]
+    workspace = run.run_dir / "workspace"
+    assert (workspace / "log.txt").read_text() == "prepare\ntrain\n"
+    assert (workspace / "prepared.csv").read_text() == "1,2,3\n"
+    assert list((notebook / "notebook" / "home").iterdir()) == []  # the notebook's own directory is untouched
+    assert result.succeeded == ["prepare", "train"]
+    assert bus.events[-1].outcome == "succeeded"
+
+
+async def test_the_events_describe_the_notebook_volumes_then_the_run_clones_workspace_first(notebook):
+    bus = FakeBus()
+    run = runner(notebook, TWO_STEPS, bus)
+
+    await run.run()
+
+    started = next(e for e in bus.events if isinstance(e, RunStarted))
+    step = next(e for e in bus.events if isinstance(e, StepStarted))
+    assert (started.pipeline_name, started.experiment, started.node) == ("churn-model", "churn", "laptop")
+    assert [(v.name, v.role, v.path) for v in started.volumes] == [
+        ("workspace", "workspace", str(notebook / "notebook" / "home")),
+        ("data", "data", str(notebook / "notebook" / "data")),
+    ]
+    assert [(v.name, v.role, v.path) for v in step.volumes] == [
+        ("workspace", "workspace", str(run.run_dir / "workspace")),
+        ("data", "data", str(run.run_dir / "data")),
+    ]
+    assert step.subject_for() == "rok.step.started.v1.laptop"
+
+
+async def test_a_step_runs_only_once_its_before_snapshot_is_committed_and_its_dependent_after_its_after_snapshot(
+    notebook,
+):
+    bus = FakeBus(hold=[("prepare", "before"), ("prepare", "after")])
+    run = runner(notebook, TWO_STEPS, bus)
+    log = lambda: run.run_dir / "workspace" / "log.txt"  # noqa: E731
+    task = asyncio.create_task(run.run())
+
+    while await bus.waiting.get() != ("prepare", "before"):
+        pass
+    assert not log().exists()
+    bus.held[("prepare", "before")].set()
+    while await bus.waiting.get() != ("prepare", "after"):
+        pass
+    assert log().read_text() == "prepare\n"
+    assert not any(isinstance(e, StepStarted) and e.step.name == "train" for e in bus.events)
+    bus.held[("prepare", "after")].set()
+    await asyncio.wait_for(task, 20)
+    assert log().read_text() == "prepare\ntrain\n"
+
+
+async def test_a_failing_step_gets_its_after_snapshot_its_dependents_do_not_run_and_the_run_fails_naming_it(notebook):
+    bus = FakeBus()
+    run = runner(
+        notebook,
+        """\
+        - name: prepare
+          run: exit 3
+        - name: train
+          run: echo train >> log.txt
+          after: [prepare]
+        """,
+        bus,
+    )
+
+    with pytest.raises(StepFailedError, match=r"step 'prepare' failed with exit code 3; not run: train"):
+        await run.run()
+
+    finished = next(e for e in bus.events if isinstance(e, StepFinished))
+    assert (finished.step.name, finished.outcome) == ("prepare", "failed")
+    assert ("wait", "after", "prepare") in bus.log
+    assert not any(isinstance(e, StepStarted) and e.step.name == "train" for e in bus.events)
+    assert isinstance(bus.events[-1], RunFinished)
+    assert bus.events[-1].outcome == "failed"
+    assert not (run.run_dir / "workspace" / "log.txt").exists()
+
+
+async def test_independent_steps_run_side_by_side_and_a_join_waits_for_both(notebook):
+    bus = FakeBus(hold=[("left", "after")])
+    run = runner(
+        notebook,
+        """\
+        - name: left
+          run: echo left >> left.txt
+        - name: right
+          run: echo right >> right.txt
+        - name: join
+          run: cat left.txt right.txt > joined.txt
+          after: [left, right]
+        """,
+        bus,
+    )
+    task = asyncio.create_task(run.run())
+
+    seen = set()
+    while seen != {("left", "after"), ("right", "after")}:
+        got = await bus.waiting.get()
+        if got[1] == "after":
+            seen.add(got)
+    assert not any(isinstance(e, StepStarted) and e.step.name == "join" for e in bus.events)
+    bus.held[("left", "after")].set()
+    await asyncio.wait_for(task, 20)
+
+    assert (run.run_dir / "workspace" / "joined.txt").read_text() == "left\nright\n"
+
+
+@pytest.mark.parametrize(
+    ("steps", "problem"),
+    [
+        ("- name: a\n  run: x\n  after: [b]\n", "step 'a' runs after 'b', which is not a step"),
+        ("- name: a\n  run: x\n  after: [b]\n- name: b\n  run: y\n  after: [a]\n", "wait for each other (a cycle)"),
+        ("- name: a\n  run: x\n- name: a\n  run: y\n", "step names must be unique: a"),
+        ("- name: Bad_Name\n  run: x\n", "step name 'Bad_Name' must be lower-case"),
+    ],
+)
+def test_a_wrong_pipeline_file_is_refused_with_what_is_wrong(notebook, steps, problem):
+    with pytest.raises(PipelineError, match=problem.replace("(", r"\(").replace(")", r"\)")):
+        load(pipeline_file(notebook, steps))
+
+
+def test_a_volume_that_is_not_a_directory_is_refused_naming_it(notebook):
+    shutil.rmtree(notebook / "notebook" / "data")
+
+    with pytest.raises(PipelineError, match=r"volume 'data' is .*notebook/data, which is not a directory"):
+        load(pipeline_file(notebook, "- name: a\n  run: x\n"))
