@@ -182,3 +182,27 @@ def test_the_watcher_has_two_replicas_in_prod_and_every_pod_a_network_policy(nam
         if p["spec"]["podSelector"] == {} and p["spec"].get("ingress") == [] and p["spec"].get("egress") == []
     ]
     assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+
+
+@pytest.mark.parametrize("name", sorted(OVERLAYS))
+def test_the_registry_is_probed_where_it_answers_health(name: str):
+    import ast
+
+    from .manifests import SERVICES
+
+    source = (SERVICES["registry"][1] / "api.py").read_text()
+    routes = {
+        decorator.args[0].value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef)
+        for decorator in node.decorator_list
+        if isinstance(decorator, ast.Call)
+        and getattr(decorator.func, "attr", "") == "get"
+        and decorator.args
+        and isinstance(decorator.args[0], ast.Constant)
+    }
+    registry = one(render(OVERLAYS[name]), "Deployment", "rok-registry")
+    (container,) = registry["spec"]["template"]["spec"]["containers"]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] in routes
+        assert container[probe]["httpGet"]["port"] == "http"
