@@ -116,6 +116,7 @@ class SnapshotTaker:
     async def _take(self, plan: SnapshotPlan, volume: VolumeRef, path: Path, heartbeat: Heartbeat) -> SnapshotCompleted:
         heartbeat.pulse()
         repo = await self.repository.get()
+        taken_at = now()  # the state captured is the volume's from here on
         stats = await repo.snapshot(
             path, tags=plan.store_tags(volume), cache_key=volume.cache_key, progress=heartbeat.progress
         )
@@ -147,7 +148,7 @@ class SnapshotTaker:
             snapshot_id=stats.snapshot_id,
             stats=stats_model(stats),
             best_effort=plan.best_effort,
-            taken_at=now(),
+            taken_at=taken_at,
         )
 
     async def _failed(self, plan: SnapshotPlan, volume: VolumeRef, reason: str) -> None:
