@@ -172,14 +172,19 @@ async def scripted_run(stack: Stack, *, experiment: str = "demo-experiment", tim
         for index, (name, effect) in enumerate(STEPS):
             step = StepRef(run=run, step_id=f"{run.run_id}-{index}", name=name)
             common = {"step": step, "node": NODE, "volumes": volumes, "guarded": True}
-            await bus.publish(js, StepStarted.make(**common, started_at=datetime.now(UTC)))
+            await bus.publish(js, StepStarted.make(**common, started_at=_whole_seconds()))
             await committed(name, "before")
             effect(stack.volumes["workspace"], stack.volumes["data"])
-            await bus.publish(js, StepFinished.make(**common, outcome="succeeded", finished_at=datetime.now(UTC)))
+            await bus.publish(js, StepFinished.make(**common, outcome="succeeded", finished_at=_whole_seconds()))
             await committed(name, "after")
-        await bus.publish(js, RunFinished.make(run=run, outcome="succeeded", finished_at=datetime.now(UTC)))
+        await bus.publish(js, RunFinished.make(run=run, outcome="succeeded", finished_at=_whole_seconds()))
     finally:
         await nc.close()
+
+
+def _whole_seconds() -> datetime:
+    """Workflow times have whole seconds (Argo's RFC 3339 timestamps): steps often start "at the same time"."""
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 def environment() -> dict[str, str]:

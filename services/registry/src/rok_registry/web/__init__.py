@@ -9,6 +9,7 @@ progress by polling ``/restores/<id>``. The registry's app includes :data:`route
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -25,6 +26,7 @@ from rok_registry.web.access import WebBus, registry, web_bus
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
+_LATEST = datetime.max.replace(tzinfo=UTC)
 DIFF_LINES = 200  # paths listed per volume and kind; the rest is counted
 
 
@@ -102,11 +104,18 @@ async def versions_page(
 async def lineage_page(request: Request, bucket: str, file: str, queries: Any = Depends(registry)) -> Response:
     try:
         lineage: Lineage = await queries.lineage(bucket, file)
-        changes = await asyncio.gather(*(_step_changes(queries, step) for step in lineage.steps))
+        ordered = sorted(lineage.steps, key=_started)
+        changes = await asyncio.gather(*(_step_changes(queries, step) for step in ordered))
     except RokError as error:
         return _error_page(request, error)
-    steps = list(zip(lineage.steps, changes, strict=True))
+    steps = list(zip(ordered, changes, strict=True))
     return _page(request, "lineage.html", bucket=bucket, file=file, lineage=lineage, steps=steps, limit=DIFF_LINES)
+
+
+def _started(step: Step) -> tuple[datetime, datetime, datetime]:
+    """When a step began: workflow times have whole seconds, so ties are broken by its before-snapshot's time."""
+    before = step.before.taken_at if step.before is not None else None
+    return (step.started_at or _LATEST, before or _LATEST, step.finished_at or _LATEST)
 
 
 async def _step_changes(queries: Any, step: Step) -> list[VolumeChanges] | None:
