@@ -45,13 +45,13 @@ prepared=$(url_of prepare after)
 say "5. Restore the state right after the middle step (prepare) into a new directory"
 target=$ROK_DEMO_DIR/restored-$(date +%Y%m%d-%H%M%S)
 show rok restore "$prepared" --to "$target"
-echo "Does it match what 'prepare' left behind? (checksums it recorded when it ended)"
-(cd "$target" && sha256sum -c "$ROK_DEMO_DIR/prepare.sha256")
+echo "Does it match what 'prepare' left behind? It recorded a checksum of every file when it ended:"
+(cd "$target" && sha256sum --check --quiet "$ROK_DEMO_DIR/prepare.sha256")
 if [ -e "$target/workspace/model.json" ]; then
     echo "unexpected: model.json is only written by the next step" >&2
     exit 1
 fi
-echo "yes: every file matches, and model.json (written by the next step, train) is not there"
+echo "yes: all $(wc -l <"$ROK_DEMO_DIR/prepare.sha256") files match, and model.json (the next step's output) is not there"
 
 say "6. What did the last step (train) change?"
 show rok diff "$(url_of train before)" "$(url_of train after)"
