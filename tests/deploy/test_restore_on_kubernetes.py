@@ -278,11 +278,12 @@ def _strict(schema: Any) -> Any:
 
 
 NOTEBOOK_SCHEMA = _strict(json.loads((FIXTURES / "notebook-v1-schema.json").read_text()))
+NOTEBOOK_VALIDATOR = jsonschema.Draft7Validator(NOTEBOOK_SCHEMA)
 
 
 def _validate_notebook(notebook: dict[str, Any]) -> None:
     created = {k: v for k, v in notebook.items() if k != "metadata"}
-    jsonschema.validate({**created, "metadata": {"name": notebook["metadata"]["name"]}}, NOTEBOOK_SCHEMA)
+    NOTEBOOK_VALIDATOR.validate({**created, "metadata": {"name": notebook["metadata"]["name"]}})
 
 
 def test_the_notebook_schema_refuses_what_the_notebook_controller_would_not_run():
@@ -315,9 +316,12 @@ async def test_a_failed_restore_pod_leaves_no_notebook_and_discard_removes_what_
     assert not _objects(cluster, "pods")
 
 
-async def test_an_existing_pvc_is_refused_and_never_discarded(cluster, stored):
+ANY_VOLUME = VolumeToRestore("workspace", "ab" * 32, "s3://bucket/repo", size=1)
+
+
+async def test_an_existing_pvc_is_refused_and_never_discarded(cluster):
     cluster.create(f"/api/v1/namespaces/{NS}/persistentvolumeclaims", {"metadata": {"name": "taken"}, "spec": {}})
-    workspace = stored["volumes"][0]
+    workspace = ANY_VOLUME
     target = KubernetesTargets(cluster.api_client, SETTINGS)(PvcTarget(namespace=NS, name="taken"), [workspace])
 
     with pytest.raises(PermanentError, match=f"PVC {NS}/taken already exists"):
@@ -326,8 +330,8 @@ async def test_an_existing_pvc_is_refused_and_never_discarded(cluster, stored):
     assert "taken" in _objects(cluster, "persistentvolumeclaims")
 
 
-async def test_without_a_running_snapshotter_the_restore_waits_for_one(fake_kube, stored):
-    workspace = stored["volumes"][0]
+async def test_without_a_running_snapshotter_the_restore_waits_for_one(fake_kube):
+    workspace = ANY_VOLUME
     target = KubernetesTargets(fake_kube.api_client, SETTINGS)(PvcTarget(namespace=NS, name="v"), [workspace])
 
     with pytest.raises(TemporaryError, match="no snapshotter is running"):
