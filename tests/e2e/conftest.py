@@ -33,7 +33,8 @@ async def system(
         "ROK_ACK_WAIT": "3",
         "ROK_RETRY_DELAY": "0.3",
     }
-    system = System(tmp_path, nats_server, env, spans)
+    bucket, prefix = s3_repo_url.removeprefix("s3://").split("/", 1)
+    system = System(tmp_path, nats_server, env, spans, s3_server.root / bucket / prefix)
     try:
         yield system
     finally:

@@ -34,13 +34,14 @@ from rokcommon.events import (
     RunFinished,
     RunRef,
     RunStarted,
+    SnapshotCompleted,
     StepFinished,
     StepRef,
     StepStarted,
     VersionCommitted,
     VolumeRef,
 )
-from rokcommon.registry_client import Lineage, RegistryClient, parse_url
+from rokcommon.registry_client import Lineage, RegistryClient, Version, parse_url
 from rokcommon.testing.nats import NatsServer
 
 from .processes import ServiceProcess
@@ -81,10 +82,13 @@ class System:
     nats: NatsServer
     env: dict[str, str]
     spans_file: Path
+    repo_dir: Path  # where the S3 server keeps the repository's objects
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     nc: Client | None = None
     commits: dict[tuple[str, str | None, str], VersionCommitted] = field(default_factory=dict)
     restores: dict[str, RestoreCompleted | RestoreFailed] = field(default_factory=dict)
+    # every SnapshotCompleted on the stream, in order (copies included: a copy would be a bug)
+    snapshots: list[SnapshotCompleted] = field(default_factory=list)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -119,6 +123,7 @@ class System:
             self._tasks = [
                 asyncio.create_task(self._follow(streams.VERSIONS.name, subjects.VERSION_COMMITTED)),
                 asyncio.create_task(self._follow(streams.RESTORES.name, "rok.restore.*.v1")),
+                asyncio.create_task(self._follow(streams.SNAPSHOTS.name, subjects.SNAPSHOT_COMPLETED)),
             ]
 
     async def close(self) -> None:
@@ -158,6 +163,8 @@ class System:
             commit = VersionCommitted.decode(data)
             key = (commit.run.workflow_uid, commit.step.step_id if commit.step else None, commit.phase)
             self.commits.setdefault(key, commit)
+        elif subject == subjects.SNAPSHOT_COMPLETED:
+            self.snapshots.append(SnapshotCompleted.decode(data))
         elif subject == subjects.RESTORE_COMPLETED:
             done = RestoreCompleted.decode(data)
             self.restores.setdefault(done.request_id, done)
@@ -188,6 +195,16 @@ class System:
         key = (run.workflow_uid, step.step_id if step else None, phase)
         return await self.until(lambda: self.commits.get(key), timeout, f"version {key}")  # type: ignore[no-any-return]
 
+    def snapshots_of(self, run: RunRef, step: StepRef | None, phase: str) -> list[SnapshotCompleted]:
+        step_id = step.step_id if step else None
+        return [
+            s
+            for s in self.snapshots
+            if s.run.workflow_uid == run.workflow_uid
+            and (s.step.step_id if s.step else None) == step_id
+            and s.phase == phase
+        ]
+
     # --- asking --------------------------------------------------------------------------------------------
 
     async def publish(self, event: Event, attempts: int = 40) -> None:
@@ -205,6 +222,11 @@ class System:
         url = parse_url(commit.url)
         assert self.nc is not None and url.file is not None
         return await RegistryClient(self.nc, url.namespace, timeout=10).lineage(url.bucket, url.file)
+
+    async def versions(self, commit: VersionCommitted) -> list[Version]:
+        url = parse_url(commit.url)
+        assert self.nc is not None and url.file is not None
+        return await RegistryClient(self.nc, url.namespace, timeout=10).list_versions(url.bucket, url.file)
 
     async def restore(self, url: str, target: Path, timeout: float = 60) -> RestoreCompleted | RestoreFailed:
         request_id = uuid.uuid4().hex
