@@ -28,7 +28,7 @@ from rokcommon.events import (
     VersionCommitted,
 )
 from rokcommon.registry_client import format_url
-from sqlalchemy import select, update
+from sqlalchemy import Insert, Select, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -55,6 +55,7 @@ class Recorder:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
+        self._namespaces: dict[str, int] = {}
 
     # --- events -------------------------------------------------------------------------------------------
 
@@ -101,7 +102,7 @@ class Recorder:
             step.node = event.node
             step.guarded = event.guarded
             step.started_at = event.started_at
-            return await self._settle(session, run)
+            return await self._settle(session, run, (step.step_id, step.attempt))
 
     async def record_step_finished(self, event: StepFinished) -> list[Commit]:
         async with self.db.writing() as session:
@@ -111,7 +112,7 @@ class Recorder:
             step.guarded = step.guarded or event.guarded
             step.finished_at = event.finished_at
             step.outcome = event.outcome
-            return await self._settle(session, run)
+            return await self._settle(session, run, (step.step_id, step.attempt))
 
     async def record_snapshot(self, event: SnapshotCompleted | SnapshotFailed) -> list[Commit]:
         async with self.db.writing() as session:
@@ -152,7 +153,7 @@ class Recorder:
                     .where(MemberRow.status == "failed")
                     .values(**member, reason=None)
                 )
-            return await self._settle(session, run)
+            return await self._settle(session, run, (version.step_key, version.attempt))
 
     async def mark_committed(self, version_ids: list[str]) -> list[str]:
         """Note that these versions were announced; returns those that were not noted before."""
@@ -172,7 +173,10 @@ class Recorder:
     async def _run(self, session: AsyncSession, ref: RunRef) -> FileRow:
         """The run's row, created if new, locked for this transaction."""
         namespace_id = await self._namespace(session, ref.namespace)
-        await session.execute(
+        query = select(FileRow).where(FileRow.workflow_uid == ref.workflow_uid)
+        if self.db.dialect == "postgresql":
+            query = query.with_for_update(of=FileRow)
+        insert = (
             self._insert(FileRow)
             .values(
                 workflow_uid=ref.workflow_uid,
@@ -183,10 +187,7 @@ class Recorder:
             )
             .on_conflict_do_nothing(index_elements=["workflow_uid"])
         )
-        query = select(FileRow).where(FileRow.workflow_uid == ref.workflow_uid)
-        if self.db.dialect == "postgresql":
-            query = query.with_for_update(of=FileRow)
-        run = (await session.execute(query)).scalar_one()
+        run: FileRow = await _get_or_insert(session, query, insert)
         if run.namespace_id != namespace_id:
             raise PermanentError(
                 f"run {ref.workflow_uid} is recorded in namespace {run.namespace.name!r}, "
@@ -195,12 +196,15 @@ class Recorder:
         return run
 
     async def _namespace(self, session: AsyncSession, name: str) -> int:
-        await session.execute(
-            self._insert(NamespaceRow)
-            .values(name=name, created_at=_now())
-            .on_conflict_do_nothing(index_elements=["name"])
-        )
-        return (await session.execute(select(NamespaceRow.id).where(NamespaceRow.name == name))).scalar_one()
+        if name not in self._namespaces:  # namespaces are never removed: their ids can be remembered
+            insert = (
+                self._insert(NamespaceRow)
+                .values(name=name, created_at=_now())
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            query = select(NamespaceRow.id).where(NamespaceRow.name == name)
+            self._namespaces[name] = await _get_or_insert(session, query, insert)
+        return self._namespaces[name]
 
     async def _bucket(self, session: AsyncSession, namespace_id: int, experiment: str | None) -> BucketRow:
         key = experiment or ""
@@ -225,18 +229,15 @@ class Recorder:
         raise PermanentError(f"could not name a bucket for experiment {experiment!r}")
 
     async def _step(self, session: AsyncSession, run: FileRow, ref: StepRef) -> StepRow:
-        await session.execute(
+        insert = (
             self._insert(StepRow)
             .values(file_id=run.id, step_id=ref.step_id, attempt=ref.attempt, name=ref.name, guarded=False)
             .on_conflict_do_nothing(index_elements=["file_id", "step_id", "attempt"])
         )
-        step = (
-            await session.execute(
-                select(StepRow).where(
-                    StepRow.file_id == run.id, StepRow.step_id == ref.step_id, StepRow.attempt == ref.attempt
-                )
-            )
-        ).scalar_one()
+        query = select(StepRow).where(
+            StepRow.file_id == run.id, StepRow.step_id == ref.step_id, StepRow.attempt == ref.attempt
+        )
+        step: StepRow = await _get_or_insert(session, query, insert)
         step.name = step.name or ref.name
         return step
 
@@ -247,7 +248,7 @@ class Recorder:
         version_id = names.version_id(
             run.workflow_uid, step.step_id if step else None, step.attempt if step else 0, event.phase
         )
-        await session.execute(
+        insert = (
             self._insert(VersionRow)
             .values(
                 id=version_id,
@@ -265,7 +266,9 @@ class Recorder:
             )
             .on_conflict_do_nothing(index_elements=["id"])
         )
-        version = (await session.execute(select(VersionRow).where(VersionRow.id == version_id))).scalar_one()
+        version: VersionRow = await _get_or_insert(
+            session, select(VersionRow).where(VersionRow.id == version_id), insert
+        )
         merged = lineage.merge_volumes(version.volume_names, [*event.volumes, event.volume.name])
         if merged != version.volume_names:
             version.volumes = "\n".join(merged)
@@ -273,28 +276,36 @@ class Recorder:
 
     # --- settling a run -----------------------------------------------------------------------------------
 
-    async def _settle(self, session: AsyncSession, run: FileRow) -> list[Commit]:
-        """Recompute the status and tags of every version of a run; return the ones to announce."""
+    async def _settle(self, session: AsyncSession, run: FileRow, step: tuple[str, int] | None = None) -> list[Commit]:
+        """Recompute the status and tags of a run's versions; return the ones to announce.
+
+        An event about one step (``step``: its node id and attempt, "" for the initial version) can only change
+        that step's versions, unless the run has succeeded: then the ``final`` tag may move, and every version
+        of the run is looked at, as after the run's own events.
+        """
         await session.flush()
-        query = select(VersionRow).where(VersionRow.file_id == run.id).execution_options(populate_existing=True)
+        scope = step if run.status != "succeeded" else None
+        versions_query = select(VersionRow).where(VersionRow.file_id == run.id)
+        steps_query = select(StepRow).where(StepRow.file_id == run.id)
+        if scope is not None:
+            versions_query = versions_query.where(VersionRow.step_key == scope[0], VersionRow.attempt == scope[1])
+            steps_query = steps_query.where(StepRow.step_id == scope[0], StepRow.attempt == scope[1])
+        query = versions_query.execution_options(populate_existing=True)
         versions = list((await session.execute(query)).scalars().all())
-        steps = {
-            (s.step_id, s.attempt): s
-            for s in (await session.execute(select(StepRow).where(StepRow.file_id == run.id))).scalars()
-        }
+        steps = {(s.step_id, s.attempt): s for s in (await session.execute(steps_query)).scalars()}
         facts = []
         for version in versions:
             version.status = lineage.version_status(version.volume_names, {m.volume: m.status for m in version.members})
             times = [m.taken_at for m in version.members if m.taken_at is not None]
             version.taken_at = max(times) if times else None
-            step = steps.get((version.step_key, version.attempt))
+            step_row = steps.get((version.step_key, version.attempt))
             facts.append(
                 lineage.VersionFacts(
                     id=version.id,
                     phase=version.phase,
                     taken_at=version.taken_at,
                     event_tags=frozenset(_split(version.event_tags)),
-                    step_outcome=step.outcome if step else None,
+                    step_outcome=step_row.outcome if step_row else None,
                 )
             )
         final = lineage.final_version(run.status, facts)
@@ -332,6 +343,15 @@ class Recorder:
             "after": step.finished_at if step else None,
         }.get(version.phase)
         return Commit(event=event, since=since or version.created_at)
+
+
+async def _get_or_insert(session: AsyncSession, query: Select[Any], insert: Insert) -> Any:
+    """The row ``query`` finds, inserting it first (``ON CONFLICT DO NOTHING``) if it is not there yet."""
+    found = (await session.execute(query)).scalar_one_or_none()
+    if found is None:
+        await session.execute(insert)
+        found = (await session.execute(query)).scalar_one()
+    return found
 
 
 def _split(tags: str) -> list[str]:

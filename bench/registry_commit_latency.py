@@ -1,0 +1,149 @@
+"""The registry's share of the commit latency: from the snapshot event that makes a version whole to its
+``VersionCommitted`` on the bus.
+
+Run: ``uv run python bench/registry_commit_latency.py [--versions 300] [--in-flight 20] [--database-url DSN]``.
+Starts a nats-server and the registry (in this process, SQLite in a temporary directory unless
+``--database-url`` names a PostgreSQL database), then for each version publishes its step event and the
+snapshot events of two volumes, and times from the publish of the last snapshot event to the arrival of the
+announcement. First one version at a time, then ``--in-flight`` runs at once. Prints p50, p99 and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import nats
+from rok_registry.main import build
+from rok_registry.settings import RegistrySettings
+from rokcommon import bus, streams, subjects
+from rokcommon.events import (
+    RunRef,
+    RunStarted,
+    SnapshotCompleted,
+    SnapshotStatsModel,
+    StepRef,
+    StepStarted,
+    VersionCommitted,
+    VolumeRef,
+)
+from rokcommon.testing.nats import NatsServer, running
+from rokcommon.testing.ports import free_port
+
+VOLUMES = (
+    VolumeRef(name="workspace", role="workspace", path="/vol/workspace"),
+    VolumeRef(name="data", path="/vol/data"),
+)
+
+
+def quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def one_run(js, waiters: dict[str, asyncio.Future[float]], run: RunRef, steps: int) -> list[float]:
+    now = datetime.now(UTC)
+    await bus.publish(
+        js,
+        RunStarted.make(run=run, run_name=run.run_id, pipeline_name="bench", node="n", volumes=VOLUMES, started_at=now),
+    )
+    latencies = []
+    for i in range(steps):
+        step = StepRef(run=run, step_id=f"{run.workflow_uid}-s{i}", name=f"s{i}")
+        await bus.publish(js, StepStarted.make(step=step, node="n", volumes=VOLUMES, started_at=datetime.now(UTC)))
+        key = f"{run.workflow_uid}/{step.step_id}"
+        waiters[key] = asyncio.get_running_loop().create_future()
+        for volume in VOLUMES:
+            sent = time.perf_counter()
+            await bus.publish(
+                js,
+                SnapshotCompleted.make(
+                    run=run,
+                    step=step,
+                    phase="before",
+                    volume=volume,
+                    volumes=tuple(v.name for v in VOLUMES),
+                    repository="file:///repo",
+                    snapshot_id=f"snap-{key}-{volume.name}",
+                    stats=SnapshotStatsModel(files=1000, bytes_scanned=100 << 20),
+                    node="n",
+                    taken_at=datetime.now(UTC),
+                ),
+            )
+        arrived = await asyncio.wait_for(waiters[key], 30)
+        del waiters[key]
+        latencies.append(arrived - sent)
+    return latencies
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--versions", type=int, default=300, help="versions per measurement")
+    parser.add_argument("--in-flight", type=int, default=20, help="runs at once in the second measurement")
+    parser.add_argument("--database-url", default="", help="PostgreSQL DSN (default: SQLite in a temp dir)")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(Path(tmp) / "nats")
+        server.start()
+        settings = RegistrySettings(
+            nats_url=server.url,
+            state_dir=Path(tmp) / "state",
+            database_url=args.database_url,
+            registry_port=free_port(),
+            log_level="WARNING",
+        )
+        registry = build(settings, graceful_timeout=2.0)
+        await registry.start_storage()
+        nc = await nats.connect(server.url)
+        js = nc.jetstream()
+        await streams.ensure_streams(js)
+        waiters: dict[str, asyncio.Future[float]] = {}
+
+        async def on_committed(msg) -> None:
+            event = VersionCommitted.decode(msg.data)
+            key = f"{event.run.workflow_uid}/{event.step.step_id if event.step else '-'}"
+            future = waiters.get(key)
+            if future is not None and not future.done():
+                future.set_result(time.perf_counter())
+
+        await nc.subscribe(subjects.VERSION_COMMITTED, cb=on_committed)
+        try:
+            async with running(registry.service):
+                db = "PostgreSQL" if args.database_url else "SQLite"
+                print(f"registry commit latency ({db}, two volumes per version, {args.versions} versions each)")
+                sequential = await one_run(
+                    js, waiters, RunRef(namespace="bench", run_id="r0", workflow_uid="w0"), args.versions
+                )
+                report("one run, one version at a time", sequential)
+                per_run = max(1, args.versions // args.in_flight)
+                results = await asyncio.gather(
+                    *(
+                        one_run(js, waiters, RunRef(namespace="bench", run_id=f"r{i}", workflow_uid=f"w{i}"), per_run)
+                        for i in range(1, args.in_flight + 1)
+                    )
+                )
+                report(f"{args.in_flight} runs in flight", [x for r in results for x in r])
+        finally:
+            await nc.close()
+            await registry.stop_storage()
+            server.stop()
+
+
+def report(label: str, latencies: list[float]) -> None:
+    ms = [x * 1000 for x in latencies]
+    print(
+        f"  {label:<34} n={len(ms):<4} p50={quantile(ms, 0.5):7.1f} ms  p99={quantile(ms, 0.99):7.1f} ms  "
+        f"max={max(ms):7.1f} ms  mean={statistics.fmean(ms):6.1f} ms",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
