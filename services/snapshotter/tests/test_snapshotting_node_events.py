@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from nats.js import JetStreamContext
 from rok_snapshotter.main import build
+from rok_snapshotter.repository import RepositoryHandle
 from rok_snapshotter.settings import SnapshotterSettings
 from rokcommon import bus, streams
 from rokcommon.events import (
@@ -153,7 +153,6 @@ async def test_an_unreachable_store_is_retried_then_announced_as_failed_after_th
         announced = await snapshot_events(js, 1)
         letters = await js.pull_subscribe("rok.dlq.>", stream=streams.DLQ.name)
         [letter] = await letters.fetch(1, timeout=10)
-        await asyncio.sleep(0)
     [failed] = announced
     assert isinstance(failed, SnapshotFailed)
     assert failed.reason.startswith("gave up after the last delivery: cannot open the repository at file://")
@@ -189,9 +188,13 @@ async def test_volumes_are_snapshotted_into_an_s3_repository(
     tmp_path: Path,
 ) -> None:
     settings = settings_for(repository=s3_repo_url)
-    async with running(build(settings)):
-        await bus.publish(js, started(volumes))
-        announced = await snapshot_events(js, 2)
+    handle = RepositoryHandle(s3_repo_url, cache_dir=settings.resolved_cache_dir)
+    try:
+        async with running(build(settings, repository=handle)):
+            await bus.publish(js, started(volumes))
+            announced = await snapshot_events(js, 2)
+    finally:
+        await handle.close()
     by_volume = {e.volume.name: e for e in announced if isinstance(e, SnapshotCompleted)}
     assert set(by_volume) == {"workspace", "data"}
     async with await open_repository(s3_repo_url) as repo:
