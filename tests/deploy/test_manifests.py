@@ -67,12 +67,49 @@ def test_the_step_guard_webhook_calls_the_service_that_serves_it(name: str):
         ports = {p.get("name"): p["containerPort"] for c in spec["containers"] for p in c.get("ports", [])}
         target = port["targetPort"]
         assert target in ports or target in ports.values(), f"{ref['name']} targets {target}, pods have {ports}"
-        assert ref["path"] == "/mutate"
+        assert ref["path"] in _webhook_routes("add_post"), f"the watcher serves no POST {ref['path']}"
         # Only KFP's pods, and rok being down never stops a pipeline.
         assert webhook["failurePolicy"] == "Ignore"
         assert webhook["objectSelector"] == {"matchExpressions": [{"key": "pipeline/runid", "operator": "Exists"}]}
         assert webhook["rules"][0]["resources"] == ["pods"]
         assert webhook["rules"][0]["operations"] == ["CREATE"]
+
+
+def _webhook_routes(method: str) -> set[str]:
+    """The paths the watcher's webhook server routes (`app.router.add_post("/mutate", …)`)."""
+    import ast
+
+    from .manifests import SERVICES
+
+    source = (SERVICES["pipeline-watcher"][1] / "guard" / "webhook.py").read_text()
+    return {
+        node.args[0].value
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "attr", "") == method
+        and node.args
+        and isinstance(node.args[0], ast.Constant)
+    }
+
+
+@pytest.mark.parametrize("name", sorted(OVERLAYS))
+def test_the_watcher_is_probed_over_https_where_its_webhook_answers_health(name: str):
+    watcher = one(render(OVERLAYS[name]), "Deployment", "rok-pipeline-watcher")
+    (container,) = watcher["spec"]["template"]["spec"]["containers"]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+        assert container[probe]["httpGet"]["path"] in _webhook_routes("add_get")
+        assert container[probe]["httpGet"]["port"] == "webhook"
+
+
+@pytest.mark.parametrize("name", sorted(OVERLAYS))
+def test_the_step_guards_reach_nats_by_a_name_that_resolves_from_any_namespace(name: str):
+    objects = render(OVERLAYS[name])
+    (nats,) = [s for s in find(objects, "Service", "rok-nats")]
+    host = f"{nats['metadata']['name']}.{nats['metadata']['namespace']}.svc"
+    for _, container in rok_containers(objects):
+        (url,) = [e["value"] for e in container["env"] if e["name"] == "ROK_NATS_URL"]
+        assert url == f"nats://{host}:{nats['spec']['ports'][0]['port']}", container["name"]
 
 
 @pytest.mark.parametrize("name", sorted(OVERLAYS))
