@@ -57,10 +57,10 @@ async def test_a_lost_progress_report_does_not_fail_the_snapshot() -> None:
 async def test_a_snapshot_longer_than_the_ack_wait_is_not_delivered_again(
     settings_for: Callable[..., SnapshotterSettings], js: JetStreamContext, volumes: tuple[VolumeRef, ...]
 ) -> None:
-    settings = settings_for(ack_wait=1.0, progress_interval=0.2)
+    settings = settings_for(ack_wait=1.5, progress_interval=0.2)
 
     async def slow_scan(progress: Callable[[Progress], None]) -> None:
-        for step in range(10):  # two seconds of scanning, reporting progress as the store engine does
+        for step in range(15):  # three seconds of scanning (twice the ack wait), reporting progress as the store does
             progress(Progress("scan", bytes_done=step))
             await asyncio.sleep(0.2)
 
