@@ -31,12 +31,16 @@ from rokcommon.registry_client import format_url
 from sqlalchemy import Insert, Select, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import raiseload
 
 from rok_registry import lineage, names
 from rok_registry.database import Database
 from rok_registry.tables import BucketRow, FileRow, MemberRow, NamespaceRow, StepRow, VersionRow
 
 log = logging.getLogger(__name__)
+
+# The recorder has the run's row in hand: loading it again with every version would only cost joins.
+_NO_RUN = raiseload(VersionRow.file)
 
 
 @dataclass(frozen=True)
@@ -267,7 +271,7 @@ class Recorder:
             .on_conflict_do_nothing(index_elements=["id"])
         )
         version: VersionRow = await _get_or_insert(
-            session, select(VersionRow).where(VersionRow.id == version_id), insert
+            session, select(VersionRow).where(VersionRow.id == version_id).options(_NO_RUN), insert
         )
         merged = lineage.merge_volumes(version.volume_names, [*event.volumes, event.volume.name])
         if merged != version.volume_names:
@@ -285,7 +289,7 @@ class Recorder:
         """
         await session.flush()
         scope = step if run.status != "succeeded" else None
-        versions_query = select(VersionRow).where(VersionRow.file_id == run.id)
+        versions_query = select(VersionRow).where(VersionRow.file_id == run.id).options(_NO_RUN)
         steps_query = select(StepRow).where(StepRow.file_id == run.id)
         if scope is not None:
             versions_query = versions_query.where(VersionRow.step_key == scope[0], VersionRow.attempt == scope[1])
