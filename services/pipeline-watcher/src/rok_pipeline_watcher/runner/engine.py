@@ -98,7 +98,7 @@ class Runner:
         if commit is None:
             raise TemporaryError(
                 f"no {what} was committed within {self.commit_timeout:.0f}s: are the snapshotter and the "
-                f"registry running (`rok local up`)?"
+                f"registry running (`rok status`, `rok up`)?"
             )
         return commit
 

@@ -57,7 +57,7 @@ class NatsBus:
         if outcome is None:
             raise RestoreFailedError(
                 f"the restorer did not clone the notebook's volumes within {timeout:.0f}s: is it running "
-                "(`rok local up`)?"
+                "(`rok status`, `rok up`)?"
             )
         if isinstance(outcome, RestoreFailed):
             raise RestoreFailedError(f"cloning the notebook's volumes failed: {outcome.reason}")
