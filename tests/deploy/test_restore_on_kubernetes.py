@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import filecmp
-import json
 import os
 import subprocess
 import sys
@@ -34,7 +33,8 @@ from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import NotebookTarget, PvcTarget
 from rokcommon.store import init_repository
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from . import crds
+
 NS = "kubeflow-user-example-com"
 BIN = Path(sys.executable).parent
 
@@ -265,25 +265,8 @@ async def test_a_notebook_server_mounts_a_new_pvc_per_volume_workspace_first(clu
     _validate_notebook(notebook)
 
 
-def _strict(schema: Any) -> Any:
-    """The CRD schema with unknown fields refused (the API server would drop them silently)."""
-    if isinstance(schema, dict):
-        schema = {k: _strict(v) for k, v in schema.items()}
-        if "properties" in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            schema.setdefault("additionalProperties", False)
-        return schema
-    if isinstance(schema, list):
-        return [_strict(v) for v in schema]
-    return schema
-
-
-NOTEBOOK_SCHEMA = _strict(json.loads((FIXTURES / "notebook-v1-schema.json").read_text()))
-NOTEBOOK_VALIDATOR = jsonschema.Draft7Validator(NOTEBOOK_SCHEMA)
-
-
 def _validate_notebook(notebook: dict[str, Any]) -> None:
-    created = {k: v for k, v in notebook.items() if k != "metadata"}
-    NOTEBOOK_VALIDATOR.validate({**created, "metadata": {"name": notebook["metadata"]["name"]}})
+    crds.validate(notebook)
 
 
 def test_the_notebook_schema_refuses_what_the_notebook_controller_would_not_run():
