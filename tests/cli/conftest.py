@@ -1,19 +1,17 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .stack import Stack, local_stack, scripted_run
+from .stack import Stack, shared_stack
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """rok up in a temporary state dir, with one three-step run recorded; rok down at the end of the module."""
-    with local_stack(tmp_path_factory.mktemp("rok")) as running:
-        asyncio.run(scripted_run(running))
+    """rok up in a temporary state dir, with one three-step run recorded; rok down at the end of the session."""
+    with shared_stack(tmp_path_factory) as running:
         yield running
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
 import shutil
 import sys
 import uuid
@@ -68,16 +67,34 @@ def tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@contextlib.contextmanager
+def environment(env: dict[str, str]) -> Iterator[None]:
+    """The ``ROK_*`` settings of one stack, for the duration of one command (and nothing else)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        yield
+
+
 @dataclass
 class Stack:
     state_dir: Path
-    nats_url: str
+    env: dict[str, str]
     web_url: str
     volumes: dict[str, Path]
     # (step name, phase) → {volume: tree}; what each volume held when that version was taken
     held: dict[tuple[str, str], dict[str, dict[str, bytes]]] = field(default_factory=dict)
     committed: dict[tuple[str, str], VersionCommitted] = field(default_factory=dict)
     run_id: str = ""
+
+    @property
+    def nats_url(self) -> str:
+        return self.env["ROK_NATS_URL"]
+
+    def rok(self, *args: str, **overrides: str) -> Result:
+        """``rok ARGS`` with this stack's settings (``overrides`` replace some of them)."""
+        with environment({**self.env, **overrides}):
+            return rok(*args)
 
 
 @contextlib.contextmanager
@@ -94,18 +111,44 @@ def local_stack(root: Path) -> Iterator[Stack]:
         "ROK_NAMESPACE": NAMESPACE,
         "ROK_LOG_LEVEL": "INFO",
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        up = rok("up", "--json")
+    volumes = {"workspace": root / "notebook" / "workspace", "data": root / "notebook" / "data"}
+    stack = Stack(root / "state", env, f"http://127.0.0.1:{web_port}", volumes)
+    try:
+        up = stack.rok("up", "--json")
+        assert up.code == 0, f"rok up failed: {up.err}"
+        for path in volumes.values():
+            path.mkdir(parents=True)
+        yield stack
+    finally:
+        stack.rok("down")
+
+
+class _Shared:
+    stack: Stack | None = None
+    users = 0
+    context: contextlib.AbstractContextManager[Stack] | None = None
+
+
+@contextlib.contextmanager
+def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One stack with one recorded run for every test of the session that asks (the CLI's and the web's)."""
+    if _Shared.stack is None:
+        context = local_stack(tmp_path_factory.mktemp("rok"))
+        stack = context.__enter__()
         try:
-            assert up.code == 0, f"rok up failed: {up.err}"
-            volumes = {"workspace": root / "notebook" / "workspace", "data": root / "notebook" / "data"}
-            for path in volumes.values():
-                path.mkdir(parents=True)
-            yield Stack(root / "state", env["ROK_NATS_URL"], f"http://127.0.0.1:{web_port}", volumes)
-        finally:
-            rok("down")
+            asyncio.run(scripted_run(stack))
+        except BaseException:
+            context.__exit__(None, None, None)
+            raise
+        _Shared.stack, _Shared.context = stack, context
+    _Shared.users += 1
+    try:
+        yield _Shared.stack
+    finally:
+        _Shared.users -= 1
+        if _Shared.users == 0 and _Shared.context is not None:
+            context, _Shared.stack, _Shared.context = _Shared.context, None, None
+            context.__exit__(None, None, None)
 
 
 def install(ws: Path, data: Path) -> None:
@@ -185,7 +228,3 @@ async def scripted_run(stack: Stack, *, experiment: str = "demo-experiment", tim
 def _whole_seconds() -> datetime:
     """Workflow times have whole seconds (Argo's RFC 3339 timestamps): steps often start "at the same time"."""
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith("ROK_")}

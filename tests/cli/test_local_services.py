@@ -16,12 +16,12 @@ SERVICES = {"registry", "snapshotter", "restorer", "pipeline-watcher"}
 
 
 def _pids(stack: Stack) -> dict[str, int]:
-    status = rok("status", "--json")
+    status = stack.rok("status", "--json")
     return {row["name"]: row["pid"] for row in json.loads(status.out)["services"]}
 
 
 def test_status_shows_every_service_running_with_its_pid_log_and_the_web_address(stack: Stack) -> None:
-    result = rok("status", "--json")
+    result = stack.rok("status", "--json")
     assert result.code == 0, result.err
     report = json.loads(result.out)
     rows = {row["name"]: row for row in report["services"]}
@@ -36,7 +36,7 @@ def test_status_shows_every_service_running_with_its_pid_log_and_the_web_address
 
 
 def test_status_on_a_terminal_is_a_table_naming_each_service(stack: Stack) -> None:
-    result = rok("status")
+    result = stack.rok("status")
     assert result.code == 0
     for name in SERVICES:
         assert name in result.out
@@ -45,7 +45,7 @@ def test_status_on_a_terminal_is_a_table_naming_each_service(stack: Stack) -> No
 
 def test_up_again_starts_nothing_and_keeps_the_same_processes(stack: Stack) -> None:
     before = _pids(stack)
-    result = rok("up", "--json")
+    result = stack.rok("up", "--json")
     assert result.code == 0, result.err
     assert json.loads(result.out)["started"] == []
     assert _pids(stack) == before
@@ -56,7 +56,7 @@ def test_up_after_a_service_died_starts_only_that_one(stack: Stack) -> None:
     os.kill(before["restorer"], signal.SIGKILL)
     while _pids(stack)["restorer"] is not None:
         time.sleep(0.05)
-    result = rok("up", "--json")
+    result = stack.rok("up", "--json")
     assert result.code == 0, result.err
     assert json.loads(result.out)["started"] == ["restorer"]
     after = _pids(stack)
@@ -67,16 +67,16 @@ def test_up_after_a_service_died_starts_only_that_one(stack: Stack) -> None:
 def test_down_stops_every_process_and_status_then_exits_3(tmp_path: Path) -> None:
     with local_stack(tmp_path) as stack:
         pids = _pids(stack)
-        down = rok("down", "--json")
+        down = stack.rok("down", "--json")
         assert down.code == 0
         assert set(json.loads(down.out)["stopped"]) == SERVICES | {"nats-server"}
         for pid in pids.values():
             with pytest.raises(ProcessLookupError):
                 os.kill(pid, 0)
-        status = rok("status", "--json")
+        status = stack.rok("status", "--json")
         assert status.code == 3
         assert {row["state"] for row in json.loads(status.out)["services"]} == {"stopped"}
-        assert rok("down").out.strip() == "nothing was running"
+        assert stack.rok("down").out.strip() == "nothing was running"
 
 
 def test_a_pid_file_naming_another_process_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import asyncio
 import shutil
 import sys
 from collections.abc import Iterator
@@ -10,7 +9,7 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the local stack helper is shared with cli/
-from cli.stack import Stack, local_stack, scripted_run
+from cli.stack import Stack, shared_stack
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -21,11 +20,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """rok up with one three-step run recorded; the registry serves the pages at ``stack.web_url``."""
-    with local_stack(tmp_path_factory.mktemp("rok-web")) as running:
-        asyncio.run(scripted_run(running))
+    """rok up with one three-step run recorded (shared with the CLI's tests); the pages are at ``stack.web_url``."""
+    with shared_stack(tmp_path_factory) as running:
         yield running
 
 
