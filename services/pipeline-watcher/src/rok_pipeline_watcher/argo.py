@@ -63,7 +63,7 @@ def labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
     return metadata(obj).get("labels") or {}
 
 
-def annotations(obj: Mapping[str, Any]) -> Mapping[str, str]:
+def annotations_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
     return metadata(obj).get("annotations") or {}
 
 
@@ -120,7 +120,7 @@ def _v2_task(node_id: str, nodes: Mapping[str, Mapping[str, Any]], parent_of: Ma
 
 def pod_node_id(pod: Mapping[str, Any]) -> str | None:
     """The workflow node a pod runs: Argo >= 3.4 annotates it; before, the pod was named for its node."""
-    return annotations(pod).get(NODE_ID_ANNOTATION) or metadata(pod).get("name")
+    return annotations_of(pod).get(NODE_ID_ANNOTATION) or metadata(pod).get("name")
 
 
 def pod_is_cached(pod: Mapping[str, Any]) -> bool:

@@ -53,7 +53,7 @@ class KubeSource:
         self._notebooks: dict[tuple[str, str], dict[str, Any]] = {}
         self._seen: dict[str, int] = {}  # kind → the resourceVersion its applied changes reach
         self._retry_delay = retry_delay
-        options = {"timeout_seconds": watch_timeout, "retry_delay": retry_delay}
+        options: dict[str, Any] = {"timeout_seconds": watch_timeout, "retry_delay": retry_delay}
         if namespace:
             self.watches = [
                 ResourceWatch(
@@ -164,7 +164,7 @@ class KubeSource:
         pods = self.pods.get(key, {})
         run_id = argo.labels(workflow).get(argo.RUN_ID_LABEL, "")
         info = await self.kfp.run_info(run_id) if self.kfp and run_id else RunInfo()
-        notebook = await self._notebook_pod(namespace, argo.annotations(workflow).get(argo.NOTEBOOK_POD_ANNOTATION))
+        notebook = await self._notebook_pod(namespace, argo.annotations_of(workflow).get(argo.NOTEBOOK_POD_ANNOTATION))
         claims: dict[str, str | None] = {}
         for pod in [*pods.values(), *([notebook] if notebook else [])]:
             for volume in argo.mounted_volumes(pod, container=None):

@@ -53,7 +53,7 @@ async def serve(
     async def publish(event: Event) -> None:
         await bus.publish(js, event)
 
-    tasks: list[asyncio.Task[None]] = []
+    tasks: list[asyncio.Task[Any]] = []
     cleanups: list[Any] = []
     waits: list[Any] = []
     if settings.kube != "off" or api_client is not None:
@@ -96,7 +96,7 @@ async def serve(
         if ready is not None:
             ready.set()
 
-    helpers = [asyncio.create_task(announce()), asyncio.create_task(stop.wait())]
+    helpers: list[asyncio.Task[Any]] = [asyncio.create_task(announce()), asyncio.create_task(stop.wait())]
     try:
         await asyncio.wait([helpers[1], *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:

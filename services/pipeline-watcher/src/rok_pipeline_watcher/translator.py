@@ -101,7 +101,7 @@ class Translator:
         status = state.workflow.get("status") or {}
         phase = status.get("phase") or ""
         claims = state.claims
-        workspace = argo.annotations(state.workflow).get(argo.WORKSPACE_ANNOTATION)
+        workspace = argo.annotations_of(state.workflow).get(argo.WORKSPACE_ANNOTATION)
         steps: list[Event] = []
         first: tuple[str, list[VolumeRef]] | None = None
         missing = False
@@ -149,7 +149,7 @@ class Translator:
         node_name, volumes = origin
         started = RunStarted.make(
             run=run,
-            run_name=argo.annotations(state.workflow).get(argo.RUN_NAME_ANNOTATION)
+            run_name=argo.annotations_of(state.workflow).get(argo.RUN_NAME_ANNOTATION)
             or argo.metadata(state.workflow).get("name")
             or run.run_id,
             pipeline_name=state.info.pipeline_name or pipeline_name(state.workflow),
@@ -211,7 +211,7 @@ def volume_refs(
 
 def pipeline_name(workflow: Mapping[str, Any]) -> str:
     """The pipeline's name from the workflow itself: KFP v1's pipeline spec annotation, else generateName."""
-    spec = argo.annotations(workflow).get(argo.PIPELINE_SPEC_ANNOTATION)
+    spec = argo.annotations_of(workflow).get(argo.PIPELINE_SPEC_ANNOTATION)
     if spec:
         try:
             name = json.loads(spec).get("name")

@@ -204,7 +204,7 @@ class FakeKube:
             self._lock.notify_all()
             return obj
 
-    def list(self, path: str, label_selector: str = "", field_selector: str = "") -> list[dict[str, Any]]:
+    def list_objects(self, path: str, label_selector: str = "", field_selector: str = "") -> list[dict[str, Any]]:
         api, ns, plural, _ = _parse(path)
         with self._lock:
             return [
@@ -410,7 +410,7 @@ class _Handler(BaseHTTPRequestHandler):
                 _, _, plural, name = _parse(path)
                 if name is not None:
                     return self._send(200, kube.get(path))
-                items = kube.list(path, params.get("labelSelector", ""), params.get("fieldSelector", ""))
+                items = kube.list_objects(path, params.get("labelSelector", ""), params.get("fieldSelector", ""))
                 kind = _kind(plural)
                 api = _parse(path)[0]
                 return self._send(
@@ -492,15 +492,17 @@ class _Handler(BaseHTTPRequestHandler):
                 for change in pending:
                     self._chunk({"type": change.type, "object": change.obj})
                 with kube._lock:
-                    kube._lock.wait_for(
-                        lambda marks=marks, cursor=cursor: (
+
+                    def due(marks: int = marks, cursor: int = cursor) -> bool:
+                        return bool(
                             kube._stopping
                             or deadline.is_set()
                             or kube._drops != drops
                             or kube._bookmarks != marks
                             or (kube._history and kube._history[-1].rv > cursor)
                         )
-                    )
+
+                    kube._lock.wait_for(due)
                     if kube._stopping or deadline.is_set():
                         break
                     pending = [

@@ -32,7 +32,7 @@ class GuardConfig:
 
 def is_driver_pod(pod: dict[str, Any]) -> bool:
     """KFP v2 driver pods (``*-driver`` tasks, templates ``system-*-driver``) decide; they run no user code."""
-    node_name = argo.annotations(pod).get(argo.NODE_NAME_ANNOTATION, "")
+    node_name = argo.annotations_of(pod).get(argo.NODE_NAME_ANNOTATION, "")
     if node_name.rsplit(".", 1)[-1].endswith("-driver"):
         return True
     name = argo.metadata(pod).get("name") or argo.metadata(pod).get("generateName") or ""
