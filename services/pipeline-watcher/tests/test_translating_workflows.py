@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from rok_pipeline_watcher.translator import RunInfo, RunState, Translator
 from rokcommon.events import RunFinished, RunStarted, StepFinished, StepStarted, stable_id
 
@@ -207,3 +209,34 @@ def test_a_finished_run_is_not_finished_before_every_step_pod_is_seen_unless_the
 
     assert not any(isinstance(e, RunFinished) for e in held)
     assert isinstance(given_up[-1], RunFinished)
+
+
+def test_kfp_v2_retries_make_one_step_per_executor_attempt_named_for_the_task(v2_run, notebook_pod):
+    """KFP v2 with a retry policy: the task's DAG runs ``retry-system-container-executor``, whose ``executor``
+    is a ``Retry`` node with one ``Pod`` child per attempt (``executor(0)``, ``executor(1)``)."""
+    nodes = v2_run.workflow["status"]["nodes"]
+    task, executor = v2_run.node(".train"), v2_run.node(".train.executor")
+    pod = v2_run.pods.pop(executor["id"])
+    task["templateName"] = "retry-system-container-executor"
+    retry = {**executor, "type": "Retry", "templateName": "retry-system-container-impl", "children": []}
+    del retry["hostNodeName"]
+    nodes[executor["id"]] = retry
+    for attempt, phase in ((0, "Failed"), (1, "Succeeded")):
+        node_id = f"{executor['id']}{attempt}"
+        nodes[node_id] = {
+            **executor,
+            "id": node_id,
+            "name": f"{executor['name']}({attempt})",
+            "displayName": f"executor({attempt})",
+            "templateName": "retry-system-container-impl",
+            "phase": phase,
+        }
+        retry["children"].append(node_id)
+        attempt_pod = copy.deepcopy(pod)
+        attempt_pod["metadata"]["annotations"]["workflows.argoproj.io/node-id"] = node_id
+        v2_run.pods[node_id] = attempt_pod
+
+    events = translate(v2_run, notebook_pod=notebook_pod)
+
+    finished = [(e.step.name, e.step.attempt, e.outcome) for e in events if isinstance(e, StepFinished)]
+    assert finished == [("make-data", 0, "succeeded"), ("train", 0, "failed"), ("train", 1, "succeeded")]
