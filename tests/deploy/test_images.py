@@ -109,3 +109,47 @@ def test_the_image_runs_as_a_numeric_non_root_user_on_slim_python_3_11(path: Pat
     user = users[-1].args.split(":")[0]
     assert user.isdigit(), f"{path.name}: USER {user} must be numeric so that runAsNonRoot can verify it"
     assert int(user) != 0
+
+
+def _ignored(patterns: list[str], path: str) -> bool:
+    """Docker's .dockerignore rule: the last pattern matching the path or one of its parents decides."""
+
+    def regex(pattern: str) -> re.Pattern[str]:
+        out = ""
+        for part in re.split(r"(\*\*/|\*|\?)", pattern.strip("/")):
+            out += {"**/": "(?:.*/)?", "*": "[^/]*", "?": "[^/]"}.get(part, re.escape(part))
+        return re.compile(out + r"\Z")
+
+    parts = path.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    ignored = False
+    for raw in patterns:
+        negate = raw.startswith("!")
+        pattern = regex(raw.removeprefix("!"))
+        if any(pattern.match(p) for p in prefixes):
+            ignored = not negate
+    return ignored
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=IDS)
+def test_the_build_context_sends_what_the_image_copies_and_nothing_else(path: Path):
+    ignore = path.with_name(path.name + ".dockerignore")
+    patterns = [line.strip() for line in ignore.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    dockerfile = parse(path)
+    for stage in dockerfile.stages:
+        for copy in stage.all("COPY"):
+            sources, flags = copy_sources(copy)
+            if "from" in flags:
+                continue
+            for source in sources:
+                files = (
+                    [source]
+                    if (ROOT / source).is_file()
+                    else [p.relative_to(ROOT).as_posix() for p in (ROOT / source).rglob("*.py")]
+                )
+                assert files, f"{path.name}: {source} holds no file"
+                for file in files:
+                    if "__pycache__" not in file:
+                        assert not _ignored(patterns, file), f"{path.name}: {file} is copied but not sent"
+    for elsewhere in (".venv/bin/python", "tests/deploy/test_images.py", ".git/HEAD", "services/x/src/a.pyc"):
+        assert _ignored(patterns, elsewhere), f"{path.name} sends {elsewhere}"
