@@ -119,3 +119,13 @@ def test_an_unknown_run_is_a_not_found_page(page: Page, stack: Stack) -> None:
     response = page.goto("/buckets/no-such-bucket/no-such-run")
     assert response is not None and response.status == 404
     expect(page.locator("h1")).to_have_text("Not found")
+
+
+def test_searching_a_run_id_finds_its_run(page: Page, stack: Stack) -> None:
+    page.goto("/")
+    page.fill("header input[name=q]", stack.run_id)
+    page.press("header input[name=q]", "Enter")
+    hit = page.locator("#hits li.hit.file a")
+    expect(hit).to_have_count(1)
+    hit.click()
+    expect(page.locator("#versions tr.version")).to_have_count(len(stack.committed))
