@@ -121,8 +121,7 @@ class Recorder:
     async def record_snapshot(self, event: SnapshotCompleted | SnapshotFailed) -> list[Commit]:
         async with self.db.writing() as session:
             run = await self._run(session, event.run)
-            if event.step is not None:
-                await self._step(session, run, event.step)
+            step = await self._step(session, run, event.step) if event.step is not None else None
             version = await self._version(session, run, event)
             completed = isinstance(event, SnapshotCompleted)
             member: dict[str, Any] = {
@@ -157,7 +156,9 @@ class Recorder:
                     .where(MemberRow.status == "failed")
                     .values(**member, reason=None)
                 )
-            return await self._settle(session, run, (version.step_key, version.attempt))
+            if run.status == "succeeded":  # the final tag may move to this version
+                return await self._settle(session, run)
+            return await self._settle_version(session, run, version, step)
 
     async def mark_committed(self, version_ids: list[str]) -> list[str]:
         """Note that these versions were announced; returns those that were not noted before."""
@@ -324,6 +325,32 @@ class Recorder:
             for v in versions
             if v.status != "pending" and v.committed_at is None
         ]
+
+    async def _settle_version(
+        self, session: AsyncSession, run: FileRow, version: VersionRow, step: StepRow | None
+    ) -> list[Commit]:
+        """:meth:`_settle` for the one version a snapshot event is about, while the run has not succeeded."""
+        members = (
+            await session.execute(
+                select(MemberRow.volume, MemberRow.status, MemberRow.taken_at).where(MemberRow.version_id == version.id)
+            )
+        ).all()
+        version.status = lineage.version_status(version.volume_names, {m.volume: m.status for m in members})
+        times = [m.taken_at for m in members if m.taken_at is not None]
+        version.taken_at = max(times) if times else None
+        fact = lineage.VersionFacts(
+            id=version.id,
+            phase=version.phase,
+            taken_at=version.taken_at,
+            event_tags=frozenset(_split(version.event_tags)),
+            step_outcome=step.outcome if step else None,
+        )
+        version.tags = ",".join(lineage.tags_for(fact, final=None))
+        if run.bucket_id is None or run.name is None or version.status == "pending" or version.committed_at:
+            return []
+        bucket = await session.get(BucketRow, run.bucket_id)
+        assert bucket is not None
+        return [self._commit(run, bucket, version, step)]
 
     def _commit(self, run: FileRow, bucket: BucketRow, version: VersionRow, step: StepRow | None) -> Commit:
         ref = RunRef(namespace=run.namespace.name, run_id=run.run_id, workflow_uid=run.workflow_uid)
