@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from rok_pipeline_watcher.runner.engine import Runner, StepFailedError
 from rok_pipeline_watcher.runner.pipeline import PipelineError, load
+from rokcommon.errors import TemporaryError
 from rokcommon.events import (
     RestoreCompleted,
     RestoredVolume,
@@ -25,7 +26,8 @@ from rokcommon.events import (
 class FakeBus:
     """Plays snapshotter + registry + restorer: every event is committed (or cloned) when the test lets it."""
 
-    def __init__(self, hold=()):
+    def __init__(self, hold=(), lost=()):
+        self.lost = set(lost)  # (step name or None, phase) that never get committed
         self.log: list[tuple] = []
         self.events: list = []
         self.held = {key: asyncio.Event() for key in hold}  # (step name or None, phase) → released?
@@ -68,6 +70,8 @@ class FakeBus:
         await self.waiting.put((step, phase))
         if (step, phase) in self.held:
             await self.held[(step, phase)].wait()
+        if (step, phase) in self.lost:
+            return None
         run = next(e for e in self.events if isinstance(e, RunStarted)).run
         return VersionCommitted.make(
             run=run, phase=phase, version_id=f"{step}-{phase}", url=f"rok://local/{step or 'run'}/{phase}"
@@ -243,6 +247,18 @@ async def test_independent_steps_run_side_by_side_and_a_join_waits_for_both(note
     await asyncio.wait_for(task, 20)
 
     assert (run.run_dir / "workspace" / "joined.txt").read_text() == "left\nright\n"
+
+
+async def test_a_snapshot_never_committed_stops_the_run_saying_what_is_missing_and_records_its_end(notebook):
+    bus = FakeBus(lost=[("train", "before")])
+    run = runner(notebook, TWO_STEPS, bus)
+
+    with pytest.raises(TemporaryError, match=r"no before-snapshot of step 'train' was committed within 600s"):
+        await run.run()
+
+    assert not (run.run_dir / "workspace" / "log.txt").read_text().count("train")
+    assert isinstance(bus.events[-1], RunFinished)
+    assert bus.events[-1].outcome == "error"
 
 
 @pytest.mark.parametrize(

@@ -109,3 +109,12 @@ async def test_without_commits_the_guard_lets_the_step_go_on_after_its_bounded_w
     guard.process.send_signal(signal.SIGTERM)
     await guard.line_with("the pod ends anyway (best effort)")
     assert await asyncio.wait_for(guard.process.wait(), 20) == 0
+
+
+async def test_a_bus_without_rok_streams_does_not_block_the_step(nats_server, start_guard):
+    guard = await start_guard()  # a bare nats-server: no ROK_VERSIONS stream to follow
+
+    await guard.line_with("the step goes on without consistent snapshots (best effort)")
+    assert await guard.probe() == 0
+    guard.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(guard.process.wait(), 20) == 0

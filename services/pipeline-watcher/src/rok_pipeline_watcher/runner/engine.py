@@ -17,6 +17,7 @@ behind :class:`Bus`, so the order of things can be tested without a broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import uuid
@@ -107,12 +108,18 @@ class Runner:
         flow = self.workflow
         flow.start()
         await self._emit()
-        self.report(f"run {flow.name}: snapshotting the notebook's volumes")
-        initial = await self._committed(None, "initial", "snapshot of the notebook's volumes")
-        self.result.versions["initial"] = initial.url
-        await self._clone(initial)
-        await self._steps()
-        flow.finish(succeeded=not self.result.failed)
+        try:
+            self.report(f"run {flow.name}: snapshotting the notebook's volumes")
+            initial = await self._committed(None, "initial", "snapshot of the notebook's volumes")
+            self.result.versions["initial"] = initial.url
+            await self._clone(initial)
+            await self._steps()
+        except BaseException:
+            flow.finish("Error")  # the run ends, recorded as such, whatever stopped it
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._emit(), 10)
+            raise
+        flow.finish("Failed" if self.result.failed else "Succeeded")
         await self._emit()
         if self.result.failed:
             step, code = next(iter(self.result.failed.items()))
@@ -153,7 +160,11 @@ class Runner:
             for task in finished:
                 name = task.get_name()
                 del running[name]
-                task.result()  # a lost commit, a bus error: stop the run
+                if task.exception() is not None:  # a lost commit, a bus error: stop the run
+                    for other in running.values():
+                        other.cancel()
+                    await asyncio.gather(*running.values(), return_exceptions=True)
+                    task.result()
                 if name not in self.result.failed:
                     done.add(name)
         for name in pending:

@@ -132,8 +132,9 @@ class LocalWorkflow:
             "message": "omitted: depends condition not met",
         }
 
-    def finish(self, succeeded: bool) -> None:
-        self.phase, self.finished_at = ("Succeeded" if succeeded else "Failed"), _now()
+    def finish(self, phase: str) -> None:
+        """End the run: ``Succeeded``, ``Failed`` (a step failed) or ``Error`` (the runner could not go on)."""
+        self.phase, self.finished_at = phase, _now()
 
     # --- what the translator reads ---------------------------------------------------------------------------
 
