@@ -160,7 +160,7 @@ def _table(rows: list[dict[str, Any]], web_url: str) -> None:
         colour = "green" if state == "running" else "red"
         log = row["log"] or ("(not started by rok up)" if state == "running" else "")
         table.add_row(row["name"], f"[{colour}]{state}[/]", str(row["pid"] or "-"), log)
-    console = Console() if sys.stdout.isatty() else Console(width=100_000)
+    console = Console(width=100_000)
     console.print(table)
     console.print(f"web: {web_url}")
 

@@ -118,10 +118,11 @@ def _file_row(f: Any) -> list[str]:
 
 
 def console() -> Any:
-    """A rich console: the terminal's width on a terminal; unbounded when piped, so no line (no URL) is folded."""
+    """A rich console whose tables take their natural width: a long line wraps on the terminal, but no URL
+    is ever cut or folded inside a cell, so it can always be copied whole."""
     from rich.console import Console
 
-    return Console(soft_wrap=True) if sys.stdout.isatty() else Console(width=100_000, soft_wrap=True)
+    return Console(width=100_000, soft_wrap=True)
 
 
 def _print_table(title: str | None, columns: list[str], rows: Iterable[list[str]]) -> None:
@@ -309,7 +310,7 @@ class _RestoreBar:
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
-                DownloadColumn(),
+                DownloadColumn(binary_units=True),
                 TransferSpeedColumn(),
                 console=Console(stderr=True),
                 transient=True,
