@@ -2,16 +2,19 @@
 ``VersionCommitted`` on the bus.
 
 Run: ``uv run python bench/registry_commit_latency.py [--versions 300] [--in-flight 20] [--database-url DSN]``.
-Starts a nats-server and the registry (in this process, SQLite in a temporary directory unless
-``--database-url`` names a PostgreSQL database), then for each version publishes its step event and the
-snapshot events of two volumes, and times from the publish of the last snapshot event to the arrival of the
-announcement. First one version at a time, then ``--in-flight`` runs at once. Prints p50, p99 and max.
+Starts a nats-server and the registry (its own process, or this one with ``--in-process``; SQLite in a
+temporary directory unless ``--database-url`` names a PostgreSQL database), then for each version publishes its
+step event and the snapshot events of two volumes, and times from the publish of the last snapshot event to the
+arrival of the announcement. First one version at a time, then ``--in-flight`` runs at once. Prints p50, p99 and max.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -34,7 +37,7 @@ from rokcommon.events import (
     VolumeRef,
 )
 from rokcommon.testing.nats import NatsServer, running
-from rokcommon.testing.ports import free_port
+from rokcommon.testing.ports import free_port, wait_for_port
 
 VOLUMES = (
     VolumeRef(name="workspace", role="workspace", path="/vol/workspace"),
@@ -87,6 +90,7 @@ async def main() -> None:
     parser.add_argument("--versions", type=int, default=300, help="versions per measurement")
     parser.add_argument("--in-flight", type=int, default=20, help="runs at once in the second measurement")
     parser.add_argument("--database-url", default="", help="PostgreSQL DSN (default: SQLite in a temp dir)")
+    parser.add_argument("--in-process", action="store_true", help="run the registry in this process")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,8 +103,21 @@ async def main() -> None:
             registry_port=free_port(),
             log_level="WARNING",
         )
-        registry = build(settings, graceful_timeout=2.0)
-        await registry.start_storage()
+        registry = build(settings, graceful_timeout=2.0) if args.in_process else None
+        child = None
+        if registry is not None:
+            await registry.start_storage()
+        else:
+            env = {
+                **os.environ,
+                "ROK_NATS_URL": server.url,
+                "ROK_STATE_DIR": str(settings.state_dir),
+                "ROK_DATABASE_URL": args.database_url,
+                "ROK_REGISTRY_PORT": str(settings.registry_port),
+                "ROK_LOG_LEVEL": "WARNING",
+            }
+            child = await asyncio.create_subprocess_exec(sys.executable, "-m", "rok_registry", env=env)
+            await asyncio.to_thread(wait_for_port, settings.registry_port, what="registry")
         nc = await nats.connect(server.url)
         js = nc.jetstream()
         await streams.ensure_streams(js)
@@ -115,7 +132,8 @@ async def main() -> None:
 
         await nc.subscribe(subjects.VERSION_COMMITTED, cb=on_committed)
         try:
-            async with running(registry.service):
+            async with running(registry.service) if registry else contextlib.nullcontext():
+                await asyncio.sleep(1.0)  # the consumers bind
                 db = "PostgreSQL" if args.database_url else "SQLite"
                 print(f"registry commit latency ({db}, two volumes per version, {args.versions} versions each)")
                 sequential = await one_run(
@@ -132,7 +150,11 @@ async def main() -> None:
                 report(f"{args.in_flight} runs in flight", [x for r in results for x in r])
         finally:
             await nc.close()
-            await registry.stop_storage()
+            if registry is not None:
+                await registry.stop_storage()
+            if child is not None:
+                child.send_signal(signal.SIGTERM)
+                await asyncio.wait_for(child.wait(), 30)
             server.stop()
 
 
