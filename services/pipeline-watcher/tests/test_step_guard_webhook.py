@@ -78,8 +78,21 @@ def test_a_step_pod_without_init_containers_gets_a_list_with_the_guard():
 @pytest.mark.parametrize(
     "fixture", ["admission_review_kfp_v2_driver.json", "admission_review_notebook.json"], ids=["driver", "notebook"]
 )
-def test_driver_pods_and_pods_outside_kfp_are_allowed_untouched(fixture):
-    assert patched_pod(load(fixture)) is None
+def test_driver_pods_and_pods_outside_kfp_are_allowed_untouched_even_when_they_mount_a_claim(fixture):
+    admission = load(fixture)
+    spec = admission["request"]["object"]["spec"]
+    spec["volumes"].append({"name": "ws", "persistentVolumeClaim": {"claimName": "ws-nb-1-run-8xfss"}})
+
+    assert patched_pod(admission) is None
+
+
+def test_a_kfp_v1_step_whose_name_ends_in_driver_is_still_a_step():
+    admission = load("admission_review_kfp_v2_executor.json")
+    pod = admission["request"]["object"]
+    pod["metadata"]["name"] = "retry-random-failures-p9snt-1189960944"
+    pod["metadata"]["annotations"]["workflows.argoproj.io/node-name"] = "retry-random-failures-p9snt.screw-driver"
+
+    assert patched_pod(admission) is not None
 
 
 def test_pods_reused_from_the_cache_without_volumes_or_already_guarded_are_allowed_untouched():

@@ -68,8 +68,8 @@ def annotations_of(obj: Mapping[str, Any]) -> Mapping[str, str]:
 
 
 def is_driver(node: Mapping[str, Any]) -> bool:
-    template = node.get("templateName") or ""
-    return template in DRIVER_TEMPLATES or (node.get("displayName") or "").endswith("-driver")
+    """A KFP v2 driver node (by its template: a KFP v1 step may well be named ``something-driver``)."""
+    return (node.get("templateName") or "") in DRIVER_TEMPLATES
 
 
 def step_nodes(workflow: Mapping[str, Any]) -> Iterator[StepNode]:

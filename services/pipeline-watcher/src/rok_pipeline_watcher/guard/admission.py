@@ -31,10 +31,11 @@ class GuardConfig:
 
 
 def is_driver_pod(pod: dict[str, Any]) -> bool:
-    """KFP v2 driver pods (``*-driver`` tasks, templates ``system-*-driver``) decide; they run no user code."""
-    node_name = argo.annotations_of(pod).get(argo.NODE_NAME_ANNOTATION, "")
-    if node_name.rsplit(".", 1)[-1].endswith("-driver"):
-        return True
+    """KFP v2 driver pods (templates ``system-*-driver``, running KFP's ``driver``) decide; they run no user code.
+
+    Known by the template in the pod's name (Argo's POD_NAMES=v2, the default) or by the driver command; not by
+    the task's name, since a KFP v1 step may well be called ``something-driver``.
+    """
     name = argo.metadata(pod).get("name") or argo.metadata(pod).get("generateName") or ""
     if any(f"-{template}-" in name for template in argo.DRIVER_TEMPLATES):
         return True
