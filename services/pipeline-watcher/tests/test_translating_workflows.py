@@ -47,6 +47,11 @@ def test_each_retry_attempt_is_a_step_of_its_own_carrying_its_attempt_number_and
 
 
 def test_kfp_v2_steps_are_named_for_their_task_and_driver_pods_are_not_steps(v2_run, notebook_pod):
+    for name in (".make-data-driver", ".train-driver", ".root-driver"):  # even were they to mount the workspace
+        spec = v2_run.pod(name)["spec"]
+        spec["volumes"].append({"name": "ws", "persistentVolumeClaim": {"claimName": "ws-nb-1-run-8xfss"}})
+        spec["containers"][1]["volumeMounts"].append({"name": "ws", "mountPath": "/ws"})
+
     events = translate(v2_run, notebook_pod=notebook_pod)
 
     assert steps(events) == [("make-data", 0), ("train", 0)]
