@@ -97,26 +97,31 @@ class Stack:
             return rok(*args)
 
 
-@contextlib.contextmanager
-def local_stack(root: Path) -> Iterator[Stack]:
-    """``rok up`` with everything under ``root``; ``rok down`` afterwards, whatever happened."""
-    if shutil.which("nats-server") is None:
-        pytest.fail("nats-server is not installed: run `make setup` (or `apt-get install nats-server`)", pytrace=False)
-    nats_port, web_port = free_port(), free_port()
+def new_stack(root: Path) -> Stack:
+    """The settings of a stack under ``root``: its own nats-server port (nothing answers there) and web port."""
+    web_port = free_port()
     env = {
         "ROK_STATE_DIR": str(root / "state"),
-        "ROK_NATS_URL": f"nats://127.0.0.1:{nats_port}",
+        "ROK_NATS_URL": f"nats://127.0.0.1:{free_port()}",
         "ROK_REGISTRY_PORT": str(web_port),
         "ROK_NODE_NAME": NODE,
         "ROK_NAMESPACE": NAMESPACE,
         "ROK_LOG_LEVEL": "INFO",
     }
     volumes = {"workspace": root / "notebook" / "workspace", "data": root / "notebook" / "data"}
-    stack = Stack(root / "state", env, f"http://127.0.0.1:{web_port}", volumes)
+    return Stack(root / "state", env, f"http://127.0.0.1:{web_port}", volumes)
+
+
+@contextlib.contextmanager
+def local_stack(root: Path) -> Iterator[Stack]:
+    """``rok up`` with everything under ``root``; ``rok down`` afterwards, whatever happened."""
+    if shutil.which("nats-server") is None:
+        pytest.fail("nats-server is not installed: run `make setup` (or `apt-get install nats-server`)", pytrace=False)
+    stack = new_stack(root)
     try:
         up = stack.rok("up", "--json")
         assert up.code == 0, f"rok up failed: {up.err}"
-        for path in volumes.values():
+        for path in stack.volumes.values():
             path.mkdir(parents=True)
         yield stack
     finally:

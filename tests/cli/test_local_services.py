@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from .stack import Stack, local_stack, rok
+from .stack import Stack, new_stack, rok
 
 SERVICES = {"registry", "snapshotter", "restorer", "pipeline-watcher"}
 
@@ -64,19 +66,36 @@ def test_up_after_a_service_died_starts_only_that_one(stack: Stack) -> None:
     assert {k: v for k, v in after.items() if k != "restorer"} == {k: v for k, v in before.items() if k != "restorer"}
 
 
-def test_down_stops_every_process_and_status_then_exits_3(tmp_path: Path) -> None:
-    with local_stack(tmp_path) as stack:
+def _gone(pid: int) -> bool:
+    """No such process, or only its exit status is left (a zombie nobody reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state == "Z"
+
+
+def test_two_rok_ups_at_once_start_each_once_and_down_stops_them_all(tmp_path: Path) -> None:
+    stack = new_stack(tmp_path)
+    rok_cli = Path(sys.executable).parent / "rok"
+    env = {**os.environ, **stack.env}
+    ups = [subprocess.Popen([rok_cli, "up", "--json"], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    try:
+        results = [json.loads(up.communicate(timeout=120)[0]) for up in ups]
+        assert [up.returncode for up in ups] == [0, 0]
+        started = sorted(results[0]["started"] + results[1]["started"])
+        assert started == sorted(SERVICES | {"nats-server"})  # each started exactly once
         pids = _pids(stack)
+        assert all(pid is not None for pid in pids.values())
+    finally:
         down = stack.rok("down", "--json")
-        assert down.code == 0
-        assert set(json.loads(down.out)["stopped"]) == SERVICES | {"nats-server"}
-        for pid in pids.values():
-            with pytest.raises(ProcessLookupError):
-                os.kill(pid, 0)
-        status = stack.rok("status", "--json")
-        assert status.code == 3
-        assert {row["state"] for row in json.loads(status.out)["services"]} == {"stopped"}
-        assert stack.rok("down").out.strip() == "nothing was running"
+    assert down.code == 0
+    assert set(json.loads(down.out)["stopped"]) == SERVICES | {"nats-server"}
+    assert all(_gone(pid) for pid in pids.values())
+    status = stack.rok("status", "--json")
+    assert status.code == 3
+    assert {row["state"] for row in json.loads(status.out)["services"]} == {"stopped"}
+    assert stack.rok("down").out.strip() == "nothing was running"
 
 
 def test_a_pid_file_naming_another_process_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,10 +8,13 @@ Pids and logs live under ``ROK_STATE_DIR`` (default ``~/.local/state/rok``): ``r
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +74,23 @@ def _service_env(settings: LocalSettings) -> dict[str, str]:
     return env
 
 
+@contextlib.contextmanager
+def _exclusive(settings: LocalSettings) -> Iterator[None]:
+    """One rok up or rok down at a time per state directory (two at once would start everything twice)."""
+    lock_file = _state_dir(settings) / "run" / "rok.lock"
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with lock_file.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
 def bring_up(settings: LocalSettings) -> dict[str, Any]:
     """Start what is not running; return what was started and what already ran."""
+    with _exclusive(settings):
+        return _bring_up(settings)
+
+
+def _bring_up(settings: LocalSettings) -> dict[str, Any]:
     state = _state_dir(settings)
     state.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
@@ -114,8 +132,9 @@ def bring_up(settings: LocalSettings) -> dict[str, Any]:
 
 def bring_down(settings: LocalSettings) -> list[str]:
     """Stop the services (all at once), then the nats-server rok up started; return what was running."""
-    stopped = stop_all(list(reversed(services(settings))), settings.stop_timeout)
-    return stopped + stop_all([nats_process(settings)], settings.stop_timeout)
+    with _exclusive(settings):
+        stopped = stop_all(list(reversed(services(settings))), settings.stop_timeout)
+        return stopped + stop_all([nats_process(settings)], settings.stop_timeout)
 
 
 def status_of(settings: LocalSettings) -> list[dict[str, Any]]:
