@@ -92,8 +92,15 @@ class Service:
             **kw,
         )
 
-    def consumer(self, spec: ConsumerSpec, *, max_workers: int = 1) -> Callable[[Callable[..., Any]], Any]:
-        """Subscribe a handler to a durable pull consumer, and forward its exhausted messages to the DLQ."""
+    def consumer(
+        self, spec: ConsumerSpec, *, max_workers: int = 1, batch_size: int | None = None
+    ) -> Callable[[Callable[..., Any]], Any]:
+        """Subscribe a handler to a durable pull consumer, and forward its exhausted messages to the DLQ.
+
+        ``batch_size`` (default ``max_workers``) is how many messages one pull asks for. A consumer whose
+        ``max_ack_pending`` is as small as its workers wants 1: a pull for more than the server may hand out
+        waits for its timeout before returning what it has.
+        """
         self.consumers[spec.durable] = spec
         self._forward_dead_letters(spec)
         return self.broker.subscriber(
@@ -101,7 +108,7 @@ class Service:
             stream=JStream(spec.stream.name, declare=False),
             durable=spec.durable,
             config=spec.config(),
-            pull_sub=PullSub(batch_size=max(1, max_workers), timeout=1.0),
+            pull_sub=PullSub(batch_size=batch_size or max(1, max_workers), timeout=1.0),
             max_workers=max_workers,
             ack_policy=AckPolicy.ACK,
         )
