@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 
 from nats.js import JetStreamContext
 from rok_snapshotter.heartbeat import Heartbeat
@@ -75,3 +76,29 @@ async def test_a_snapshot_longer_than_the_ack_wait_is_not_delivered_again(
     assert info.num_redelivered == 0
     assert info.delivered.consumer_seq == 1
     assert repository.calls == 1
+
+
+async def test_an_event_waiting_behind_long_snapshots_is_delivered_once(
+    settings_for: Callable[..., SnapshotterSettings], js: JetStreamContext, tmp_path: Path
+) -> None:
+    settings = settings_for(ack_wait=1.0, progress_interval=0.2, snapshot_concurrency=2)
+
+    async def slow_scan(progress: Callable[[Progress], None]) -> None:
+        for step in range(12):  # longer than the ack wait: a third event must wait for a free slot meanwhile
+            progress(Progress("scan", bytes_done=step))
+            await asyncio.sleep(0.2)
+
+    repository = ObservedRepository(settings.repository_url, settings.resolved_cache_dir, slow_scan)
+    async with running(build(settings, repository=repository)):
+        for n in range(3):
+            (tmp_path / f"ws-{n}").mkdir()
+            volume = VolumeRef(name="workspace", role="workspace", path=str(tmp_path / f"ws-{n}"))
+            await bus.publish(js, started((volume,), step_id=f"step-{n}"))
+        done = await snapshot_events(js, 3, timeout=30)
+        await settled(js, DURABLE)
+        info = await js.consumer_info(streams.PIPELINE.name, DURABLE)
+    await repository.close()
+    assert len(done) == 3
+    assert info.num_redelivered == 0
+    assert info.delivered.consumer_seq == 3  # no event was handed out twice
+    assert repository.calls == 3

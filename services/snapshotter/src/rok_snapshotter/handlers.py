@@ -9,6 +9,10 @@ The consumers have no ``backoff`` list: with one, nats-server 2.9 redelivers a m
 only after the backoff delay (at least ``ack_wait``), ignoring the nak's own delay. Without one, a transient
 failure is retried after the failure policy's growing delay, and a snapshotter that died is replaced after
 ``ack_wait`` (progress reports keep a live one's messages from being redelivered).
+
+``max_ack_pending`` is the node's snapshot concurrency: the server hands out no more events than are being
+worked on, so none waits unacknowledged in the client's buffer (without progress reports) behind a long
+snapshot, to be delivered again and again until it is dead-lettered although it was never tried.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def consumer_specs(service: Service, settings: SnapshotterSettings) -> tuple[str
         f"rok.step.*.v1.{token}",
         ack_wait=settings.ack_wait,
         backoff=(),
+        max_ack_pending=settings.snapshot_concurrency,
         description=f"snapshots the step volumes of node {node} before and after each step",
     )
     runs = service.consumer_spec(
@@ -40,6 +45,7 @@ def consumer_specs(service: Service, settings: SnapshotterSettings) -> tuple[str
         subjects.for_node(subjects.RUN_STARTED, node),
         ack_wait=settings.ack_wait,
         backoff=(),
+        max_ack_pending=settings.snapshot_concurrency,
         description=f"snapshots the notebook volumes on node {node} when a run starts",
     )
     return steps, runs
@@ -57,7 +63,7 @@ def subscribe(
 def _subscribe(
     service: Service, taker: SnapshotTaker, settings: SnapshotterSettings, spec: streams.ConsumerSpec
 ) -> None:
-    @service.consumer(spec, max_workers=settings.snapshot_concurrency)
+    @service.consumer(spec, max_workers=settings.snapshot_concurrency, batch_size=1)
     async def snapshot_volumes(msg: NatsMessage) -> None:
         raw = msg.raw_message
         event = model_for_subject(raw.subject).decode(raw.data)
