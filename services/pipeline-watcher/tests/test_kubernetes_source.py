@@ -18,8 +18,10 @@ PVCS = "/api/v1/namespaces/{ns}/persistentvolumeclaims"
 
 
 @pytest.fixture
-async def kfp_api():
-    """A KFP API server answering for the v2 fixture's run (``/apis/v2beta1``)."""
+async def kfp_api(tmp_path):
+    """A KFP API server answering for the v2 fixture's run (``/apis/v2beta1``), to a bearer of its token."""
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
     runs = {
         "55357e95-7b14-4cb8-b5f2-f669403832b9": {
             "run_id": "55357e95-7b14-4cb8-b5f2-f669403832b9",
@@ -30,10 +32,17 @@ async def kfp_api():
         }
     }
 
+    def authorized(request):
+        return request.headers.get("Authorization") == "Bearer s3cret"
+
     async def run(request):
+        if not authorized(request):
+            return web.json_response({"error": "unauthenticated"}, status=401)
         return web.json_response(runs[request.match_info["id"]])
 
     async def experiment(request):
+        if not authorized(request):
+            return web.json_response({"error": "unauthenticated"}, status=401)
         return web.json_response({"experiment_id": "e-42", "display_name": "churn"})
 
     app = web.Application()
@@ -44,7 +53,7 @@ async def kfp_api():
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
-    api = KfpApi(f"http://127.0.0.1:{port}")
+    api = KfpApi(f"http://127.0.0.1:{port}", token_file=token)
     yield api
     await api.close()
     await runner.cleanup()

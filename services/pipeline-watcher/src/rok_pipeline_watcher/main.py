@@ -60,7 +60,7 @@ async def serve(
         from rok_pipeline_watcher.kfp_api import KfpApi
         from rok_pipeline_watcher.kube_source import KubeSource
 
-        kfp = KfpApi(settings.kfp_api_url, timeout=settings.kfp_api_timeout)
+        kfp = KfpApi(settings.kfp_api_url, timeout=settings.kfp_api_timeout, token_file=settings.kfp_api_token_file)
         source = KubeSource(
             api_client or kubernetes_client(settings),
             publish,

@@ -20,6 +20,9 @@ class WatcherSettings(RokSettings):
         "http://ml-pipeline.kubeflow.svc.cluster.local:8888", description="the KFP API server, for experiments"
     )
     kfp_api_timeout: float = Field(5.0, gt=0, description="seconds to wait for the KFP API")
+    kfp_api_token_file: Path | None = Field(
+        None, description="bearer token for the KFP API (multi-user Kubeflow), e.g. a projected service account token"
+    )
     webhook: bool = Field(False, description="serve the step guard's mutating admission webhook")
     webhook_host: str = Field("0.0.0.0", description="address the webhook listens on")
     webhook_port: int = Field(8443, description="HTTPS port of the webhook")
