@@ -8,7 +8,9 @@ Runs whose ``RunStarted`` has not been recorded yet have no bucket or name, and 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound
 from rokcommon.events import Model as Result
@@ -48,6 +50,7 @@ from rok_registry.database import Database
 from rok_registry.tables import BucketRow, FileRow, MemberRow, NamespaceRow, StepRow, VersionRow
 
 _LATER = datetime.max.replace(tzinfo=UTC)
+T = TypeVar("T")
 
 
 class Queries:
@@ -170,7 +173,7 @@ class Queries:
                 guarded=st.guarded,
                 started_at=st.started_at,
                 finished_at=st.finished_at,
-                outcome=st.outcome,  # type: ignore[arg-type]
+                outcome=st.outcome,
                 before=by_key.get((st.step_id, st.attempt, "before")),
                 after=by_key.get((st.step_id, st.attempt, "after")),
             )
@@ -262,7 +265,7 @@ class Queries:
             return _file_hit(await self._in_session(lambda s: self._file(s, namespace, where.bucket, where.file)))
         return _bucket_hit(await self._in_session(lambda s: self._bucket(s, namespace, where.bucket)))
 
-    async def _in_session(self, lookup):  # type: ignore[no-untyped-def]
+    async def _in_session(self, lookup: Callable[[AsyncSession], Awaitable[T]]) -> T:
         async with self.db.reading() as s:
             return await lookup(s)
 
@@ -302,7 +305,7 @@ def _file(row: FileRow, versions: int = 0) -> RunFile:
         run_id=row.run_id,
         run_name=row.run_name,
         workflow_uid=row.workflow_uid,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         started_at=row.started_at,
         finished_at=row.finished_at,
         versions=versions,
@@ -330,10 +333,10 @@ def _version(row: VersionRow) -> Version:
         step_id=row.step_key or None,
         step_name=row.step_name,
         attempt=row.attempt,
-        phase=row.phase,  # type: ignore[arg-type]
-        tags=tuple(t for t in row.tags.split(",") if t),  # type: ignore[misc]
+        phase=row.phase,
+        tags=tuple(t for t in row.tags.split(",") if t),
         taken_at=row.taken_at,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         best_effort=row.best_effort,
         volumes=tuple(row.volume_names),
         members=members,
@@ -347,7 +350,7 @@ def _member(row: MemberRow, ns: str, bucket: str, file: str, version: str) -> Me
     assert row.snapshot_id is not None
     return Member(
         volume=row.volume,
-        role=row.role,  # type: ignore[arg-type]
+        role=row.role,
         snapshot_id=row.snapshot_id,
         repository=row.repository or "",
         size=row.size,
