@@ -50,7 +50,7 @@ class KubeSource:
         self.workflows: dict[Key, dict[str, Any]] = {}
         self.pods: dict[Key, dict[str, dict[str, Any]]] = {}  # by workflow, then node id
         self._pvs: dict[tuple[str, str], str] = {}  # (namespace, claim) → bound PV
-        self._notebooks: dict[tuple[str, str], dict[str, Any]] = {}
+        self._notebooks: dict[tuple[str, str], dict[str, Any] | None] = {}  # None: asked, not there
         self._seen: dict[str, int] = {}  # kind → the resourceVersion its applied changes reach
         self._retry_delay = retry_delay
         options: dict[str, Any] = {"timeout_seconds": watch_timeout, "retry_delay": retry_delay}
@@ -234,6 +234,8 @@ class KubeSource:
         try:
             response = await asyncio.to_thread(self.core.read_namespaced_pod, name, namespace, _preload_content=False)
         except client.ApiException as error:
+            if error.status == 404:
+                self._notebooks[(namespace, name)] = None
             log.warning(
                 "notebook pod %s/%s: %s %s; the run starts from its first step's volumes",
                 namespace,
