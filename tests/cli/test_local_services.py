@@ -110,3 +110,17 @@ def test_a_pid_file_naming_another_process_is_not_trusted(tmp_path: Path, monkey
     assert rows["registry"]["state"] == "stopped" and rows["registry"]["pid"] is None
     assert not pid_file.exists()
     assert rok("down").out.strip() == "nothing was running"  # and it signalled nobody
+
+
+def test_a_restore_nobody_takes_times_out_with_exit_75_naming_the_restorer(stack: Stack, tmp_path: Path) -> None:
+    restorer = _pids(stack)["restorer"]
+    os.kill(restorer, signal.SIGKILL)
+    while _pids(stack)["restorer"] is not None:
+        time.sleep(0.05)
+    try:
+        url = stack.committed[("train", "after")].url
+        result = stack.rok("restore", url, "--to", str(tmp_path / "nobody"), "--timeout", "1")
+        assert result.code == 75
+        assert "did not finish within 1s" in result.err and "restorer" in result.err
+    finally:
+        assert stack.rok("up", "--json").code == 0  # the restorer is back for the other tests

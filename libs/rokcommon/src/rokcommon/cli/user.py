@@ -268,7 +268,7 @@ def restore(url: str, target: Path, volumes: tuple[str, ...], timeout: float, as
             on_update=bar.update,
         )
         try:
-            await asyncio.wait_for(watch.done.wait(), timeout)
+            await _wait(watch, timeout)
         except TimeoutError:
             raise TemporaryError(
                 f"restore {watch.request_id} of {url} did not finish within {timeout:g}s; "
@@ -292,6 +292,26 @@ def restore(url: str, target: Path, volumes: tuple[str, ...], timeout: float, as
         ["volume", "location", "files", "size"],
         [[v["name"], v["location"], str(v["files"]), size(v["bytes"])] for v in result.get("volumes", [])],
     )
+
+
+QUIET_HINT = 15.0  # seconds without a word from the restorer before we say what may be wrong
+
+
+async def _wait(watch: RestoreWatch, timeout: float) -> None:
+    """Wait for the restore's outcome; if no restorer has answered for a while, say once that it may be down."""
+    quiet = min(QUIET_HINT, timeout)
+    try:
+        await asyncio.wait_for(watch.done.wait(), quiet)
+        return
+    except TimeoutError:
+        if quiet >= timeout:
+            raise
+    if watch.state == "requested":
+        click.echo(
+            f"rok: no restorer has taken request {watch.request_id} yet; still waiting (is it running? rok status)",
+            err=True,
+        )
+    await asyncio.wait_for(watch.done.wait(), timeout - quiet)
 
 
 class _RestoreBar:
