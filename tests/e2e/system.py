@@ -150,8 +150,10 @@ class System:
         while True:
             try:
                 messages = await sub.fetch(32, timeout=0.5)
-            except (TimeoutError, nats.errors.Error):
-                await asyncio.sleep(0.01)
+            except TimeoutError:
+                continue
+            except Exception:  # the server is restarting: the durable consumer resumes where it was
+                await asyncio.sleep(0.1)
                 continue
             for msg in messages:
                 self._record(msg.subject, msg.data)
