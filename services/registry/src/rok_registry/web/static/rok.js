@@ -54,6 +54,8 @@
       message.textContent = "Restored in " + (status.seconds || 0).toFixed(1) + "s: " + vols;
     } else if (status.state === "failed") {
       message.textContent = "Restore failed: " + status.reason;
+    } else if (status.state === "requested") {
+      message.textContent = "Waiting for a restorer to take the request…";
     } else {
       message.textContent = "Restoring…";
     }
