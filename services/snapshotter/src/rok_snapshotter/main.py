@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from rokcommon.errors import TemporaryError
+from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.service import Service
 from rokcommon.telemetry import Instruments
 
@@ -15,6 +16,8 @@ from rok_snapshotter.settings import SnapshotterSettings
 from rok_snapshotter.snapshots import Repositories, SnapshotTaker
 
 log = logging.getLogger(__name__)
+
+STARTUP_OPEN_TIMEOUT = 15.0
 
 
 def build(
@@ -46,10 +49,13 @@ def build(
             settings.repository_url,
             settings.snapshot_concurrency,
         )
-        try:
-            await repository.get()
-        except TemporaryError as error:  # the first event will try again
-            log.warning("%s", error)
+        try:  # open it now to fail early on a wrong URL or credentials; an unreachable store is not fatal
+            await asyncio.wait_for(repository.get(), STARTUP_OPEN_TIMEOUT)
+        except (TemporaryError, TimeoutError) as error:  # the first event will try again
+            log.warning("repository %s not opened yet: %s", settings.repository_url, error or "timed out")
+        except PermanentError as error:
+            log.error("cannot use repository %s: %s", settings.repository_url, error)
+            raise
 
     if isinstance(repository, RepositoryHandle):
         service.app.after_shutdown(repository.close)
