@@ -16,6 +16,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -152,6 +153,10 @@ def _workspace_first(volumes: tuple[VolumeRef, ...]) -> tuple[VolumeRef, ...]:
     return volumes
 
 
+Volumes = Annotated[tuple[VolumeRef, ...], AfterValidator(_workspace_first)]
+"""The volumes of a run or step: unique names, at most one workspace, and the workspace first."""
+
+
 class RunRef(Model):
     """Identifies a pipeline run everywhere: the KFP run id and the Argo workflow's uid."""
 
@@ -185,10 +190,8 @@ class RunStarted(Event):
     pipeline_version: str | None = None
     experiment: str | None = None  # None: the KFP API could not be asked; the registry uses a fallback bucket
     node: Name
-    volumes: tuple[VolumeRef, ...] = Field(min_length=1)
+    volumes: Annotated[Volumes, Field(min_length=1)]
     started_at: AwareDatetime
-
-    _volumes = field_validator("volumes")(classmethod(lambda cls, v: _workspace_first(v)))
 
     @classmethod
     def make(cls, **fields: Any) -> RunStarted:
@@ -217,45 +220,40 @@ class StepRef(Model):
     attempt: int = Field(default=0, ge=0)
 
 
-class StepStarted(Event):
-    """A step is about to run (or, without a step guard, has just started) on ``node``.
+class _StepEvent(Event):
+    """What the start and the end of a step share: the step, its node, its volumes and whether it is guarded.
 
-    ``guarded`` says whether a step guard holds the step until its before-snapshot is committed; without one
-    the snapshot is best effort and says so in its metadata.
+    ``guarded`` says whether a step guard holds the step until its snapshot is committed; without one the
+    snapshot is best effort and says so in its metadata.
     """
 
-    subject: ClassVar[str] = subjects.STEP_STARTED
+    _phase: ClassVar[str]
     step: StepRef
     node: Name
-    volumes: tuple[VolumeRef, ...]
+    volumes: Volumes
     guarded: bool = False
-    started_at: AwareDatetime
-
-    _volumes = field_validator("volumes")(classmethod(lambda cls, v: _workspace_first(v)))
 
     @classmethod
-    def make(cls, **fields: Any) -> StepStarted:
+    def make(cls, **fields: Any) -> Self:
         step: StepRef = fields["step"]
-        return cls(event_id=stable_id(step.run.workflow_uid, step.step_id, "started"), **fields)
+        return cls(event_id=stable_id(step.run.workflow_uid, step.step_id, cls._phase), **fields)
 
 
-class StepFinished(Event):
+class StepStarted(_StepEvent):
+    """A step is about to run (or, without a step guard, has just started) on ``node``."""
+
+    subject: ClassVar[str] = subjects.STEP_STARTED
+    _phase: ClassVar[str] = "started"
+    started_at: AwareDatetime
+
+
+class StepFinished(_StepEvent):
     """A step ended; its volumes are snapshotted once more (tag ``failed`` when it did not succeed)."""
 
     subject: ClassVar[str] = subjects.STEP_FINISHED
-    step: StepRef
-    node: Name
-    volumes: tuple[VolumeRef, ...]
-    guarded: bool = False
+    _phase: ClassVar[str] = "finished"
     outcome: Outcome
     finished_at: AwareDatetime
-
-    _volumes = field_validator("volumes")(classmethod(lambda cls, v: _workspace_first(v)))
-
-    @classmethod
-    def make(cls, **fields: Any) -> StepFinished:
-        step: StepRef = fields["step"]
-        return cls(event_id=stable_id(step.run.workflow_uid, step.step_id, "finished"), **fields)
 
 
 # --- snapshot events (published by the snapshotter, one per volume) --------------------------------------
