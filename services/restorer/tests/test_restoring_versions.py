@@ -7,16 +7,20 @@ import hashlib
 import os
 from pathlib import Path
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from restorer_testkit import NAMESPACE, VERSION_URL, FakeRegistry, Outcomes, Stored, ask, request, settled, tree
 from rok_restorer.outcome_store import KvOutcomes
-from rok_restorer.restoring import Record
+from rok_restorer.registry import RegistryCatalog
+from rok_restorer.restoring import Record, Restorer
+from rok_restorer.targets import Targets
 from rokcommon import bus, streams, subjects
-from rokcommon.events import RestoreCompleted
+from rokcommon.events import RestoreCompleted, RestoreFailed
 from rokcommon.registry_client import format_url
 from rokcommon.service import Service
+from rokcommon.telemetry import METRICS
 
 
 def repository_objects(repo_dir: Path) -> dict[str, str]:
@@ -156,3 +160,32 @@ async def test_one_trace_covers_a_restore_from_request_to_completion(
     ):
         assert expected in names, (expected, names)
     assert names.count("rok.restore.volume") == 2
+
+
+async def test_restores_are_measured_by_outcome(
+    stored: Stored, registry: FakeRegistry, nc: Client, js: JetStreamContext, tmp_path: Path
+) -> None:
+    meter = RecordingMeter()
+    restorer = Restorer(
+        RegistryCatalog(lambda: nc, timeout=2), KvOutcomes(lambda: js, ttl=3600), Targets(), meter=meter
+    )
+    done = await restorer.handle(request("r-measured", tmp_path / "ok"))
+    refused = await restorer.handle(request("r-refused", tmp_path / "no", volumes=("models",)))
+    assert isinstance(done, RestoreCompleted) and isinstance(refused, RestoreFailed)
+    assert [(name, attrs) for name, _, attrs in meter.records] == [
+        ("rok.restore.duration", {"outcome": "completed"}),
+        ("rok.restore.bytes", None),
+        ("rok.restore.duration", {"outcome": "failed"}),
+        ("rok.restore.failures", None),
+    ]
+    restored_bytes = sum(v.bytes for v in done.volumes)
+    assert meter.records[1][1] == restored_bytes > 6 << 20
+    assert all(name in {m.name for m in METRICS} for name, _, _ in meter.records)
+
+
+class RecordingMeter:
+    def __init__(self) -> None:
+        self.records: list[tuple[str, float, dict[str, str] | None]] = []
+
+    def add(self, name: str, value: float, attributes: dict[str, str] | None = None) -> None:
+        self.records.append((name, value, attributes))
