@@ -24,7 +24,7 @@ COMMANDS: dict[str, str] = {
     "status": "rokcommon.cli.local:status",
     "ls": "rokcommon.cli.user:ls",
     "show": "rokcommon.cli.user:show",
-    "restore": "rokcommon.cli.user:restore",
+    "restore": "rokcommon.cli.restore:restore",
     "diff": "rokcommon.cli.user:diff",
 }
 

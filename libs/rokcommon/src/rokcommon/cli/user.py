@@ -1,4 +1,5 @@
-"""The everyday commands: ``rok ls``, ``rok show``, ``rok restore``, ``rok diff`` — over the bus and the registry.
+"""The everyday commands: ``rok ls``, ``rok show``, ``rok diff`` (and ``rok restore``, in its own module) —
+over the bus and the registry.
 
 Each prints a table on a terminal and one JSON document with ``--json``. Exit codes:
 0 done; 1 the operation failed (a restore failed, …); 2 a usage error (a malformed URL, a bad option);
@@ -9,22 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import sys
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 from nats.aio.client import Client
 
-from rokcommon import streams
 from rokcommon.cli.connection import connect
 from rokcommon.cli.diffs import VolumeChanges, diff_members
-from rokcommon.cli.restores import RestoreWatch, request_restore
-from rokcommon.errors import Forbidden, NotFound, PermanentError, TemporaryError
-from rokcommon.registry_client import InvalidUrl, RegistryClient, Version, parse_url
+from rokcommon.cli.tables import echo_json, file_row, print_table, size, step_label, when
+from rokcommon.errors import Forbidden, NotFound, TemporaryError
+from rokcommon.registry_client import InvalidUrl, RegistryClient, parse_url
 from rokcommon.settings import RokSettings
 
 T = TypeVar("T")
@@ -32,11 +29,7 @@ T = TypeVar("T")
 EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TEMPORARY = 1, 2, 4, 75
 
 
-class RestoreFailed(PermanentError):
-    """The restorer reported that the restore failed; the message is its reason."""
-
-
-def _exit_codes(command: Callable[..., None]) -> Callable[..., None]:
+def exit_codes(command: Callable[..., None]) -> Callable[..., None]:
     """Give the failures of a command their exit code; ``rok``'s ``main`` prints the one line."""
 
     @functools.wraps(command)
@@ -55,7 +48,8 @@ def _exit_codes(command: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
-def _url(value: str) -> str:
+def check_url(value: str) -> str:
+    """A malformed URL is a usage error (exit 2) before anything is asked."""
     parse_url(value)
     return value
 
@@ -69,7 +63,8 @@ async def _registry(settings: RokSettings) -> Any:
         await nc.close()
 
 
-def _run(make: Callable[[Client, RegistryClient], Awaitable[T]]) -> T:
+def run(make: Callable[[Client, RegistryClient], Awaitable[T]]) -> T:
+    """Connect to NATS (failing fast), run ``make(nc, registry)``, disconnect."""
     settings = RokSettings()
 
     async def main() -> T:
@@ -79,64 +74,6 @@ def _run(make: Callable[[Client, RegistryClient], Awaitable[T]]) -> T:
     return asyncio.run(main())
 
 
-def _echo_json(value: Any) -> None:
-    click.echo(json.dumps(value, default=str))
-
-
-def size(n: int | None) -> str:
-    """``1536`` → ``1.5 KiB``."""
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
-
-
-def _step(version: Version) -> str:
-    if version.step_name is None:
-        return "(initial)"
-    return version.step_name + (f" #{version.attempt}" if version.attempt else "")
-
-
-def _file_row(f: Any) -> list[str]:
-    return [
-        f.name,
-        f.pipeline_name or "-",
-        f.run_name or f.run_id,
-        f.status,
-        _when(f.started_at),
-        str(f.versions),
-        f.url,
-    ]
-
-
-def console() -> Any:
-    """A rich console whose tables take their natural width: a long line wraps on the terminal, but no URL
-    is ever cut or folded inside a cell, so it can always be copied whole."""
-    from rich.console import Console
-
-    return Console(width=100_000, soft_wrap=True)
-
-
-def _print_table(title: str | None, columns: list[str], rows: Iterable[list[str]]) -> None:
-    from rich.table import Table
-
-    table = Table(title=title, box=None, header_style="bold", title_justify="left")
-    for column in columns:
-        # A URL is never folded: it must stay one piece to be copied.
-        table.add_column(column, no_wrap=column == "url", overflow="ignore" if column == "url" else "fold")
-    for row in rows:
-        table.add_row(*row)
-    console().print(table)
-
-
 # --- rok ls ------------------------------------------------------------------------------------------------
 
 
@@ -144,7 +81,7 @@ def _print_table(title: str | None, columns: list[str], rows: Iterable[list[str]
 @click.argument("bucket", required=False)
 @click.argument("file", required=False)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-@_exit_codes
+@exit_codes
 def ls(bucket: str | None, file: str | None, as_json: bool) -> None:
     """List buckets; the runs (files) of BUCKET; or the versions of FILE, each with its URL.
 
@@ -161,28 +98,37 @@ def ls(bucket: str | None, file: str | None, as_json: bool) -> None:
             return await registry.list_files(bucket)
         return await registry.list_versions(bucket, file)
 
-    items = _run(query)
+    items = run(query)
     if as_json:
-        _echo_json([item.model_dump(mode="json") for item in items])
+        echo_json([item.model_dump(mode="json") for item in items])
         return
     if bucket is None:
-        _print_table(
+        print_table(
             None,
             ["bucket", "experiment", "runs", "created", "url"],
-            [[b.name, b.experiment or "-", str(b.files), _when(b.created_at), b.url] for b in items],
+            [[b.name, b.experiment or "-", str(b.files), when(b.created_at), b.url] for b in items],
         )
     elif file is None:
-        _print_table(
+        print_table(
             f"bucket {bucket}",
             ["file", "pipeline", "run", "status", "started", "versions", "url"],
-            [_file_row(f) for f in items],
+            [file_row(f) for f in items],
         )
     else:
-        _print_table(
+        print_table(
             f"{bucket}/{file}",
             ["version", "step", "phase", "tags", "status", "size", "new", "url"],
             [
-                [v.id, _step(v), v.phase, ",".join(v.tags) or "-", v.status, size(v.size), size(v.bytes_new), v.url]
+                [
+                    v.id,
+                    step_label(v),
+                    v.phase,
+                    ",".join(v.tags) or "-",
+                    v.status,
+                    size(v.size),
+                    size(v.bytes_new),
+                    v.url,
+                ]
                 for v in items
             ],
         )
@@ -196,13 +142,13 @@ def ls(bucket: str | None, file: str | None, as_json: bool) -> None:
 @click.command()
 @click.argument("url")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-@_exit_codes
+@exit_codes
 def show(url: str, as_json: bool) -> None:
     """Show a version: its run, step, phase, tags, and every volume with its snapshot and size."""
-    _url(url)
-    resolved = _run(lambda nc, registry: registry.resolve(url))
+    check_url(url)
+    resolved = run(lambda nc, registry: registry.resolve(url))
     if as_json:
-        _echo_json(resolved.model_dump(mode="json"))
+        echo_json(resolved.model_dump(mode="json"))
         return
     v = resolved.version
     fields = [
@@ -210,18 +156,18 @@ def show(url: str, as_json: bool) -> None:
         ("bucket", v.bucket),
         ("file", v.file),
         ("run", v.run_id),
-        ("step", _step(v)),
+        ("step", step_label(v)),
         ("phase", v.phase),
         ("tags", ", ".join(v.tags) or "-"),
         ("status", v.status + (" (best effort)" if v.best_effort else "")),
-        ("taken", _when(v.taken_at)),
+        ("taken", when(v.taken_at)),
         ("size", size(v.size)),
         ("new bytes", size(v.bytes_new)),
     ]
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
         click.echo(f"{key:<{width}}  {value}")
-    _print_table(
+    print_table(
         None,
         ["volume", "role", "snapshot", "files", "size", "new", "url"],
         [
@@ -233,126 +179,6 @@ def show(url: str, as_json: bool) -> None:
         click.echo(f"volume {failed.volume} failed: {failed.reason}", err=True)
 
 
-# --- rok restore -------------------------------------------------------------------------------------------
-
-
-@click.command()
-@click.argument("url")
-@click.option(
-    "--to",
-    "target",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="an empty (or new) directory: one volume goes into it, several into one sub-directory each",
-)
-@click.option("--volume", "volumes", multiple=True, help="restore only this volume (repeatable); default: all")
-@click.option("--timeout", default=3600.0, show_default=True, help="seconds to wait for the restore to finish")
-@click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-@_exit_codes
-def restore(url: str, target: Path, volumes: tuple[str, ...], timeout: float, as_json: bool) -> None:
-    """Restore a version (or one volume of it) into a directory, verified, and wait until it is done."""
-    _url(url)
-    target = target.expanduser().absolute()
-    bar = _RestoreBar(enabled=not as_json)
-
-    async def go(nc: Client, registry: RegistryClient) -> RestoreWatch:
-        await streams.ensure_streams(nc.jetstream())
-        settings = RokSettings()
-        watch = await request_restore(
-            nc,
-            namespace=settings.namespace,
-            url=url,
-            target_dir=str(target),
-            volumes=volumes,
-            requested_by="rok-cli",
-            on_update=bar.update,
-        )
-        try:
-            await _wait(watch, timeout)
-        except TimeoutError:
-            raise TemporaryError(
-                f"restore {watch.request_id} of {url} did not finish within {timeout:g}s; "
-                "is rok-restorer running (rok status)?"
-            ) from None
-        finally:
-            await watch.close()
-        return watch
-
-    with bar:
-        watch = _run(go)
-    if watch.state == "failed":
-        raise RestoreFailed(f"restore of {url} failed: {watch.reason}")
-    if as_json:
-        _echo_json(watch.to_dict())
-        return
-    result = watch.to_dict()
-    click.echo(f"restored {url} into {target} in {result.get('seconds', 0):.1f}s")
-    _print_table(
-        None,
-        ["volume", "location", "files", "size"],
-        [[v["name"], v["location"], str(v["files"]), size(v["bytes"])] for v in result.get("volumes", [])],
-    )
-
-
-QUIET_HINT = 15.0  # seconds without a word from the restorer before we say what may be wrong
-
-
-async def _wait(watch: RestoreWatch, timeout: float) -> None:
-    """Wait for the restore's outcome; if no restorer has answered for a while, say once that it may be down."""
-    quiet = min(QUIET_HINT, timeout)
-    try:
-        await asyncio.wait_for(watch.done.wait(), quiet)
-        return
-    except TimeoutError:
-        if quiet >= timeout:
-            raise
-    if watch.state == "requested":
-        click.echo(
-            f"rok: no restorer has taken request {watch.request_id} yet; still waiting (is it running? rok status)",
-            err=True,
-        )
-    await asyncio.wait_for(watch.done.wait(), timeout - quiet)
-
-
-class _RestoreBar:
-    """A rich progress bar on a terminal, fed by the restorer's progress messages."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled and sys.stderr.isatty()
-        self._progress: Any = None
-        self._task: Any = None
-
-    def __enter__(self) -> _RestoreBar:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(binary_units=True),
-                TransferSpeedColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("restore requested", total=None)
-        return self
-
-    def update(self, watch: RestoreWatch) -> None:
-        if self._progress is not None:
-            self._progress.update(
-                self._task,
-                completed=watch.bytes_done,
-                total=watch.bytes_total or None,
-                description=f"restore {watch.state}",
-            )
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
 # --- rok diff ----------------------------------------------------------------------------------------------
 
 
@@ -360,22 +186,22 @@ class _RestoreBar:
 @click.argument("url_a")
 @click.argument("url_b")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
-@_exit_codes
+@exit_codes
 def diff(url_a: str, url_b: str, as_json: bool) -> None:
     """What changed from version URL_A to version URL_B: paths added (+), removed (-) and changed (~), per volume.
 
     Give a step's before- and after-version to see what that step changed.
     """
-    _url(url_a)
-    _url(url_b)
+    check_url(url_a)
+    check_url(url_b)
 
     async def go(nc: Client, registry: RegistryClient) -> list[VolumeChanges]:
         a, b = await asyncio.gather(registry.resolve(url_a), registry.resolve(url_b))
         return await diff_members(a.members, b.members)
 
-    changes = _run(go)
+    changes = run(go)
     if as_json:
-        _echo_json({"a": url_a, "b": url_b, "volumes": [c.to_dict() for c in changes]})
+        echo_json({"a": url_a, "b": url_b, "volumes": [c.to_dict() for c in changes]})
         return
     rows: list[list[str]] = []
     for c in changes:
@@ -387,6 +213,6 @@ def diff(url_a: str, url_b: str, as_json: bool) -> None:
         rows += [["-", c.volume, p] for p in c.removed]
         rows += [["~", c.volume, p] for p in c.changed]
     if rows:
-        _print_table(None, ["", "volume", "path"], rows)
+        print_table(None, ["", "volume", "path"], rows)
     total = sum(c.count for c in changes)
     click.echo(f"{total} path(s) changed in {sum(1 for c in changes if not c.unchanged)} of {len(changes)} volume(s)")

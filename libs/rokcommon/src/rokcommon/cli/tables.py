@@ -1,0 +1,69 @@
+"""How the user commands print: rich tables at their natural width, JSON, sizes and times."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import click
+
+from rokcommon.registry_client import RunFile, Version
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, default=str))
+
+
+def size(n: int | None) -> str:
+    """``1536`` → ``1.5 KiB``."""
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def when(value: Any) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
+
+
+def step_label(version: Version) -> str:
+    if version.step_name is None:
+        return "(initial)"
+    return version.step_name + (f" #{version.attempt}" if version.attempt else "")
+
+
+def file_row(f: RunFile) -> list[str]:
+    return [
+        f.name,
+        f.pipeline_name or "-",
+        f.run_name or f.run_id,
+        f.status,
+        when(f.started_at),
+        str(f.versions),
+        f.url,
+    ]
+
+
+def console() -> Any:
+    """A rich console whose tables take their natural width: a long line wraps on the terminal, but no URL
+    is ever cut or folded inside a cell, so it can always be copied whole."""
+    from rich.console import Console
+
+    return Console(width=100_000, soft_wrap=True)
+
+
+def print_table(title: str | None, columns: list[str], rows: Iterable[list[str]]) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, box=None, header_style="bold", title_justify="left")
+    for column in columns:
+        # A URL is never folded: it must stay one piece to be copied.
+        table.add_column(column, no_wrap=column == "url", overflow="ignore" if column == "url" else "fold")
+    for row in rows:
+        table.add_row(*row)
+    console().print(table)
