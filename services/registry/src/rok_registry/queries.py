@@ -9,7 +9,6 @@ Runs whose ``RunStarted`` has not been recorded yet have no bucket or name, and 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import TypeVar
 
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound
@@ -18,7 +17,6 @@ from rokcommon.events import Phase
 from rokcommon.registry_client import (
     Bucket,
     Buckets,
-    FailedVolume,
     Files,
     FindVersion,
     Found,
@@ -28,7 +26,6 @@ from rokcommon.registry_client import (
     ListBuckets,
     ListFiles,
     ListVersions,
-    Member,
     Query,
     Resolve,
     Resolved,
@@ -40,16 +37,15 @@ from rokcommon.registry_client import (
     Step,
     Version,
     Versions,
-    format_url,
     parse_url,
 )
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from rok_registry import views
 from rok_registry.database import Database
-from rok_registry.tables import BucketRow, FileRow, MemberRow, NamespaceRow, StepRow, VersionRow
+from rok_registry.tables import BucketRow, FileRow, NamespaceRow, StepRow, VersionRow
 
-_LATER = datetime.max.replace(tzinfo=UTC)
 T = TypeVar("T")
 
 
@@ -94,7 +90,7 @@ class Queries:
                 .where(NamespaceRow.name == namespace)
                 .order_by(BucketRow.created_at.desc(), BucketRow.name)
             )
-            return [_bucket(b, n) for b, n in rows.all()]
+            return [views.bucket(b, n) for b, n in rows.all()]
 
     async def list_files(self, namespace: str, bucket: str) -> list[RunFile]:
         async with self.db.reading() as s:
@@ -106,24 +102,24 @@ class Queries:
                 .where(FileRow.bucket_id == b.id)
                 .order_by(FileRow.started_at.desc(), FileRow.name)
             )
-            return [_file(f, n) for f, n in rows.all()]
+            return [views.run_file(f, n) for f, n in rows.all()]
 
     async def list_versions(self, namespace: str, bucket: str, file: str) -> list[Version]:
         async with self.db.reading() as s:
             run = await self._file(s, namespace, bucket, file)
-            return [_version(v) for v in _in_order(await self._versions(s, run.id))]
+            return [views.version(v) for v in views.in_order(await self._versions(s, run.id))]
 
     # --- one version --------------------------------------------------------------------------------------
 
     async def get_version(self, namespace: str, url: str) -> Version:
         async with self.db.reading() as s:
-            return _version(await self._version_at(s, namespace, url))
+            return views.version(await self._version_at(s, namespace, url))
 
     async def resolve(self, namespace: str, url: str) -> Resolved:
         """The version a URL names and its members: all of them, or the one of ``&volume=``."""
         async with self.db.reading() as s:
             row = await self._version_at(s, namespace, url)
-        version = _version(row)
+        version = views.version(row)
         volume = parse_url(url).volume
         members = version.members
         if volume is not None:
@@ -153,7 +149,7 @@ class Queries:
             if attempt is not None:
                 query = query.where(VersionRow.attempt == attempt)
             row = (await s.execute(query.order_by(VersionRow.attempt.desc()).limit(1))).scalar_one_or_none()
-            return _version(row) if row else None
+            return views.version(row) if row else None
 
     # --- a run --------------------------------------------------------------------------------------------
 
@@ -163,7 +159,7 @@ class Queries:
             run = await self._file(s, namespace, bucket, file)
             versions = await self._versions(s, run.id)
             steps = (await s.execute(select(StepRow).where(StepRow.file_id == run.id))).scalars().all()
-        by_key = {(v.step_key, v.attempt, v.phase): _version(v) for v in versions}
+        by_key = {(v.step_key, v.attempt, v.phase): views.version(v) for v in versions}
         lineage_steps = [
             Step(
                 step_id=st.step_id,
@@ -179,9 +175,9 @@ class Queries:
             )
             for st in steps
         ]
-        lineage_steps.sort(key=_step_order)
+        lineage_steps.sort(key=views.step_order)
         initial = next((by_key[k] for k in by_key if k[2] == "initial"), None)
-        return Lineage(file=_file(run, len(versions)), initial=initial, steps=tuple(lineage_steps))
+        return Lineage(file=views.run_file(run, len(versions)), initial=initial, steps=tuple(lineage_steps))
 
     async def search(self, namespace: str, text: str, *, limit: int = 50) -> list[SearchHit]:
         """Buckets, runs and versions whose name, experiment, run, pipeline or id contains ``text``, or a URL."""
@@ -198,7 +194,7 @@ class Queries:
                 .where(ns, or_(func.lower(BucketRow.name).like(like), func.lower(BucketRow.experiment).like(like)))
                 .limit(limit)
             )
-            hits += [_bucket_hit(b) for b in buckets.scalars()]
+            hits += [views.bucket_hit(b) for b in buckets.scalars()]
             fields = (FileRow.name, FileRow.run_name, FileRow.run_id, FileRow.pipeline_name, FileRow.workflow_uid)
             files = await s.execute(
                 select(FileRow)
@@ -206,7 +202,7 @@ class Queries:
                 .where(ns, FileRow.bucket_id.is_not(None), or_(*(func.lower(f).like(like) for f in fields)))
                 .limit(limit)
             )
-            hits += [_file_hit(f) for f in files.scalars()]
+            hits += [views.file_hit(f) for f in files.scalars()]
             versions = await s.execute(
                 select(VersionRow)
                 .join(FileRow, VersionRow.file_id == FileRow.id)
@@ -214,7 +210,7 @@ class Queries:
                 .where(ns, FileRow.bucket_id.is_not(None), func.lower(VersionRow.id).like(like))
                 .limit(limit)
             )
-            hits += [_version_hit(v) for v in versions.scalars()]
+            hits += [views.version_hit(v) for v in versions.scalars()]
         return hits[:limit]
 
     # --- lookups ------------------------------------------------------------------------------------------
@@ -254,16 +250,17 @@ class Queries:
         if run.namespace.name != namespace:
             raise Forbidden(f"version {where.version} belongs to another namespace than {namespace!r}")
         if run.bucket.name != where.bucket or run.name != where.file:
-            raise NotFound(f"version {where.version} is not in {where.bucket}/{where.file}: it is {_version(row).url}")
+            actual = views.version(row).url
+            raise NotFound(f"version {where.version} is not in {where.bucket}/{where.file}: it is {actual}")
         return row
 
     async def _url_hit(self, namespace: str, url: str) -> SearchHit:
         where = _scoped(namespace, url)
         if where.version is not None:
-            return _version_hit(await self._in_session(lambda s: self._version_at(s, namespace, url)))
+            return views.version_hit(await self._in_session(lambda s: self._version_at(s, namespace, url)))
         if where.file is not None:
-            return _file_hit(await self._in_session(lambda s: self._file(s, namespace, where.bucket, where.file)))
-        return _bucket_hit(await self._in_session(lambda s: self._bucket(s, namespace, where.bucket)))
+            return views.file_hit(await self._in_session(lambda s: self._file(s, namespace, where.bucket, where.file)))
+        return views.bucket_hit(await self._in_session(lambda s: self._bucket(s, namespace, where.bucket)))
 
     async def _in_session(self, lookup: Callable[[AsyncSession], Awaitable[T]]) -> T:
         async with self.db.reading() as s:
@@ -275,114 +272,3 @@ def _scoped(namespace: str, url: str) -> RokUrl:
     if parsed.namespace != namespace:
         raise Forbidden(f"{url} belongs to namespace {parsed.namespace!r}; you are asking from namespace {namespace!r}")
     return parsed
-
-
-# --- rows → results -----------------------------------------------------------------------------------------
-
-
-def _bucket(row: BucketRow, files: int = 0) -> Bucket:
-    ns = row.namespace.name
-    return Bucket(
-        namespace=ns,
-        name=row.name,
-        url=format_url(ns, row.name),
-        experiment=row.experiment,
-        created_at=row.created_at,
-        files=files,
-    )
-
-
-def _file(row: FileRow, versions: int = 0) -> RunFile:
-    assert row.bucket is not None and row.name is not None
-    ns = row.namespace.name
-    return RunFile(
-        namespace=ns,
-        bucket=row.bucket.name,
-        name=row.name,
-        url=format_url(ns, row.bucket.name, row.name),
-        pipeline_name=row.pipeline_name,
-        pipeline_version=row.pipeline_version,
-        run_id=row.run_id,
-        run_name=row.run_name,
-        workflow_uid=row.workflow_uid,
-        status=row.status,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        versions=versions,
-    )
-
-
-def _version(row: VersionRow) -> Version:
-    run = row.file
-    assert run.bucket is not None and run.name is not None
-    ns, bucket = run.namespace.name, run.bucket.name
-    url = format_url(ns, bucket, run.name, row.id)
-    stored = sorted(
-        (m for m in row.members if m.status == "complete"), key=lambda m: (m.role != "workspace", m.position)
-    )
-    members = tuple(_member(m, ns, bucket, run.name, row.id) for m in stored)
-    failed = tuple(FailedVolume(volume=m.volume, reason=m.reason or "") for m in row.members if m.status == "failed")
-    return Version(
-        id=row.id,
-        url=url,
-        namespace=ns,
-        bucket=bucket,
-        file=run.name,
-        workflow_uid=run.workflow_uid,
-        run_id=run.run_id,
-        step_id=row.step_key or None,
-        step_name=row.step_name,
-        attempt=row.attempt,
-        phase=row.phase,
-        tags=tuple(t for t in row.tags.split(",") if t),
-        taken_at=row.taken_at,
-        status=row.status,
-        best_effort=row.best_effort,
-        volumes=tuple(row.volume_names),
-        members=members,
-        failed=failed,
-        size=sum(m.size for m in members),
-        bytes_new=sum(m.bytes_new for m in members),
-    )
-
-
-def _member(row: MemberRow, ns: str, bucket: str, file: str, version: str) -> Member:
-    assert row.snapshot_id is not None
-    return Member(
-        volume=row.volume,
-        role=row.role,
-        snapshot_id=row.snapshot_id,
-        repository=row.repository or "",
-        size=row.size,
-        bytes_new=row.bytes_new,
-        files=row.files,
-        url=format_url(ns, bucket, file, version, row.volume),
-    )
-
-
-def _bucket_hit(row: BucketRow) -> SearchHit:
-    b = _bucket(row)
-    return SearchHit(kind="bucket", url=b.url, title=row.experiment or row.name, bucket=row.name)
-
-
-def _file_hit(row: FileRow) -> SearchHit:
-    f = _file(row)
-    return SearchHit(kind="file", url=f.url, title=row.run_name or row.run_id, bucket=f.bucket, file=f.name)
-
-
-def _version_hit(row: VersionRow) -> SearchHit:
-    v = _version(row)
-    step = f"{v.step_name or v.step_id} ({v.phase})" if v.step_id else v.phase
-    return SearchHit(kind="version", url=v.url, title=f"{v.file}: {step}", bucket=v.bucket, file=v.file, version=v.id)
-
-
-_PHASE_ORDER = {"initial": 0, "before": 1, "after": 2}
-
-
-def _in_order(versions: list[VersionRow]) -> list[VersionRow]:
-    return sorted(versions, key=lambda v: (v.taken_at or _LATER, _PHASE_ORDER.get(v.phase, 3), v.id))
-
-
-def _step_order(step: Step) -> tuple[datetime, str, int]:
-    first = step.started_at or (step.before.taken_at if step.before else None) or step.finished_at or _LATER
-    return (first, step.step_id, step.attempt)

@@ -1,0 +1,119 @@
+"""Rows → the result models of :mod:`rokcommon.registry_client` (URLs included, members workspace first)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rokcommon.registry_client import Bucket, FailedVolume, Member, RunFile, SearchHit, Step, Version, format_url
+
+from rok_registry.tables import BucketRow, FileRow, MemberRow, VersionRow
+
+_LATER = datetime.max.replace(tzinfo=UTC)
+
+
+def bucket(row: BucketRow, files: int = 0) -> Bucket:
+    ns = row.namespace.name
+    return Bucket(
+        namespace=ns,
+        name=row.name,
+        url=format_url(ns, row.name),
+        experiment=row.experiment,
+        created_at=row.created_at,
+        files=files,
+    )
+
+
+def run_file(row: FileRow, versions: int = 0) -> RunFile:
+    assert row.bucket is not None and row.name is not None
+    ns = row.namespace.name
+    return RunFile(
+        namespace=ns,
+        bucket=row.bucket.name,
+        name=row.name,
+        url=format_url(ns, row.bucket.name, row.name),
+        pipeline_name=row.pipeline_name,
+        pipeline_version=row.pipeline_version,
+        run_id=row.run_id,
+        run_name=row.run_name,
+        workflow_uid=row.workflow_uid,
+        status=row.status,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        versions=versions,
+    )
+
+
+def version(row: VersionRow) -> Version:
+    run = row.file
+    assert run.bucket is not None and run.name is not None
+    ns, bucket = run.namespace.name, run.bucket.name
+    url = format_url(ns, bucket, run.name, row.id)
+    stored = sorted(
+        (m for m in row.members if m.status == "complete"), key=lambda m: (m.role != "workspace", m.position)
+    )
+    members = tuple(member(m, ns, bucket, run.name, row.id) for m in stored)
+    failed = tuple(FailedVolume(volume=m.volume, reason=m.reason or "") for m in row.members if m.status == "failed")
+    return Version(
+        id=row.id,
+        url=url,
+        namespace=ns,
+        bucket=bucket,
+        file=run.name,
+        workflow_uid=run.workflow_uid,
+        run_id=run.run_id,
+        step_id=row.step_key or None,
+        step_name=row.step_name,
+        attempt=row.attempt,
+        phase=row.phase,
+        tags=tuple(t for t in row.tags.split(",") if t),
+        taken_at=row.taken_at,
+        status=row.status,
+        best_effort=row.best_effort,
+        volumes=tuple(row.volume_names),
+        members=members,
+        failed=failed,
+        size=sum(m.size for m in members),
+        bytes_new=sum(m.bytes_new for m in members),
+    )
+
+
+def member(row: MemberRow, ns: str, bucket: str, file: str, version: str) -> Member:
+    assert row.snapshot_id is not None
+    return Member(
+        volume=row.volume,
+        role=row.role,
+        snapshot_id=row.snapshot_id,
+        repository=row.repository or "",
+        size=row.size,
+        bytes_new=row.bytes_new,
+        files=row.files,
+        url=format_url(ns, bucket, file, version, row.volume),
+    )
+
+
+def bucket_hit(row: BucketRow) -> SearchHit:
+    b = bucket(row)
+    return SearchHit(kind="bucket", url=b.url, title=row.experiment or row.name, bucket=row.name)
+
+
+def file_hit(row: FileRow) -> SearchHit:
+    f = run_file(row)
+    return SearchHit(kind="file", url=f.url, title=row.run_name or row.run_id, bucket=f.bucket, file=f.name)
+
+
+def version_hit(row: VersionRow) -> SearchHit:
+    v = version(row)
+    step = f"{v.step_name or v.step_id} ({v.phase})" if v.step_id else v.phase
+    return SearchHit(kind="version", url=v.url, title=f"{v.file}: {step}", bucket=v.bucket, file=v.file, version=v.id)
+
+
+_PHASE_ORDER = {"initial": 0, "before": 1, "after": 2}
+
+
+def in_order(versions: list[VersionRow]) -> list[VersionRow]:
+    return sorted(versions, key=lambda v: (v.taken_at or _LATER, _PHASE_ORDER.get(v.phase, 3), v.id))
+
+
+def step_order(step: Step) -> tuple[datetime, str, int]:
+    first = step.started_at or (step.before.taken_at if step.before else None) or step.finished_at or _LATER
+    return (first, step.step_id, step.attempt)
