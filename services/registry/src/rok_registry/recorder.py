@@ -1,8 +1,10 @@
 """Recording run, step and snapshot events into SQL: one transaction per event, upserts on natural keys.
 
 Each ``record_*`` call locks its run's row (``SELECT … FOR UPDATE`` on PostgreSQL; one writer on SQLite),
-applies what the event says, then *settles* the run: recomputes every version's status and tags from what is
-recorded. It returns the versions that became whole and are not yet announced; the caller publishes their
+applies what the event says, then *settles* what the event can change: it recomputes, from what is recorded,
+the status and tags of the versions concerned (a snapshot's version, a step's versions; every version of the run
+for the run's own events and once the run has succeeded, since ``final`` may move). It returns the versions that
+are whole and not yet announced; the caller publishes their
 ``VersionCommitted`` and then calls :meth:`Recorder.mark_committed`, so a crash in between re-announces (the
 stream drops the duplicate) instead of losing the announcement.
 """
