@@ -18,6 +18,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Redirect
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from rokcommon.cli.diffs import VolumeChanges, diff_members
+from rokcommon.cli.tables import size, when
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
 from rokcommon.registry_client import InvalidUrl, Lineage, Step, parse_url
 
@@ -30,23 +31,8 @@ _LATEST = datetime.max.replace(tzinfo=UTC)
 DIFF_LINES = 200  # paths listed per volume and kind; the rest is counted
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "-"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024:
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-def _when(value: Any) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else "-"
-
-
-templates.env.filters["size"] = _size
-templates.env.filters["when"] = _when
+templates.env.filters["size"] = size
+templates.env.filters["when"] = when
 
 router = APIRouter(include_in_schema=False)
 
