@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -124,3 +125,20 @@ def test_a_restore_nobody_takes_times_out_with_exit_75_naming_the_restorer(stack
         assert "did not finish within 1s" in result.err and "restorer" in result.err
     finally:
         assert stack.rok("up", "--json").code == 0  # the restorer is back for the other tests
+
+
+def test_a_service_that_cannot_start_fails_rok_up_in_one_line_and_nothing_is_left_running(tmp_path: Path) -> None:
+    stack = new_stack(tmp_path)
+    with socket.socket() as taken:  # something else already listens on the registry's port
+        taken.bind(("127.0.0.1", int(stack.env["ROK_REGISTRY_PORT"])))
+        taken.listen()
+        try:
+            up = stack.rok("up")
+            assert up.code == 1
+            assert up.err.startswith("rok: error: registry exited") and "address already in use" in up.err
+            assert str(stack.state_dir / "logs" / "registry.log") in up.err
+            assert len(up.err.strip().splitlines()) == 1
+            rows = {row["name"]: row for row in json.loads(stack.rok("status", "--json").out)["services"]}
+            assert {rows[name]["state"] for name in SERVICES} == {"stopped"}
+        finally:
+            stack.rok("down")

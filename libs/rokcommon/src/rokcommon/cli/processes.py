@@ -75,14 +75,29 @@ class Managed:
         """SIGTERM, then SIGKILL after ``timeout`` seconds; True if it was running."""
         return bool(stop_all([self], timeout))
 
-    def log_tail(self, offset: int = 0, lines: int = 5) -> str:
+    def log_tail(self, offset: int = 0, lines: int = 3) -> str:
+        """What its log says since ``offset``, in one line: its errors if it logged any, else its last lines."""
         try:
             with self.log_file.open("rb") as f:
                 f.seek(offset)
                 text = f.read().decode(errors="replace")
         except OSError:
             return ""
-        return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+        entries = [_log_entry(line) for line in text.splitlines() if line.strip()]
+        errors = [message for level, message in entries if level in ("error", "critical")]
+        chosen = errors[:lines] if errors else [message for _, message in entries[-lines:]]
+        return " | ".join(m if len(m) <= 300 else m[:297] + "..." for m in chosen)
+
+
+def _log_entry(line: str) -> tuple[str, str]:
+    """(level, message) of a log line: rok's JSON lines, or plain text as it is."""
+    if line.startswith("{"):
+        try:
+            entry = json.loads(line)
+            return str(entry.get("level", "")).lower(), str(entry.get("message", line)).splitlines()[0]
+        except (ValueError, AttributeError, IndexError):
+            pass
+    return "", line.strip()
 
 
 def stop_all(processes: Sequence[Managed], timeout: float = 10.0) -> list[str]:
