@@ -6,10 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the local stack helper is shared with cli/
 from cli.stack import Stack, shared_stack
+
+expect.set_options(timeout=15_000)  # a loaded two-core machine runs the services, the browser and the tests
 
 CHROMIUM_ARGS = [
     "--no-sandbox",
