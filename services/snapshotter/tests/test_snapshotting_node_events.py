@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,9 +19,9 @@ from rokcommon.events import (
     StepFinished,
     VolumeRef,
 )
-from rokcommon.store import open_repository
+from rokcommon.store import Progress, open_repository
 from rokcommon.testing.nats import running
-from snapshotter_helpers import NODE, RUN, settled, snapshot_events, started, step, tree
+from snapshotter_helpers import NODE, RUN, ObservedRepository, settled, snapshot_events, started, step, tree
 
 DURABLE = "snapshotter-node-1_example_internal"
 
@@ -202,3 +203,30 @@ async def test_volumes_are_snapshotted_into_an_s3_repository(
             assert by_volume[volume.name].repository == s3_repo_url
             await repo.restore(by_volume[volume.name].snapshot_id, tmp_path / "restored" / volume.name)
             assert tree(tmp_path / "restored" / volume.name) == tree(Path(volume.path or ""))
+
+
+async def test_a_copy_of_an_event_arriving_while_it_is_snapshotted_waits_and_takes_nothing(
+    settings_for: Callable[..., SnapshotterSettings], js: JetStreamContext, volumes: tuple[VolumeRef, ...]
+) -> None:
+    settings = settings_for(snapshot_concurrency=2)
+    release = asyncio.Event()
+
+    async def hold(progress: Callable[[Progress], None]) -> None:
+        await release.wait()
+
+    repository = ObservedRepository(settings.repository_url, settings.resolved_cache_dir, hold)
+    event = started(volumes[:1])
+    async with running(build(settings, repository=repository)):
+        await bus.publish(js, event)
+        await js.publish(event.subject_for(), event.model_dump_json().encode(), headers={bus.MSG_ID: "copy"})
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await js.consumer_info(streams.PIPELINE.name, DURABLE)).num_ack_pending < 2:
+            assert asyncio.get_running_loop().time() < deadline, "the copy was never delivered"
+            await asyncio.sleep(0.05)
+        release.set()
+        [done] = await snapshot_events(js, 1)
+        await settled(js, DURABLE)
+    await repository.close()
+    assert isinstance(done, SnapshotCompleted)
+    assert repository.calls == 1
+    assert (await js.stream_info(streams.SNAPSHOTS.name)).state.messages == 1
