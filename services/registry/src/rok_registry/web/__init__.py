@@ -91,7 +91,7 @@ async def lineage_page(request: Request, bucket: str, file: str, queries: Any = 
     try:
         lineage: Lineage = await queries.lineage(bucket, file)
         ordered = sorted(lineage.steps, key=_started)
-        changes = await asyncio.gather(*(_step_changes(queries, step) for step in ordered))
+        changes = await asyncio.gather(*(_step_changes(step) for step in ordered))
     except RokError as error:
         return _error_page(request, error)
     steps = list(zip(ordered, changes, strict=True))
@@ -104,7 +104,7 @@ def _started(step: Step) -> tuple[datetime, datetime, datetime]:
     return (step.started_at or _LATEST, before or _LATEST, step.finished_at or _LATEST)
 
 
-async def _step_changes(queries: Any, step: Step) -> list[VolumeChanges] | None:
+async def _step_changes(step: Step) -> list[VolumeChanges] | None:
     """What a step changed: its before-version against its after-version, volume by volume."""
     if step.before is None or step.after is None or not step.before.members or not step.after.members:
         return None
