@@ -13,8 +13,7 @@ from rokcommon.registry_client import InvalidUrl, Lineage, format_url, parse_url
 
 async def record(recorder: Recorder, events: list[Event]) -> None:
     for event in events:
-        commits = await recorder.record(event)
-        await recorder.mark_committed([c.event.version_id for c in commits])
+        await recorder.record(event)
 
 
 @pytest.fixture

@@ -50,10 +50,9 @@ class EventHandlers:
     async def announce(self, commits: list[Commit]) -> None:
         for commit in commits:
             await self.service.publish(commit.event)
-        fresh = set(await self.recorder.mark_committed([c.event.version_id for c in commits]))
         now = datetime.now(UTC)
         for commit in commits:
-            if commit.event.version_id not in fresh:
+            if not commit.fresh:
                 continue
             attrs = {"phase": commit.event.phase, "complete": str(commit.event.complete).lower()}
             self.service.instruments.add("rok.registry.versions.committed", 1, attrs)

@@ -3,10 +3,11 @@
 Each ``record_*`` call locks its run's row (``SELECT … FOR UPDATE`` on PostgreSQL; one writer on SQLite),
 applies what the event says, then *settles* what the event can change: it recomputes, from what is recorded,
 the status and tags of the versions concerned (a snapshot's version, a step's versions; every version of the run
-for the run's own events and once the run has succeeded, since ``final`` may move). It returns the versions that
-are whole and not yet announced; the caller publishes their
-``VersionCommitted`` and then calls :meth:`Recorder.mark_committed`, so a crash in between re-announces (the
-stream drops the duplicate) instead of losing the announcement.
+for the run's own events and once the run has succeeded, since ``final`` may move). It returns what to announce:
+versions that became whole (``fresh``: noted in the same transaction, counted once), and again the whole version
+a redelivered snapshot event is about (every whole version for ``RunStarted``), since the announcement of the
+first delivery may have been lost between the commit and the publish. The caller publishes their
+``VersionCommitted``; the stream drops a repeated announcement by its id.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Commit:
 
     event: VersionCommitted
     since: datetime
+    fresh: bool  # first recorded whole by this event (a repeat announcement is not)
 
 
 def _now() -> datetime:
@@ -92,7 +94,7 @@ class Recorder:
             run.pipeline_name = event.pipeline_name
             run.pipeline_version = event.pipeline_version
             run.started_at = event.started_at
-            return await self._settle(session, run)
+            return await self._settle(session, run, announce_whole=True)
 
     async def record_run_finished(self, event: RunFinished) -> list[Commit]:
         async with self.db.writing() as session:
@@ -108,7 +110,7 @@ class Recorder:
             step.node = event.node
             step.guarded = event.guarded
             step.started_at = event.started_at
-            return await self._settle(session, run, (step.step_id, step.attempt))
+            return []  # a step's start changes no version: neither whether it is whole nor its tags
 
     async def record_step_finished(self, event: StepFinished) -> list[Commit]:
         async with self.db.writing() as session:
@@ -159,21 +161,8 @@ class Recorder:
                     .values(**member, reason=None)
                 )
             if run.status == "succeeded":  # the final tag may move to this version
-                return await self._settle(session, run)
+                return await self._settle(session, run, again=version.id)
             return await self._settle_version(session, run, version, step)
-
-    async def mark_committed(self, version_ids: list[str]) -> list[str]:
-        """Note that these versions were announced; returns those that were not noted before."""
-        if not version_ids:
-            return []
-        async with self.db.writing() as session:
-            result = await session.execute(
-                update(VersionRow)
-                .where(VersionRow.id.in_(version_ids), VersionRow.committed_at.is_(None))
-                .values(committed_at=_now())
-                .returning(VersionRow.id)
-            )
-            return list(result.scalars().all())
 
     # --- rows ---------------------------------------------------------------------------------------------
 
@@ -283,7 +272,15 @@ class Recorder:
 
     # --- settling a run -----------------------------------------------------------------------------------
 
-    async def _settle(self, session: AsyncSession, run: FileRow, step: tuple[str, int] | None = None) -> list[Commit]:
+    async def _settle(
+        self,
+        session: AsyncSession,
+        run: FileRow,
+        step: tuple[str, int] | None = None,
+        *,
+        announce_whole: bool = False,
+        again: str | None = None,
+    ) -> list[Commit]:
         """Recompute the status and tags of a run's versions; return the ones to announce.
 
         An event about one step (``step``: its node id and attempt, "" for the initial version) can only change
@@ -325,7 +322,7 @@ class Recorder:
         return [
             self._commit(run, bucket, v, steps.get((v.step_key, v.attempt)))
             for v in versions
-            if v.status != "pending" and v.committed_at is None
+            if v.status != "pending" and (v.committed_at is None or announce_whole or v.id == again)
         ]
 
     async def _settle_version(
@@ -348,13 +345,17 @@ class Recorder:
             step_outcome=step.outcome if step else None,
         )
         version.tags = ",".join(lineage.tags_for(fact, final=None))
-        if run.bucket_id is None or run.name is None or version.status == "pending" or version.committed_at:
+        if run.bucket_id is None or run.name is None or version.status == "pending":
             return []
         bucket = await session.get(BucketRow, run.bucket_id)
         assert bucket is not None
         return [self._commit(run, bucket, version, step)]
 
     def _commit(self, run: FileRow, bucket: BucketRow, version: VersionRow, step: StepRow | None) -> Commit:
+        """The announcement of a whole version; the first one notes when the version was committed."""
+        fresh = version.committed_at is None
+        if fresh:
+            version.committed_at = _now()
         ref = RunRef(namespace=run.namespace.name, run_id=run.run_id, workflow_uid=run.workflow_uid)
         step_ref = None
         if version.step_key:
@@ -375,7 +376,7 @@ class Recorder:
             "before": step.started_at if step else None,
             "after": step.finished_at if step else None,
         }.get(version.phase)
-        return Commit(event=event, since=since or version.created_at)
+        return Commit(event=event, since=since or version.created_at, fresh=fresh)
 
 
 async def _get_or_insert(session: AsyncSession, query: Select[Any], insert: Insert) -> Any:

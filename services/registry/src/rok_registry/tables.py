@@ -126,7 +126,7 @@ class VersionRow(Base):
     best_effort: Mapped[bool] = mapped_column(Boolean, default=False)
     taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    committed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # VersionCommitted published
+    committed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # recorded whole and named: announced
 
     file: Mapped[FileRow] = relationship(lazy="joined")
     members: Mapped[list[MemberRow]] = relationship(lazy="selectin", order_by="MemberRow.position")
