@@ -80,7 +80,7 @@ class Service:
     # --- consumers ----------------------------------------------------------------------------------------
 
     def consumer_spec(self, stream: streams.StreamSpec, durable: str, filter_subject: str, **kw: Any) -> ConsumerSpec:
-        """A consumer spec with this service's delivery settings (max deliveries, ack wait, retry delays)."""
+        """A consumer spec with this service's delivery settings (max deliveries, ack wait)."""
         s = self.settings
         return ConsumerSpec(
             stream=stream,
@@ -88,7 +88,6 @@ class Service:
             filter_subject=filter_subject,
             max_deliver=kw.pop("max_deliver", s.max_deliver),
             ack_wait=kw.pop("ack_wait", s.ack_wait),
-            backoff=kw.pop("backoff", streams.retry_backoff(s.retry_delay, s.max_deliver, s.ack_wait)),
             **kw,
         )
 

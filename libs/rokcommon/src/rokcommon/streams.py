@@ -82,7 +82,12 @@ def _matches(pattern: str, subject: str) -> bool:
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A durable pull consumer. ``backoff`` gives the redelivery delays after an ack timeout."""
+    """A durable pull consumer.
+
+    Retries are paced by the delay of each nak, not by a ``backoff`` list: with one, nats-server 2.9 ignores
+    the nak's delay from the second redelivery on and waits for the backoff (at least ``ack_wait``) instead.
+    A handler that dies or hangs is redelivered after ``ack_wait``.
+    """
 
     stream: StreamSpec
     durable: str
@@ -110,17 +115,6 @@ class ConsumerSpec:
     @property
     def dead_letter_subject(self) -> str:
         return subjects.dead_letter(self.stream.name, self.durable)
-
-
-def retry_backoff(first: float, max_deliver: int, ack_wait: float) -> tuple[float, ...]:
-    """Ack-timeout redelivery delays: the first is at least ``ack_wait`` (so long work is not cut short),
-    then doubling. JetStream needs fewer backoff entries than ``max_deliver``."""
-    delays = []
-    delay = max(first, ack_wait)
-    for _ in range(max(max_deliver - 1, 1)):
-        delays.append(delay)
-        delay *= 2
-    return tuple(delays)
 
 
 async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
