@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import pytest
 from registry_testkit import RunScript
+from rok_registry.database import Database
+from rok_registry.handlers import reply
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
-from rokcommon.errors import Forbidden, InvalidRequest, NotFound
+from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, SnapshotCompleted
-from rokcommon.registry_client import InvalidUrl, Lineage, format_url, parse_url
+from rokcommon.registry_client import InvalidUrl, Lineage, ListBuckets, format_url, parse_url, raise_error
+from rokcommon.testing.ports import free_port
 
 
 async def record(recorder: Recorder, events: list[Event]) -> None:
@@ -169,3 +172,15 @@ def test_urls_round_trip_and_malformed_ones_are_refused_with_the_reason() -> Non
         with pytest.raises(InvalidUrl) as caught:
             parse_url(bad)
         assert reason in str(caught.value), bad
+
+
+async def test_a_registry_whose_database_is_down_answers_unavailable_which_the_client_raises_as_temporary() -> None:
+    down = Database(f"postgresql://rok@127.0.0.1:{free_port()}/rok")
+    try:
+        answer = await reply(Queries(down), ListBuckets, b'{"namespace": "team-a"}')
+    finally:
+        await down.close()
+    assert answer.error is not None and answer.error.kind == "unavailable"
+    assert "the registry database is unavailable" in answer.error.message
+    with pytest.raises(TemporaryError, match="database is unavailable"):
+        raise_error(answer.error)

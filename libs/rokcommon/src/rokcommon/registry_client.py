@@ -2,10 +2,10 @@
 
 Every query is a request model carrying the caller's ``namespace``, sent to ``rok.registry.<query>.v1``
 (:data:`QUERIES` maps each query name to its request and result models). The reply is a :class:`Reply`: either
-a ``result`` or a typed ``error`` (``not_found`` / ``forbidden`` / ``invalid``), which the client raises as
-:class:`~rokcommon.errors.NotFound`, :class:`~rokcommon.errors.Forbidden` or
-:class:`~rokcommon.errors.InvalidRequest` with the registry's message. The registry's HTTP API
-(``/api/v1/namespaces/{ns}/...``) returns the same result models as JSON.
+a ``result`` or a typed ``error`` (``not_found`` / ``forbidden`` / ``invalid`` / ``unavailable``), which the client
+raises as :class:`~rokcommon.errors.NotFound`, :class:`~rokcommon.errors.Forbidden`,
+:class:`~rokcommon.errors.InvalidRequest` or :class:`~rokcommon.errors.TemporaryError` with the registry's
+message. The registry's HTTP API (``/api/v1/namespaces/{ns}/...``) returns the same result models as JSON.
 
 URLs name what the registry records::
 
@@ -44,7 +44,7 @@ tracer = trace.get_tracer("rokcommon.registry_client")
 
 VersionStatus = Literal["pending", "complete", "partial"]  # pending: not every volume recorded yet
 RunStatus = Literal["running", "succeeded", "failed", "error"]
-ErrorKind = Literal["not_found", "forbidden", "invalid"]
+ErrorKind = Literal["not_found", "forbidden", "invalid", "unavailable"]  # unavailable: e.g. its database is down
 
 
 # --- rok:// URLs -------------------------------------------------------------------------------------------
@@ -367,7 +367,12 @@ class Reply(BaseModel):
     error: ErrorBody | None = None
 
 
-_ERRORS: dict[str, type[PermanentError]] = {"not_found": NotFound, "forbidden": Forbidden, "invalid": InvalidRequest}
+_ERRORS: dict[str, type[PermanentError] | type[TemporaryError]] = {
+    "not_found": NotFound,
+    "forbidden": Forbidden,
+    "invalid": InvalidRequest,
+    "unavailable": TemporaryError,
+}
 
 
 def error_body(error: Exception) -> ErrorBody:
@@ -376,6 +381,8 @@ def error_body(error: Exception) -> ErrorBody:
         return ErrorBody(kind="forbidden", message=str(error))
     if isinstance(error, NotFound):
         return ErrorBody(kind="not_found", message=str(error))
+    if isinstance(error, TemporaryError):
+        return ErrorBody(kind="unavailable", message=str(error))
     return ErrorBody(kind="invalid", message=str(error))
 
 
@@ -391,7 +398,8 @@ class RegistryClient:
 
     Raises :class:`~rokcommon.errors.NotFound`, :class:`~rokcommon.errors.Forbidden` or
     :class:`~rokcommon.errors.InvalidRequest` (:class:`InvalidUrl` for a malformed URL, before asking), and
-    :class:`~rokcommon.errors.TemporaryError` when no registry answers within ``timeout`` seconds.
+    :class:`~rokcommon.errors.TemporaryError` when no registry answers within ``timeout`` seconds or it cannot
+    answer now (its database is down).
     """
 
     def __init__(self, nc: Client, namespace: str, *, timeout: float = 10.0) -> None:

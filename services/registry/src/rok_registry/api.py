@@ -1,7 +1,8 @@
 """The registry over HTTP: a FastAPI app with the JSON API under ``/api/v1/namespaces/{ns}/...``.
 
 The same query layer answers as on NATS, and errors have the same typed body
-(``{"error": {"kind": "not_found" | "forbidden" | "invalid", "message": …}}`` with 404, 403 or 400).
+(``{"error": {"kind": "not_found" | "forbidden" | "invalid" | "unavailable", "message": …}}`` with 404, 403, 400
+or 503).
 
 The web pages (``rok_registry.web``, when that module exists) are included from its ``router``. They reach
 what they need through ``request.app.state``: ``queries`` (:class:`~rok_registry.queries.Queries`),
@@ -18,7 +19,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from rokcommon.errors import Forbidden, InvalidRequest, NotFound
+from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, Phase
 from rokcommon.registry_client import Bucket, Lineage, Resolved, RunFile, SearchHit, Version, format_url
 
@@ -27,8 +28,8 @@ from rok_registry.queries import Queries
 log = logging.getLogger(__name__)
 
 API = "/api/v1/namespaces/{namespace}"
-_STATUS = {NotFound: 404, Forbidden: 403, InvalidRequest: 400}
-_KIND = {NotFound: "not_found", Forbidden: "forbidden", InvalidRequest: "invalid"}
+_STATUS = {NotFound: 404, Forbidden: 403, InvalidRequest: 400, TemporaryError: 503}
+_KIND = {NotFound: "not_found", Forbidden: "forbidden", InvalidRequest: "invalid", TemporaryError: "unavailable"}
 
 
 def get_queries(request: Request) -> Queries:

@@ -23,7 +23,7 @@ from opentelemetry.trace import SpanKind
 from rokcommon.errors import PermanentError, TemporaryError
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 log = logging.getLogger(__name__)
@@ -72,21 +72,17 @@ class Database:
     @asynccontextmanager
     async def writing(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction that commits on leaving; database outages are temporary errors."""
-        async with self.write_lock or nullcontext():
-            try:
-                with tracer.start_as_current_span(
-                    "registry db commit", kind=SpanKind.CLIENT, attributes={"db.system": self.dialect}
-                ):
-                    async with self.sessions() as session, session.begin():
-                        yield session
-            except (OperationalError, DBAPIError, OSError) as error:
-                if isinstance(error, DBAPIError) and not error.connection_invalidated and not _transient(error):
-                    raise
-                raise TemporaryError(f"the registry database is unavailable: {error}", delay=1.0) from error
+        async with self.write_lock or nullcontext(), _outages_are_temporary():
+            with tracer.start_as_current_span(
+                "registry db commit", kind=SpanKind.CLIENT, attributes={"db.system": self.dialect}
+            ):
+                async with self.sessions() as session, session.begin():
+                    yield session
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
-        async with self.sessions() as session:
+        """A session for queries; database outages are temporary errors."""
+        async with _outages_are_temporary(), self.sessions() as session:
             yield session
 
     async def migrate(self) -> None:
@@ -126,6 +122,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+@asynccontextmanager
+async def _outages_are_temporary() -> AsyncIterator[None]:
+    try:
+        yield
+    except (DBAPIError, OSError) as error:
+        if isinstance(error, DBAPIError) and not error.connection_invalidated and not _transient(error):
+            raise
+        raise TemporaryError(f"the registry database is unavailable: {error}", delay=1.0) from error
 
 
 def _transient(error: DBAPIError) -> bool:

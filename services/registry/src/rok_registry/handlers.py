@@ -14,7 +14,7 @@ from faststream.nats import NatsMessage
 from opentelemetry import trace
 from pydantic import ValidationError
 from rokcommon import streams, subjects
-from rokcommon.errors import Forbidden, InvalidRequest, NotFound
+from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import invalid_event, model_for_subject
 from rokcommon.registry_client import QUERIES, Query, Reply, error_body
 from rokcommon.service import Service
@@ -104,6 +104,6 @@ async def reply(queries: Queries, request_model: type[Query], data: bytes) -> Re
         return Reply(error=error_body(InvalidRequest(str(invalid_event(request_model, error)))))
     try:
         result = await queries.answer(request)
-    except (NotFound, Forbidden, InvalidRequest) as error:
+    except (NotFound, Forbidden, InvalidRequest, TemporaryError) as error:
         return Reply(error=error_body(error))
     return Reply(result=result.model_dump(mode="json"))
