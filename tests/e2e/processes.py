@@ -8,6 +8,8 @@ JSON log lines go to a file, which a failing test names and quotes.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import os
 import signal
@@ -15,6 +17,12 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGKILL when the test process dies, however it dies (no orphaned services)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 class ServiceFailed(AssertionError):
@@ -49,7 +57,8 @@ class ServiceProcess:
                 env={**os.environ, **self.env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                start_new_session=True,
+                start_new_session=True,  # the test's signals are for the test, not for the services
+                preexec_fn=_die_with_parent,
             )
 
     async def wait_for_log(self, predicate: Any, timeout: float = 30.0, *, offset: int = 0) -> dict[str, Any]:
