@@ -292,8 +292,8 @@ class PipelineRun:
             step=step, node=NODE, volumes=self.refs, guarded=True, outcome=outcome, finished_at=datetime.now(UTC)
         )
 
-    def finished(self) -> RunFinished:
-        return RunFinished.make(run=self.run, outcome="succeeded", finished_at=datetime.now(UTC))
+    def finished(self, outcome: str = "succeeded") -> RunFinished:
+        return RunFinished.make(run=self.run, outcome=outcome, finished_at=datetime.now(UTC))
 
     async def wait(self, step: StepRef | None, phase: str, timeout: float = 30) -> VersionCommitted:
         commit = await self.system.committed(self.run, step, phase, timeout)
@@ -309,7 +309,7 @@ class PipelineRun:
         await self.system.publish(self.started())
         return await self.wait(None, "initial")
 
-    async def play_step(self, name: str, effect: Callable[[], None]) -> StepRef:
+    async def play_step(self, name: str, effect: Callable[[], None], outcome: str = "succeeded") -> StepRef:
         """Before-snapshot, the step's effect on the volumes, after-snapshot — each version awaited."""
         step = self.step(name)
         self.remember(name, "before")
@@ -317,9 +317,9 @@ class PipelineRun:
         await self.wait(step, "before")
         effect()
         self.remember(name, "after")
-        await self.system.publish(self.step_finished(step))
+        await self.system.publish(self.step_finished(step, outcome))
         await self.wait(step, "after")
         return step
 
-    async def end(self) -> None:
-        await self.system.publish(self.finished())
+    async def end(self, outcome: str = "succeeded") -> None:
+        await self.system.publish(self.finished(outcome))

@@ -104,6 +104,32 @@ async def test_a_three_step_run_is_recorded_with_its_lineage_and_a_step_restores
     assert outcome.namespace == NAMESPACE
 
 
+async def test_a_failed_step_keeps_its_after_version_tagged_failed(shared_system: System, tmp_path: Path) -> None:
+    vols = small_volumes(tmp_path / "volumes")
+    run = PipelineRun(shared_system, vols)
+    await run.begin()
+
+    def crash() -> None:
+        (vols["workspace"] / "traceback.txt").write_text("ZeroDivisionError\n")
+
+    await run.play_step("train", crash, outcome="failed")
+    await run.end("failed")
+    lineage = await shared_system.lineage(run.commits[("train", "after")])
+    [step] = lineage.steps
+    assert step.outcome == "failed"
+    assert step.after is not None and "failed" in step.after.tags
+    assert step.before is not None and "failed" not in step.before.tags
+
+    async def run_failed() -> bool:
+        return (await shared_system.lineage(run.commits[("train", "after")])).file.status == "failed"
+
+    assert await eventually(run_failed, 15)
+    target = tmp_path / "restored"  # the state people most want to inspect
+    outcome = await shared_system.restore(step.after.url, target)
+    assert isinstance(outcome, RestoreCompleted), outcome
+    assert (target / "workspace" / "traceback.txt").read_text() == "ZeroDivisionError\n"
+
+
 @pytest.fixture
 def tracer() -> tuple[Tracer, InMemorySpanExporter]:
     """This process's tracer (the test plays the watcher or the CLI), its spans kept in memory."""
