@@ -13,6 +13,7 @@ first delivery may have been lost between the commit and the publish. The caller
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from rokcommon.events import (
     VersionCommitted,
 )
 from rokcommon.registry_client import format_url
-from sqlalchemy import Insert, Select, select, update
+from sqlalchemy import Insert, Select, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
@@ -44,6 +45,18 @@ log = logging.getLogger(__name__)
 
 # The recorder has the run's row in hand: loading it again with every version would only cost joins.
 _NO_RUN = raiseload(VersionRow.file)
+
+# Statements built once (the hot path builds none but its inserts, and those only for new rows).
+_FIND_RUN = select(FileRow).where(FileRow.workflow_uid == bindparam("workflow_uid"))
+_FIND_STEP = select(StepRow).where(
+    StepRow.file_id == bindparam("file_id"),
+    StepRow.step_id == bindparam("step_id"),
+    StepRow.attempt == bindparam("attempt"),
+)
+_FIND_VERSION = select(VersionRow).where(VersionRow.id == bindparam("id")).options(_NO_RUN)
+_MEMBERS_OF = select(MemberRow.volume, MemberRow.status, MemberRow.taken_at).where(
+    MemberRow.version_id == bindparam("version_id")
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,8 @@ class Recorder:
         self.db = db
         self._insert = postgresql.insert if db.dialect == "postgresql" else sqlite.insert
         self._namespaces: dict[str, int] = {}
+        postgres = db.dialect == "postgresql"
+        self._find_run = _FIND_RUN.with_for_update(of=FileRow) if postgres else _FIND_RUN
 
     # --- events -------------------------------------------------------------------------------------------
 
@@ -169,21 +184,22 @@ class Recorder:
     async def _run(self, session: AsyncSession, ref: RunRef) -> FileRow:
         """The run's row, created if new, locked for this transaction."""
         namespace_id = await self._namespace(session, ref.namespace)
-        query = select(FileRow).where(FileRow.workflow_uid == ref.workflow_uid)
-        if self.db.dialect == "postgresql":
-            query = query.with_for_update(of=FileRow)
-        insert = (
-            self._insert(FileRow)
-            .values(
-                workflow_uid=ref.workflow_uid,
-                namespace_id=namespace_id,
-                run_id=ref.run_id,
-                status="running",
-                created_at=_now(),
-            )
-            .on_conflict_do_nothing(index_elements=["workflow_uid"])
+        run: FileRow = await _get_or_insert(
+            session,
+            self._find_run,
+            {"workflow_uid": ref.workflow_uid},
+            lambda: (
+                self._insert(FileRow)
+                .values(
+                    workflow_uid=ref.workflow_uid,
+                    namespace_id=namespace_id,
+                    run_id=ref.run_id,
+                    status="running",
+                    created_at=_now(),
+                )
+                .on_conflict_do_nothing(index_elements=["workflow_uid"])
+            ),
         )
-        run: FileRow = await _get_or_insert(session, query, insert)
         if run.namespace_id != namespace_id:
             raise PermanentError(
                 f"run {ref.workflow_uid} is recorded in namespace {run.namespace.name!r}, "
@@ -193,13 +209,16 @@ class Recorder:
 
     async def _namespace(self, session: AsyncSession, name: str) -> int:
         if name not in self._namespaces:  # namespaces are never removed: their ids can be remembered
-            insert = (
-                self._insert(NamespaceRow)
-                .values(name=name, created_at=_now())
-                .on_conflict_do_nothing(index_elements=["name"])
+            self._namespaces[name] = await _get_or_insert(
+                session,
+                select(NamespaceRow.id).where(NamespaceRow.name == name),
+                {},
+                lambda: (
+                    self._insert(NamespaceRow)
+                    .values(name=name, created_at=_now())
+                    .on_conflict_do_nothing(index_elements=["name"])
+                ),
             )
-            query = select(NamespaceRow.id).where(NamespaceRow.name == name)
-            self._namespaces[name] = await _get_or_insert(session, query, insert)
         return self._namespaces[name]
 
     async def _bucket(self, session: AsyncSession, namespace_id: int, experiment: str | None) -> BucketRow:
@@ -225,15 +244,16 @@ class Recorder:
         raise PermanentError(f"could not name a bucket for experiment {experiment!r}")
 
     async def _step(self, session: AsyncSession, run: FileRow, ref: StepRef) -> StepRow:
-        insert = (
-            self._insert(StepRow)
-            .values(file_id=run.id, step_id=ref.step_id, attempt=ref.attempt, name=ref.name, guarded=False)
-            .on_conflict_do_nothing(index_elements=["file_id", "step_id", "attempt"])
+        step: StepRow = await _get_or_insert(
+            session,
+            _FIND_STEP,
+            {"file_id": run.id, "step_id": ref.step_id, "attempt": ref.attempt},
+            lambda: (
+                self._insert(StepRow)
+                .values(file_id=run.id, step_id=ref.step_id, attempt=ref.attempt, name=ref.name, guarded=False)
+                .on_conflict_do_nothing(index_elements=["file_id", "step_id", "attempt"])
+            ),
         )
-        query = select(StepRow).where(
-            StepRow.file_id == run.id, StepRow.step_id == ref.step_id, StepRow.attempt == ref.attempt
-        )
-        step: StepRow = await _get_or_insert(session, query, insert)
         step.name = step.name or ref.name
         return step
 
@@ -244,26 +264,28 @@ class Recorder:
         version_id = names.version_id(
             run.workflow_uid, step.step_id if step else None, step.attempt if step else 0, event.phase
         )
-        insert = (
-            self._insert(VersionRow)
-            .values(
-                id=version_id,
-                file_id=run.id,
-                step_key=step.step_id if step else "",
-                attempt=step.attempt if step else 0,
-                phase=event.phase,
-                step_name=step.name if step else None,
-                volumes="\n".join(event.volumes),
-                event_tags="",
-                tags="",
-                status="pending",
-                best_effort=False,
-                created_at=_now(),
-            )
-            .on_conflict_do_nothing(index_elements=["id"])
-        )
         version: VersionRow = await _get_or_insert(
-            session, select(VersionRow).where(VersionRow.id == version_id).options(_NO_RUN), insert
+            session,
+            _FIND_VERSION,
+            {"id": version_id},
+            lambda: (
+                self._insert(VersionRow)
+                .values(
+                    id=version_id,
+                    file_id=run.id,
+                    step_key=step.step_id if step else "",
+                    attempt=step.attempt if step else 0,
+                    phase=event.phase,
+                    step_name=step.name if step else None,
+                    volumes="\n".join(event.volumes),
+                    event_tags="",
+                    tags="",
+                    status="pending",
+                    best_effort=False,
+                    created_at=_now(),
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+            ),
         )
         merged = lineage.merge_volumes(version.volume_names, [*event.volumes, event.volume.name])
         if merged != version.volume_names:
@@ -329,11 +351,7 @@ class Recorder:
         self, session: AsyncSession, run: FileRow, version: VersionRow, step: StepRow | None
     ) -> list[Commit]:
         """:meth:`_settle` for the one version a snapshot event is about, while the run has not succeeded."""
-        members = (
-            await session.execute(
-                select(MemberRow.volume, MemberRow.status, MemberRow.taken_at).where(MemberRow.version_id == version.id)
-            )
-        ).all()
+        members = (await session.execute(_MEMBERS_OF, {"version_id": version.id})).all()
         version.status = lineage.version_status(version.volume_names, {m.volume: m.status for m in members})
         times = [m.taken_at for m in members if m.taken_at is not None]
         version.taken_at = max(times) if times else None
@@ -379,12 +397,14 @@ class Recorder:
         return Commit(event=event, since=since or version.created_at, fresh=fresh)
 
 
-async def _get_or_insert(session: AsyncSession, query: Select[Any], insert: Insert) -> Any:
+async def _get_or_insert(
+    session: AsyncSession, query: Select[Any], params: dict[str, Any], insert: Callable[[], Insert]
+) -> Any:
     """The row ``query`` finds, inserting it first (``ON CONFLICT DO NOTHING``) if it is not there yet."""
-    found = (await session.execute(query)).scalar_one_or_none()
+    found = (await session.execute(query, params)).scalar_one_or_none()
     if found is None:
-        await session.execute(insert)
-        found = (await session.execute(query)).scalar_one()
+        await session.execute(insert())
+        found = (await session.execute(query, params)).scalar_one()
     return found
 
 
