@@ -3,7 +3,7 @@
 
 Run: ``uv run python bench/registry_commit_latency.py [--versions 300] [--in-flight 20] [--database-url DSN]``.
 Starts a nats-server and the registry (its own process, or this one with ``--in-process``; SQLite in a
-temporary directory unless ``--database-url`` names a PostgreSQL database), then for each version publishes its
+temporary directory unless ``--database-url`` names an empty PostgreSQL database), then for each version publishes its
 step event and the snapshot events of two volumes, and times from the publish of the last snapshot event to the
 arrival of the announcement. First one version at a time, then ``--in-flight`` runs at once. Prints p50, p99, max,
 and the registry process's CPU time per version (its step event, two snapshot events and the announcement).
@@ -90,7 +90,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--versions", type=int, default=300, help="versions per measurement")
     parser.add_argument("--in-flight", type=int, default=20, help="runs at once in the second measurement")
-    parser.add_argument("--database-url", default="", help="PostgreSQL DSN (default: SQLite in a temp dir)")
+    parser.add_argument(
+        "--database-url", default="", help="an empty PostgreSQL database (default: SQLite in a temp dir)"
+    )
     parser.add_argument("--in-process", action="store_true", help="run the registry in this process")
     args = parser.parse_args()
 
