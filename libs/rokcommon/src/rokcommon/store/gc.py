@@ -60,13 +60,16 @@ async def _gc(repo: Repository, dry_run: bool, started: float) -> GcReport:
     live_bytes: dict[bytes, int] = defaultdict(int)
     for loc in keep.values():
         live_bytes[loc.pack] += loc.length
+    blob_bytes: dict[bytes, int] = defaultdict(int)
+    for loc in index.chunks.values():
+        blob_bytes[loc.pack] += loc.length
     delete: list[bytes] = []
     repack: list[bytes] = []
     for pack, size in pack_sizes.items():
         used = live_bytes.get(pack, 0)
         if used == 0:
             delete.append(pack)
-        elif used < size * REPACK_BELOW:
+        elif used < blob_bytes.get(pack, size) * REPACK_BELOW:
             repack.append(pack)
     dead_chunks = len(index.chunks) - len(keep)
     manifests_live = set()
@@ -126,7 +129,9 @@ async def _gc(repo: Repository, dry_run: bool, started: float) -> GcReport:
             async with sem:
                 await repo.backend.delete(key)
 
-        await asyncio.gather(*(remove(pack_key(p)) for p in [*delete, *repack]))
+        # A repacked pack can come out byte-identical to an old one (same blobs): never delete what was written.
+        new_packs = {pack for pack, _ in written}
+        await asyncio.gather(*(remove(pack_key(p)) for p in [*delete, *repack] if p not in new_packs))
         await asyncio.gather(*(remove(k) for k in dead_manifests))
     return GcReport(
         dry_run=dry_run,
