@@ -11,6 +11,7 @@ from registry_testkit import RunScript
 from rok_registry.database import Database
 from rok_registry.queries import Queries
 from rok_registry.recorder import Commit, Recorder
+from rokcommon.errors import PermanentError
 from rokcommon.events import Event, RunFinished, RunStarted, SnapshotCompleted, StepStarted
 from rokcommon.registry_client import Lineage
 
@@ -293,3 +294,13 @@ async def test_two_replicas_recording_one_run_at_once_on_postgresql_agree_with_o
     # every version recorded whole exactly once, by one replica or the other
     every = [lineage.initial.url] + [v.url for s in lineage.steps for v in (s.before, s.after)]
     assert sorted(announced[0] + announced[1]) == sorted(every)
+
+
+async def test_an_event_that_moves_a_run_to_another_namespace_is_refused_as_permanent(recorder: Recorder) -> None:
+    await record_all(recorder, RunScript("wf-1").events()[:1])
+    elsewhere = RunScript("wf-1", namespace="team-b").events()[3]
+    assert isinstance(elsewhere, StepStarted)
+    with pytest.raises(
+        PermanentError, match="run wf-1 is recorded in namespace 'team-a', but this event says 'team-b'"
+    ):
+        await recorder.record(elsewhere)

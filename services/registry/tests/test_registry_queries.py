@@ -140,6 +140,8 @@ async def test_search_finds_buckets_runs_versions_and_urls(lineage: Lineage, que
     [by_url] = await queries.search("team-a", version.url)
     assert by_url == by_id
     assert await queries.search("team-a", "secret") == []  # team-b's experiment
+    assert await queries.search("team-a", "nightly_training") == []  # '_' is not a wildcard
+    assert await queries.search("team-a", "%") == []
     with pytest.raises(Forbidden):
         await queries.search("team-b", version.url)
 

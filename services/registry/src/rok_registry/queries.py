@@ -9,7 +9,7 @@ Runs whose ``RunStarted`` has not been recorded yet have no bucket or name, and 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound
 from rokcommon.events import Model as Result
@@ -184,14 +184,18 @@ class Queries:
         text = text.strip()
         if text.startswith("rok://"):
             return [await self._url_hit(namespace, text)]
-        like = f"%{text.lower()}%"
+        needle = text.lower()
+
+        def like(column: Any) -> Any:  # '%' and '_' in what the user typed are matched literally
+            return func.lower(column).contains(needle, autoescape=True)
+
         hits: list[SearchHit] = []
         async with self.db.reading() as s:
             ns = NamespaceRow.name == namespace
             buckets = await s.execute(
                 select(BucketRow)
                 .join(NamespaceRow, BucketRow.namespace_id == NamespaceRow.id)
-                .where(ns, or_(func.lower(BucketRow.name).like(like), func.lower(BucketRow.experiment).like(like)))
+                .where(ns, or_(like(BucketRow.name), like(BucketRow.experiment)))
                 .limit(limit)
             )
             hits += [views.bucket_hit(b) for b in buckets.scalars()]
@@ -199,7 +203,7 @@ class Queries:
             files = await s.execute(
                 select(FileRow)
                 .join(NamespaceRow, FileRow.namespace_id == NamespaceRow.id)
-                .where(ns, FileRow.bucket_id.is_not(None), or_(*(func.lower(f).like(like) for f in fields)))
+                .where(ns, FileRow.bucket_id.is_not(None), or_(*(like(f) for f in fields)))
                 .limit(limit)
             )
             hits += [views.file_hit(f) for f in files.scalars()]
@@ -207,7 +211,7 @@ class Queries:
                 select(VersionRow)
                 .join(FileRow, VersionRow.file_id == FileRow.id)
                 .join(NamespaceRow, FileRow.namespace_id == NamespaceRow.id)
-                .where(ns, FileRow.bucket_id.is_not(None), func.lower(VersionRow.id).like(like))
+                .where(ns, FileRow.bucket_id.is_not(None), like(VersionRow.id))
                 .limit(limit)
             )
             hits += [views.version_hit(v) for v in versions.scalars()]
