@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
 import pytest
 from registry_testkit import RunScript
+from rok_registry.api import create_app
 from rok_registry.database import Database
 from rok_registry.handlers import reply
+from rok_registry.http_server import HttpServer
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
@@ -176,13 +184,26 @@ def test_urls_round_trip_and_malformed_ones_are_refused_with_the_reason() -> Non
         assert reason in str(caught.value), bad
 
 
-async def test_a_registry_whose_database_is_down_answers_unavailable_which_the_client_raises_as_temporary() -> None:
+async def test_a_registry_whose_database_is_down_answers_unavailable_on_nats_and_503_on_http() -> None:
     down = Database(f"postgresql://rok@127.0.0.1:{free_port()}/rok")
+    http = HttpServer(create_app(Queries(down)), "127.0.0.1", 0)
+    await http.start()
     try:
         answer = await reply(Queries(down), ListBuckets, b'{"namespace": "team-a"}')
+        status, body = await asyncio.to_thread(http_get, f"{http.url}/api/v1/namespaces/team-a/buckets")
     finally:
+        await http.stop()
         await down.close()
     assert answer.error is not None and answer.error.kind == "unavailable"
     assert "the registry database is unavailable" in answer.error.message
     with pytest.raises(TemporaryError, match="database is unavailable"):
         raise_error(answer.error)
+    assert status == 503 and body["error"]["kind"] == "unavailable"
+
+
+def http_get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
