@@ -145,6 +145,26 @@ def _custom_permissions(method: str, verb: str, args: list[ast.AST], keywords: d
     return str(group), str(plural)
 
 
+# KFP's API server authorizes a caller with a SubjectAccessReview on these resources (group
+# pipelines.kubeflow.org): a path of its API in the code needs the permission of that resource.
+_KFP_PATH = re.compile(r"^/apis/v[12]beta1/(?P<resource>runs|experiments|pipelines|recurringruns|jobs)(?P<one>/)?")
+
+
+def _kfp_permissions(tree: ast.AST) -> set[Permission]:
+    found = set()
+    for node in ast.walk(tree):
+        text = None
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+        elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+            text = str(node.values[0].value) + ("{}" if len(node.values) > 1 else "")
+        match = _KFP_PATH.match(text or "")
+        if match:
+            verb = "get" if match.group("one") else "list"
+            found.add(Permission("pipelines.kubeflow.org", match.group("resource"), verb))
+    return found
+
+
 def permissions(source: Path) -> tuple[set[Permission], list[str]]:
     """The permissions the code under `source` needs, and the calls it could not resolve."""
     files = [p for p in sorted(source.rglob("*.py")) if "tests" not in p.parts]
@@ -153,6 +173,7 @@ def permissions(source: Path) -> tuple[set[Permission], list[str]]:
     unresolved: list[str] = []
     for path in files:
         tree = ast.parse(path.read_text(), filename=str(path))
+        needed |= _kfp_permissions(tree)
         parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
         for node in ast.walk(tree):
             if not (isinstance(node, ast.Attribute) and node.attr in METHOD_GROUPS):
