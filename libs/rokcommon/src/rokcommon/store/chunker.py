@@ -17,7 +17,7 @@ from pyfastcdc import FastCDC
 AVG_SIZE = 1 << 20
 MIN_SIZE = 256 << 10
 MAX_SIZE = 4 << 20
-BLOCK = 16 << 20
+BLOCK = 8 << 20
 
 _local = threading.local()
 
@@ -84,21 +84,21 @@ def _cut_range(fd: int, start: int, end: int) -> Iterator[tuple[memoryview | Non
     pos = start
     while True:
         want = min(BLOCK, end - pos)
-        if carry:
-            buf = bytearray(len(carry) + want)
-            buf[: len(carry)] = carry
-            got = read_exact(fd, want, pos) if want else b""
-            buf[len(carry) : len(carry) + len(got)] = got
-            if len(got) < want:
-                del buf[len(carry) + len(got) :]
-        else:
-            buf = read_exact(fd, want, pos)
-        got_n = len(buf) - len(carry)
-        pos += got_n
-        eof = pos >= end or got_n < want
-        if not buf:
-            return
+        # One buffer per block: the carried tail of the previous block, then the new bytes read straight in.
+        buf = bytearray(len(carry) + want)
+        buf[: len(carry)] = carry
         view = memoryview(buf)
+        got = 0
+        while got < want:
+            n = os.preadv(fd, [view[len(carry) + got :]], pos + got)
+            if n <= 0:
+                break
+            got += n
+        pos += got
+        eof = pos >= end or got < want
+        view = view[: len(carry) + got]
+        if not view:
+            return
         chunks = list(cdc.cut_buf(view))
         if not eof and len(chunks) > 1:
             last = chunks.pop()
@@ -107,9 +107,5 @@ def _cut_range(fd: int, start: int, end: int) -> Iterator[tuple[memoryview | Non
             carry = b""
         for chunk in chunks:
             yield chunk.data, chunk.length
-        if eof and not carry:
-            return
         if eof:
-            for chunk in cdc.cut_buf(memoryview(carry)):
-                yield chunk.data, chunk.length
             return

@@ -111,27 +111,44 @@ def parse_pack(data: bytes) -> list[BlobRef]:
 
 
 class Packer:
-    """Collects compressed chunks from many threads and hands each full pack to ``emit`` (which may block)."""
+    """Collects compressed chunks from many threads into one growing buffer; hands each full pack to ``emit``.
+
+    Blobs are copied into the pack buffer as they arrive (no list of blobs, no join at the end), so a pack
+    costs its own size in memory once. ``emit`` may block (bounded uploads in flight).
+    """
 
     def __init__(self, emit: Callable[[SealedPack], None], target: int = PACK_TARGET) -> None:
         self._emit = emit
         self._target = target
         self._lock = threading.Lock()
-        self._blobs: list[tuple[bytes, bytes | memoryview, int, int]] = []
-        self._size = 0
+        self._new()
+
+    def _new(self) -> None:
+        self._buf = bytearray()
+        self._refs: list[BlobRef] = []
 
     def add(self, chunk: bytes, stored: bytes | memoryview, raw_length: int, flags: int) -> None:
         full = None
         with self._lock:
-            self._blobs.append((chunk, stored, raw_length, flags))
-            self._size += len(stored)
-            if self._size >= self._target:
-                full, self._blobs, self._size = self._blobs, [], 0
+            self._refs.append(BlobRef(chunk, len(self._buf), len(stored), raw_length, flags))
+            self._buf += stored
+            if len(self._buf) >= self._target:
+                full = self._buf, self._refs
+                self._new()
         if full:
-            self._emit(build_pack(full))
+            self._emit(seal(*full))
 
     def flush(self) -> None:
         with self._lock:
-            rest, self._blobs, self._size = self._blobs, [], 0
-        if rest:
-            self._emit(build_pack(rest))
+            full = self._buf, self._refs
+            self._new()
+        if full[1]:
+            self._emit(seal(*full))
+
+
+def seal(buf: bytearray, refs: list[BlobRef]) -> SealedPack:
+    for ref in refs:
+        buf += HEADER_ENTRY.pack(ref.chunk, ref.length, ref.raw_length, ref.flags)
+    buf += TRAILER.pack(len(refs), PACK_MAGIC)
+    data = bytes(buf) if len(buf) < 1 << 20 else buf  # type: ignore[assignment]
+    return SealedPack(blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest(), data, refs)  # type: ignore[arg-type]

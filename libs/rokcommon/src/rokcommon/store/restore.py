@@ -25,6 +25,7 @@ from opentelemetry import trace
 from rokcommon.store.errors import CorruptData, TargetNotEmpty
 from rokcommon.store.index import Location
 from rokcommon.store.manifest import Entry, check_paths
+from rokcommon.store.memory import tune_malloc
 from rokcommon.store.models import Progress, RestoreStats
 from rokcommon.store.packs import decompress, pack_key
 from rokcommon.store.xattrs import write_xattrs
@@ -73,6 +74,7 @@ class Restorer:
 
     async def run(self) -> RestoreStats:
         started = time.monotonic()
+        tune_malloc()
         check_paths(self.entries)
         with tracer.start_as_current_span("rok.store.restore") as span:
             span.set_attribute("rok.snapshot.id", self.snapshot_id)

@@ -30,6 +30,7 @@ from rokcommon.store.chunker import MIN_SIZE, iter_chunks
 from rokcommon.store.errors import RepositoryLocked, StorePermanentError
 from rokcommon.store.index import Location, encode_index, index_key
 from rokcommon.store.manifest import Entry, encode_manifest, encode_record, manifest_key, snapshot_key
+from rokcommon.store.memory import tune_malloc
 from rokcommon.store.models import Progress, SnapshotStats
 from rokcommon.store.packs import BlobRef, Packer, SealedPack, compress, pack_key
 from rokcommon.store.xattrs import read_xattrs
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 tracer = trace.get_tracer("rokcommon.store")
 
 READERS = 3
-PACKS_IN_FLIGHT = 4
+PACKS_IN_FLIGHT = 3
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
@@ -67,8 +68,9 @@ class Snapshotter:
         self._pending: set[bytes] = set()
         self._written: list[SealedPack] = []
         self._uploads: list[concurrent.futures.Future[None]] = []
-        self._inflight = threading.BoundedSemaphore(PACKS_IN_FLIGHT)
-        self._compress_slots = threading.BoundedSemaphore(8)
+        in_flight = PACKS_IN_FLIGHT if not hasattr(repo.backend, "put_sync") else 2
+        self._inflight = threading.BoundedSemaphore(in_flight)
+        self._compress_slots = threading.BoundedSemaphore(6)
         self.files = self.dirs = 0
         self.bytes_scanned = self.bytes_read = self.bytes_new = self.bytes_uploaded = 0
         self.files_done = self.files_opened = 0
@@ -100,7 +102,8 @@ class Snapshotter:
 
         self._uploads.append(asyncio.run_coroutine_threadsafe(upload(), self._loop))
 
-    def _store(self, chunk: bytes, data: bytes | memoryview, big: bool, jobs: list[Any]) -> None:
+    def _store(self, chunk: bytes, data: bytes | memoryview) -> None:
+        """Compress and pack a chunk unless the repository or this snapshot already has it."""
         if chunk in self.index_chunks:
             return
         with self._lock:
@@ -108,21 +111,19 @@ class Snapshotter:
                 return
             self._pending.add(chunk)
             self.bytes_new += len(data)
-        if big:
-            self._compress_slots.acquire()
-            jobs.append(self._cpu.submit(self._compress_add, chunk, data))
-        else:
-            self._compress_add(chunk, data, release=False)
+        stored, flags = compress(data)
+        if isinstance(stored, memoryview):
+            stored = bytes(stored)
+        self.packer.add(chunk, stored, len(data), flags)
 
-    def _compress_add(self, chunk: bytes, data: bytes | memoryview, release: bool = True) -> None:
+    def _hash_and_store(self, data: memoryview) -> str:
+        """A chunk of a large file, in the CPU pool: the reader thread meanwhile reads and cuts the next one."""
         try:
-            stored, flags = compress(data)
-            if isinstance(stored, memoryview):
-                stored = bytes(stored)
-            self.packer.add(chunk, stored, len(data), flags)
+            chunk = blake3.blake3(data).digest()
+            self._store(chunk, data)
+            return chunk.hex()
         finally:
-            if release:
-                self._compress_slots.release()
+            self._compress_slots.release()
 
     def _read_file(self, path: str, rel: str, entry: Entry, st: os.stat_result) -> None:
         try:
@@ -143,20 +144,24 @@ class Snapshotter:
                 data = os.read(fd, st.st_size + 1)
                 if data:
                     chunk = blake3.blake3(data).digest()
-                    self._store(chunk, data, False, jobs)
+                    self._store(chunk, data)
                     content.append([chunk.hex(), len(data)])
                 read = len(data)
             else:
+                positions: list[int] = []
                 for view, length in iter_chunks(fd, st.st_size, st.st_blocks):
                     if view is None:
                         content.append([None, length])
                         continue
-                    chunk = blake3.blake3(view, max_threads=1).digest()
-                    self._store(chunk, view, True, jobs)
-                    content.append([chunk.hex(), length])
+                    self._compress_slots.acquire()
+                    jobs.append(self._cpu.submit(self._hash_and_store, view))
+                    positions.append(len(content))
+                    content.append(["", length])
                     read += length
                     with self._lock:
                         self.bytes_read += length
+                for position, job in zip(positions, jobs, strict=True):
+                    content[position][0] = job.result()
             for job in jobs:
                 job.result()
             entry["c"] = content
@@ -298,6 +303,7 @@ class Snapshotter:
     async def run(self) -> SnapshotStats:
         started = time.monotonic()
         self._loop = asyncio.get_running_loop()
+        tune_malloc()
         with tracer.start_as_current_span("rok.store.snapshot") as span:
             span.set_attribute("rok.source", str(self.source))
             lock = await self.repo.lock("shared")

@@ -139,7 +139,8 @@ class S3Backend:
     async def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None:
         try:
             c = await self._c()
-            await c.put_object(Bucket=self.bucket, Key=self._key(key), Body=bytes(data))
+            body = data if isinstance(data, bytes | bytearray) else bytes(data)
+            await c.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
         except StoreError:
             raise
         except Exception as error:
