@@ -37,17 +37,19 @@ class FileCache:
         name = blake3.blake3(f"{repo_id}\0{cache_key}".encode()).hexdigest()[:32]
         self.path = cache_dir / "files" / name
 
-    def load(self) -> dict[str, FileRecord]:
+    def load(self) -> tuple[dict[str, FileRecord], frozenset[str]]:
+        """(records, the index files that held every chunk the records name when they were saved)."""
         try:
             data = zstandard.ZstdDecompressor().decompress(self.path.read_bytes(), max_output_size=1 << 32)
-            records = pickle.loads(data)
-            return records if isinstance(records, dict) else {}
+            doc = pickle.loads(data)
+            return doc["files"], frozenset(doc["index"])
         except Exception:  # a missing or damaged cache only costs a full read
-            return {}
+            return {}, frozenset()
 
-    def save(self, records: dict[str, FileRecord]) -> None:
+    def save(self, records: dict[str, FileRecord], index_files: list[str]) -> None:
         try:
-            data = zstandard.ZstdCompressor(level=1).compress(pickle.dumps(records, protocol=5))
+            doc = {"files": records, "index": sorted(index_files)}
+            data = zstandard.ZstdCompressor(level=1).compress(pickle.dumps(doc, protocol=5))
             _atomic_write(self.path, data)
         except OSError:
             pass

@@ -195,6 +195,7 @@ class Snapshotter:
         self.dirs += 1
         links: dict[tuple[int, int], str] = {}
         chunks = self.index_chunks
+        trusted = self._cache_trusted
         batch: list[tuple[str, str, Entry, os.stat_result]] = []
         stack: list[tuple[str, str]] = [(root, "")]
         # Depth-first in name order; a directory's entries are listed right after it.
@@ -237,7 +238,7 @@ class Snapshotter:
                     if (
                         cached is not None
                         and cached[:4] == (cst.st_size, cst.st_mtime_ns, cst.st_ctime_ns, cst.st_ino)
-                        and all(c is None or bytes.fromhex(c) in chunks for c, _ in cached[4])
+                        and (trusted or all(c is None or bytes.fromhex(c) in chunks for c, _ in cached[4]))
                     ):
                         # Same ctime: neither content nor xattrs changed since the cached read.
                         entry["c"] = cached[4]
@@ -310,7 +311,10 @@ class Snapshotter:
             try:
                 index = await self.repo.load_index()
                 self.index_chunks = index.chunks
-                previous = await asyncio.to_thread(self.cache.load)
+                previous, cached_index = await asyncio.to_thread(self.cache.load)
+                # While the index files the cache was saved against all still exist (gc rewrites them), every
+                # chunk the cache names is still stored: no need to look each one up.
+                self._cache_trusted = bool(cached_index) and cached_index <= index.files.keys()
                 self.packer = Packer(self._emit)
                 self._queue: queue.Queue[list[tuple[str, str, Entry, os.stat_result]] | None] = queue.Queue(64)
                 self._thread_errors: list[BaseException] = []
@@ -343,7 +347,9 @@ class Snapshotter:
                 span.set_attribute("rok.bytes", self.bytes_uploaded)
             finally:
                 await lock.release()
-        await asyncio.to_thread(self.cache.save, self.new_cache)
+        unchanged = self.files_opened == 0 and self._cache_trusted and len(self.new_cache) == len(previous)
+        if not unchanged:
+            await asyncio.to_thread(self.cache.save, self.new_cache, list(index.files))
         self.phase = "done"
         self._report()
         return SnapshotStats(
