@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 tracer = trace.get_tracer("rokcommon.store")
 
 READERS = 3
-PACKS_IN_FLIGHT = 3
+PACKS_IN_FLIGHT = 2
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
