@@ -91,6 +91,7 @@ class System:
     snapshots: list[SnapshotCompleted] = field(default_factory=list)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _closing: bool = False
 
     def __post_init__(self) -> None:
         for name in SERVICES:
@@ -127,12 +128,15 @@ class System:
             ]
 
     async def close(self) -> None:
+        """Stop following the bus and kill the services; bounded, whatever state the test left things in."""
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         if self.nc is not None:
             with contextlib.suppress(Exception):
-                await self.nc.close()
+                await asyncio.wait_for(self.nc.close(), 5)
         for service in self.services.values():
             service.close()
 
@@ -147,7 +151,7 @@ class System:
             deliver_policy=DeliverPolicy.ALL,
         )
         sub = await self.js.pull_subscribe(filter_subject, durable=durable, stream=stream, config=config)
-        while True:
+        while not self._closing:
             try:
                 messages = await sub.fetch(32, timeout=0.5)
             except TimeoutError:

@@ -147,6 +147,7 @@ async def test_one_trace_covers_a_restore_from_request_to_completion(
         await ask(js, request("r-traced", tmp_path / "t"))
     outcome = await outcomes.wait("r-traced")
     assert isinstance(outcome, RestoreCompleted), outcome
+    await settled(js)  # acknowledged: the handler, and the publish of its outcome, are over
     trace_id = root.get_span_context().trace_id
     names = [s.name for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
     for expected in (
