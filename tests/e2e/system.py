@@ -87,8 +87,8 @@ class System:
     nc: Client | None = None
     commits: dict[tuple[str, str | None, str], VersionCommitted] = field(default_factory=dict)
     restores: dict[str, RestoreCompleted | RestoreFailed] = field(default_factory=dict)
-    # every SnapshotCompleted on the stream, in order (copies included: a copy would be a bug)
-    snapshots: list[SnapshotCompleted] = field(default_factory=list)
+    # every SnapshotCompleted stored in the stream, by stream sequence (a copy stored twice would be a bug)
+    stored_snapshots: dict[int, SnapshotCompleted] = field(default_factory=dict)
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closing: bool = False
@@ -160,17 +160,17 @@ class System:
                 await asyncio.sleep(0.1)
                 continue
             for msg in messages:
-                self._record(msg.subject, msg.data)
+                self._record(msg.subject, msg.data, msg.metadata.sequence.stream)
                 with contextlib.suppress(Exception):
                     await msg.ack()
 
-    def _record(self, subject: str, data: bytes) -> None:
+    def _record(self, subject: str, data: bytes, sequence: int) -> None:
         if subject == subjects.VERSION_COMMITTED:
             commit = VersionCommitted.decode(data)
             key = (commit.run.workflow_uid, commit.step.step_id if commit.step else None, commit.phase)
             self.commits.setdefault(key, commit)
         elif subject == subjects.SNAPSHOT_COMPLETED:
-            self.snapshots.append(SnapshotCompleted.decode(data))
+            self.stored_snapshots[sequence] = SnapshotCompleted.decode(data)
         elif subject == subjects.RESTORE_COMPLETED:
             done = RestoreCompleted.decode(data)
             self.restores.setdefault(done.request_id, done)
@@ -205,7 +205,7 @@ class System:
         step_id = step.step_id if step else None
         return [
             s
-            for s in self.snapshots
+            for s in self.stored_snapshots.values()
             if s.run.workflow_uid == run.workflow_uid
             and (s.step.step_id if s.step else None) == step_id
             and s.phase == phase
