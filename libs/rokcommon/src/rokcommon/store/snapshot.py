@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextvars
 import datetime
 import os
 import queue
@@ -100,7 +101,8 @@ class Snapshotter:
             finally:
                 self._inflight.release()
 
-        self._uploads.append(asyncio.run_coroutine_threadsafe(upload(), self._loop))
+        # Reader threads have an empty context: schedule the upload in the snapshot span's context.
+        self._uploads.append(self._context.copy().run(asyncio.run_coroutine_threadsafe, upload(), self._loop))
 
     def _store(self, chunk: bytes, data: bytes | memoryview) -> None:
         """Compress and pack a chunk unless the repository or this snapshot already has it."""
@@ -188,7 +190,10 @@ class Snapshotter:
 
     def _walk(self, previous: dict[str, FileRecord]) -> None:
         root = str(self.source)
-        st = os.lstat(root)
+        try:
+            st = os.lstat(root)
+        except OSError as error:
+            raise StorePermanentError(f"cannot snapshot {root}: {error.strerror}; give an existing directory") from None
         if not stat.S_ISDIR(st.st_mode):
             raise StorePermanentError(f"{root} is not a directory; snapshot a volume's directory")
         self.entries.append(self._entry(".", root, st, "d"))
@@ -307,6 +312,7 @@ class Snapshotter:
         tune_malloc()
         with tracer.start_as_current_span("rok.store.snapshot") as span:
             span.set_attribute("rok.source", str(self.source))
+            self._context = contextvars.copy_context()
             lock = await self.repo.lock("shared")
             try:
                 index = await self.repo.load_index()
