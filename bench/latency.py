@@ -281,9 +281,11 @@ async def measure(args: argparse.Namespace) -> None:
         await one_by_one(nc, waiter, first, args.warmup)
 
         results = {}
+        cpu = CpuMeter(processes)
         started = time.perf_counter()
         sequential = await one_by_one(nc, waiter, first, args.events)
         results["one at a time"] = report("one event at a time", sequential, time.perf_counter() - started)
+        cpu.report(len(sequential), time.perf_counter() - started)
 
         # each run its own volume, as each KFP run gets its own clones of the notebook's volumes: a hard-linked
         # copy (same content, another path, so another cache entry; its first snapshot reads it once)
@@ -294,12 +296,14 @@ async def measure(args: argparse.Namespace) -> None:
             runs.append(Run(copy))
         await start_runs(nc, waiter, runs)
         per_run = max(2, args.events // args.runs)
+        cpu = CpuMeter(processes)
         started = time.perf_counter()
         concurrent = await asyncio.gather(*(one_by_one(nc, waiter, run, per_run) for run in runs))
         flat = [x for run in concurrent for x in run]
         results[f"{args.runs} runs in flight"] = report(
             f"{args.runs} runs in flight", flat, time.perf_counter() - started
         )
+        cpu.report(len(flat), time.perf_counter() - started)
         await nc.close()
         if args.json:
             print(json.dumps(results, indent=1))
@@ -313,6 +317,31 @@ async def measure(args: argparse.Namespace) -> None:
             print(f"kept {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+class CpuMeter:
+    """CPU time each process (and this one, the publisher) spent during a load: what a version costs."""
+
+    def __init__(self, processes: list[Process]) -> None:
+        import psutil
+
+        self.processes = {p.name: psutil.Process(p.popen.pid) for p in processes if p.popen is not None}
+        self.processes["bench (publisher)"] = psutil.Process()
+        self.start = {name: self._seconds(proc) for name, proc in self.processes.items()}
+
+    @staticmethod
+    def _seconds(proc: object) -> float:
+        times = proc.cpu_times()  # type: ignore[attr-defined]
+        return float(times.user + times.system)
+
+    def report(self, versions: int, wall: float) -> None:
+        used = {name: self._seconds(proc) - self.start[name] for name, proc in self.processes.items()}
+        parts = ", ".join(f"{name} {1000 * sec / versions:.1f}" for name, sec in used.items())
+        total = sum(used.values())
+        print(
+            f"{'':<28} CPU ms per version: {parts}; total {1000 * total / versions:.1f} "
+            f"({total / wall:.2f} of {os.cpu_count()} cores busy)"
+        )
 
 
 def print_stages(spans_file: Path) -> None:
