@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,14 @@ def source(tmp_path: Path) -> Path:
     os.chmod(root / "small.txt", 0o640)
     os.chmod(root / "dir" / "deeper", 0o750)
     os.utime(root / "dir" / "deeper" / "note.md", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+    settle()
     return root
+
+
+def settle() -> None:
+    """Let the files' ctimes age past the snapshot's 'racy' window (files changed within 50 ms of the start of a
+    snapshot are read again next time, since a coarse timestamp could hide a later write)."""
+    time.sleep(0.06)
 
 
 def describe(root: Path) -> dict[str, dict[str, Any]]:

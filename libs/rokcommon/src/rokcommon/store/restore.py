@@ -177,7 +177,10 @@ class Restorer:
         view = memoryview(data)
         for chunk, (loc, targets) in wanted.items():
             blob = view[loc.offset - start : loc.offset - start + loc.length]
-            raw = decompress(blob, loc.flags, loc.raw_length)
+            try:
+                raw = decompress(blob, loc.flags, loc.raw_length)
+            except CorruptData:  # damaged compressed bytes: the same failure as a hash mismatch
+                raw = b""
             if len(raw) != loc.raw_length or blake3.blake3(raw).digest() != chunk:
                 raise CorruptData(
                     f"chunk {chunk.hex()} in pack {loc.pack.hex()[:16]} does not match its BLAKE3 id "
