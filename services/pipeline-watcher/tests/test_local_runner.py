@@ -173,6 +173,15 @@ async def test_the_events_describe_the_notebook_volumes_then_the_run_clones_work
     assert step.subject_for() == "rok.step.started.v1.laptop"
 
 
+async def test_the_runner_guards_its_steps_so_their_snapshots_are_not_best_effort(notebook):
+    bus = FakeBus()
+    await runner(notebook, TWO_STEPS, bus).run()
+
+    steps = [e for e in bus.events if isinstance(e, StepStarted | StepFinished)]
+    assert len(steps) == 4
+    assert all(e.guarded for e in steps)
+
+
 async def test_a_step_runs_only_once_its_before_snapshot_is_committed_and_its_dependent_after_its_after_snapshot(
     notebook,
 ):

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from rokcommon.settings import RokSettings
+from rokcommon.settings import RokSettings, node_name_default
 
 
 class WatcherSettings(RokSettings):
@@ -31,3 +31,9 @@ class WatcherSettings(RokSettings):
     guard_image: str = Field("rok-guard:latest", description="image of the step guard sidecar")
     guard_before_timeout: float = Field(600.0, gt=0, description="seconds a step waits for its before-snapshot")
     guard_after_timeout: float = Field(600.0, gt=0, description="seconds a pod's end waits for its after-snapshot")
+
+
+class LocalRunSettings(RokSettings):
+    """What ``rok run`` reads: it plays this machine's node, the one whose snapshotter takes the snapshots."""
+
+    node_name: str = Field(default_factory=node_name_default, description="this machine's node name")

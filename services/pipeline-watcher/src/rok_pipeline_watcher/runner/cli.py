@@ -21,13 +21,13 @@ def run(pipeline_file: Path, timeout: float) -> None:
     import asyncio
 
     from rokcommon.logs import setup_logging
-    from rokcommon.settings import RokSettings, node_name_default
 
     from rok_pipeline_watcher.runner.engine import Runner
     from rok_pipeline_watcher.runner.nats_bus import NatsBus
     from rok_pipeline_watcher.runner.pipeline import load
+    from rok_pipeline_watcher.settings import LocalRunSettings
 
-    settings = RokSettings()
+    settings = LocalRunSettings()
     setup_logging("run", level="WARNING", fmt="text")
     pipeline = load(pipeline_file)
 
@@ -38,7 +38,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
                 bus,
                 runs_dir=settings.state_dir / "runs",
                 namespace=settings.namespace,
-                node=node_name_default(),
+                node=settings.node_name,
                 commit_timeout=timeout,
                 restore_timeout=timeout,
                 report=lambda line: click.echo(line, err=True),

@@ -91,6 +91,9 @@ class LocalWorkflow:
         labels = {argo.RUN_ID_LABEL: self.run_id, argo.WORKFLOW_LABEL: self.name}
         pod = _pod(node_id, stable_id(self.uid, node_id, "pod"), self.node, self.run_volumes, labels)
         pod["metadata"]["annotations"][argo.NODE_ID_ANNOTATION] = node_id
+        # The runner is this step's guard: it starts the step only once the before-snapshot is committed and
+        # ends it only once the after-snapshot is, so the step's snapshots are consistent, not best effort.
+        pod["spec"]["initContainers"] = [{"name": argo.GUARD_CONTAINER, "restartPolicy": "Always"}]
         self.pods[node_id] = pod
 
     def step_running(self, step: str) -> None:
