@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
 from typing import Any
 
 from rokcommon import bus
@@ -60,17 +61,28 @@ async def serve(
         from rok_pipeline_watcher.kfp_api import KfpApi
         from rok_pipeline_watcher.kube_source import KubeSource
 
+        api_client = api_client or kubernetes_client(settings)
         kfp = KfpApi(settings.kfp_api_url, timeout=settings.kfp_api_timeout, token_file=settings.kfp_api_token_file)
         source = KubeSource(
-            api_client or kubernetes_client(settings),
+            api_client,
             publish,
             kfp=kfp,
             namespace=settings.watch_namespace,
             watch_timeout=settings.watch_timeout,
             retry_delay=settings.retry_delay or 1.0,
         )
-        tasks.append(asyncio.create_task(source.run(), name="kubernetes-source"))
-        waits.append(source.ready.wait())
+        if settings.leader_election:
+            # Only the leader watches and publishes; a replica that loses the Lease stops (and is restarted).
+            from rok_pipeline_watcher.leader import LeaderElection
+
+            election = LeaderElection(
+                api_client, name=settings.lease_name, namespace=settings.lease_namespace, identity=settings.pod_name
+            )
+            tasks.append(asyncio.create_task(election.run(), name="leader-election"))
+            tasks.append(asyncio.create_task(_when(election.acquired, source.run()), name="kubernetes-source"))
+        else:
+            tasks.append(asyncio.create_task(source.run(), name="kubernetes-source"))
+            waits.append(source.ready.wait())
         cleanups.append(kfp.close)
     if settings.webhook:
         from rok_pipeline_watcher.guard.admission import GuardConfig
@@ -112,6 +124,16 @@ async def serve(
         for cleanup in cleanups:
             await cleanup()
         await nc.drain()
+
+
+async def _when(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Run ``work`` once ``event`` is set (closing it unstarted if cancelled before)."""
+    try:
+        await event.wait()
+    except asyncio.CancelledError:
+        work.close()
+        raise
+    await work
 
 
 def main() -> None:

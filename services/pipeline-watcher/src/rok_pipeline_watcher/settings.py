@@ -23,6 +23,12 @@ class WatcherSettings(RokSettings):
     kfp_api_token_file: Path | None = Field(
         None, description="bearer token for the KFP API (multi-user Kubeflow), e.g. a projected service account token"
     )
+    leader_election: bool = Field(
+        False, description="elect one watching replica with a Lease (several replicas in a cluster)"
+    )
+    lease_name: str = Field("rok-pipeline-watcher", description="the Lease replicas compete for")
+    lease_namespace: str = Field("rok", description="namespace of the Lease (the watcher's own)")
+    pod_name: str = Field(default_factory=node_name_default, description="this replica's identity in the Lease")
     webhook: bool = Field(False, description="serve the step guard's mutating admission webhook")
     webhook_host: str = Field("0.0.0.0", description="address the webhook listens on")
     webhook_port: int = Field(8443, description="HTTPS port of the webhook")

@@ -171,7 +171,9 @@ class FakeKube:
                 raise _Error(404, "NotFound", f'{key[1]} "{key[3]}" not found')
             return copy.deepcopy(self.objects[key])
 
-    def replace(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+    def replace(self, path: str, obj: dict[str, Any], *, check_version: bool = False) -> dict[str, Any]:
+        """Replace an object. ``check_version`` (what a client's PUT gets) refuses a write whose
+        ``metadata.resourceVersion`` is stale with 409 Conflict; a test changing state directly skips it."""
         key = _key(path)
         with self._lock:
             old = self.objects.get(key)
@@ -179,6 +181,15 @@ class FakeKube:
                 raise _Error(404, "NotFound", f'{key[1]} "{key[3]}" not found')
             obj = copy.deepcopy(obj)
             meta = obj.setdefault("metadata", {})
+            sent = meta.get("resourceVersion")
+            if check_version and sent and sent != old["metadata"]["resourceVersion"]:
+                # optimistic concurrency, as the API server does it: a write based on a stale read is refused
+                raise _Error(
+                    409,
+                    "Conflict",
+                    f'Operation cannot be fulfilled on {key[1]} "{key[3]}": the object has been modified; '
+                    "please apply your changes to the latest version and try again",
+                )
             for kept in ("uid", "creationTimestamp", "name", "namespace"):
                 if kept in old["metadata"]:
                     meta[kept] = old["metadata"][kept]
@@ -425,7 +436,7 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "POST":
                 return self._send(201, kube.create(path, self._body()))
             if method == "PUT":
-                return self._send(200, kube.replace(path.removesuffix("/status"), self._body()))
+                return self._send(200, kube.replace(path.removesuffix("/status"), self._body(), check_version=True))
             if method == "PATCH":
                 return self._send(200, kube.patch(path.removesuffix("/status"), self._body()))
             if method == "DELETE":
