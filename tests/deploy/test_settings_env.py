@@ -17,7 +17,15 @@ from .manifests import OVERLAYS, ROOT, SERVICES, render, rok_containers
 
 # Settings a service cannot do without in a cluster (their one-machine defaults point at this machine).
 REQUIRED = {
-    "pipeline-watcher": {"ROK_NATS_URL", "ROK_KUBE", "ROK_WEBHOOK", "ROK_GUARD_IMAGE"},
+    "pipeline-watcher": {
+        "ROK_NATS_URL",
+        "ROK_KUBE",
+        "ROK_LEADER_ELECTION",
+        "ROK_LEASE_NAMESPACE",
+        "ROK_POD_NAME",
+        "ROK_WEBHOOK",
+        "ROK_GUARD_IMAGE",
+    },
     "snapshotter": {"ROK_NATS_URL", "ROK_NODE_NAME", "ROK_REPOSITORY"},
     "registry": {"ROK_NATS_URL", "ROK_DATABASE_URL", "ROK_REGISTRY_HOST"},
     "restorer": {"ROK_NATS_URL", "ROK_REPOSITORY"},
