@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import sys
+from datetime import UTC, datetime
 
 import yaml
 from rok_pipeline_watcher.main import serve
@@ -96,3 +97,40 @@ async def test_python_m_rok_pipeline_watcher_reports_ready_and_stops_cleanly_on_
             process.kill()
             await process.wait()
     assert any(r.path == "/apis/argoproj.io/v1alpha1/workflows" for r in fake_kube.requests)
+
+
+async def test_a_standby_replica_publishes_nothing_until_it_holds_the_lease(nats_server, js, fake_kube, v1_run):
+    for pod in v1_run.pod_list:
+        fake_kube.create(PODS, pod)
+    fake_kube.create(WORKFLOWS, v1_run.workflow)
+    leases = "/apis/coordination.k8s.io/v1/namespaces/rok/leases"
+    fake_kube.create(
+        leases,
+        {
+            "metadata": {"name": "rok-pipeline-watcher", "namespace": "rok"},
+            "spec": {
+                "holderIdentity": "replica-a",
+                "leaseDurationSeconds": 3,
+                "renewTime": datetime.now(UTC).isoformat(),
+            },
+        },
+    )
+    settings = WatcherSettings(
+        nats_url=nats_server.url,
+        kfp_api_url="http://127.0.0.1:9",
+        kfp_api_timeout=0.5,
+        leader_election=True,
+        lease_namespace="rok",
+        pod_name="replica-b",
+    )
+
+    async def standby_then_leader():
+        await asyncio.sleep(1.5)  # replica-a's lease is still valid: replica-b only waits
+        assert (await js.stream_info("ROK_PIPELINE")).state.messages == 0
+        return await stored(js, 10)  # once it expires, replica-b leads and publishes the run
+
+    messages = await run_watcher(settings, fake_kube, standby_then_leader)
+    assert len(messages) == 10
+    lease = fake_kube.get(f"{leases}/rok-pipeline-watcher")["spec"]
+    assert lease["leaseTransitions"] == 1  # replica-b took it over from replica-a …
+    assert "holderIdentity" not in lease  # … and gave it up when it stopped

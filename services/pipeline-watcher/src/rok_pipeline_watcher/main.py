@@ -19,7 +19,7 @@ from rokcommon import bus
 from rokcommon.events import Event
 from rokcommon.logs import setup_logging
 from rokcommon.streams import ensure_streams
-from rokcommon.telemetry import setup_telemetry
+from rokcommon.telemetry import instruments, setup_telemetry
 
 from rok_pipeline_watcher.settings import WatcherSettings
 
@@ -51,8 +51,12 @@ async def serve(
     js = nc.jetstream()
     await ensure_streams(js)
 
+    published = instruments("rok.pipeline-watcher")
+
     async def publish(event: Event) -> None:
-        await bus.publish(js, event)
+        ack = await bus.publish(js, event)
+        kind = {"event": type(event).__name__, "duplicate": str(ack.duplicate).lower()}
+        published.add("rok.watcher.events.published", 1, kind)
 
     tasks: list[asyncio.Task[Any]] = []
     cleanups: list[Any] = []
