@@ -81,7 +81,7 @@ class LeaderElection:
                 log.warning("cannot read lease %s/%s: %s", self.namespace, self.name, error.reason)
                 return "unknown"
             return self._write(None, now)
-        spec = lease.spec
+        spec = lease.spec = lease.spec or client.V1LeaseSpec()
         holder = spec.holder_identity
         if holder and holder != self.identity:
             last = spec.renew_time or spec.acquire_time
@@ -116,7 +116,7 @@ class LeaderElection:
         """Give the Lease up at shutdown so that another replica need not wait for it to expire."""
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace)
-            if lease.spec.holder_identity == self.identity:
+            if lease.spec is not None and lease.spec.holder_identity == self.identity:
                 lease.spec.holder_identity = None
                 lease.spec.renew_time = None
                 self.api.replace_namespaced_lease(self.name, self.namespace, lease)
