@@ -15,7 +15,6 @@ import datetime
 import os
 import queue
 import socket
-import stat
 import sys
 import threading
 import time
@@ -28,12 +27,13 @@ from opentelemetry import trace
 
 from rokcommon.store.cache import FileCache, FileRecord
 from rokcommon.store.chunker import MIN_SIZE, iter_chunks
-from rokcommon.store.errors import RepositoryLocked, StorePermanentError
+from rokcommon.store.errors import RepositoryLocked
 from rokcommon.store.index import Location, encode_index, index_key
 from rokcommon.store.manifest import Entry, encode_manifest, encode_record, manifest_key, snapshot_key
 from rokcommon.store.memory import tune_malloc
 from rokcommon.store.models import Progress, SnapshotStats
 from rokcommon.store.packs import BlobRef, Packer, SealedPack, compress, pack_key
+from rokcommon.store.walk import TreeWalk
 from rokcommon.store.xattrs import read_xattrs
 
 if TYPE_CHECKING:
@@ -42,14 +42,12 @@ if TYPE_CHECKING:
 tracer = trace.get_tracer("rokcommon.store")
 
 READERS = 3
-WALKERS = 3
 RACY_WINDOW_NS = 50_000_000  # coarse kernel timestamps: files changed this close to the start are not cached
-ReadJob = tuple[str, str, Entry, os.stat_result]  # path, relative path, entry, stat
 PACKS_IN_FLIGHT = 2
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
-class Snapshotter:
+class Snapshotter(TreeWalk):
     def __init__(
         self,
         repo: Repository,
@@ -193,177 +191,6 @@ class Snapshotter:
         with self._lock:
             self.errors.append(f"{rel}: {error.strerror or error}")
             self.failed.add(rel)
-
-    def _walk(self, previous: dict[str, FileRecord]) -> None:
-        """List the tree with a few threads (stat calls release the GIL), then put the entries in order.
-
-        Each directory is one job that lists and stats its children and queues files that must be read; the
-        entries are then concatenated depth first in name order, so each directory precedes what it holds.
-        """
-        root = str(self.source)
-        try:
-            st = os.lstat(root)
-        except OSError as error:
-            raise StorePermanentError(f"cannot snapshot {root}: {error.strerror}; give an existing directory") from None
-        if not stat.S_ISDIR(st.st_mode):
-            raise StorePermanentError(f"{root} is not a directory; snapshot a volume's directory")
-        self.entries.append(self._entry(".", root, st, "d"))
-        self.dirs += 1
-        self._previous = previous
-        listed: dict[str, tuple[list[Entry], list[str]]] = {}
-        outstanding = [1]
-        done = threading.Event()
-        pool = concurrent.futures.ThreadPoolExecutor(WALKERS, thread_name_prefix="rok-walk")
-
-        def job(path: str, rel: str) -> None:
-            subdirs: list[tuple[str, str]] = []
-            try:
-                listed[rel] = self._list_dir(path, rel, subdirs)
-                with self._lock:
-                    outstanding[0] += len(subdirs)
-                for sub_path, sub_rel in subdirs:
-                    pool.submit(job, sub_path, sub_rel)
-            except BaseException as error:
-                self._thread_errors.append(error)
-            finally:
-                with self._lock:
-                    outstanding[0] -= 1
-                    if outstanding[0] == 0:
-                        done.set()
-
-        try:
-            pool.submit(job, root, "")
-            done.wait()
-        finally:
-            pool.shutdown(wait=True)
-        if self._thread_errors:
-            raise self._thread_errors[0]
-        stack = [""]
-        while stack:
-            rel = stack.pop()
-            entries, subdirs = listed.get(rel, ([], []))
-            self.entries.extend(entries)
-            stack.extend(reversed(subdirs))
-        # Hard links: the first name in manifest order holds the content, later ones point at it.
-        links: dict[tuple[int, int], str] = {}
-        batch: list[tuple[str, str, Entry, os.stat_result]] = []
-        for entry in self.entries:
-            link = entry.pop("_link", None)
-            if link is None:
-                continue
-            identity, path, cst = link
-            first = links.get(identity)
-            if first is None:
-                links[identity] = entry["p"]
-                self.bytes_scanned += cst.st_size
-                self._cached_or_queued(path, entry["p"], entry, cst, batch)
-            else:
-                entry["t"] = "h"
-                entry["h"] = first
-        if batch:
-            self._queue.put(batch)
-
-    def _cached_or_queued(
-        self,
-        path: str,
-        rel: str,
-        entry: Entry,
-        cst: os.stat_result,
-        batch: list[tuple[str, str, Entry, os.stat_result]],
-    ) -> None:
-        cached = self._previous.get(rel)
-        if (
-            cached is not None
-            and cached[:4] == (cst.st_size, cst.st_mtime_ns, cst.st_ctime_ns, cst.st_ino)
-            and (self._cache_trusted or all(c is None or bytes.fromhex(c) in self.index_chunks for c, _ in cached[4]))
-        ):
-            # Same ctime: neither content nor xattrs changed since the cached read.
-            entry["c"] = cached[4]
-            if len(cached) > 5 and cached[5]:
-                entry["x"] = cached[5]
-            entry["s"] = cst.st_size
-            self.new_cache[rel] = cached
-            with self._lock:
-                self.files_done += 1
-            return
-        batch.append((path, rel, entry, cst))
-        if len(batch) >= 64:
-            self._queue.put(batch[:])
-            batch.clear()
-
-    def _list_dir(self, path: str, rel: str, subdirs: list[tuple[str, str]]) -> tuple[list[Entry], list[str]]:
-        entries: list[Entry] = []
-        batch: list[tuple[str, str, Entry, os.stat_result]] = []
-        files = dirs = scanned = 0
-        try:
-            with os.scandir(path) as it:
-                items = sorted(it, key=lambda e: e.name)
-        except OSError as error:
-            self._fail(rel or ".", error)
-            return entries, []
-        for item in items:
-            child = f"{rel}/{item.name}" if rel else item.name
-            try:
-                cst = item.stat(follow_symlinks=False)
-            except OSError as error:
-                self._fail(child, error)
-                continue
-            mode = cst.st_mode
-            if stat.S_ISDIR(mode):
-                entries.append(self._entry(child, item.path, cst, "d"))
-                dirs += 1
-                subdirs.append((item.path, child))
-            elif stat.S_ISREG(mode):
-                files += 1
-                entry = self._entry(child, item.path, cst, "f", xattrs=False)
-                entries.append(entry)
-                if cst.st_nlink > 1:
-                    # decided once all names are known and in order (see _walk)
-                    entry["_link"] = ((cst.st_dev, cst.st_ino), item.path, cst)
-                    continue
-                scanned += cst.st_size
-                self._cached_or_queued(item.path, child, entry, cst, batch)
-            elif stat.S_ISLNK(mode):
-                entry = self._entry(child, item.path, cst, "l")
-                try:
-                    entry["l"] = os.readlink(item.path)
-                except OSError as error:
-                    self._fail(child, error)
-                    continue
-                entries.append(entry)
-            elif stat.S_ISFIFO(mode):
-                entries.append(self._entry(child, item.path, cst, "p"))
-            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                entry = self._entry(child, item.path, cst, "c" if stat.S_ISCHR(mode) else "b")
-                entry["r"] = cst.st_rdev
-                entries.append(entry)
-            else:
-                with self._lock:
-                    self.warnings.append(f"{child}: skipped (a socket or unknown file type)")
-        if batch:
-            self._queue.put(batch)
-        with self._lock:
-            self.files += files
-            self.dirs += dirs
-            self.bytes_scanned += scanned
-        return entries, [sub_rel for _, sub_rel in subdirs]
-
-    def _entry(self, rel: str, path: str, st: os.stat_result, kind: str, xattrs: bool = True) -> Entry:
-        entry: Entry = {
-            "p": rel,
-            "t": kind,
-            "m": stat.S_IMODE(st.st_mode),
-            "u": st.st_uid,
-            "g": st.st_gid,
-            "mt": st.st_mtime_ns,
-        }
-        if xattrs:
-            found = read_xattrs(path)
-            if found:
-                entry["x"] = found
-        return entry
-
-    # ---- the coroutine -------------------------------------------------------------------------------
 
     def _report(self) -> None:
         if self.progress is not None:
