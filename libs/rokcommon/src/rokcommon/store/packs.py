@@ -150,5 +150,5 @@ def seal(buf: bytearray, refs: list[BlobRef]) -> SealedPack:
     for ref in refs:
         buf += HEADER_ENTRY.pack(ref.chunk, ref.length, ref.raw_length, ref.flags)
     buf += TRAILER.pack(len(refs), PACK_MAGIC)
-    data = bytes(buf) if len(buf) < 1 << 20 else buf  # type: ignore[assignment]
+    data: bytes | bytearray = bytes(buf) if len(buf) < 1 << 20 else buf
     return SealedPack(blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest(), data, refs)  # type: ignore[arg-type]

@@ -175,7 +175,14 @@ class Restorer:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _read_and_write(self, get_sync, key, start, end, wanted) -> None:  # type: ignore[no-untyped-def]
+    def _read_and_write(
+        self,
+        get_sync: Callable[[str, int, int], bytes],
+        key: str,
+        start: int,
+        end: int,
+        wanted: dict[bytes, tuple[Location, list[tuple[str, int]]]],
+    ) -> None:
         self._write_blobs(get_sync(key, start, end - start), start, wanted)
 
     def _write_blobs(
@@ -227,7 +234,12 @@ class Restorer:
                 dirs.append(entry)
             elif kind != "h" and not (kind in ("c", "b") and not as_root):
                 others.append(entry)
-        _in_parallel(lambda part: [self._metadata(e, as_root) for e in part], others)
+
+        def apply(part: list[Entry]) -> None:
+            for e in part:
+                self._metadata(e, as_root)
+
+        _in_parallel(apply, others)
         for entry in reversed(dirs):  # deepest first, after everything inside them
             self._metadata(entry, as_root)
 

@@ -137,7 +137,7 @@ class Snapshotter(TreeWalk):
         except OSError as error:
             self._fail(rel, error)
             return
-        jobs: list[concurrent.futures.Future[None]] = []
+        jobs: list[concurrent.futures.Future[str]] = []
         try:
             with self._lock:
                 self.files_opened += 1
