@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import pathlib
 from datetime import UTC, datetime
 
+import nats
+import nats.js.errors
 import pytest
 from faststream.nats import NatsMessage
 from nats.js import JetStreamContext
@@ -18,6 +21,7 @@ from rokcommon.events import RunFinished, RunRef
 from rokcommon.service import Service
 from rokcommon.settings import RokSettings
 from rokcommon.testing.nats import NatsServer, running
+from rokcommon.testing.ports import free_port
 
 RUN = RunRef(namespace="team-a", run_id="run-1", workflow_uid="wf-1")
 
@@ -219,3 +223,34 @@ async def test_the_consumer_span_is_a_child_of_the_publisher_span(
     process = [s for s in spans if s.kind is trace.SpanKind.CONSUMER and s.context.trace_id == trace_id]
     assert process, [s.name for s in spans]
     assert publish.parent is not None and publish.parent.span_id == root.get_span_context().span_id
+
+
+async def test_streams_are_replicated_as_the_services_say_and_a_client_changes_nothing(
+    tmp_path: pathlib.Path,
+) -> None:
+    cluster = [NatsServer(tmp_path / f"n{i}") for i in range(3)]
+    routes = [free_port() for _ in cluster]
+    for i, server in enumerate(cluster):
+        server.extra_args = [
+            "--cluster_name", "rok", "--server_name", f"n{i}", "--cluster", f"nats://127.0.0.1:{routes[i]}",
+            "--routes", ",".join(f"nats://127.0.0.1:{p}" for j, p in enumerate(routes) if j != i),
+        ]  # fmt: skip
+        server.start()
+    nc = await nats.connect([s.url for s in cluster])
+    try:
+        js = nc.jetstream(timeout=2)
+        for _ in range(100):  # the cluster elects its JetStream meta leader first
+            try:
+                await streams.ensure_streams(js, (streams.PIPELINE,), replicas=3)
+                break
+            except (nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError):
+                await asyncio.sleep(0.2)
+        await streams.ensure_streams(js, (streams.PIPELINE,))  # a CLI or a test declaring without a setting
+        info = await js.stream_info(streams.PIPELINE.name)
+    finally:
+        await nc.close()
+        for server in cluster:
+            server.stop()
+    assert info.config.num_replicas == 3
+    assert info.cluster is not None
+    assert len(info.cluster.replicas or []) == 2

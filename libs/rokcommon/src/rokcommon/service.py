@@ -148,7 +148,7 @@ class Service:
         nc = await bus.connect(self.settings, name=f"rok-{self.name}-declare")
         try:
             js = nc.jetstream()
-            await streams.ensure_streams(js)
+            await streams.ensure_streams(js, replicas=self.settings.stream_replicas)
             for spec in self.consumers.values():
                 await streams.ensure_consumer(js, spec)
         finally:

@@ -32,6 +32,7 @@ class RokSettings(BaseSettings):
     namespace: str = Field("local", description="the namespace local runs and queries belong to")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field("json", description="json (one object per line) or text")
+    stream_replicas: int = Field(1, ge=1, le=5, description="servers of a NATS cluster that keep each stream")
     max_deliver: int = Field(5, ge=1, description="deliveries of one message before it is dead-lettered")
     ack_wait: float = Field(30.0, gt=0, description="seconds JetStream waits for an ack before redelivering")
     retry_delay: float = Field(2.0, ge=0, description="first delay (seconds) before a failed message is retried")

@@ -39,10 +39,11 @@ class StreamSpec:
     max_age: float = 30 * DAY
     retention: RetentionPolicy = RetentionPolicy.LIMITS
 
-    def config(self) -> StreamConfig:
+    def config(self, replicas: int = 1) -> StreamConfig:
         return StreamConfig(
             name=self.name,
             subjects=list(self.subjects),
+            num_replicas=replicas,
             storage=StorageType.FILE,
             retention=self.retention,
             discard=DiscardPolicy.OLD,
@@ -117,17 +118,22 @@ class ConsumerSpec:
         return subjects.dead_letter(self.stream.name, self.durable)
 
 
-async def ensure_streams(js: JetStreamContext, specs: tuple[StreamSpec, ...] = STREAMS) -> None:
-    """Create or update every stream; safe to call from every service at every start."""
+async def ensure_streams(
+    js: JetStreamContext, specs: tuple[StreamSpec, ...] = STREAMS, *, replicas: int | None = None
+) -> None:
+    """Create or update every stream; safe to call from every service at every start.
+
+    ``replicas`` (the services pass ``ROK_STREAM_REPLICAS``) sets how many servers of a NATS cluster keep each
+    stream; a client that passes none creates streams with one and leaves existing ones as they are.
+    """
     for spec in specs:
-        config = spec.config()
         try:
-            await js.stream_info(spec.name)
+            info = await js.stream_info(spec.name)
         except NotFoundError:
-            await js.add_stream(config)
-            log.info("created stream", extra={"stream": spec.name})
+            await js.add_stream(spec.config(replicas or 1))
+            log.info("created stream", extra={"stream": spec.name, "replicas": replicas or 1})
         else:
-            await js.update_stream(config)
+            await js.update_stream(spec.config(replicas or info.config.num_replicas or 1))
 
 
 async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:

@@ -49,7 +49,7 @@ async def serve(
     """
     nc = await bus.connect(settings, name="rok-pipeline-watcher")
     js = nc.jetstream()
-    await ensure_streams(js)
+    await ensure_streams(js, replicas=settings.stream_replicas)
 
     published = instruments("rok.pipeline-watcher")
 

@@ -36,6 +36,7 @@ class NatsServer:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra_args: list[str] = []  # e.g. cluster routes
         self.log = store_dir.parent / f"nats-{self.port}.log"
 
     @property
@@ -56,6 +57,7 @@ class NatsServer:
                 str(self.store_dir),
                 "-l",
                 str(self.log),
+                *self.extra_args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
