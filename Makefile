@@ -5,6 +5,8 @@ SHELL := /bin/bash
 UV      = $$(command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV    := .venv
 PYTEST_ARGS ?=
+IMAGE_TAG   ?= 0.1.0
+REGISTRY    ?=
 
 .PHONY: help setup parts demo test lint bench images clean
 
@@ -38,11 +40,11 @@ bench: setup ## store engine vs restic/borg, and event-to-version latency
 	@$(VENV)/bin/python bench/store_bench.py
 	@$(VENV)/bin/python bench/latency.py
 
-images: ## build the container images (needs a Docker engine)
+images: ## build the container images, tagged as deploy/ names them (needs a Docker engine)
 	@command -v docker >/dev/null 2>&1 || { echo "make images: no docker here; the images are checked statically by make test" >&2; exit 1; }
 	@for f in deploy/images/*.Dockerfile; do \
 		name=$$(basename $$f .Dockerfile); \
-		docker build -f $$f -t rok/$$name:dev . || exit 1; \
+		docker build -f $$f -t $(REGISTRY)rok/$$name:$(IMAGE_TAG) . || exit 1; \
 	done
 
 clean: ## remove caches and the virtualenv
