@@ -344,21 +344,26 @@ class DirectoryTarget(Model):
         return value
 
 
+def _dns_label(what: str, longest: int) -> AfterValidator:
+    """A Kubernetes object name that must be a DNS label of at most ``longest`` characters."""
+
+    def check(value: str) -> str:
+        if len(value) > longest or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", value):
+            rule = "lower-case letters, digits and '-'"
+            raise ValueError(f"{what} {value!r} must be a DNS label of at most {longest} characters ({rule})")
+        return value
+
+    return AfterValidator(check)
+
+
 class PvcTarget(Model):
     """Restore one volume into a new PersistentVolumeClaim."""
 
     kind: Literal["pvc"] = "pvc"
     namespace: Name
-    name: Name
+    name: Annotated[str, _dns_label("PVC name", 63)]
     storage_class: str | None = None
     size: str | None = None  # a Kubernetes quantity; default: from the snapshot's size
-
-    @field_validator("name")
-    @classmethod
-    def _dns_label(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
-            raise ValueError(f"PVC name {value!r} must be a DNS label (lower-case letters, digits, '-')")
-        return value
 
 
 class NotebookTarget(Model):
@@ -366,16 +371,9 @@ class NotebookTarget(Model):
 
     kind: Literal["notebook"] = "notebook"
     namespace: Name
-    name: Name
+    name: Annotated[str, _dns_label("notebook name", 53)]
     image: str | None = None  # default: the image recorded with the run, else the platform default
     storage_class: str | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _dns_label(cls, value: str) -> str:
-        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,51}[a-z0-9])?", value):
-            raise ValueError(f"notebook name {value!r} must be a DNS label of at most 53 characters")
-        return value
 
 
 RestoreTarget = Annotated[DirectoryTarget | PvcTarget | NotebookTarget, Field(discriminator="kind")]
