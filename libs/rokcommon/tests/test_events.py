@@ -146,7 +146,7 @@ def test_kubernetes_targets_need_names_kubernetes_accepts() -> None:
 
     with pytest.raises(ValidationError, match="PVC name 'Data_1' must be a DNS label of at most 63"):
         PvcTarget(namespace="ns", name="Data_1")
-    with pytest.raises(ValidationError, match="notebook name .* at most 53"):
+    with pytest.raises(ValidationError, match=r"notebook name .* at most 53"):
         NotebookTarget(namespace="ns", name="n" * 54)
     assert NotebookTarget(namespace="ns", name="n" * 53).name == "n" * 53
     assert PvcTarget(namespace="ns", name="restored-data-1").name == "restored-data-1"
