@@ -19,7 +19,7 @@ from rokcommon.store.errors import StorePermanentError
 from rokcommon.store.manifest import Entry
 from rokcommon.store.xattrs import read_xattrs
 
-WALKERS = 3
+WALKERS = 1
 ReadJob = tuple[str, str, Entry, os.stat_result]  # path, relative path, entry, stat
 
 
@@ -104,7 +104,9 @@ class TreeWalk:
             if first is None:
                 links[identity] = entry["p"]
                 self.bytes_scanned += cst.st_size
-                self._cached_or_queued(path, entry["p"], entry, cst, batch)
+                if self._cached_or_queued(path, entry["p"], entry, cst, batch):
+                    with self._lock:
+                        self.files_done += 1
             else:
                 entry["t"] = "h"
                 entry["h"] = first
@@ -118,11 +120,15 @@ class TreeWalk:
         entry: Entry,
         cst: os.stat_result,
         batch: list[tuple[str, str, Entry, os.stat_result]],
-    ) -> None:
+    ) -> bool:
+        """True if the cache holds the file's chunks; otherwise it is queued for the readers."""
         cached = self._previous.get(rel)
         if (
             cached is not None
-            and cached[:4] == (cst.st_size, cst.st_mtime_ns, cst.st_ctime_ns, cst.st_ino)
+            and cached[0] == cst.st_size
+            and cached[1] == cst.st_mtime_ns
+            and cached[2] == cst.st_ctime_ns
+            and cached[3] == cst.st_ino
             and (self._cache_trusted or all(c is None or bytes.fromhex(c) in self.index_chunks for c, _ in cached[4]))
         ):
             # Same ctime: neither content nor xattrs changed since the cached read.
@@ -131,69 +137,89 @@ class TreeWalk:
                 entry["x"] = cached[5]
             entry["s"] = cst.st_size
             self.new_cache[rel] = cached
-            with self._lock:
-                self.files_done += 1
-            return
+            return True
         batch.append((path, rel, entry, cst))
         if len(batch) >= 64:
             self._queue.put(batch[:])
             batch.clear()
+        return False
 
     def _list_dir(self, path: str, rel: str, subdirs: list[tuple[str, str]]) -> tuple[list[Entry], list[str]]:
+        """List and stat one directory's children, relative to an open descriptor of it (no path lookups)."""
         entries: list[Entry] = []
         batch: list[tuple[str, str, Entry, os.stat_result]] = []
-        files = dirs = scanned = 0
+        files = dirs = scanned = cached = 0
         try:
-            with os.scandir(path) as it:
-                items = sorted(it, key=lambda e: e.name)
+            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as error:
             self._fail(rel or ".", error)
             return entries, []
-        for item in items:
-            child = f"{rel}/{item.name}" if rel else item.name
+        try:
             try:
-                cst = item.stat(follow_symlinks=False)
+                names = sorted(os.listdir(dir_fd))
             except OSError as error:
-                self._fail(child, error)
-                continue
-            mode = cst.st_mode
-            if stat.S_ISDIR(mode):
-                entries.append(self._entry(child, item.path, cst, "d"))
-                dirs += 1
-                subdirs.append((item.path, child))
-            elif stat.S_ISREG(mode):
-                files += 1
-                entry = self._entry(child, item.path, cst, "f", xattrs=False)
-                entries.append(entry)
-                if cst.st_nlink > 1:
-                    # decided once all names are known and in order (see _walk)
-                    entry["_link"] = ((cst.st_dev, cst.st_ino), item.path, cst)
-                    continue
-                scanned += cst.st_size
-                self._cached_or_queued(item.path, child, entry, cst, batch)
-            elif stat.S_ISLNK(mode):
-                entry = self._entry(child, item.path, cst, "l")
+                self._fail(rel or ".", error)
+                return entries, []
+            prefix = f"{rel}/" if rel else ""
+            lstat = os.lstat
+            s_imode = stat.S_IMODE
+            for name in names:
+                child = prefix + name
+                child_path = f"{path}/{name}"
                 try:
-                    entry["l"] = os.readlink(item.path)
+                    cst = lstat(name, dir_fd=dir_fd)
                 except OSError as error:
                     self._fail(child, error)
                     continue
-                entries.append(entry)
-            elif stat.S_ISFIFO(mode):
-                entries.append(self._entry(child, item.path, cst, "p"))
-            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                entry = self._entry(child, item.path, cst, "c" if stat.S_ISCHR(mode) else "b")
-                entry["r"] = cst.st_rdev
-                entries.append(entry)
-            else:
-                with self._lock:
-                    self.warnings.append(f"{child}: skipped (a socket or unknown file type)")
+                mode = cst.st_mode
+                if stat.S_ISREG(mode):
+                    files += 1
+                    entry: Entry = {
+                        "p": child,
+                        "t": "f",
+                        "m": s_imode(mode),
+                        "u": cst.st_uid,
+                        "g": cst.st_gid,
+                        "mt": cst.st_mtime_ns,
+                    }
+                    entries.append(entry)
+                    if cst.st_nlink > 1:
+                        # decided once all names are known and in order (see _walk)
+                        entry["_link"] = ((cst.st_dev, cst.st_ino), child_path, cst)
+                        continue
+                    scanned += cst.st_size
+                    if self._cached_or_queued(child_path, child, entry, cst, batch):
+                        cached += 1
+                elif stat.S_ISDIR(mode):
+                    entries.append(self._entry(child, child_path, cst, "d"))
+                    dirs += 1
+                    subdirs.append((child_path, child))
+                elif stat.S_ISLNK(mode):
+                    entry = self._entry(child, child_path, cst, "l")
+                    try:
+                        entry["l"] = os.readlink(name, dir_fd=dir_fd)
+                    except OSError as error:
+                        self._fail(child, error)
+                        continue
+                    entries.append(entry)
+                elif stat.S_ISFIFO(mode):
+                    entries.append(self._entry(child, child_path, cst, "p"))
+                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                    entry = self._entry(child, child_path, cst, "c" if stat.S_ISCHR(mode) else "b")
+                    entry["r"] = cst.st_rdev
+                    entries.append(entry)
+                else:
+                    with self._lock:
+                        self.warnings.append(f"{child}: skipped (a socket or unknown file type)")
+        finally:
+            os.close(dir_fd)
         if batch:
             self._queue.put(batch)
         with self._lock:
             self.files += files
             self.dirs += dirs
             self.bytes_scanned += scanned
+            self.files_done += cached
         return entries, [sub_rel for _, sub_rel in subdirs]
 
     def _entry(self, rel: str, path: str, st: os.stat_result, kind: str, xattrs: bool = True) -> Entry:
