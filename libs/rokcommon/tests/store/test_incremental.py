@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rokcommon.store import Repository
@@ -83,3 +84,37 @@ async def test_cache_entries_for_chunks_gc_removed_are_not_trusted(repo: Reposit
     assert again.bytes_new > 3 << 20
     report = await repo.check(read_data=True)
     assert report.ok, report.problems
+
+
+async def test_unchanged_tree_reuses_the_manifest_and_any_change_gives_a_new_one(
+    repo: Repository, source: Path, tmp_path: Path, same_tree: Callable[[Path, Path], None]
+) -> None:
+    """The cached manifest is reused only when every entry matches: each kind of change restores as made."""
+    first = await repo.snapshot(source)
+    again = await repo.snapshot(source)
+    records = [await repo.load_record(s.snapshot_id) for s in (first, again)]
+    assert records[0]["manifest"] == records[1]["manifest"]
+    changes: list[Callable[[], None]] = [
+        lambda: (source / "new-dir").mkdir(),
+        lambda: os.chmod(source / "dir", 0o700),
+        lambda: (source / "new-link").symlink_to("small.txt"),
+        lambda: os.unlink(source / "empty"),
+        lambda: os.rename(source / "dir" / "deeper" / "note.md", source / "dir" / "deeper" / "renamed.md"),
+        lambda: os.chmod(source / "small.txt", 0o600),
+        lambda: os.unlink(source / "dir" / "hardlink.txt"),
+        lambda: (source / "empty-dir" / "added.txt").write_text("new\n"),
+        lambda: os.rmdir(source / "new-dir"),
+    ]
+    manifests = {records[0]["manifest"]}
+    for number, change in enumerate(changes):
+        change()
+        time.sleep(0.06)  # past the racy window, as in conftest.settle
+        stats = await repo.snapshot(source)
+        unchanged = await repo.snapshot(source)
+        manifest = (await repo.load_record(stats.snapshot_id))["manifest"]
+        assert manifest not in manifests, f"change {number} kept the old manifest"
+        assert (await repo.load_record(unchanged.snapshot_id))["manifest"] == manifest
+        manifests.add(manifest)
+        target = tmp_path / f"restored-{number}"
+        await repo.restore(unchanged.snapshot_id, target)
+        same_tree(source, target)

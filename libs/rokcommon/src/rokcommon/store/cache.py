@@ -1,23 +1,34 @@
 """The node-local cache: which chunks an unchanged file holds, and copies of immutable index files.
 
-Files cache: one file per (repository, volume) under ``<cache_dir>/files/``, mapping a path relative to the
-volume to ``(size, mtime_ns, ctime_ns, inode, content)``. A file whose stat matches is not opened again; its
-chunks are reused only if the repository's index still holds them (gc may have removed them).
+Files cache: one file per (repository, volume) under ``<cache_dir>/files/``. It maps a path relative to the
+volume to the stat signature ``(size, mtime_ns, ctime_ns, inode)`` the file had when it was read and, apart,
+to ``(content, xattrs)``; a file whose stat matches is not opened again, and its chunks are reused only if the
+repository's index still holds them (gc may have removed them). It also keeps the signature
+``(mode, mtime_ns, ctime_ns, inode)`` of every other entry (directories, symlinks, ...) and the manifest the
+last snapshot wrote: when every entry of the tree matches, that manifest is the one this snapshot would encode.
+The content part is decoded only when needed (an unchanged tree never needs it).
 Index cache: ``<cache_dir>/index/<repository id>/<index id>``, verified against its BLAKE3 id when read.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import blake3
 import zstandard
 
+Signature = tuple[
+    int, int, int, int
+]  # files: (size, mtime_ns, ctime_ns, inode); others: (mode, mtime_ns, ctime_ns, inode)
+Content = tuple[Any, dict[str, str]]  # ([[chunk hex | None, length], ...], xattrs)
 FileRecord = tuple[Any, ...]  # (size, mtime_ns, ctime_ns, inode, content, xattrs)
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -32,23 +43,72 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _loads(data: bytes) -> Any:
+    # Many small objects: the cyclic collector would run several times while building them, for nothing.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return pickle.loads(data)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@dataclass
+class CachedState:
+    files: dict[str, Signature] = field(default_factory=dict)
+    others: dict[str, Signature] = field(default_factory=dict)
+    index: frozenset[str] = frozenset()
+    manifest: tuple[str, bytes] | None = None
+    _content_blob: bytes = b""
+    _content: dict[str, Content] | None = None
+
+    def content(self) -> dict[str, Content]:
+        if self._content is None:
+            try:
+                self._content = _loads(self._content_blob) if self._content_blob else {}
+            except Exception:
+                self._content = {}
+            self._content_blob = b""
+        return self._content
+
+
 class FileCache:
     def __init__(self, cache_dir: Path, repo_id: str, cache_key: str) -> None:
         name = blake3.blake3(f"{repo_id}\0{cache_key}".encode()).hexdigest()[:32]
         self.path = cache_dir / "files" / name
 
-    def load(self) -> tuple[dict[str, FileRecord], frozenset[str]]:
-        """(records, the index files that held every chunk the records name when they were saved)."""
+    def load(self) -> CachedState:
+        """What the last snapshot saved; a missing or damaged cache is empty (and only costs a full read)."""
         try:
             data = zstandard.ZstdDecompressor().decompress(self.path.read_bytes(), max_output_size=1 << 32)
-            doc = pickle.loads(data)
-            return doc["files"], frozenset(doc["index"])
-        except Exception:  # a missing or damaged cache only costs a full read
-            return {}, frozenset()
+            doc = _loads(data)
+            if doc.get("version") != CACHE_VERSION:
+                return CachedState()
+            manifest = doc["manifest"]
+            if manifest is not None and blake3.blake3(manifest[1]).hexdigest() != manifest[0]:
+                manifest = None
+            return CachedState(doc["files"], doc["others"], frozenset(doc["index"]), manifest, doc["content"])
+        except Exception:
+            return CachedState()
 
-    def save(self, records: dict[str, FileRecord], index_files: list[str]) -> None:
+    def save(
+        self,
+        files: dict[str, Signature],
+        content: dict[str, Content],
+        others: dict[str, Signature],
+        index_files: list[str],
+        manifest: tuple[str, bytes] | None,
+    ) -> None:
         try:
-            doc = {"files": records, "index": sorted(index_files)}
+            doc = {
+                "version": CACHE_VERSION,
+                "files": files,
+                "content": pickle.dumps(content, protocol=5),
+                "others": others,
+                "index": sorted(index_files),
+                "manifest": manifest,
+            }
             data = zstandard.ZstdCompressor(level=1).compress(pickle.dumps(doc, protocol=5))
             _atomic_write(self.path, data)
         except OSError:

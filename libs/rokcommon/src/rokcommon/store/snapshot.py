@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import blake3
 from opentelemetry import trace
 
-from rokcommon.store.cache import FileCache, FileRecord
+from rokcommon.store.cache import CachedState, Content, FileCache, Signature
 from rokcommon.store.chunker import MIN_SIZE, iter_chunks
 from rokcommon.store.errors import RepositoryLocked
 from rokcommon.store.index import Location, encode_index, index_key
@@ -64,7 +64,14 @@ class Snapshotter(TreeWalk):
         self.entries: list[Entry] = []
         self.errors: list[str] = []
         self.warnings: list[str] = []
-        self.new_cache: dict[str, FileRecord] = {}
+        self.new_files: dict[str, Signature] = {}  # stat signatures of the files whose content is known
+        self.new_content: dict[str, Content] = {}  # content of the files read by this snapshot
+        self.new_others: dict[str, Signature] = {}  # signatures of the other entries (directories, symlinks, ...)
+        self.hits: list[tuple[str, str, Entry, os.stat_result]] = []  # files whose cached content is reused
+        self._reuse_manifest = False
+        self._missed = False  # set by the walk when a file is queued for reading
+        self._state = CachedState()
+        self._manifest: tuple[str, bytes] | None = None
         self.failed: set[str] = set()
         self._lock = threading.Lock()
         self._pending: set[bytes] = set()
@@ -173,7 +180,8 @@ class Snapshotter(TreeWalk):
             if xattrs:
                 entry["x"] = xattrs
             if st.st_ctime_ns < self._racy_after:
-                self.new_cache[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, content, xattrs)
+                self.new_content[rel] = (content, xattrs)
+                self.new_files[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
             # else: changed just before the snapshot started, within the file system's timestamp granularity;
             # a write right after our read could leave (size, mtime, ctime) unchanged, so read it again next time.
             with self._lock:
@@ -213,10 +221,12 @@ class Snapshotter(TreeWalk):
             try:
                 index = await self.repo.load_index()
                 self.index_chunks = index.chunks
-                previous, cached_index = await asyncio.to_thread(self.cache.load)
+                state = await asyncio.to_thread(self.cache.load)
                 # While the index files the cache was saved against all still exist (gc rewrites them), every
                 # chunk the cache names is still stored: no need to look each one up.
-                self._cache_trusted = bool(cached_index) and cached_index <= index.files.keys()
+                self._cache_trusted = bool(state.index) and state.index <= index.files.keys()
+                self._state = state
+                content = None if self._cache_trusted else await asyncio.to_thread(state.content)
                 self.packer = Packer(self._emit)
                 self._queue: queue.Queue[list[tuple[str, str, Entry, os.stat_result]] | None] = queue.Queue(64)
                 self._thread_errors: list[BaseException] = []
@@ -228,7 +238,7 @@ class Snapshotter(TreeWalk):
                     interval = sys.getswitchinterval()
                     sys.setswitchinterval(0.001)
                     try:
-                        await asyncio.to_thread(self._walk_and_read, previous)
+                        await asyncio.to_thread(self._walk_and_read, state.files, content)
                     finally:
                         sys.setswitchinterval(interval)
                     self.phase = "upload"
@@ -249,9 +259,8 @@ class Snapshotter(TreeWalk):
                 span.set_attribute("rok.bytes", self.bytes_uploaded)
             finally:
                 await lock.release()
-        unchanged = self.files_opened == 0 and self._cache_trusted and len(self.new_cache) == len(previous)
-        if not unchanged:
-            await asyncio.to_thread(self.cache.save, self.new_cache, list(index.files))
+        if not (self._reuse_manifest and self._cache_trusted):
+            await asyncio.to_thread(self._save_cache, list(index.files))
         self.phase = "done"
         self._report()
         return SnapshotStats(
@@ -269,12 +278,51 @@ class Snapshotter(TreeWalk):
             files_opened=self.files_opened,
         )
 
-    def _walk_and_read(self, previous: dict[str, FileRecord]) -> None:
+    def _save_cache(self, index_files: list[str]) -> None:
+        old = self._state.content()
+        content = {rel: old[rel] for _, rel, _, _ in self.hits if rel in old}
+        content.update(self.new_content)
+        manifest = None if self.errors or self.failed or self.warnings else self._manifest
+        self.cache.save(self.new_files, content, self.new_others, index_files, manifest)
+
+    def _fill_hits(self) -> None:
+        """Decide whether the cached manifest is this snapshot's; if not, give the unchanged files their content.
+
+        It is when nothing was read, nothing failed, every file the cache knew was found unchanged (so no file
+        was added or removed either) and every other entry has the signature it had (a directory's mtime and
+        ctime change when a name is added, removed or renamed in it, or its mode, owner or xattrs change).
+        """
+        state = self._state
+        self._reuse_manifest = (
+            state.manifest is not None
+            and not self._missed
+            and self.files_opened == 0
+            and not self.errors
+            and not self.failed
+            and not self.warnings
+            and len(self.hits) == len(state.files)
+            and self.new_others == state.others
+        )
+        if self._reuse_manifest:
+            return
+        content = state.content()
+        for path, rel, entry, st in self.hits:
+            found = content.get(rel)
+            if found is None:  # damaged cache: read the file after all
+                del self.new_files[rel]
+                self._read_file(path, rel, entry, st)
+                continue
+            entry["c"] = found[0]
+            if found[1]:
+                entry["x"] = found[1]
+
+    def _walk_and_read(self, previous: dict[str, Signature], content: dict[str, Content] | None) -> None:
         readers = [threading.Thread(target=self._reader, name=f"rok-read-{i}", daemon=True) for i in range(READERS)]
         for thread in readers:
             thread.start()
         try:
-            self._walk(previous)
+            self._walk(previous, content)
+            self._fill_hits()
         finally:
             for _ in readers:
                 self._queue.put(None)
@@ -314,7 +362,11 @@ class Snapshotter(TreeWalk):
             self.bytes_uploaded += len(data)
             index_ids.append(index_id)
             self.repo.remember_index(index_id, data, self._locations())
-        manifest_id, data = await asyncio.to_thread(encode_manifest, entries)
+        if self._reuse_manifest and self._state.manifest is not None:
+            manifest_id, data = self._state.manifest  # the same entries: the same manifest (checked on load)
+        else:
+            manifest_id, data = await asyncio.to_thread(encode_manifest, entries)
+        self._manifest = (manifest_id, data)
         with tracer.start_as_current_span("rok.store.manifest.write") as span:
             span.set_attribute("rok.manifest.id", manifest_id)
             span.set_attribute("rok.bytes", len(data))

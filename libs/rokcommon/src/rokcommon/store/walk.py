@@ -14,7 +14,7 @@ import stat
 import threading
 from typing import Any
 
-from rokcommon.store.cache import FileRecord
+from rokcommon.store.cache import Content, Signature
 from rokcommon.store.errors import StorePermanentError
 from rokcommon.store.manifest import Entry
 from rokcommon.store.xattrs import read_xattrs
@@ -28,7 +28,11 @@ class TreeWalk:
     source: Any
     entries: list[Entry]
     warnings: list[str]
-    new_cache: dict[str, FileRecord]
+    new_files: dict[str, Signature]
+    new_others: dict[str, Signature]
+    hits: list[tuple[str, str, Entry, os.stat_result]]
+    _racy_after: int
+    _missed: bool
     index_chunks: dict[bytes, Any]
     files: int
     dirs: int
@@ -42,7 +46,7 @@ class TreeWalk:
     def _fail(self, rel: str, error: OSError) -> None:
         raise NotImplementedError
 
-    def _walk(self, previous: dict[str, FileRecord]) -> None:
+    def _walk(self, previous: dict[str, Signature], content: dict[str, Content] | None) -> None:
         """List the tree with a few threads (stat calls release the GIL), then put the entries in order.
 
         Each directory is one job that lists and stats its children and queues files that must be read; the
@@ -57,7 +61,10 @@ class TreeWalk:
             raise StorePermanentError(f"{root} is not a directory; snapshot a volume's directory")
         self.entries.append(self._entry(".", root, st, "d"))
         self.dirs += 1
+        if st.st_ctime_ns < self._racy_after:
+            self.new_others["."] = (st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         self._previous = previous
+        self._content = content  # only when the cache is not trusted: each reused chunk is looked up
         listed: dict[str, tuple[list[Entry], list[str]]] = {}
         outstanding = [1]
         done = threading.Event()
@@ -129,20 +136,25 @@ class TreeWalk:
             and cached[1] == cst.st_mtime_ns
             and cached[2] == cst.st_ctime_ns
             and cached[3] == cst.st_ino
-            and (self._cache_trusted or all(c is None or bytes.fromhex(c) in self.index_chunks for c, _ in cached[4]))
+            and (self._content is None or self._chunks_stored(rel))
         ):
-            # Same ctime: neither content nor xattrs changed since the cached read.
-            entry["c"] = cached[4]
-            if len(cached) > 5 and cached[5]:
-                entry["x"] = cached[5]
+            # Same ctime: neither content nor xattrs changed since the cached read. The content ("c", "x") is
+            # filled in after the walk, and only if the cached manifest cannot be reused (see Snapshotter).
             entry["s"] = cst.st_size
-            self.new_cache[rel] = cached
+            self.new_files[rel] = cached
+            self.hits.append((path, rel, entry, cst))
             return True
+        self._missed = True
         batch.append((path, rel, entry, cst))
         if len(batch) >= 64:
             self._queue.put(batch[:])
             batch.clear()
         return False
+
+    def _chunks_stored(self, rel: str) -> bool:
+        assert self._content is not None
+        found = self._content.get(rel)
+        return found is not None and all(c is None or bytes.fromhex(c) in self.index_chunks for c, _ in found[0])
 
     def _list_dir(self, path: str, rel: str, subdirs: list[tuple[str, str]]) -> tuple[list[Entry], list[str]]:
         """List and stat one directory's children, relative to an open descriptor of it (no path lookups)."""
@@ -190,7 +202,10 @@ class TreeWalk:
                     scanned += cst.st_size
                     if self._cached_or_queued(child_path, child, entry, cst, batch):
                         cached += 1
-                elif stat.S_ISDIR(mode):
+                    continue
+                if cst.st_ctime_ns < self._racy_after:
+                    self.new_others[child] = (mode, cst.st_mtime_ns, cst.st_ctime_ns, cst.st_ino)
+                if stat.S_ISDIR(mode):
                     entries.append(self._entry(child, child_path, cst, "d"))
                     dirs += 1
                     subdirs.append((child_path, child))
