@@ -2,7 +2,6 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-UV      = $$(command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV    := .venv
 PYTEST_ARGS ?=
 IMAGE_TAG   ?= 0.1.0
@@ -14,9 +13,7 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
 
 setup: ## install uv, the workspace (.venv, so .venv/bin/rok is the CLI) and the servers the tests use
-	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || python3 -m pip install --user --quiet uv \
-		|| python3 -m pip install --quiet --break-system-packages uv
-	@$(UV) sync --frozen --quiet
+	@uv=$$(bash tools/install-uv.sh) && $$uv sync --frozen --quiet
 	@bash tools/install-parts.sh
 
 parts: ## say which real servers and tools are here (nats-server, S3, PostgreSQL, chromium)
