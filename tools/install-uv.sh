@@ -18,4 +18,7 @@ echo "installing uv …" >&2
 python3 -m pip install --quiet --user uv >&2 2>/dev/null \
   || python3 -m pip install --quiet --break-system-packages uv >&2 \
   || python3 -m pip install --quiet uv >&2
-command -v uv 2>/dev/null || echo "$HOME/.local/bin/uv"
+for candidate in "$(command -v uv 2>/dev/null)" "$HOME/.local/bin/uv" /usr/local/bin/uv; do
+  [[ -n "$candidate" && -x "$candidate" ]] && { echo "$candidate"; exit 0; }
+done
+python3 -m uv --version >/dev/null && echo "python3 -m uv"
