@@ -6,7 +6,9 @@ to ``(content, xattrs)``; a file whose stat matches is not opened again, and its
 repository's index still holds them (gc may have removed them). It also keeps the signature
 ``(mode, mtime_ns, ctime_ns, inode)`` of every other entry (directories, symlinks, ...) and the manifest the
 last snapshot wrote: when every entry of the tree matches, that manifest is the one this snapshot would encode.
-The content part is decoded only when needed (an unchanged tree never needs it).
+The content part is decoded only when needed (an unchanged tree never needs it); it is a list of pickled
+dicts, later ones overriding earlier ones, so that a snapshot which read a few files appends what it read
+instead of pickling every file's content again (the list is compacted once it grows).
 Index cache: ``<cache_dir>/index/<repository id>/<index id>``, verified against its BLAKE3 id when read.
 """
 
@@ -28,7 +30,8 @@ Signature = tuple[
 ]  # files: (size, mtime_ns, ctime_ns, inode); others: (mode, mtime_ns, ctime_ns, inode)
 Content = tuple[Any, dict[str, str]]  # ([[chunk hex | None, length], ...], xattrs)
 FileRecord = tuple[Any, ...]  # (size, mtime_ns, ctime_ns, inode, content, xattrs)
-CACHE_VERSION = 2
+CACHE_VERSION = 3
+MAX_CONTENT_PARTS = 8
 
 
 def default_cache_dir() -> Path:
@@ -60,17 +63,28 @@ class CachedState:
     others: dict[str, Signature] = field(default_factory=dict)
     index: frozenset[str] = frozenset()
     manifest: tuple[str, bytes] | None = None
-    _content_blob: bytes = b""
+    parts: list[bytes] = field(default_factory=list)
     _content: dict[str, Content] | None = None
 
     def content(self) -> dict[str, Content]:
         if self._content is None:
+            content: dict[str, Content] = {}
             try:
-                self._content = _loads(self._content_blob) if self._content_blob else {}
-            except Exception:
-                self._content = {}
-            self._content_blob = b""
+                for part in self.parts:
+                    content.update(_loads(part))
+            except Exception:  # damaged: the files it would have described are read again
+                content = {}
+            self._content = content
         return self._content
+
+    def parts_with(self, new: dict[str, Content], reused: list[str]) -> list[bytes]:
+        """The content parts to save: this snapshot's reads appended, or everything still used in one part."""
+        if self.parts and len(self.parts) < MAX_CONTENT_PARTS and len(new) * 8 <= len(reused):
+            return [*self.parts, pickle.dumps(new, protocol=5)] if new else list(self.parts)
+        old = self.content()
+        content = {rel: old[rel] for rel in reused if rel in old}
+        content.update(new)
+        return [pickle.dumps(content, protocol=5)]
 
 
 class FileCache:
@@ -88,14 +102,14 @@ class FileCache:
             manifest = doc["manifest"]
             if manifest is not None and blake3.blake3(manifest[1]).hexdigest() != manifest[0]:
                 manifest = None
-            return CachedState(doc["files"], doc["others"], frozenset(doc["index"]), manifest, doc["content"])
+            return CachedState(doc["files"], doc["others"], frozenset(doc["index"]), manifest, list(doc["content"]))
         except Exception:
             return CachedState()
 
     def save(
         self,
         files: dict[str, Signature],
-        content: dict[str, Content],
+        content: list[bytes],
         others: dict[str, Signature],
         index_files: list[str],
         manifest: tuple[str, bytes] | None,
@@ -104,7 +118,7 @@ class FileCache:
             doc = {
                 "version": CACHE_VERSION,
                 "files": files,
-                "content": pickle.dumps(content, protocol=5),
+                "content": content,
                 "others": others,
                 "index": sorted(index_files),
                 "manifest": manifest,

@@ -279,9 +279,7 @@ class Snapshotter(TreeWalk):
         )
 
     def _save_cache(self, index_files: list[str]) -> None:
-        old = self._state.content()
-        content = {rel: old[rel] for _, rel, _, _ in self.hits if rel in old}
-        content.update(self.new_content)
+        content = self._state.parts_with(self.new_content, [rel for _, rel, _, _ in self.hits])
         manifest = None if self.errors or self.failed or self.warnings else self._manifest
         self.cache.save(self.new_files, content, self.new_others, index_files, manifest)
 
