@@ -14,19 +14,7 @@ from nats.aio.client import Client
 from rokcommon.registry_client import RegistryClient
 from rokcommon.testing.nats import NatsServer
 from rokcommon.testing.ports import free_port
-
-
-async def read_until(stream: asyncio.StreamReader, text: str, lines: list[str], timeout: float = 20) -> None:
-    async def scan() -> None:
-        while True:
-            line = (await stream.readline()).decode()
-            if not line:
-                raise AssertionError(f"the process ended before logging {text!r}:\n{''.join(lines)}")
-            lines.append(line)
-            if text in line:
-                return
-
-    await asyncio.wait_for(scan(), timeout)
+from rokcommon.testing.processes import read_until
 
 
 def get_json(url: str) -> object:

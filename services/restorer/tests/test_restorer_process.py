@@ -15,19 +15,7 @@ from rok_restorer.handlers import DURABLE
 from rokcommon import streams
 from rokcommon.events import RestoreCompleted
 from rokcommon.testing.nats import NatsServer
-
-
-async def read_until(stream: asyncio.StreamReader, text: str, lines: list[str], timeout: float = 30) -> None:
-    async def scan() -> None:
-        while True:
-            line = (await stream.readline()).decode()
-            if not line:
-                raise AssertionError(f"the restorer ended before logging {text!r}:\n{''.join(lines)}")
-            lines.append(line)
-            if text in line:
-                return
-
-    await asyncio.wait_for(scan(), timeout)
+from rokcommon.testing.processes import read_until
 
 
 async def test_the_restorer_process_logs_ready_restores_and_stops_cleanly_on_sigterm(
@@ -51,7 +39,7 @@ async def test_the_restorer_process_logs_ready_restores_and_stops_cleanly_on_sig
     lines: list[str] = []
     try:
         assert process.stderr is not None
-        await read_until(process.stderr, '"restorer ready"', lines)
+        await read_until(process.stderr, '"restorer ready"', lines, what="the restorer")
         consumer = await js.consumer_info(streams.RESTORES.name, DURABLE)
         assert consumer.config.filter_subject == "rok.restore.requested.v1"
         await ask(js, request("r-process", tmp_path / "t"))

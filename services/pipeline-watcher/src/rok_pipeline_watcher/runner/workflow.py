@@ -77,17 +77,7 @@ class LocalWorkflow:
     def step_pending(self, step: str) -> None:
         """The step's pod exists and is bound to this machine, mounting the run's volumes."""
         node_id = self.node_id(step)
-        self.nodes[node_id] = {
-            "id": node_id,
-            "name": f"{self.name}.{step}",
-            "displayName": step,
-            "type": "Pod",
-            "templateName": step,
-            "boundaryID": self.name,
-            "phase": "Pending",
-            "startedAt": _now(),
-            "hostNodeName": self.node,
-        }
+        self.nodes[node_id] = self._pod_node(step, "Pending", startedAt=_now(), hostNodeName=self.node)
         labels = {argo.RUN_ID_LABEL: self.run_id, argo.WORKFLOW_LABEL: self.name}
         pod = _pod(node_id, stable_id(self.uid, node_id, "pod"), self.node, self.run_volumes, labels)
         pod["metadata"]["annotations"][argo.NODE_ID_ANNOTATION] = node_id
@@ -123,16 +113,19 @@ class LocalWorkflow:
 
     def step_omitted(self, step: str) -> None:
         """A step that will not run (a step it depends on failed)."""
-        node_id = self.node_id(step)
-        self.nodes[node_id] = {
-            "id": node_id,
+        self.nodes[self.node_id(step)] = self._pod_node(step, "Omitted", message="omitted: depends condition not met")
+
+    def _pod_node(self, step: str, phase: str, **fields: str) -> dict[str, Any]:
+        """The workflow node of a step's pod, as Argo records it."""
+        return {
+            "id": self.node_id(step),
             "name": f"{self.name}.{step}",
             "displayName": step,
             "type": "Pod",
             "templateName": step,
             "boundaryID": self.name,
-            "phase": "Omitted",
-            "message": "omitted: depends condition not met",
+            "phase": phase,
+            **fields,
         }
 
     def finish(self, phase: str) -> None:
