@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from nats.aio.client import Client
 from rokcommon.registry_client import RegistryClient
 from rokcommon.testing.nats import NatsServer
 from rokcommon.testing.ports import free_port
-from rokcommon.testing.processes import read_until
+from rokcommon.testing.processes import service_process
 
 
 def get_json(url: str) -> object:
@@ -34,27 +32,14 @@ async def test_the_registry_process_logs_ready_answers_and_stops_cleanly_on_sigt
         "ROK_LOG_FORMAT": "json",
     }
     env.pop("ROK_DATABASE_URL", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "rok_registry", env=env, stderr=asyncio.subprocess.PIPE
-    )
-    lines: list[str] = []
-    try:
-        assert process.stderr is not None
-        await read_until(process.stderr, '"registry ready"', lines)
+    async with service_process("rok_registry", env) as registry:
+        await registry.read_until('"registry ready"')
         assert await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/api/v1/namespaces/local/buckets") == []
         assert await RegistryClient(nc, "local", timeout=5).list_buckets() == []
         assert (tmp_path / "state" / "registry.db").is_file()
-
-        process.send_signal(signal.SIGTERM)
-        remaining = await asyncio.wait_for(process.stderr.read(), 20)
-        code = await asyncio.wait_for(process.wait(), 20)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    log = "".join(lines) + remaining.decode()
+        code, log = await registry.terminate(20)
     assert code == 0, log
     assert "registry stopping" in log
     assert "Traceback" not in log
-    ready = next(json.loads(line) for line in lines if '"registry ready"' in line)
+    ready = next(json.loads(line) for line in registry.lines if '"registry ready"' in line)
     assert ready["service"] == "registry" and ready["level"] == "info"
