@@ -38,6 +38,16 @@ def canonical(lineage: Lineage) -> str:
     return text.replace(lineage.file.bucket, "<bucket>").replace(lineage.file.name, "<file>")
 
 
+async def lineage_in_order(tmp_path: Path) -> str:
+    """The canonical lineage of the scripted run, recorded in order into a database of its own."""
+    in_order = Database(f"sqlite:///{tmp_path / 'in-order.db'}")
+    await in_order.migrate()
+    await record_all(Recorder(in_order), RunScript().events())
+    expected = canonical(await only_lineage(Queries(in_order)))
+    await in_order.close()
+    return expected
+
+
 def summary(lineage: Lineage) -> list[tuple]:
     rows = [("initial", lineage.initial.status, lineage.initial.tags)] if lineage.initial else []
     for step in lineage.steps:
@@ -80,11 +90,7 @@ async def test_a_run_recorded_in_order_has_its_initial_version_and_a_before_and_
 async def test_events_in_reverse_order_end_in_the_same_lineage_as_in_order(
     database: Database, recorder: Recorder, queries: Queries, tmp_path: Path
 ) -> None:
-    in_order = Database(f"sqlite:///{tmp_path / 'in-order.db'}")
-    await in_order.migrate()
-    await record_all(Recorder(in_order), RunScript().events())
-    expected = canonical(await only_lineage(Queries(in_order)))
-    await in_order.close()
+    expected = await lineage_in_order(tmp_path)
 
     events = list(reversed(RunScript().events()))
     assert isinstance(events[-1], RunStarted)
@@ -102,11 +108,7 @@ async def test_events_in_reverse_order_end_in_the_same_lineage_as_in_order(
 async def test_shuffled_and_duplicated_events_end_in_the_same_lineage_announced_once(
     recorder: Recorder, queries: Queries, tmp_path: Path, seed: int
 ) -> None:
-    in_order = Database(f"sqlite:///{tmp_path / 'in-order.db'}")
-    await in_order.migrate()
-    await record_all(Recorder(in_order), RunScript().events())
-    expected = canonical(await only_lineage(Queries(in_order)))
-    await in_order.close()
+    expected = await lineage_in_order(tmp_path)
 
     events = RunScript().events()
     rng = random.Random(seed)
@@ -274,11 +276,7 @@ def test_version_ids_are_short_url_safe_and_the_same_for_the_same_version() -> N
 async def test_two_replicas_recording_one_run_at_once_on_postgresql_agree_with_one_in_order(
     database: Database, queries: Queries, tmp_path: Path
 ) -> None:
-    in_order = Database(f"sqlite:///{tmp_path / 'in-order.db'}")
-    await in_order.migrate()
-    await record_all(Recorder(in_order), RunScript().events())
-    expected = canonical(await only_lineage(Queries(in_order)))
-    await in_order.close()
+    expected = await lineage_in_order(tmp_path)
 
     events = RunScript().events()
     random.Random(7).shuffle(events)
