@@ -29,7 +29,7 @@ test: setup ## run every test, unit and integration, against real servers
 lint: ## ruff (format check + lint), mypy and the import-layer contracts
 	@$(VENV)/bin/ruff format --check .
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy libs/rokcommon/src services/*/src
+	@$(VENV)/bin/mypy libs/*/src services/*/src
 	@$(VENV)/bin/lint-imports
 
 bench: setup ## store engine vs restic/borg, and event-to-version latency

@@ -37,8 +37,8 @@ from rokcommon.events import (
     VersionCommitted,
     VolumeRef,
 )
-from rokcommon.testing.nats import NatsServer, running
-from rokcommon.testing.ports import free_port, wait_for_port
+from roktesting.nats import NatsServer, running
+from roktesting.ports import free_port, wait_for_port
 
 VOLUMES = (
     VolumeRef(name="workspace", role="workspace", path="/vol/workspace"),

@@ -26,7 +26,7 @@ from pathlib import Path
 import nats
 from rokcommon import bus, streams
 from rokcommon.events import RunRef, SnapshotCompleted, StepRef, StepStarted, VolumeRef
-from rokcommon.testing.ports import free_port, wait_for_port
+from roktesting.ports import free_port, wait_for_port
 
 NODE = "bench-node"
 

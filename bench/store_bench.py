@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import dataset
-from rokcommon.testing.s3 import serve_s3
+from roktesting.s3 import serve_s3
 
 ROOT = Path(__file__).resolve().parent.parent
 ROK = [str(ROOT / ".venv" / "bin" / "rok")]

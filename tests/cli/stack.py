@@ -21,8 +21,8 @@ from pathlib import Path
 
 import nats
 import pytest
+from rokcli import main
 from rokcommon import bus, streams, subjects
-from rokcommon.cli import main
 from rokcommon.events import (
     RunFinished,
     RunRef,
@@ -33,7 +33,7 @@ from rokcommon.events import (
     VersionCommitted,
     VolumeRef,
 )
-from rokcommon.testing.ports import free_port
+from roktesting.ports import free_port
 
 NODE = "rok-test-node"
 NAMESPACE = "local"

@@ -100,7 +100,7 @@ def test_two_rok_ups_at_once_start_each_once_and_down_stops_them_all(tmp_path: P
 
 
 def test_a_pid_file_naming_another_process_is_not_trusted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rokcommon.testing.ports import free_port
+    from roktesting.ports import free_port
 
     monkeypatch.setenv("ROK_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("ROK_NATS_URL", f"nats://127.0.0.1:{free_port()}")

@@ -112,7 +112,7 @@ def test_a_malformed_url_is_a_usage_error(stack: Stack) -> None:
 
 
 def test_without_a_bus_a_command_says_so_and_exits_75(stack: Stack) -> None:
-    from rokcommon.testing.ports import free_port
+    from roktesting.ports import free_port
 
     result = stack.rok("ls", ROK_NATS_URL=f"nats://127.0.0.1:{free_port()}")
     assert result.code == 75

@@ -31,6 +31,6 @@ def test_the_entrypoint_is_a_module_or_command_the_image_installs(path: Path):
             commands = {
                 name for p in projects.values() for name in p["project"].get("entry-points", {}).get("rok.commands", {})
             }
-            from rokcommon.cli import COMMANDS
+            from rokcli import COMMANDS
 
             assert rest[0] in commands | set(COMMANDS), f"{path.name} runs `{script} {rest[0]}`, not registered"

@@ -31,7 +31,7 @@ from rok_restorer.kubernetes import (
 from rok_restorer.targets import VolumeToRestore
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import NotebookTarget, PvcTarget
-from rokcommon.store import init_repository
+from rokstore import init_repository
 
 from . import crds
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
-from rokcommon.testing.nats import NatsServer
-from rokcommon.testing.ports import free_port
-from rokcommon.testing.s3 import S3Server
+from roktesting.nats import NatsServer
+from roktesting.ports import free_port
+from roktesting.s3 import S3Server
 
 from .system import NODE, System
 

@@ -41,8 +41,10 @@ from rokcommon.events import (
     VersionCommitted,
     VolumeRef,
 )
-from rokcommon.registry_client import Lineage, RegistryClient, Version, parse_url
-from rokcommon.testing.nats import NatsServer
+from rokcommon.registry_client import RegistryClient
+from rokcommon.registry_contract import Lineage, Version
+from rokcommon.urls import parse_url
+from roktesting.nats import NatsServer
 
 from .processes import ServiceProcess
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from rokcommon.events import RestoreCompleted
-from rokcommon.registry_client import Lineage
+from rokcommon.registry_contract import Lineage
 
 from .system import PipelineRun, System, eventually, tree
 

@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Tracer
 from rokcommon import subjects
 from rokcommon.events import DirectoryTarget, RestoreCompleted, RestoreRequested
-from rokcommon.registry_client import Version
+from rokcommon.registry_contract import Version
 from rokcommon.telemetry import setup_telemetry
 
 from .system import NAMESPACE, PipelineRun, System, eventually, tree

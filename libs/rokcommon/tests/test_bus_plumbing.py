@@ -20,8 +20,8 @@ from rokcommon.errors import TemporaryError
 from rokcommon.events import RunFinished, RunRef
 from rokcommon.service import Service
 from rokcommon.settings import RokSettings
-from rokcommon.testing.nats import NatsServer, running
-from rokcommon.testing.ports import free_port
+from roktesting.nats import NatsServer, running
+from roktesting.ports import free_port
 
 RUN = RunRef(namespace="team-a", run_id="run-1", workflow_uid="wf-1")
 

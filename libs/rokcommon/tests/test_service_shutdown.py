@@ -11,7 +11,7 @@ from rokcommon import bus, streams, subjects
 from rokcommon.events import RunFinished, RunRef
 from rokcommon.service import Service
 from rokcommon.settings import RokSettings
-from rokcommon.testing.nats import NatsServer, running
+from roktesting.nats import NatsServer, running
 
 
 def finished() -> RunFinished:

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from rokcommon.testing.ports import free_port
+from roktesting.ports import free_port
 
 ROK = str(Path(sys.executable).parent / "rok")
 EXAMPLE = Path(__file__).parents[3] / "examples" / "churn"

@@ -13,7 +13,7 @@ from rok_registry.queries import Queries
 from rok_registry.recorder import Commit, Recorder
 from rokcommon.errors import PermanentError
 from rokcommon.events import Event, RunFinished, RunStarted, SnapshotCompleted, StepStarted
-from rokcommon.registry_client import Lineage
+from rokcommon.registry_contract import Lineage
 
 NS = "team-a"
 

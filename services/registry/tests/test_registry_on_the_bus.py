@@ -23,10 +23,12 @@ from rok_registry.settings import RegistrySettings
 from rokcommon import bus, streams, subjects
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import SnapshotCompleted, SnapshotFailed, VersionCommitted
-from rokcommon.registry_client import InvalidUrl, Lineage, RegistryClient
+from rokcommon.registry_client import RegistryClient
+from rokcommon.registry_contract import Lineage
 from rokcommon.telemetry import Instruments
-from rokcommon.testing.nats import NatsServer, running
-from rokcommon.testing.ports import free_port
+from rokcommon.urls import InvalidUrl
+from roktesting.nats import NatsServer, running
+from roktesting.ports import free_port
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from nats.aio.client import Client
 from rokcommon.registry_client import RegistryClient
-from rokcommon.testing.nats import NatsServer
-from rokcommon.testing.ports import free_port
-from rokcommon.testing.processes import service_process
+from roktesting.nats import NatsServer
+from roktesting.ports import free_port
+from roktesting.processes import service_process
 
 
 def get_json(url: str) -> object:

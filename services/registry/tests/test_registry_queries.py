@@ -18,8 +18,9 @@ from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, SnapshotCompleted
-from rokcommon.registry_client import InvalidUrl, Lineage, ListBuckets, format_url, parse_url, raise_error
-from rokcommon.testing.ports import free_port
+from rokcommon.registry_contract import Lineage, ListBuckets, raise_error
+from rokcommon.urls import InvalidUrl, format_url, parse_url
+from roktesting.ports import free_port
 
 
 async def record(recorder: Recorder, events: list[Event]) -> None:

@@ -21,8 +21,8 @@ from rok_restorer.settings import RestorerSettings
 from rokcommon import subjects
 from rokcommon.events import RestoreCompleted, RestoreFailed, RestoreProgress
 from rokcommon.service import Service
-from rokcommon.store import init_repository
-from rokcommon.testing.nats import NatsServer, running
+from rokstore import init_repository
+from roktesting.nats import NatsServer, running
 
 
 @pytest.fixture

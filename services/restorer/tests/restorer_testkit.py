@@ -23,7 +23,8 @@ from rokcommon.events import (
     RestoreProgress,
     RestoreRequested,
 )
-from rokcommon.registry_client import ErrorBody, Member, Reply, Resolve, Resolved, Version, format_url, parse_url
+from rokcommon.registry_contract import ErrorBody, Member, Reply, Resolve, Resolved, Version
+from rokcommon.urls import format_url, parse_url
 
 NAMESPACE = "team-a"
 VERSION_URL = format_url(NAMESPACE, "exp-3mis2", "train-3mis2-a1b2", "k3x9q2mf")

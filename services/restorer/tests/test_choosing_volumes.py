@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from restorer_testkit import VERSION_URL, Stored
 from rok_restorer.restoring import Refused, choose_volumes
-from rokcommon.registry_client import FailedVolume
+from rokcommon.registry_contract import FailedVolume
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from rok_restorer.main import build
 from rok_restorer.settings import RestorerSettings
 from rokcommon import streams, subjects
 from rokcommon.events import NotebookTarget, PvcTarget, RestoreCompleted, RestoreFailed
-from rokcommon.registry_client import format_url
 from rokcommon.service import Service
-from rokcommon.testing.nats import running
+from rokcommon.urls import format_url
+from roktesting.nats import running
 
 
 async def failed(outcomes: Outcomes, request_id: str) -> RestoreFailed:

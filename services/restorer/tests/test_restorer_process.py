@@ -11,8 +11,8 @@ from restorer_testkit import FakeRegistry, Outcomes, Stored, ask, request, tree
 from rok_restorer.handlers import DURABLE
 from rokcommon import streams
 from rokcommon.events import RestoreCompleted
-from rokcommon.testing.nats import NatsServer
-from rokcommon.testing.processes import service_process
+from roktesting.nats import NatsServer
+from roktesting.processes import service_process
 
 
 async def test_the_restorer_process_logs_ready_restores_and_stops_cleanly_on_sigterm(

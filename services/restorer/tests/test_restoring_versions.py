@@ -18,9 +18,9 @@ from rok_restorer.restoring import Record, Restorer
 from rok_restorer.targets import Targets
 from rokcommon import bus, streams, subjects
 from rokcommon.events import RestoreCompleted, RestoreFailed
-from rokcommon.registry_client import format_url
 from rokcommon.service import Service
 from rokcommon.telemetry import METRICS
+from rokcommon.urls import format_url
 
 
 def repository_objects(repo_dir: Path) -> dict[str, str]:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rok_snapshotter.settings import SnapshotterSettings
 from rokcommon.events import VolumeRef
-from rokcommon.testing.nats import NatsServer
+from roktesting.nats import NatsServer
 
 # The tests import their helpers by name (pytest's importlib mode puts no test directory on sys.path).
 sys.path.insert(0, str(Path(__file__).parent))

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from rok_snapshotter.repository import RepositoryHandle
 from rokcommon import streams
 from rokcommon.events import Event, RunRef, StepRef, StepStarted, VolumeRef, model_for_subject
-from rokcommon.store import Progress, SnapshotStats
+from rokstore import Progress, SnapshotStats
 
 NODE = "node-1.example.internal"
 RUN = RunRef(namespace="team-a", run_id="run-1", workflow_uid="wf-1")

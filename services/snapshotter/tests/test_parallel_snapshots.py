@@ -12,8 +12,8 @@ from rok_snapshotter.main import build
 from rok_snapshotter.settings import SnapshotterSettings
 from rokcommon import bus, streams
 from rokcommon.events import RunStarted, SnapshotCompleted, StepStarted, VolumeRef
-from rokcommon.store import Progress
-from rokcommon.testing.nats import running
+from rokstore import Progress
+from roktesting.nats import running
 from snapshotter_helpers import NODE, RUN, ObservedRepository, snapshot_events, started, step
 
 STEPS = "snapshotter-node-1_example_internal"

@@ -16,7 +16,7 @@ from rok_snapshotter.settings import SnapshotterSettings
 from rokcommon import bus
 from rokcommon.events import SnapshotCompleted, VolumeRef
 from rokcommon.telemetry import Instruments
-from rokcommon.testing.nats import running
+from roktesting.nats import running
 from snapshotter_helpers import settled, snapshot_events, started, tree
 
 DURABLE = "snapshotter-node-1_example_internal"

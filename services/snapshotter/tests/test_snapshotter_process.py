@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from rok_snapshotter.settings import SnapshotterSettings
 from rokcommon import bus, streams
 from rokcommon.events import SnapshotCompleted, VolumeRef
-from rokcommon.store import open_repository
+from rokstore import open_repository
 from snapshotter_helpers import settled, snapshot_events, started, tree
 
 DURABLE = "snapshotter-node-1_example_internal"

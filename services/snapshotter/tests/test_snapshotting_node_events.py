@@ -19,8 +19,8 @@ from rokcommon.events import (
     StepFinished,
     VolumeRef,
 )
-from rokcommon.store import Progress, open_repository
-from rokcommon.testing.nats import running
+from rokstore import Progress, open_repository
+from roktesting.nats import running
 from snapshotter_helpers import NODE, RUN, ObservedRepository, settled, snapshot_events, started, step, tree
 
 DURABLE = "snapshotter-node-1_example_internal"

@@ -21,7 +21,8 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, Phase
-from rokcommon.registry_client import Bucket, Lineage, Resolved, RunFile, SearchHit, Version, format_url
+from rokcommon.registry_contract import Bucket, Lineage, Resolved, RunFile, SearchHit, Version
+from rokcommon.urls import format_url
 
 from rok_registry.queries import Queries
 

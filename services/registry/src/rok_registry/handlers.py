@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from rokcommon import streams, subjects
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import invalid_event, model_for_subject
-from rokcommon.registry_client import QUERIES, Query, Reply, error_body
+from rokcommon.registry_contract import QUERIES, Query, Reply, error_body
 from rokcommon.service import Service
 
 from rok_registry.queries import Queries

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound
 from rokcommon.events import Model as Result
 from rokcommon.events import Phase
-from rokcommon.registry_client import (
+from rokcommon.registry_contract import (
     Bucket,
     Buckets,
     Files,
@@ -29,7 +29,6 @@ from rokcommon.registry_client import (
     Query,
     Resolve,
     Resolved,
-    RokUrl,
     RunFile,
     Search,
     SearchHit,
@@ -37,8 +36,8 @@ from rokcommon.registry_client import (
     Step,
     Version,
     Versions,
-    parse_url,
 )
+from rokcommon.urls import RokUrl, parse_url
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -54,7 +53,7 @@ class Queries:
         self.db = db
 
     async def answer(self, request: Query) -> Result:
-        """Answer a request model of :data:`~rokcommon.registry_client.QUERIES`."""
+        """Answer a request model of :data:`~rokcommon.registry_contract.QUERIES`."""
         ns = request.namespace
         match request:
             case ListBuckets():

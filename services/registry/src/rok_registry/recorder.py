@@ -31,7 +31,7 @@ from rokcommon.events import (
     StepStarted,
     VersionCommitted,
 )
-from rokcommon.registry_client import format_url
+from rokcommon.urls import format_url
 from sqlalchemy import Insert, Select, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession

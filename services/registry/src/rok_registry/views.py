@@ -1,10 +1,11 @@
-"""Rows → the result models of :mod:`rokcommon.registry_client` (URLs included, members workspace first)."""
+"""Rows → the result models of :mod:`rokcommon.registry_contract` (URLs included, members workspace first)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from rokcommon.registry_client import Bucket, FailedVolume, Member, RunFile, SearchHit, Step, Version, format_url
+from rokcommon.registry_contract import Bucket, FailedVolume, Member, RunFile, SearchHit, Step, Version
+from rokcommon.urls import format_url
 
 from rok_registry.tables import BucketRow, FileRow, MemberRow, VersionRow
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from nats.aio.client import Client
-from rokcommon.registry_client import RegistryClient, Resolved
+from rokcommon.registry_client import RegistryClient
+from rokcommon.registry_contract import Resolved
 
 
 class RegistryCatalog:

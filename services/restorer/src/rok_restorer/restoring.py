@@ -31,8 +31,8 @@ from typing import Literal, Protocol, TypeAlias
 from opentelemetry import trace
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, PermanentError
 from rokcommon.events import RestoreCompleted, RestoredVolume, RestoreFailed, RestoreProgress, RestoreRequested
-from rokcommon.registry_client import Resolved
-from rokcommon.store import CorruptData, Progress, Repository, RestoreStats, open_repository
+from rokcommon.registry_contract import Resolved
+from rokstore import CorruptData, Progress, Repository, RestoreStats, open_repository
 
 from rok_restorer.targets import Target, Targets, VolumeToRestore
 

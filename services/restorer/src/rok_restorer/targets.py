@@ -35,7 +35,7 @@ from typing import Protocol
 
 from rokcommon.errors import PermanentError
 from rokcommon.events import DirectoryTarget, NotebookTarget, PvcTarget, RestoredVolume, RestoreTarget
-from rokcommon.store import RestoreStats, TargetNotEmpty
+from rokstore import RestoreStats, TargetNotEmpty
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from rokcommon.store import Progress
+from rokstore import Progress
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from rokcommon.events import (
     VolumeRef,
     snapshot_event_id,
 )
-from rokcommon.store import SnapshotStats
+from rokstore import SnapshotStats
 
 NodeEvent: TypeAlias = RunStarted | StepStarted | StepFinished
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from rokcommon.errors import RokError, TemporaryError
-from rokcommon.store import Repository, RepositoryExists, RepositoryNotFound, init_repository, open_repository
+from rokstore import Repository, RepositoryExists, RepositoryNotFound, init_repository, open_repository
 
 log = logging.getLogger(__name__)
 

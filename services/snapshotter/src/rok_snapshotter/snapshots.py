@@ -22,8 +22,8 @@ from typing import Protocol
 
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import Event, SnapshotCompleted, SnapshotFailed, VolumeRef, now
-from rokcommon.store import Repository
 from rokcommon.telemetry import Instruments
+from rokstore import Repository
 
 from rok_snapshotter.heartbeat import Heartbeat
 from rok_snapshotter.plan import NodeEvent, SnapshotPlan, plan_for, stats_model

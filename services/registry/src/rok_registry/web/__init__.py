@@ -17,10 +17,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
-from rokcommon.cli.diffs import VolumeChanges, diff_members
-from rokcommon.cli.tables import size, when
+from rokcli.diffs import VolumeChanges, diff_members
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
-from rokcommon.registry_client import InvalidUrl, Lineage, Step, parse_url
+from rokcommon.humanize import size, when
+from rokcommon.registry_contract import Lineage, Step
+from rokcommon.urls import InvalidUrl, parse_url
 
 from rok_registry.web.access import WebBus, registry, web_bus
 

@@ -4,7 +4,7 @@ In the registry's app the pages ask its query layer directly (``app.state.querie
 namespace); elsewhere they ask the registry over NATS with :class:`~rokcommon.registry_client.RegistryClient`:
 the same queries, the same namespace scoping, the same errors either way. The bus connection is the service's
 own (``app.state.nats()``) when there is one. Restores are requested on the bus and followed in memory
-(:class:`~rokcommon.cli.restores.RestoreWatch`), so the page can poll their progress.
+(:class:`~rokcommon.restores.RestoreWatch`), so the page can poll their progress.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any
 from fastapi import Request
 from nats.aio.client import Client
 from rokcommon import streams
-from rokcommon.cli.connection import connect
-from rokcommon.cli.restores import RestoreWatch, request_restore
+from rokcommon.connection import connect
 from rokcommon.errors import NotFound
 from rokcommon.registry_client import RegistryClient
+from rokcommon.restores import RestoreWatch, request_restore
 from rokcommon.settings import RokSettings
 
 MAX_WATCHES = 200  # restores remembered for polling; the oldest finished ones are forgotten first

@@ -1,0 +1,66 @@
+"""The ``rok`` command line.
+
+Command groups live in modules of their own and are registered in :data:`COMMANDS`; other packages contribute
+commands through the ``rok.commands`` entry-point group — the store engine ``rok repo`` and ``rok snapshot``, the
+pipeline-watcher ``rok run`` and ``rok guard`` — so this package imports none of them.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+
+import click
+from rokcommon.errors import RokError
+
+# "module:attribute" of every built-in command, imported lazily so that `rok --help` stays fast.
+COMMANDS: dict[str, str] = {
+    "up": "rokcli.local:up",
+    "down": "rokcli.local:down",
+    "status": "rokcli.local:status",
+    "ls": "rokcli.user:ls",
+    "show": "rokcli.user:show",
+    "restore": "rokcli.restore:restore",
+    "diff": "rokcli.user:diff",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from importlib.metadata import entry_points  # ~40 ms: only when a service's command is looked up
+
+        names = set(COMMANDS) | {ep.name for ep in entry_points(group="rok.commands")}
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in COMMANDS:
+            module, _, attr = COMMANDS[cmd_name].partition(":")
+            return getattr(import_module(module), attr)
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group="rok.commands", name=cmd_name):
+            return ep.load()
+        return None
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """rok: versioned, de-duplicated snapshots of pipeline volumes."""
+
+
+def main() -> None:
+    """Entry point: expected failures are one clear line on stderr and a non-zero exit."""
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except RokError as error:
+        click.echo(f"rok: error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

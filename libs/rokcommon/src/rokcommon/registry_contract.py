@@ -1,0 +1,263 @@
+"""The registry's query contract: what can be asked (:data:`QUERIES`), what comes back, and how errors travel.
+
+Every query is a request model carrying the caller's ``namespace``, sent to ``rok.registry.<query>.v1``
+(:data:`QUERIES` maps each query name to its request and result models). The reply is a :class:`Reply`: either
+a ``result`` or a typed ``error`` whose kind (:data:`ERROR_KINDS`) names the exception it stands for. The registry's
+HTTP API (``/api/v1/namespaces/{ns}/...``) returns the same result models as JSON.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
+from rokcommon.events import Model, Name, Outcome, Phase, Tag
+
+VersionStatus = Literal["pending", "complete", "partial"]  # pending: not every volume recorded yet
+RunStatus = Literal["running", "succeeded", "failed", "error"]
+ErrorKind = Literal["not_found", "forbidden", "invalid", "unavailable"]  # unavailable: e.g. its database is down
+
+
+# --- results -----------------------------------------------------------------------------------------------
+
+
+class Bucket(Model):
+    """One per KFP experiment (runs without one go to the namespace's ``default-…`` bucket)."""
+
+    namespace: str
+    name: str
+    url: str
+    experiment: str | None = None
+    created_at: datetime
+    files: int = 0
+
+
+class RunFile(Model):
+    """One per pipeline run."""
+
+    namespace: str
+    bucket: str
+    name: str
+    url: str
+    pipeline_name: str | None = None
+    pipeline_version: str | None = None
+    run_id: str
+    run_name: str | None = None
+    workflow_uid: str
+    status: RunStatus = "running"
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    versions: int = 0
+
+
+class Member(Model):
+    """One volume of a version; the workspace volume comes first."""
+
+    volume: str
+    role: Literal["workspace", "data"] = "data"
+    snapshot_id: str
+    repository: str
+    size: int = 0  # bytes of content in the volume
+    bytes_new: int = 0  # bytes this snapshot stored that the repository did not hold before
+    files: int = 0
+    url: str
+
+
+class FailedVolume(Model):
+    volume: str
+    reason: str
+
+
+class Version(Model):
+    """A snapshot of a step's volumes (or of the notebook's, for the run's initial version)."""
+
+    id: str
+    url: str
+    namespace: str
+    bucket: str
+    file: str
+    workflow_uid: str
+    run_id: str
+    step_id: str | None = None  # None for the initial version
+    step_name: str | None = None
+    attempt: int = 0
+    phase: Phase
+    tags: tuple[Tag, ...] = ()
+    taken_at: datetime | None = None
+    status: VersionStatus = "pending"
+    best_effort: bool = False
+    volumes: tuple[str, ...] = ()  # every volume the version holds, workspace first
+    members: tuple[Member, ...] = ()  # the volumes recorded so far, workspace first
+    failed: tuple[FailedVolume, ...] = ()
+    size: int = 0
+    bytes_new: int = 0
+
+    @property
+    def committed(self) -> bool:
+        """Every volume is recorded (stored or failed): what a step guard waits for."""
+        return self.status != "pending"
+
+
+class Resolved(Model):
+    """What a URL stands for: the version, and the members it names (all, or the one of ``&volume=``)."""
+
+    url: str
+    version: Version
+    members: tuple[Member, ...]
+
+
+class Step(Model):
+    """One attempt of one step of a run, with the versions taken just before and just after it."""
+
+    step_id: str  # the workflow node id
+    name: str | None = None
+    attempt: int = 0
+    node: str | None = None
+    guarded: bool = False
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    outcome: Outcome | None = None
+    before: Version | None = None
+    after: Version | None = None
+
+
+class Lineage(Model):
+    """A run: its initial version, then its steps in the order they started."""
+
+    file: RunFile
+    initial: Version | None = None
+    steps: tuple[Step, ...] = ()
+
+
+class SearchHit(Model):
+    kind: Literal["bucket", "file", "version"]
+    url: str
+    title: str
+    bucket: str
+    file: str | None = None
+    version: str | None = None
+
+
+class Buckets(Model):
+    items: tuple[Bucket, ...] = ()
+
+
+class Files(Model):
+    items: tuple[RunFile, ...] = ()
+
+
+class Versions(Model):
+    items: tuple[Version, ...] = ()
+
+
+class Found(Model):
+    """The answer of ``find``: the version, or None when the registry has not recorded it (yet)."""
+
+    version: Version | None = None
+
+
+class SearchHits(Model):
+    items: tuple[SearchHit, ...] = ()
+
+
+# --- requests ----------------------------------------------------------------------------------------------
+
+
+class Query(Model):
+    namespace: Name
+
+
+class ListBuckets(Query):
+    pass
+
+
+class ListFiles(Query):
+    bucket: Name
+
+
+class ListVersions(Query):
+    bucket: Name
+    file: Name
+
+
+class GetVersion(Query):
+    url: str
+
+
+class Resolve(Query):
+    url: str
+
+
+class GetLineage(Query):
+    bucket: Name
+    file: Name
+
+
+class FindVersion(Query):
+    """The version of one step's phase of a run (``step_id`` None: the run's initial version).
+
+    ``attempt`` None means the latest attempt recorded.
+    """
+
+    workflow_uid: Name
+    step_id: str | None = None
+    phase: Phase
+    attempt: int | None = None
+
+
+class Search(Query):
+    text: str = Field(min_length=1, max_length=500)
+    limit: int = Field(50, ge=1, le=500)
+
+
+# query name → (request model, result model); the subject is subjects.registry_query(name)
+QUERIES: dict[str, tuple[type[Query], type[Model]]] = {
+    "buckets": (ListBuckets, Buckets),
+    "files": (ListFiles, Files),
+    "versions": (ListVersions, Versions),
+    "version": (GetVersion, Version),
+    "resolve": (Resolve, Resolved),
+    "lineage": (GetLineage, Lineage),
+    "find": (FindVersion, Found),
+    "search": (Search, SearchHits),
+}
+
+
+# --- replies -----------------------------------------------------------------------------------------------
+
+
+class ErrorBody(Model):
+    kind: ErrorKind
+    message: str
+
+
+class Reply(BaseModel):
+    """What the registry answers on NATS: exactly one of ``result`` and ``error``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: dict[str, Any] | None = None
+    error: ErrorBody | None = None
+
+
+# error kind → the exception it stands for, the most specific first: an exception is sent as the first kind it is
+# an instance of (anything else as "invalid"), and a kind is raised as its exception.
+ERROR_KINDS: tuple[tuple[ErrorKind, type[RokError]], ...] = (
+    ("forbidden", Forbidden),
+    ("not_found", NotFound),
+    ("unavailable", TemporaryError),
+    ("invalid", InvalidRequest),
+)
+
+
+def error_body(error: Exception) -> ErrorBody:
+    """The typed error body for an exception the query layer raised (the inverse of :func:`raise_error`)."""
+    kind = next((kind for kind, cls in ERROR_KINDS if isinstance(error, cls)), "invalid")
+    return ErrorBody(kind=kind, message=str(error))
+
+
+def raise_error(body: ErrorBody) -> None:
+    raise dict(ERROR_KINDS)[body.kind](body.message)

@@ -1,0 +1,55 @@
+"""The store engine: content-addressed, de-duplicated snapshots of directory trees (see docs/format.md)."""
+
+from rokstore.errors import (
+    AccessDenied,
+    CorruptData,
+    InvalidRepositoryUrl,
+    ObjectNotFound,
+    RepositoryExists,
+    RepositoryLocked,
+    RepositoryNotFound,
+    SnapshotNotFound,
+    StoreError,
+    StoreUnavailable,
+    TargetNotEmpty,
+    UnsafePath,
+    UnsupportedFormat,
+)
+from rokstore.models import (
+    CheckReport,
+    GcReport,
+    Problem,
+    Progress,
+    RestoreStats,
+    SnapshotDiff,
+    SnapshotInfo,
+    SnapshotStats,
+)
+from rokstore.repository import Repository, init_repository, open_repository
+
+__all__ = [
+    "AccessDenied",
+    "CheckReport",
+    "CorruptData",
+    "GcReport",
+    "InvalidRepositoryUrl",
+    "ObjectNotFound",
+    "Problem",
+    "Progress",
+    "Repository",
+    "RepositoryExists",
+    "RepositoryLocked",
+    "RepositoryNotFound",
+    "RestoreStats",
+    "SnapshotDiff",
+    "SnapshotInfo",
+    "SnapshotNotFound",
+    "SnapshotStats",
+    "StoreError",
+    "StoreUnavailable",
+    "TargetNotEmpty",
+    "UnsafePath",
+    "UnsupportedFormat",
+    "init_repository",
+    "open_repository",
+]

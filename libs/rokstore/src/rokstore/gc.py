@@ -1,0 +1,148 @@
+"""``gc``: remove what no snapshot references, repacking packs that are mostly garbage.
+
+gc holds the exclusive lock (see ``locks``) for its whole run, so no snapshot is in flight while it decides
+what is garbage. Crash-safe order: write new packs, write the new index (one file naming every live chunk),
+delete the old index files, and only then delete packs and manifests — an index never names a deleted pack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+
+from rokstore.check import load_references
+from rokstore.errors import CorruptData
+from rokstore.index import Location, encode_index, index_key
+from rokstore.locks import remove_stale_locks
+from rokstore.models import GcReport
+from rokstore.packs import BlobRef, build_pack, pack_key
+
+if TYPE_CHECKING:
+    from rokstore.repository import Repository
+
+tracer = trace.get_tracer("rokstore")
+
+REPACK_BELOW = 0.5  # repack a pack when less than this share of its bytes is still referenced
+
+
+async def collect_garbage(repo: Repository, *, dry_run: bool = False) -> GcReport:
+    started = time.monotonic()
+    with tracer.start_as_current_span("rok.store.gc") as span:
+        await remove_stale_locks(repo.backend)
+        lock = await repo.lock("exclusive")
+        try:
+            report = await _gc(repo, dry_run, started)
+            span.set_attribute("rok.bytes", report.bytes_freed)
+            return report
+        finally:
+            await lock.release()
+
+
+async def _gc(repo: Repository, dry_run: bool, started: float) -> GcReport:
+    ids, users, problems = await load_references(repo)
+    if problems:
+        raise CorruptData(
+            f"gc stopped: {problems[0].message}; a snapshot's manifest cannot be read, so what is garbage is "
+            "unknown — run 'rok repo check'"
+        )
+    live = set(users)
+    index = await repo.load_index()
+    pack_sizes = {bytes.fromhex(i.key.rsplit("/", 1)[-1]): i.size for i in await repo.backend.list("packs/")}
+    keep: dict[bytes, Location] = {}
+    for chunk in live:
+        loc = index.chunks.get(chunk)
+        if loc is not None and loc.pack in pack_sizes:
+            keep[chunk] = loc
+    live_bytes: dict[bytes, int] = defaultdict(int)
+    for loc in keep.values():
+        live_bytes[loc.pack] += loc.length
+    blob_bytes: dict[bytes, int] = defaultdict(int)
+    for loc in index.chunks.values():
+        blob_bytes[loc.pack] += loc.length
+    delete: list[bytes] = []
+    repack: list[bytes] = []
+    for pack, size in pack_sizes.items():
+        used = live_bytes.get(pack, 0)
+        if used == 0:
+            delete.append(pack)
+        elif used < blob_bytes.get(pack, size) * REPACK_BELOW:
+            repack.append(pack)
+    dead_chunks = len(index.chunks) - len(keep)
+    manifests_live = set()
+    for sid in ids:
+        manifests_live.add((await repo.load_record(sid))["manifest"])
+    dead_manifests = [
+        i.key for i in await repo.backend.list("manifests/") if i.key.rsplit("/", 1)[-1] not in manifests_live
+    ]
+    freed = sum(pack_sizes[p] for p in delete) + sum(pack_sizes[p] - live_bytes[p] for p in repack)
+    written: list[tuple[bytes, list[BlobRef]]] = []
+    rewrite_index = bool(delete or repack or dead_chunks or len(index.files) > 1)
+    if not dry_run:
+        if repack:
+            moved = defaultdict(list)
+            for chunk, loc in keep.items():
+                if loc.pack in repack:
+                    moved[loc.pack].append((chunk, loc))
+            batch: list[tuple[bytes, bytes, int, int]] = []
+            size = 0
+
+            async def flush() -> None:
+                nonlocal batch, size
+                if not batch:
+                    return
+                sealed = await asyncio.to_thread(build_pack, batch)
+                with tracer.start_as_current_span("rok.store.pack.upload") as span:
+                    span.set_attribute("rok.bytes", len(sealed.data))
+                    await repo.backend.put(pack_key(sealed.pack_id), sealed.data)
+                written.append((sealed.pack_id, sealed.blobs))
+                batch, size = [], 0
+
+            for pack, blobs in moved.items():
+                data = await repo.backend.get(pack_key(pack))
+                for chunk, loc in blobs:
+                    blob = data[loc.offset : loc.offset + loc.length]
+                    batch.append((chunk, blob, loc.raw_length, loc.flags))
+                    size += len(blob)
+                if size >= 16 << 20:
+                    await flush()
+            await flush()
+        if rewrite_index:
+            moved_chunks = {b.chunk for _, blobs in written for b in blobs}
+            by_pack: dict[bytes, list[BlobRef]] = defaultdict(list)
+            for chunk, loc in keep.items():
+                if chunk not in moved_chunks:
+                    by_pack[loc.pack].append(BlobRef(chunk, loc.offset, loc.length, loc.raw_length, loc.flags))
+            index_id, data = encode_index([*by_pack.items(), *written])
+            with tracer.start_as_current_span("rok.store.index.write") as span:
+                span.set_attribute("rok.bytes", len(data))
+                await repo.backend.put(index_key(index_id), data)
+            for old in index.files:
+                if old != index_id:
+                    await repo.backend.delete(index_key(old))
+        sem = asyncio.Semaphore(16)
+
+        async def remove(key: str) -> None:
+            async with sem:
+                await repo.backend.delete(key)
+
+        # A repacked pack can come out byte-identical to an old one (same blobs): never delete what was written.
+        new_packs = {pack for pack, _ in written}
+        await asyncio.gather(*(remove(pack_key(p)) for p in [*delete, *repack] if p not in new_packs))
+        await asyncio.gather(*(remove(k) for k in dead_manifests))
+    return GcReport(
+        dry_run=dry_run,
+        snapshots=len(ids),
+        packs_deleted=len(delete),
+        packs_repacked=len(repack),
+        packs_written=len(written),
+        bytes_freed=freed,
+        chunks_kept=len(keep),
+        chunks_deleted=dead_chunks,
+        index_files_rewritten=len(index.files) if rewrite_index else 0,
+        manifests_deleted=len(dead_manifests),
+        seconds=round(time.monotonic() - started, 3),
+    )

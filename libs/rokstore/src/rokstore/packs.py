@@ -1,0 +1,154 @@
+"""Packs: chunks compressed (zstd, raw where that does not help) and concatenated into ~16 MiB objects.
+
+Layout of a pack: ``blob blob … header count:u32le "ROKPACK1"``; the header holds one record per blob
+(chunk id, stored length, raw length, flags) in blob order, so a pack describes itself and an index can be
+rebuilt from packs alone. A pack's name is the BLAKE3 hash of all its bytes.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import blake3
+import zstandard
+
+from rokstore.errors import CorruptData
+
+PACK_MAGIC = b"ROKPACK1"
+PACK_TARGET = 16 * 1024 * 1024
+HEADER_ENTRY = struct.Struct("<32sIIB")
+TRAILER = struct.Struct("<I8s")
+FLAG_RAW = 0
+FLAG_ZSTD = 1
+ZSTD_LEVEL = 1
+
+_local = threading.local()
+
+
+def pack_key(pack_id: bytes | str) -> str:
+    h = pack_id if isinstance(pack_id, str) else pack_id.hex()
+    return f"packs/{h[:2]}/{h}"
+
+
+def compress(data: bytes | memoryview) -> tuple[bytes | memoryview, int]:
+    """zstd-compressed bytes, or the raw bytes when compression saves less than 1/32 of them."""
+    compressor = getattr(_local, "c", None)
+    if compressor is None:
+        compressor = _local.c = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+    out = compressor.compress(data)
+    n = len(data)
+    if len(out) < n - (n >> 5):
+        return out, FLAG_ZSTD
+    return data, FLAG_RAW
+
+
+def decompress(blob: bytes | memoryview, flags: int, raw_length: int) -> bytes | memoryview:
+    if flags == FLAG_RAW:
+        return blob
+    if flags != FLAG_ZSTD:
+        raise CorruptData(f"a blob uses unknown compression flags {flags}; upgrade rok or run 'rok repo check'")
+    decompressor = getattr(_local, "d", None)
+    if decompressor is None:
+        decompressor = _local.d = zstandard.ZstdDecompressor()
+    try:
+        return decompressor.decompress(blob, max_output_size=raw_length)
+    except zstandard.ZstdError as error:
+        raise CorruptData(f"a blob does not decompress ({error}); run 'rok repo check --read-data'") from None
+
+
+@dataclass(frozen=True)
+class BlobRef:
+    chunk: bytes
+    offset: int
+    length: int
+    raw_length: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class SealedPack:
+    pack_id: bytes
+    data: bytes
+    blobs: list[BlobRef]
+
+
+def build_pack(blobs: list[tuple[bytes, bytes | memoryview, int, int]]) -> SealedPack:
+    """blobs: (chunk id, stored bytes, raw length, flags)."""
+    refs: list[BlobRef] = []
+    parts: list[bytes | memoryview] = []
+    header = bytearray()
+    offset = 0
+    for chunk, stored, raw_length, flags in blobs:
+        parts.append(stored)
+        refs.append(BlobRef(chunk, offset, len(stored), raw_length, flags))
+        header += HEADER_ENTRY.pack(chunk, len(stored), raw_length, flags)
+        offset += len(stored)
+    parts.append(bytes(header))
+    parts.append(TRAILER.pack(len(refs), PACK_MAGIC))
+    data = b"".join(parts)
+    return SealedPack(blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest(), data, refs)
+
+
+def parse_pack(data: bytes) -> list[BlobRef]:
+    """The blobs a pack says it holds (raises CorruptData when the trailer is damaged)."""
+    if len(data) < TRAILER.size:
+        raise CorruptData("a pack is too short to hold a header; run 'rok repo check --read-data'")
+    count, magic = TRAILER.unpack_from(data, len(data) - TRAILER.size)
+    header_start = len(data) - TRAILER.size - count * HEADER_ENTRY.size
+    if magic != PACK_MAGIC or header_start < 0:
+        raise CorruptData("a pack has a damaged header; run 'rok repo check --read-data'")
+    refs: list[BlobRef] = []
+    offset = 0
+    for chunk, length, raw_length, flags in HEADER_ENTRY.iter_unpack(data[header_start : len(data) - TRAILER.size]):
+        refs.append(BlobRef(chunk, offset, length, raw_length, flags))
+        offset += length
+    if offset != header_start:
+        raise CorruptData("a pack's header does not add up to its size; run 'rok repo check --read-data'")
+    return refs
+
+
+class Packer:
+    """Collects compressed chunks from many threads into one growing buffer; hands each full pack to ``emit``.
+
+    Blobs are copied into the pack buffer as they arrive (no list of blobs, no join at the end), so a pack
+    costs its own size in memory once. ``emit`` may block (bounded uploads in flight).
+    """
+
+    def __init__(self, emit: Callable[[SealedPack], None], target: int = PACK_TARGET) -> None:
+        self._emit = emit
+        self._target = target
+        self._lock = threading.Lock()
+        self._new()
+
+    def _new(self) -> None:
+        self._buf = bytearray()
+        self._refs: list[BlobRef] = []
+
+    def add(self, chunk: bytes, stored: bytes | memoryview, raw_length: int, flags: int) -> None:
+        full = None
+        with self._lock:
+            self._refs.append(BlobRef(chunk, len(self._buf), len(stored), raw_length, flags))
+            self._buf += stored
+            if len(self._buf) >= self._target:
+                full = self._buf, self._refs
+                self._new()
+        if full:
+            self._emit(seal(*full))
+
+    def flush(self) -> None:
+        with self._lock:
+            full = self._buf, self._refs
+            self._new()
+        if full[1]:
+            self._emit(seal(*full))
+
+
+def seal(buf: bytearray, refs: list[BlobRef]) -> SealedPack:
+    for ref in refs:
+        buf += HEADER_ENTRY.pack(ref.chunk, ref.length, ref.raw_length, ref.flags)
+    buf += TRAILER.pack(len(refs), PACK_MAGIC)
+    data: bytes | bytearray = bytes(buf) if len(buf) < 1 << 20 else buf
+    return SealedPack(blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest(), data, refs)  # type: ignore[arg-type]

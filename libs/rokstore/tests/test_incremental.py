@@ -1,0 +1,124 @@
+"""Incremental and de-duplicated: unchanged files are not opened, known content is not uploaded again."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rokstore import Repository
+
+
+async def _pack_count(repo: Repository) -> int:
+    return len(await repo.backend.list("packs/"))
+
+
+async def test_unchanged_file_is_not_read_again(repo: Repository, source: Path) -> None:
+    first = await repo.snapshot(source)
+    assert first.files_opened == 4  # the hard link's second name is not read
+    packs = await _pack_count(repo)
+    second = await repo.snapshot(source)
+    assert second.files_opened == 0
+    assert second.bytes_read == 0
+    assert second.bytes_new == 0
+    assert await _pack_count(repo) == packs
+    # only the manifest and the snapshot record: a few KiB, no pack, no index file
+    assert second.bytes_uploaded < 8192
+    assert len(await repo.backend.list("index/")) == 1
+
+
+async def test_changed_file_is_read_and_only_its_new_chunk_uploaded(repo: Repository, source: Path) -> None:
+    await repo.snapshot(source)
+    with open(source / "dir" / "big.bin", "ab") as f:
+        f.write(b"!")
+    os.utime(source / "small.txt")
+    stats = await repo.snapshot(source)
+    assert stats.files_opened == 2
+    # FastCDC: appending a byte changes only the last chunk of the 3.4 MB file (random data: its length varies
+    # from run to run, up to the 4 MiB maximum, so compare with the chunk itself rather than a fixed bound)
+    entries = await repo.load_manifest((await repo.load_record(stats.snapshot_id))["manifest"])
+    big = next(e for e in entries if e["p"] == "dir/big.bin")
+    assert len(big["c"]) > 1
+    assert stats.bytes_new == big["c"][-1][1]
+    assert stats.bytes_read == os.path.getsize(source / "dir" / "big.bin") + len("hello\n")
+
+
+async def test_content_from_another_volume_is_not_uploaded_again(
+    repo: Repository, source: Path, tmp_path: Path
+) -> None:
+    await repo.snapshot(source)
+    other = tmp_path / "other-volume"
+    other.mkdir()
+    (other / "copy.bin").write_bytes((source / "dir" / "big.bin").read_bytes())
+    (other / "copy.txt").write_text("hello\n")
+    time.sleep(0.06)  # past the racy window, as in conftest.settle
+    stats = await repo.snapshot(other)
+    assert stats.files_opened == 2
+    assert stats.bytes_new == 0
+    assert stats.bytes_uploaded < 8192
+
+
+async def test_file_changed_just_before_a_snapshot_is_read_again_next_time(repo: Repository, tmp_path: Path) -> None:
+    volume = tmp_path / "racy"
+    volume.mkdir()
+    (volume / "hot.txt").write_text("written right before the snapshot")
+    await repo.snapshot(volume)  # hot.txt's ctime is within the racy window: not trusted from the cache
+    again = await repo.snapshot(volume)
+    assert again.files_opened == 1
+
+
+async def test_cache_key_identifies_a_volume_across_mount_paths(repo: Repository, source: Path, tmp_path: Path) -> None:
+    await repo.snapshot(source, cache_key="pv-123")
+    moved = tmp_path / "pod-2" / "volume"
+    moved.parent.mkdir()
+    # The same volume under another pod path: a bind mount keeps inodes and ctimes; a rename does too.
+    os.rename(source, moved)
+    stats = await repo.snapshot(moved, cache_key="pv-123")
+    assert stats.files_opened == 0
+    assert stats.cache_key == "pv-123"
+
+
+async def test_cache_entries_for_chunks_gc_removed_are_not_trusted(repo: Repository, source: Path) -> None:
+    first = await repo.snapshot(source)
+    await repo.backend.delete(f"snapshots/{first.snapshot_id}")
+    await repo.gc()
+    again = await repo.snapshot(source)
+    assert again.files_opened == 3  # every file with content is read again (the empty file has no chunk)
+    assert again.bytes_new > 3 << 20
+    report = await repo.check(read_data=True)
+    assert report.ok, report.problems
+
+
+async def test_unchanged_tree_reuses_the_manifest_and_any_change_gives_a_new_one(
+    repo: Repository, source: Path, tmp_path: Path, same_tree: Callable[[Path, Path], None]
+) -> None:
+    """The cached manifest is reused only when every entry matches: each kind of change restores as made."""
+    first = await repo.snapshot(source)
+    again = await repo.snapshot(source)
+    records = [await repo.load_record(s.snapshot_id) for s in (first, again)]
+    assert records[0]["manifest"] == records[1]["manifest"]
+    changes: list[Callable[[], None]] = [
+        lambda: (source / "new-dir").mkdir(),
+        lambda: os.chmod(source / "dir", 0o700),
+        lambda: (source / "new-link").symlink_to("small.txt"),
+        lambda: os.unlink(source / "empty"),
+        lambda: os.rename(source / "dir" / "deeper" / "note.md", source / "dir" / "deeper" / "renamed.md"),
+        lambda: os.chmod(source / "small.txt", 0o600),
+        lambda: os.unlink(source / "dir" / "hardlink.txt"),
+        lambda: (source / "empty-dir" / "added.txt").write_text("new\n"),
+        lambda: os.rmdir(source / "new-dir"),
+    ]
+    manifests = {records[0]["manifest"]}
+    for number, change in enumerate(changes):
+        change()
+        time.sleep(0.06)  # past the racy window, as in conftest.settle
+        stats = await repo.snapshot(source)
+        unchanged = await repo.snapshot(source)
+        manifest = (await repo.load_record(stats.snapshot_id))["manifest"]
+        assert manifest not in manifests, f"change {number} kept the old manifest"
+        assert (await repo.load_record(unchanged.snapshot_id))["manifest"] == manifest
+        manifests.add(manifest)
+        target = tmp_path / f"restored-{number}"
+        await repo.restore(unchanged.snapshot_id, target)
+        same_tree(source, target)

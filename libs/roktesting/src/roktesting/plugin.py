@@ -1,0 +1,6 @@
+"""The pytest plugin every package's tests load (``-p roktesting.plugin`` in the root pyproject)."""
+
+from roktesting.kubernetes import *  # noqa: F403
+from roktesting.nats import *  # noqa: F403
+from roktesting.postgres import *  # noqa: F403
+from roktesting.s3 import *  # noqa: F403
