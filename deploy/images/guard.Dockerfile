@@ -37,4 +37,4 @@ ENV PATH=/opt/rok/bin:$PATH \
 RUN mkdir -p /var/lib/rok && chown rok:rok /var/lib/rok
 WORKDIR /home/rok
 USER 10001:10001
-ENTRYPOINT ["rok", "guard"]
+ENTRYPOINT ["rok-guard"]

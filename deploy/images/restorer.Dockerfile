@@ -19,10 +19,12 @@ WORKDIR /src
 # Dependencies first: this layer is rebuilt only when the lock or a manifest changes.
 COPY pyproject.toml uv.lock ./
 COPY libs/rokcommon/pyproject.toml libs/rokcommon/pyproject.toml
+COPY libs/rokstore/pyproject.toml libs/rokstore/pyproject.toml
 COPY services/restorer/pyproject.toml services/restorer/pyproject.toml
 RUN uv sync --package rok-restorer --frozen --no-dev --no-install-workspace
-# Then the code: rokcommon and the service, installed as wheels (not editable) into /opt/rok.
+# Then the code: rokcommon, rokstore and the service, installed as wheels (not editable) into /opt/rok.
 COPY libs/rokcommon/src libs/rokcommon/src
+COPY libs/rokstore/src libs/rokstore/src
 COPY services/restorer/src services/restorer/src
 RUN uv sync --package rok-restorer --frozen --no-dev --no-editable
 

@@ -57,7 +57,7 @@ def test_a_kfp_step_pod_gets_the_guard_as_a_native_sidecar_before_every_other_co
     assert [c["name"] for c in others] == [c["name"] for c in pod["spec"]["initContainers"]]
     assert guard["name"] == "rok-guard"
     assert guard["restartPolicy"] == "Always"
-    assert guard["startupProbe"]["exec"]["command"] == ["rok", "guard", "probe"]
+    assert guard["startupProbe"]["exec"]["command"] == ["rok-guard", "probe"]
     assert guard["startupProbe"]["periodSeconds"] * guard["startupProbe"]["failureThreshold"] > CONFIG.before_timeout
     assert env(guard)["ROK_GUARD_STEP_ID"] == pod["metadata"]["annotations"]["workflows.argoproj.io/node-id"]
     assert env(guard)["ROK_GUARD_WORKFLOW_UID"] == pod["metadata"]["ownerReferences"][0]["uid"]

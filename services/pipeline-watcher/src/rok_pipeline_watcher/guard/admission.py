@@ -5,7 +5,7 @@ A pod gets the guard when it is a KFP step that takes snapshots: it carries KFP'
 least one PVC, and it has no guard yet. Every other pod is allowed untouched.
 
 The guard is a native sidecar: an ``initContainers`` entry (first, so it holds every other container) with
-``restartPolicy: Always`` and a ``startupProbe`` running ``rok guard probe``. Kubernetes starts the rest of
+``restartPolicy: Always`` and a ``startupProbe`` running ``rok-guard probe``. Kubernetes starts the rest of
 the pod only once that probe succeeds, and stops the sidecar (SIGTERM) only after the main containers ended.
 """
 
@@ -69,7 +69,7 @@ def guard_container(pod: dict[str, Any], config: GuardConfig) -> dict[str, Any]:
         "image": config.image,
         "imagePullPolicy": "IfNotPresent",
         "restartPolicy": "Always",
-        "command": ["rok", "guard", "run"],
+        "command": ["rok-guard", "run"],
         "env": [
             {"name": "ROK_NATS_URL", "value": config.nats_url},
             {"name": "ROK_GUARD_WORKFLOW_UID", "value": _workflow_uid(pod)},
@@ -79,7 +79,7 @@ def guard_container(pod: dict[str, Any], config: GuardConfig) -> dict[str, Any]:
             {"name": "ROK_LOG_FORMAT", "value": "json"},
         ],
         "startupProbe": {
-            "exec": {"command": ["rok", "guard", "probe"]},
+            "exec": {"command": ["rok-guard", "probe"]},
             "periodSeconds": PROBE_PERIOD,
             "failureThreshold": failures,
             "timeoutSeconds": 5,

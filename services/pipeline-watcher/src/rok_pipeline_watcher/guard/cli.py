@@ -1,4 +1,5 @@
-"""``rok guard``: the step guard's sidecar program and its startup probe (kept light: the probe runs often)."""
+"""``rok-guard`` (also ``rok guard``): the step guard's sidecar program and its startup probe (the probe runs
+often, so this module stays light)."""
 
 from __future__ import annotations
 

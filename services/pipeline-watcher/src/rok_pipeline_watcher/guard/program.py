@@ -1,7 +1,7 @@
-"""What the step guard does inside a step pod (``rok guard run``) and how its startup probe answers.
+"""What the step guard does inside a step pod (``rok-guard run``) and how its startup probe answers.
 
 1. Follow ``rok.version.committed.v1`` and wait (at most ``before_timeout``) for this step's before-snapshot.
-   Then write the ready file: the startup probe (``rok guard probe``) succeeds from then on, and Kubernetes
+   Then write the ready file: the startup probe (``rok-guard probe``) succeeds from then on, and Kubernetes
    starts the step's containers. On timeout the step starts anyway: best effort, logged.
 2. Wait for SIGTERM: Kubernetes sends it once the step's main containers have ended, while the volumes are
    still mounted. Wait (at most ``after_timeout``) for the after-snapshot's commit, then exit, letting the
