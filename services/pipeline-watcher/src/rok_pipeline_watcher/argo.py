@@ -13,6 +13,7 @@ Plain dicts in, plain values out: no Kubernetes client here. Two layouts exist:
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -196,3 +197,22 @@ def mounted_volumes(pod: Mapping[str, Any], container: str | None = MAIN_CONTAIN
         elif "hostPath" in volume:
             found.append(MountedVolume(name, None, volume["hostPath"].get("path")))
     return found
+
+
+def concluded(workflow: Mapping[str, Any], pods: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The workflow as it must have ended, when it is gone before its end was seen (deleted while running, or
+    deleted while nobody watched and its history compacted): whatever was not seen done ended in ``Error``.
+
+    A step whose pod's ``main`` container was seen terminated keeps its running phase: its exit code tells its
+    outcome. The others, and the run, are ``Error``: rok cannot know better, and a finished step or run is
+    what makes the after-snapshot and settles the lineage.
+    """
+    ended = copy.deepcopy(dict(workflow))
+    status = ended.setdefault("status", {})
+    if status.get("phase") not in DONE:
+        status["phase"] = "Error"
+    for node_id, node in (status.get("nodes") or {}).items():
+        pod = pods.get(node_id)
+        if node.get("phase") in ACTIVE and not (pod is not None and main_exit_code(pod) is not None):
+            node["phase"] = "Error"
+    return ended
