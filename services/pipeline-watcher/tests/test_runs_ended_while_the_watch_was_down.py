@@ -30,6 +30,8 @@ def seen_running(run, *done, running=()):
     for node_id, node in list(run.workflow["status"]["nodes"].items()):
         if node["type"] == "Pod" and node_id not in keep:
             del run.workflow["status"]["nodes"][node_id]
+        elif node["type"] != "Pod":  # the workflow's DAG and Retry nodes go on while a step does
+            node.update(phase="Running", finishedAt=None)
     run.pod_list = [p for p in run.pod_list if p["metadata"]["name"] in keep]
     return run
 
