@@ -4,14 +4,16 @@ Plain dicts in, plain values out: no Kubernetes client here. Two layouts exist:
 
 * **KFP v1**: each step is one ``Pod`` node, named for the task. Retries put the attempts under a ``Retry``
   node, as children named ``task(0)``, ``task(1)``, ...
-* **KFP v2**: each task is a ``DAG`` node named for the task (template ``system-container-executor``); the
-  user's code runs in its child ``Pod`` node ``executor`` (template ``system-container-impl``, or the
-  ``retry-`` variants, with a ``Retry`` node between them). The ``*-driver`` pods decide and cache; they are
-  not steps. A cache hit shows as an ``executor`` node that is ``Skipped`` (its ``when`` was false).
+* **KFP v2**: each task is a ``DAG`` node named for the task (template ``…system-container-executor``); the
+  user's code runs in its child ``Pod`` node ``executor`` (template ``…system-container-impl``, see
+  :func:`is_v2_executor_impl`; with a retry policy a ``Retry`` node sits between them). The ``*-driver`` pods
+  decide and cache; they are not steps. A cache hit shows as an ``executor`` node that is ``Skipped`` (its
+  ``when`` was false).
 """
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -32,8 +34,7 @@ GUARD_CONTAINER = "rok-guard"  # name of the step guard's sidecar (see rok_pipel
 
 MAIN_CONTAINER = "main"
 DRIVER_TEMPLATES = ("system-container-driver", "system-dag-driver")
-V2_EXECUTOR_TEMPLATES = ("system-container-executor", "retry-system-container-executor")
-V2_IMPL_TEMPLATES = ("system-container-impl", "retry-system-container-impl")
+V2_IMPL_TEMPLATE = "system-container-impl"
 
 ACTIVE = ("Pending", "Running")
 DONE = ("Succeeded", "Failed", "Error")
@@ -72,6 +73,27 @@ def is_driver(node: Mapping[str, Any]) -> bool:
     return (node.get("templateName") or "") in DRIVER_TEMPLATES
 
 
+def is_v2_executor_impl(template: str) -> bool:
+    """Whether ``template`` is the one that runs a KFP v2 task's code: ``system-container-impl``, or it with a
+    prefix ending in ``-``.
+
+    The KFP backend's Argo compiler (``addContainerExecutorTemplate`` in
+    ``backend/src/v2/compiler/argocompiler/container.go``) names a container task's two templates
+    ``system-container-executor`` (a DAG with one task, ``executor``) and ``system-container-impl`` (the
+    pod), and only ever prepends to both:
+
+    * 2.4.1–2.5.0, a task with a retry policy: ``<task>-`` (``train-system-container-impl``);
+    * since 2.14, a task with a retry policy (not a nested pipeline): ``retry-``;
+    * since 2.14, a task that sets pod metadata (kfp-kubernetes ``add_pod_label`` / ``add_pod_annotation``):
+      ``metadata-<number of annotations>-<number of labels>-``, in front of ``retry-`` when both apply
+      (``metadata-1-2-retry-system-container-impl``).
+
+    So the rule is the suffix: the template is ``system-container-impl`` or ends with ``-system-container-impl``.
+    The drivers (``system-container-driver``, ``system-dag-driver``) never take a prefix.
+    """
+    return template == V2_IMPL_TEMPLATE or template.endswith("-" + V2_IMPL_TEMPLATE)
+
+
 def step_nodes(workflow: Mapping[str, Any]) -> Iterator[StepNode]:
     """The step attempts of a workflow, in the order Argo started them."""
     nodes: Mapping[str, Mapping[str, Any]] = (workflow.get("status") or {}).get("nodes") or {}
@@ -87,7 +109,7 @@ def step_nodes(workflow: Mapping[str, Any]) -> Iterator[StepNode]:
         if match and parent.get("type") == "Retry":
             name, attempt = match["name"], int(match["attempt"])
             parent = nodes.get(parent_of.get(parent.get("id", ""), ""), {})
-        if (node.get("templateName") or "") in V2_IMPL_TEMPLATES:
+        if is_v2_executor_impl(node.get("templateName") or ""):
             # KFP v2: the step is named for the task's DAG node, the executor's parent
             task = _v2_task(node_id, nodes, parent_of)
             if task is None:
@@ -175,3 +197,22 @@ def mounted_volumes(pod: Mapping[str, Any], container: str | None = MAIN_CONTAIN
         elif "hostPath" in volume:
             found.append(MountedVolume(name, None, volume["hostPath"].get("path")))
     return found
+
+
+def concluded(workflow: Mapping[str, Any], pods: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The workflow as it must have ended, when it is gone before its end was seen (deleted while running, or
+    deleted while nobody watched and its history compacted): whatever was not seen done ended in ``Error``.
+
+    A step whose pod's ``main`` container was seen terminated keeps its running phase: its exit code tells its
+    outcome. The others, and the run, are ``Error``: rok cannot know better, and a finished step or run is
+    what makes the after-snapshot and settles the lineage.
+    """
+    ended = copy.deepcopy(dict(workflow))
+    status = ended.setdefault("status", {})
+    if status.get("phase") not in DONE:
+        status["phase"] = "Error"
+    for node_id, node in (status.get("nodes") or {}).items():
+        pod = pods.get(node_id)
+        if node.get("phase") in ACTIVE and not (pod is not None and main_exit_code(pod) is not None):
+            node["phase"] = "Error"
+    return ended

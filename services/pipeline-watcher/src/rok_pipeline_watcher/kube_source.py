@@ -3,6 +3,15 @@
 It keeps the latest version of every watched object in memory (that is all the state it has), and after
 each change re-translates the workflow it concerns. What the translator emits is published; what it emitted
 before is not emitted again, and after a restart the deterministic event ids make the replay harmless.
+
+A run that ends while the watch is down is often deleted soon after (the Workflow's TTL, pod GC), and its
+end must still be told, once. So nothing a run was seen with is dropped before the run is done with:
+
+* a deleted pod keeps its final state (the ``DELETED`` event carries it) as long as its workflow is known;
+  so does a pod that a re-list no longer finds (its last state seen);
+* a deleted workflow (its final state, from the ``DELETED`` event) or one that a re-list no longer finds (its
+  last state seen) is *gone*: once the pods seen are as recent as the moment it went, it is translated one
+  last time, as it ended (:func:`argo.concluded`: what was not seen done ended in ``Error``), and forgotten.
 """
 
 from __future__ import annotations
@@ -52,6 +61,8 @@ class KubeSource:
         self._pvs: dict[tuple[str, str], str] = {}  # (namespace, claim) → bound PV
         self._notebooks: dict[tuple[str, str], dict[str, Any] | None] = {}  # None: asked, not there
         self._seen: dict[str, int] = {}  # kind → the resourceVersion its applied changes reach
+        self._gone: set[Key] = set()  # workflows deleted, or not found by a re-list: translated once more
+        self._pods_at: dict[Key, int] = {}  # resourceVersion of the last pod change seen, per workflow
         self._retry_delay = retry_delay
         options: dict[str, Any] = {"timeout_seconds": watch_timeout, "retry_delay": retry_delay}
         if namespace:
@@ -115,45 +126,62 @@ class KubeSource:
             affected = self._apply_workflows(change)
         else:
             affected = self._apply_pods(change)
+        if change.kind == WORKFLOWS:
+            self._drop_stray_pods()
         for key in sorted(affected):
             await self._translate(key)
 
     def _apply_workflows(self, change: Change) -> set[Key]:
         if change.type == LISTED:
             fresh = {_key(w): w for w in change.objects}
-            for key, gone in self.workflows.items():
-                if key not in fresh:
-                    self.translator.forget(argo.metadata(gone).get("uid", ""))
-            self.workflows = fresh
-            return set(fresh)
+            for key, last in self.workflows.items():
+                if key not in fresh and key not in self._gone:
+                    # gone while nobody watched: it went at the latest when this list was taken
+                    self.workflows[key] = _at(last, change.resource_version)
+                    self._gone.add(key)
+            for key, workflow in fresh.items():
+                self._gone.discard(key)
+                self.workflows[key] = workflow
+            return set(self.workflows)
         (workflow,) = change.objects
         key = _key(workflow)
+        self.workflows[key] = workflow  # a deleted workflow's final state, too
         if change.type == "DELETED":
-            self.workflows.pop(key, None)
-            self.pods.pop(key, None)
-            self.translator.forget(argo.metadata(workflow).get("uid", ""))
-            return set()
-        self.workflows[key] = workflow
+            self._gone.add(key)
+        else:
+            self._gone.discard(key)
         return {key}
 
     def _apply_pods(self, change: Change) -> set[Key]:
+        given = change.resource_version or ""
+        version = int(given) if given.isdigit() else 0
         if change.type == LISTED:
+            last_seen = self.pods
             self.pods = {}
             for pod in change.objects:
-                self._index(pod)
+                self._index(pod, version)
+            for key, by_node in last_seen.items():  # pods deleted while nobody watched: their last state
+                if key in self.workflows:
+                    for node_id, pod in by_node.items():
+                        self.pods.setdefault(key, {}).setdefault(node_id, pod)
+                    self._pods_at[key] = version
             return set(self.workflows)
         (pod,) = change.objects
-        if change.type == "DELETED":
-            by_node = self.pods.get(_pod_workflow(pod), {})
-            by_node.pop(argo.pod_node_id(pod) or "", None)
-            return set()
-        return {self._index(pod)}
+        return {self._index(pod, version)}  # a deleted pod's final state, too
 
-    def _index(self, pod: dict[str, Any]) -> Key:
+    def _drop_stray_pods(self) -> None:
+        """Forget the pods of workflows that are not runs (or long gone), once the workflow watch is past them."""
+        reached = self._seen.get(WORKFLOWS, 0)
+        for key in [k for k in self.pods if k not in self.workflows and self._pods_at.get(k, 0) <= reached]:
+            del self.pods[key]
+            self._pods_at.pop(key, None)
+
+    def _index(self, pod: dict[str, Any], version: int) -> Key:
         key = _pod_workflow(pod)
         node_id = argo.pod_node_id(pod)
         if node_id:
             self.pods.setdefault(key, {})[node_id] = pod
+            self._pods_at[key] = max(version, self._pods_at.get(key, 0))
         return key
 
     async def _translate(self, key: Key) -> None:
@@ -162,6 +190,12 @@ class KubeSource:
             return
         namespace = key[0]
         pods = self.pods.get(key, {})
+        gone = key in self._gone
+        caught_up = self._pods_caught_up(workflow)
+        if gone:
+            if not caught_up:
+                return  # a step pod may still be on its way: the last translation waits for it
+            workflow = self._conclude(key, workflow, pods)
         run_id = argo.labels(workflow).get(argo.RUN_ID_LABEL, "")
         info = await self.kfp.run_info(run_id) if self.kfp and run_id else RunInfo()
         notebook = await self._notebook_pod(namespace, argo.annotations_of(workflow).get(argo.NOTEBOOK_POD_ANNOTATION))
@@ -176,10 +210,28 @@ class KubeSource:
             info=info,
             claims=claims,
             notebook_pod=notebook,
-            pods_complete=self._pods_caught_up(workflow),
+            pods_complete=caught_up,
         )
         for event in self.translator.translate(state):
             await self._publish(event)
+        if gone:  # told to the end: forget it
+            self.workflows.pop(key, None)
+            self.pods.pop(key, None)
+            self._pods_at.pop(key, None)
+            self._gone.discard(key)
+            self.translator.forget(argo.metadata(workflow).get("uid", ""))
+
+    def _conclude(self, key: Key, workflow: dict[str, Any], pods: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        phase = (workflow.get("status") or {}).get("phase")
+        if phase not in argo.DONE:
+            log.warning(
+                "workflow %s/%s is gone before it was seen to end (last seen %s): "
+                "its steps not seen done, and the run, are finished as errors",
+                *key,
+                phase or "pending",
+                extra={"run_id": argo.labels(workflow).get(argo.RUN_ID_LABEL, "")},
+            )
+        return argo.concluded(workflow, pods)  # a finished one: nodes not done were stopped with it
 
     def _pods_caught_up(self, workflow: dict[str, Any]) -> bool:
         """Whether the pods seen so far are as recent as the workflow: a step pod missing now is gone for good.
@@ -253,6 +305,12 @@ def _json(response: Any) -> dict[str, Any]:
         return json.loads(response.data)
     finally:
         response.release_conn()
+
+
+def _at(workflow: dict[str, Any], version: str | None) -> dict[str, Any]:
+    """``workflow`` as known at ``version`` (the resourceVersion of the list that no longer found it)."""
+    meta = {**argo.metadata(workflow), "resourceVersion": version or argo.metadata(workflow).get("resourceVersion")}
+    return {**workflow, "metadata": meta}
 
 
 def _key(workflow: dict[str, Any]) -> Key:

@@ -1,15 +1,11 @@
 """Restores into Kubernetes: a new PVC, or a new Kubeflow notebook server (one PVC per volume, workspace first).
 
-For every volume the restorer creates a PersistentVolumeClaim in the target namespace and a short-lived restore
-pod that mounts it, on a node that runs a snapshotter. The pod runs the store engine's verified restore
-(``rok snapshot restore``, from the restorer's own image) into the empty volume and ends; its termination
-message carries the statistics. The pod gets the object store's credentials from a Secret that it owns, so
-that deleting the pod removes them too. For a notebook target, once every volume is restored, a Kubeflow
-``Notebook`` (kubeflow.org/v1) mounts the new claims the way the notebook form mounts "Existing" volumes: the
-workspace at ``/home/jovyan``, each data volume at ``/home/jovyan/<volume>``.
-
-Everything this module creates carries the label ``app.kubernetes.io/managed-by: rok-restorer``, and
-:meth:`KubernetesTarget.discard` removes only objects that carry it.
+This module is the lifecycle, through the ``kubernetes`` client: it checks that no claim or notebook of the
+names to be created exists, creates each volume's PVC, then for each volume a restore pod (on a node that runs
+a snapshotter) and the Secret it reads the object store's credentials from, waits for the pod to end, reads
+its termination message (the restore's statistics) and deletes it; for a notebook target, once every volume is
+restored, it creates the ``Notebook``. On failure :meth:`KubernetesTarget.discard` removes what it made, and
+only objects that carry the restorer's label. What the objects are is :mod:`rok_restorer.manifests`.
 
 The Kubernetes calls here are exactly what the restorer's ClusterRole grants (deploy/base/restorer/rbac.yaml;
 tests/deploy/test_rbac.py compares the two).
@@ -20,9 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import os
-import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,26 +29,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import NotebookTarget, PvcTarget, RestoredVolume
 
+from rok_restorer.manifests import (
+    MANAGED_BY,
+    NOTEBOOK_GROUP,
+    NOTEBOOK_VERSION,
+    NOTEBOOKS,
+    claim_manifest,
+    claim_names,
+    credentials_secret_manifest,
+    is_ours,
+    notebook_manifest,
+    restore_pod_manifest,
+    restore_pod_name,
+)
 from rok_restorer.targets import RestoreInto, Target, TargetFactory, VolumeToRestore
 
-log = logging.getLogger(__name__)
+__all__ = ["MANAGED_BY", "KubernetesSettings", "KubernetesTarget", "KubernetesTargets", "kubernetes_targets"]
 
-MANAGED_BY = {"app.kubernetes.io/managed-by": "rok-restorer"}
-VOLUME_LABEL = "rok.kubeflow.org/volume"
-SNAPSHOT_ANNOTATION = "rok.kubeflow.org/snapshot"
-NOTEBOOK_GROUP, NOTEBOOK_VERSION, NOTEBOOKS = "kubeflow.org", "v1", "notebooks"
-WORKSPACE_MOUNT = "/home/jovyan"
-MOUNT = "/volume"
-# Variables of the AWS SDK the restore pod needs to read the repository (copied from this process).
-CREDENTIALS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION")
-# The restore pod's program: sh -c RESTORE_SCRIPT <volume dir> <snapshot id> <repository> <termination log>.
-# A new ext4 volume holds lost+found, and the store engine restores only into an empty directory. What the
-# restore prints (its JSON statistics, or the error) becomes the pod's termination message.
-RESTORE_SCRIPT = (
-    'rmdir "$0/lost+found" 2>/dev/null || true; exec rok snapshot restore "$1" --repo "$2" --to "$0" --json >"$3" 2>&1'
-)
-TERMINATION_LOG = "/dev/termination-log"
-GIB = 1024**3
+log = logging.getLogger(__name__)
 
 
 class KubernetesSettings(BaseSettings):
@@ -105,39 +97,6 @@ class KubernetesTargets:
         return KubernetesTarget(self, model, volumes)
 
 
-def claim_names(model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]) -> list[str]:
-    """The PVC of each volume: the requested name for a PVC target; for a notebook ``<notebook>-<volume>``
-    (``<notebook>-workspace`` for the first, as the notebook form names a new workspace volume)."""
-    if isinstance(model, PvcTarget):
-        if len(volumes) != 1:
-            raise PermanentError(
-                f"a PVC target takes one volume, and this request restores {len(volumes)}: "
-                "name the volume to restore, or restore into a new notebook server"
-            )
-        return [model.name]
-    names = []
-    for i, volume in enumerate(volumes):
-        suffix = "workspace" if i == 0 else _dns_label(volume.name)
-        names.append(_dns_label(f"{model.name}-{suffix}"))
-    if len(set(names)) != len(names):
-        raise PermanentError(f"the volumes {[v.name for v in volumes]} map to the same PVC names {names}")
-    return names
-
-
-def volume_size(requested: str | None, snapshot_bytes: int, default: str) -> str:
-    """The PVC's size: the request's, else the snapshot's size with a quarter of headroom in whole GiB."""
-    if requested:
-        return requested
-    if snapshot_bytes <= 0:
-        return default
-    return f"{max(1, math.ceil(snapshot_bytes * 1.25 / GIB))}Gi"
-
-
-def _dns_label(text: str) -> str:
-    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
-    return label[:63].rstrip("-") or "volume"
-
-
 class KubernetesTarget:
     """One request's PVCs (and notebook): claimed, filled by restore pods, discarded on failure."""
 
@@ -185,8 +144,9 @@ class KubernetesTarget:
             raise PermanentError(f"PVC {self.namespace}/{claim} already exists; restore into a new PVC name")
         self.nodes = self._snapshotter_nodes()
         for volume in self.volumes:
+            manifest = claim_manifest(self.model, volume, self.claims[volume.name], self.settings.restore_volume_size)
             self.core.create_namespaced_persistent_volume_claim(
-                self.namespace, _model(client.V1PersistentVolumeClaim, self.claim_manifest(volume))
+                self.namespace, _model(client.V1PersistentVolumeClaim, manifest)
             )
             log.info("created PVC %s/%s for volume %s", self.namespace, self.claims[volume.name], volume.name)
 
@@ -209,114 +169,10 @@ class KubernetesTarget:
             )
         return nodes
 
-    def claim_manifest(self, volume: VolumeToRestore) -> dict[str, Any]:
-        storage_class = self.model.storage_class
-        size = self.model.size if isinstance(self.model, PvcTarget) else None
-        spec: dict[str, Any] = {
-            "accessModes": ["ReadWriteOnce"],
-            "resources": {"requests": {"storage": volume_size(size, volume.size, self.settings.restore_volume_size)}},
-        }
-        if storage_class:
-            spec["storageClassName"] = storage_class
-        return {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {
-                "name": self.claims[volume.name],
-                "namespace": self.namespace,
-                "labels": {**MANAGED_BY, VOLUME_LABEL: _dns_label(volume.name)},
-                "annotations": {SNAPSHOT_ANNOTATION: volume.snapshot_id},
-            },
-            "spec": spec,
-        }
-
     # --- restoring one volume ------------------------------------------------------------------------------
 
     def pod_name(self, volume: VolumeToRestore) -> str:
-        return _dns_label(f"rok-restore-{self.claims[volume.name]}")
-
-    def pod_manifest(self, volume: VolumeToRestore) -> dict[str, Any]:
-        claim = self.claims[volume.name]
-        name = self.pod_name(volume)
-        return {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": name,
-                "namespace": self.namespace,
-                "labels": {**MANAGED_BY, VOLUME_LABEL: _dns_label(volume.name)},
-                # Kubeflow's namespaces inject Istio sidecars, which would keep the pod from ever completing.
-                "annotations": {"sidecar.istio.io/inject": "false", SNAPSHOT_ANNOTATION: volume.snapshot_id},
-            },
-            "spec": {
-                "restartPolicy": "Never",
-                "automountServiceAccountToken": False,
-                "activeDeadlineSeconds": int(self.settings.restore_pod_timeout),
-                "affinity": {
-                    "nodeAffinity": {
-                        "requiredDuringSchedulingIgnoredDuringExecution": {
-                            "nodeSelectorTerms": [
-                                {
-                                    "matchExpressions": [
-                                        {"key": "kubernetes.io/hostname", "operator": "In", "values": self.nodes}
-                                    ]
-                                }
-                            ]
-                        }
-                    }
-                },
-                "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
-                "containers": [
-                    {
-                        "name": "restore",
-                        "image": self.settings.restore_image,
-                        "command": [
-                            "/bin/sh",
-                            "-c",
-                            RESTORE_SCRIPT,
-                            MOUNT,
-                            volume.snapshot_id,
-                            volume.repository,
-                            TERMINATION_LOG,
-                        ],
-                        "envFrom": [{"secretRef": {"name": name}}],
-                        "env": [{"name": "ROK_LOG_FORMAT", "value": "text"}],
-                        "terminationMessagePath": TERMINATION_LOG,
-                        "terminationMessagePolicy": "File",
-                        "resources": {
-                            "requests": {"cpu": "250m", "memory": "256Mi"},
-                            "limits": {"memory": "1Gi"},
-                        },
-                        # Files are restored with their owners and modes: root, with only the capabilities that
-                        # takes.
-                        "securityContext": {
-                            "runAsUser": 0,
-                            "runAsNonRoot": False,
-                            "allowPrivilegeEscalation": False,
-                            "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]},
-                        },
-                        "volumeMounts": [{"name": "volume", "mountPath": MOUNT}],
-                    }
-                ],
-                "volumes": [{"name": "volume", "persistentVolumeClaim": {"claimName": claim}}],
-            },
-        }
-
-    def secret_manifest(self, volume: VolumeToRestore, pod: dict[str, Any]) -> dict[str, Any]:
-        meta = pod["metadata"]
-        return {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": meta["name"],
-                "namespace": self.namespace,
-                "labels": dict(MANAGED_BY),
-                # Owned by the pod: deleting the pod (or the namespace) removes the credentials too.
-                "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]}],
-            },
-            "stringData": {k: os.environ[k] for k in CREDENTIALS if os.environ.get(k)},
-        }
+        return restore_pod_name(self.claims[volume.name])
 
     def _restore(self, volume: VolumeToRestore) -> RestoredVolume:
         if not volume.repository.startswith("s3://"):
@@ -326,11 +182,18 @@ class KubernetesTarget:
             )
         name = self.pod_name(volume)
         self._delete_pod(name)  # a pod left by an interrupted attempt
-        pod = self.core.create_namespaced_pod(self.namespace, _model(client.V1Pod, self.pod_manifest(volume)))
+        manifest = restore_pod_manifest(
+            self.namespace,
+            volume,
+            self.claims[volume.name],
+            nodes=self.nodes,
+            image=self.settings.restore_image,
+            timeout=self.settings.restore_pod_timeout,
+        )
+        pod = self.core.create_namespaced_pod(self.namespace, _model(client.V1Pod, manifest))
         try:
             assert pod.metadata is not None
-            meta = {"name": pod.metadata.name, "uid": pod.metadata.uid}
-            secret = self.secret_manifest(volume, {"metadata": meta})
+            secret = credentials_secret_manifest(self.namespace, pod.metadata.name, pod.metadata.uid, os.environ)
             self.core.create_namespaced_secret(self.namespace, _model(client.V1Secret, secret))
             phase, message = self._wait(name)
         finally:
@@ -367,48 +230,11 @@ class KubernetesTarget:
 
     # --- the notebook --------------------------------------------------------------------------------------
 
-    def notebook_manifest(self) -> dict[str, Any]:
-        assert isinstance(self.model, NotebookTarget)
-        name = self.model.name
-        mounts, volumes = [], []
-        for i, volume in enumerate(self.volumes):
-            claim = self.claims[volume.name]
-            path = WORKSPACE_MOUNT if i == 0 else f"{WORKSPACE_MOUNT}/{_dns_label(volume.name)}"
-            volumes.append({"name": claim, "persistentVolumeClaim": {"claimName": claim}})
-            mounts.append({"name": claim, "mountPath": path})
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
-        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-        return {
-            "apiVersion": f"{NOTEBOOK_GROUP}/{NOTEBOOK_VERSION}",
-            "kind": "Notebook",
-            "metadata": {
-                "name": name,
-                "namespace": self.namespace,
-                "labels": {"app": name, **MANAGED_BY},
-                "annotations": {"notebooks.kubeflow.org/server-type": "jupyter"},
-            },
-            "spec": {
-                "template": {
-                    "spec": {
-                        "serviceAccountName": "default-editor",
-                        "containers": [
-                            {
-                                "name": name,
-                                "image": self.model.image or self.settings.notebook_image,
-                                "imagePullPolicy": "IfNotPresent",
-                                "resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}},
-                                "volumeMounts": mounts,
-                            }
-                        ],
-                        "volumes": volumes,
-                    }
-                }
-            },
-        }
-
     def _create_notebook(self) -> None:
+        assert isinstance(self.model, NotebookTarget)
+        manifest = notebook_manifest(self.model, self.volumes, self.claims, self.settings.notebook_image)
         self.custom.create_namespaced_custom_object(
-            NOTEBOOK_GROUP, NOTEBOOK_VERSION, self.namespace, NOTEBOOKS, self.notebook_manifest()
+            NOTEBOOK_GROUP, NOTEBOOK_VERSION, self.namespace, NOTEBOOKS, manifest
         )
         log.info("created notebook server %s/%s", self.namespace, self.model.name)
 
@@ -428,14 +254,14 @@ class KubernetesTarget:
     def _discard(self) -> None:
         if isinstance(self.model, NotebookTarget):
             notebook = self._read_notebook()
-            if notebook is not None and _ours(notebook.get("metadata", {}).get("labels")):
+            if notebook is not None and is_ours(notebook.get("metadata", {}).get("labels")):
                 self.custom.delete_namespaced_custom_object(
                     NOTEBOOK_GROUP, NOTEBOOK_VERSION, self.namespace, NOTEBOOKS, self.model.name
                 )
         for volume in self.volumes:
             self._delete_pod(self.pod_name(volume))
             claim = self._read_claim(self.claims[volume.name])
-            if claim is not None and _ours(claim["metadata"].get("labels")):
+            if claim is not None and is_ours(claim["metadata"].get("labels")):
                 self.core.delete_namespaced_persistent_volume_claim(self.claims[volume.name], self.namespace)
                 log.info("discarded PVC %s/%s", self.namespace, self.claims[volume.name])
 
@@ -462,10 +288,6 @@ class KubernetesTarget:
 def _model(cls: Any, manifest: dict[str, Any]) -> Any:
     """The client's model of a manifest (the client takes models, and checks them)."""
     return cls.from_dict(manifest)
-
-
-def _ours(labels: dict[str, str] | None) -> bool:
-    return (labels or {}).items() >= MANAGED_BY.items()
 
 
 def _termination_message(pod: Any) -> str:

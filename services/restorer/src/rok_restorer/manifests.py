@@ -1,0 +1,247 @@
+"""The Kubernetes objects of a restore, built from the request: plain dicts, no API calls.
+
+For every volume a PersistentVolumeClaim (:func:`claim_manifest`) and a short-lived restore pod that mounts it
+(:func:`restore_pod_manifest`), pinned to the nodes that run a snapshotter, which runs the store engine's
+verified restore (``rok snapshot restore``) into the empty volume and ends; its termination message carries the
+statistics. The pod reads the object store's credentials from a Secret that it owns
+(:func:`credentials_secret_manifest`). For a notebook target a Kubeflow ``Notebook`` (kubeflow.org/v1,
+:func:`notebook_manifest`) mounts the new claims the way the notebook form mounts "Existing" volumes: the
+workspace at ``/home/jovyan``, each data volume at ``/home/jovyan/<volume>``.
+
+Every object carries the label ``app.kubernetes.io/managed-by: rok-restorer`` (:data:`MANAGED_BY`);
+:func:`is_ours` tells an object that does. ``rok_restorer.kubernetes`` creates, waits for and removes them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rokcommon.errors import PermanentError
+from rokcommon.events import NotebookTarget, PvcTarget
+
+from rok_restorer.targets import VolumeToRestore
+
+MANAGED_BY = {"app.kubernetes.io/managed-by": "rok-restorer"}
+VOLUME_LABEL = "rok.kubeflow.org/volume"
+SNAPSHOT_ANNOTATION = "rok.kubeflow.org/snapshot"
+NOTEBOOK_GROUP, NOTEBOOK_VERSION, NOTEBOOKS = "kubeflow.org", "v1", "notebooks"
+WORKSPACE_MOUNT = "/home/jovyan"
+MOUNT = "/volume"
+# Variables of the AWS SDK the restore pod needs to read the repository (copied from the restorer's process).
+CREDENTIALS = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION")
+# The restore pod's program: sh -c RESTORE_SCRIPT <volume dir> <snapshot id> <repository> <termination log>.
+# A new ext4 volume holds lost+found, and the store engine restores only into an empty directory. What the
+# restore prints (its JSON statistics, or the error) becomes the pod's termination message.
+RESTORE_SCRIPT = (
+    'rmdir "$0/lost+found" 2>/dev/null || true; exec rok snapshot restore "$1" --repo "$2" --to "$0" --json >"$3" 2>&1'
+)
+TERMINATION_LOG = "/dev/termination-log"
+GIB = 1024**3
+
+
+def claim_names(model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]) -> list[str]:
+    """The PVC of each volume: the requested name for a PVC target; for a notebook ``<notebook>-<volume>``
+    (``<notebook>-workspace`` for the first, as the notebook form names a new workspace volume)."""
+    if isinstance(model, PvcTarget):
+        if len(volumes) != 1:
+            raise PermanentError(
+                f"a PVC target takes one volume, and this request restores {len(volumes)}: "
+                "name the volume to restore, or restore into a new notebook server"
+            )
+        return [model.name]
+    names = []
+    for i, volume in enumerate(volumes):
+        suffix = "workspace" if i == 0 else dns_label(volume.name)
+        names.append(dns_label(f"{model.name}-{suffix}"))
+    if len(set(names)) != len(names):
+        raise PermanentError(f"the volumes {[v.name for v in volumes]} map to the same PVC names {names}")
+    return names
+
+
+def volume_size(requested: str | None, snapshot_bytes: int, default: str) -> str:
+    """The PVC's size: the request's, else the snapshot's size with a quarter of headroom in whole GiB."""
+    if requested:
+        return requested
+    if snapshot_bytes <= 0:
+        return default
+    return f"{max(1, math.ceil(snapshot_bytes * 1.25 / GIB))}Gi"
+
+
+def dns_label(text: str) -> str:
+    """``text`` as a Kubernetes name (a DNS label: lower-case letters, digits and ``-``, at most 63)."""
+    label = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return label[:63].rstrip("-") or "volume"
+
+
+def is_ours(labels: Mapping[str, str] | None) -> bool:
+    """Whether an object with these labels was made by the restorer (and so may be removed by it)."""
+    return (labels or {}).items() >= MANAGED_BY.items()
+
+
+def claim_manifest(
+    model: PvcTarget | NotebookTarget, volume: VolumeToRestore, claim: str, default_size: str
+) -> dict[str, Any]:
+    """The PVC ``claim`` that ``volume`` is restored into."""
+    size = model.size if isinstance(model, PvcTarget) else None
+    spec: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": volume_size(size, volume.size, default_size)}},
+    }
+    if model.storage_class:
+        spec["storageClassName"] = model.storage_class
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": claim,
+            "namespace": model.namespace,
+            "labels": {**MANAGED_BY, VOLUME_LABEL: dns_label(volume.name)},
+            "annotations": {SNAPSHOT_ANNOTATION: volume.snapshot_id},
+        },
+        "spec": spec,
+    }
+
+
+def restore_pod_name(claim: str) -> str:
+    return dns_label(f"rok-restore-{claim}")
+
+
+def restore_pod_manifest(
+    namespace: str,
+    volume: VolumeToRestore,
+    claim: str,
+    *,
+    nodes: Sequence[str],
+    image: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """The pod that restores ``volume`` into ``claim`` on one of ``nodes`` (those running a snapshotter),
+    within ``timeout`` seconds; its credentials come from the Secret of the same name."""
+    name = restore_pod_name(claim)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {**MANAGED_BY, VOLUME_LABEL: dns_label(volume.name)},
+            # Kubeflow's namespaces inject Istio sidecars, which would keep the pod from ever completing.
+            "annotations": {"sidecar.istio.io/inject": "false", SNAPSHOT_ANNOTATION: volume.snapshot_id},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "activeDeadlineSeconds": int(timeout),
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "kubernetes.io/hostname", "operator": "In", "values": list(nodes)}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+            "tolerations": [{"operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [
+                {
+                    "name": "restore",
+                    "image": image,
+                    "command": [
+                        "/bin/sh",
+                        "-c",
+                        RESTORE_SCRIPT,
+                        MOUNT,
+                        volume.snapshot_id,
+                        volume.repository,
+                        TERMINATION_LOG,
+                    ],
+                    "envFrom": [{"secretRef": {"name": name}}],
+                    "env": [{"name": "ROK_LOG_FORMAT", "value": "text"}],
+                    "terminationMessagePath": TERMINATION_LOG,
+                    "terminationMessagePolicy": "File",
+                    "resources": {
+                        "requests": {"cpu": "250m", "memory": "256Mi"},
+                        "limits": {"memory": "1Gi"},
+                    },
+                    # Files are restored with their owners and modes: root, with only the capabilities that
+                    # takes.
+                    "securityContext": {
+                        "runAsUser": 0,
+                        "runAsNonRoot": False,
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"], "add": ["CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"]},
+                    },
+                    "volumeMounts": [{"name": "volume", "mountPath": MOUNT}],
+                }
+            ],
+            "volumes": [{"name": "volume", "persistentVolumeClaim": {"claimName": claim}}],
+        },
+    }
+
+
+def credentials_secret_manifest(
+    namespace: str, pod_name: str, pod_uid: str, environment: Mapping[str, str]
+) -> dict[str, Any]:
+    """The restore pod's Secret: the object store's variables of ``environment``, owned by the pod."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": pod_name,
+            "namespace": namespace,
+            "labels": dict(MANAGED_BY),
+            # Owned by the pod: deleting the pod (or the namespace) removes the credentials too.
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": pod_uid}],
+        },
+        "stringData": {k: environment[k] for k in CREDENTIALS if environment.get(k)},
+    }
+
+
+def notebook_manifest(
+    model: NotebookTarget, volumes: Sequence[VolumeToRestore], claims: Mapping[str, str], default_image: str
+) -> dict[str, Any]:
+    """The notebook server that mounts the restored ``claims`` (by volume name), the first volume as workspace."""
+    name = model.name
+    mounts, pod_volumes = [], []
+    for i, volume in enumerate(volumes):
+        claim = claims[volume.name]
+        path = WORKSPACE_MOUNT if i == 0 else f"{WORKSPACE_MOUNT}/{dns_label(volume.name)}"
+        pod_volumes.append({"name": claim, "persistentVolumeClaim": {"claimName": claim}})
+        mounts.append({"name": claim, "mountPath": path})
+    pod_volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+    mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    return {
+        "apiVersion": f"{NOTEBOOK_GROUP}/{NOTEBOOK_VERSION}",
+        "kind": "Notebook",
+        "metadata": {
+            "name": name,
+            "namespace": model.namespace,
+            "labels": {"app": name, **MANAGED_BY},
+            "annotations": {"notebooks.kubeflow.org/server-type": "jupyter"},
+        },
+        "spec": {
+            "template": {
+                "spec": {
+                    "serviceAccountName": "default-editor",
+                    "containers": [
+                        {
+                            "name": name,
+                            "image": model.image or default_image,
+                            "imagePullPolicy": "IfNotPresent",
+                            "resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}},
+                            "volumeMounts": mounts,
+                        }
+                    ],
+                    "volumes": pod_volumes,
+                }
+            }
+        },
+    }
