@@ -9,8 +9,9 @@ from rokcommon import bus
 from rokcommon.events import Event, RestoreCompleted, RestoreFailed, VersionCommitted
 from rokcommon.settings import RokSettings
 from rokcommon.streams import ensure_streams
+from rokcommon.versions import VersionKey
 
-from rok_pipeline_watcher.follow import Follower, commit_key, commits, restores
+from rok_pipeline_watcher.follow import Follower, commits, restores
 from rok_pipeline_watcher.runner.engine import RestoreFailedError
 
 
@@ -45,11 +46,9 @@ class NatsBus:
     async def publish(self, event: Event) -> None:
         await bus.publish(self._js, event)
 
-    async def committed(
-        self, workflow_uid: str, step_id: str | None, phase: str, timeout: float
-    ) -> VersionCommitted | None:
+    async def committed(self, key: VersionKey, timeout: float) -> VersionCommitted | None:
         assert self._commits is not None
-        return await self._commits.wait(commit_key(workflow_uid, step_id, phase), timeout)
+        return await self._commits.wait(key, timeout)
 
     async def restored(self, request_id: str, timeout: float) -> RestoreCompleted:
         assert self._restores is not None
