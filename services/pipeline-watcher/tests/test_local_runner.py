@@ -77,6 +77,10 @@ class FakeBus:
         run = next(e for e in self.events if isinstance(e, RunStarted)).run
         return VersionCommitted.make(run=run, step=ref, phase=phase, url=f"rok://local/{step or 'run'}/{phase}")
 
+    async def settled(self, run_url, timeout):
+        self.log.append(("wait", "settled", None))
+        return any(isinstance(e, RunFinished) for e in self.events)
+
     async def restored(self, request_id, timeout):
         self.log.append(("wait", "restore", None))
         return self._restores[request_id]
@@ -144,6 +148,7 @@ async def test_steps_run_in_order_each_between_its_committed_before_and_after_sn
         ("publish", "StepFinished", "train"),
         ("wait", "after", "train"),
         ("publish", "RunFinished", None),
+        ("wait", "settled", None),  # rok run returns once the registry settled the run's final version
     ]
     workspace = run.run_dir / "workspace"
     assert (workspace / "log.txt").read_text() == "prepare\ntrain\n"

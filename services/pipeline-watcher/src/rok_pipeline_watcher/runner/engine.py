@@ -8,7 +8,8 @@ committed snapshots.
    command → ``StepFinished`` → wait for the ``after`` commit; only then may its dependents start. A step
    that fails still gets its after-snapshot (tagged ``failed`` by the snapshotter); its dependents do not
    run, and, as Argo's DAGs do by default, no new step starts (those running finish).
-4. ``RunFinished``.
+4. ``RunFinished`` → wait until the registry recorded it, so that when ``rok run`` returns the run's last
+   version already carries its ``final`` tag.
 
 Every event comes out of the translator, from the run's Argo-shaped state (:mod:`.workflow`). The bus is
 behind :class:`Bus`, so the order of things can be tested without a broker.
@@ -45,6 +46,10 @@ class Bus(Protocol):
 
     async def restored(self, request_id: str, timeout: float) -> RestoreCompleted:
         """The restore's outcome; raises :class:`RestoreFailedError` when it failed or did not end in time."""
+
+    async def settled(self, run_url: str, timeout: float) -> bool:
+        """Whether the registry recorded the end of the run ``run_url`` names (and so settled its ``final``
+        version) within ``timeout`` seconds."""
 
 
 class RestoreFailedError(RokError):
@@ -120,6 +125,11 @@ class Runner:
             raise
         flow.finish("Failed" if self.result.failed else "Succeeded")
         await self._emit()
+        if not await self.bus.settled(initial.url, self.commit_timeout):
+            raise TemporaryError(
+                f"the registry did not record the end of run {flow.name} within {self.commit_timeout:.0f}s: is it "
+                "running (`rok status`, `rok up`)?"
+            )
         if self.result.failed:
             step, code = next(iter(self.result.failed.items()))
             skipped = f"; not run: {', '.join(self.result.skipped)}" if self.result.skipped else ""
