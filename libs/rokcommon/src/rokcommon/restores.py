@@ -126,7 +126,7 @@ async def request_restore(
             changed()
 
     watch._subscriptions = [
-        await nc.subscribe(f"{subjects.RESTORE_PROGRESS}.{request_id}", cb=on_progress),
+        await nc.subscribe(subjects.restore_progress(request_id), cb=on_progress),
         await nc.subscribe(subjects.RESTORE_COMPLETED, cb=on_completed),
         await nc.subscribe(subjects.RESTORE_FAILED, cb=on_failed),
     ]

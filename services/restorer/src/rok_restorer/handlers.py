@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from types import TracebackType
 
 from faststream.nats import NatsMessage
@@ -25,11 +24,6 @@ from rok_restorer.settings import RestorerSettings
 log = logging.getLogger(__name__)
 
 DURABLE = "restorer"
-
-
-def progress_subject(request_id: str) -> str:
-    """``rok.restore.progress.v1.<request_id>``; characters a subject token cannot hold become ``_``."""
-    return f"{subjects.RESTORE_PROGRESS}.{re.sub(r'[^A-Za-z0-9_-]', '_', request_id)}"
 
 
 def register(service: Service, restorer: Restorer, settings: RestorerSettings) -> None:
@@ -57,7 +51,7 @@ def register(service: Service, restorer: Restorer, settings: RestorerSettings) -
         async with Reporter(
             service.broker.connection,
             msg,
-            progress_subject(event.request_id),
+            subjects.restore_progress(event.request_id),
             interval=settings.restore_progress_interval,
             heartbeat=max(settings.ack_wait / 3, settings.restore_progress_interval),
         ) as reporter:
