@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from faststream.nats import NatsMessage
 from rokcommon import streams, subjects
+from rokcommon.keepalive import Heartbeat
 from rokcommon.service import Service
 
-from rok_snapshotter.heartbeat import Heartbeat
 from rok_snapshotter.plan import NodeEvent
 from rok_snapshotter.settings import SnapshotterSettings
 from rok_snapshotter.snapshots import SnapshotTaker

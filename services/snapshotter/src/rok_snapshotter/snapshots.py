@@ -22,10 +22,10 @@ from typing import Protocol
 
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import Event, SnapshotCompleted, VolumeRef, now
+from rokcommon.keepalive import Heartbeat
 from rokcommon.telemetry import Instruments
 from rokstore import Repository
 
-from rok_snapshotter.heartbeat import Heartbeat
 from rok_snapshotter.plan import NodeEvent, SnapshotPlan, plan_for, stats_model
 from rok_snapshotter.volumes import locate
 
