@@ -58,9 +58,8 @@ async def run(settings: GuardSettings, stop: asyncio.Event) -> None:
 async def _guard(settings: GuardSettings, stop: asyncio.Event) -> None:
     from rokcommon import bus
     from rokcommon.errors import TemporaryError
+    from rokcommon.follow import an_hour_ago, commits
     from rokcommon.versions import VersionKey
-
-    from rok_pipeline_watcher.follow import an_hour_ago, commits
 
     uid, step = settings.guard_workflow_uid, settings.guard_step_id
     ready = settings.guard_ready_file

@@ -9,13 +9,13 @@ from nats.aio.client import Client
 from rokcommon import bus
 from rokcommon.errors import NotFound, TemporaryError
 from rokcommon.events import Event, RestoreCompleted, RestoreFailed, VersionCommitted
+from rokcommon.follow import Follower, commits, restores
 from rokcommon.registry_client import RegistryClient
 from rokcommon.settings import RokSettings
 from rokcommon.streams import ensure_streams
 from rokcommon.urls import parse_url
 from rokcommon.versions import VersionKey
 
-from rok_pipeline_watcher.follow import Follower, commits, restores
 from rok_pipeline_watcher.runner.engine import RestoreFailedError
 
 SETTLED_POLL = 0.1  # seconds between two questions to the registry whether it recorded a run's end

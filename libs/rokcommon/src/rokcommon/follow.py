@@ -1,4 +1,8 @@
-"""Following facts on the bus: wait until a given event (a committed version, a finished restore) exists.
+"""Following facts on the bus: wait until a given event (a committed version, a restore's outcome) exists.
+
+The one way to wait for a fact: the local runner and a step guard wait for commits (:func:`commits`), and
+``rok restore``, the web page and the runner's clone wait for a restore's outcome (:func:`restores`, and
+:func:`rokcommon.restores.request_restore` on top of it).
 
 A :class:`Follower` reads a subject of a JetStream stream with an ordered consumer (no durable state,
 nothing to clean up) from a start time on, decodes each event, and resolves whoever waits for one of its keys.
@@ -17,12 +21,16 @@ from typing import Generic, TypeVar
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from rokcommon import streams, subjects
 from rokcommon.errors import InvalidEvent
 from rokcommon.events import Event, RestoreCompleted, RestoreFailed, VersionCommitted
 
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
+
+RESTORE_OUTCOMES = "rok.restore.*.v1"  # completed and failed; the requests it also matches are skipped
 
 
 class Follower(Generic[E]):
@@ -107,18 +115,14 @@ class Follower(Generic[E]):
 def commits(js: JetStreamContext, *, since: datetime | None = None) -> Follower[VersionCommitted]:
     """Follow ``VersionCommitted``; wait on a :class:`~rokcommon.versions.VersionKey`, or on its
     :attr:`~rokcommon.versions.VersionKey.of_node` when only the workflow node is known (a step guard)."""
-    from rokcommon import subjects
-
     return Follower(js, subjects.VERSION_COMMITTED, (VersionCommitted,), lambda e: (e.key, e.key.of_node), since=since)
 
 
 def restores(js: JetStreamContext, *, since: datetime | None = None) -> Follower[RestoreCompleted | RestoreFailed]:
     """Follow the outcomes of restores (completed or failed); wait on the request id."""
-    from rokcommon import streams
-
     return Follower(
         js,
-        "rok.restore.*.v1",
+        RESTORE_OUTCOMES,
         (RestoreCompleted, RestoreFailed),
         lambda e: (e.request_id,),
         since=since,
