@@ -256,7 +256,6 @@ class _StepEvent(Event):
     """
 
     _phase: ClassVar[Literal["before", "after"]]
-    _fact: ClassVar[str]
     step: StepRef
     node: Name
     volumes: Volumes
