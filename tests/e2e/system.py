@@ -40,10 +40,12 @@ from rokcommon.events import (
     StepStarted,
     VersionCommitted,
     VolumeRef,
+    version_key,
 )
 from rokcommon.registry_client import RegistryClient
 from rokcommon.registry_contract import Lineage, Version
 from rokcommon.urls import parse_url
+from rokcommon.versions import Phase, VersionKey
 from roktesting.nats import NatsServer
 
 from .processes import ServiceProcess
@@ -87,7 +89,7 @@ class System:
     repo_dir: Path  # where the S3 server keeps the repository's objects
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     nc: Client | None = None
-    commits: dict[tuple[str, str | None, str], VersionCommitted] = field(default_factory=dict)
+    commits: dict[VersionKey, VersionCommitted] = field(default_factory=dict)
     restores: dict[str, RestoreCompleted | RestoreFailed] = field(default_factory=dict)
     # every SnapshotCompleted stored in the stream, by stream sequence (a copy stored twice would be a bug)
     stored_snapshots: dict[int, SnapshotCompleted] = field(default_factory=dict)
@@ -169,8 +171,7 @@ class System:
     def _record(self, subject: str, data: bytes, sequence: int) -> None:
         if subject == subjects.VERSION_COMMITTED:
             commit = VersionCommitted.decode(data)
-            key = (commit.run.workflow_uid, commit.step.step_id if commit.step else None, commit.phase)
-            self.commits.setdefault(key, commit)
+            self.commits.setdefault(commit.key, commit)
         elif subject == subjects.SNAPSHOT_COMPLETED:
             self.stored_snapshots[sequence] = SnapshotCompleted.decode(data)
         elif subject == subjects.RESTORE_COMPLETED:
@@ -199,19 +200,13 @@ class System:
             logs = "\n".join(f"--- {s.name}\n{s.tail(15)}" for s in self.services.values())
             raise AssertionError(f"no {what} within {timeout:.0f}s\n{logs}") from None
 
-    async def committed(self, run: RunRef, step: StepRef | None, phase: str, timeout: float = 30) -> VersionCommitted:
-        key = (run.workflow_uid, step.step_id if step else None, phase)
+    async def committed(self, run: RunRef, step: StepRef | None, phase: Phase, timeout: float = 30) -> VersionCommitted:
+        key = version_key(run, step, phase)
         return await self.until(lambda: self.commits.get(key), timeout, f"version {key}")  # type: ignore[no-any-return]
 
-    def snapshots_of(self, run: RunRef, step: StepRef | None, phase: str) -> list[SnapshotCompleted]:
-        step_id = step.step_id if step else None
-        return [
-            s
-            for s in self.stored_snapshots.values()
-            if s.run.workflow_uid == run.workflow_uid
-            and (s.step.step_id if s.step else None) == step_id
-            and s.phase == phase
-        ]
+    def snapshots_of(self, run: RunRef, step: StepRef | None, phase: Phase) -> list[SnapshotCompleted]:
+        key = version_key(run, step, phase)
+        return [s for s in self.stored_snapshots.values() if s.key == key]
 
     # --- asking --------------------------------------------------------------------------------------------
 
@@ -301,7 +296,7 @@ class PipelineRun:
     def finished(self, outcome: str = "succeeded") -> RunFinished:
         return RunFinished.make(run=self.run, outcome=outcome, finished_at=datetime.now(UTC))
 
-    async def wait(self, step: StepRef | None, phase: str, timeout: float = 30) -> VersionCommitted:
+    async def wait(self, step: StepRef | None, phase: Phase, timeout: float = 30) -> VersionCommitted:
         commit = await self.system.committed(self.run, step, phase, timeout)
         key = (step.name if step else "initial", phase)
         self.commits[key] = commit

@@ -70,6 +70,22 @@ async def test_an_event_round_trips_with_its_model(nats_server: NatsServer, js: 
     assert isinstance(got, RunFinished)
 
 
+async def test_a_handler_is_given_the_event_the_service_decoded_once(
+    nats_server: NatsServer, js: JetStreamContext
+) -> None:
+    service = make_service(nats_server)
+    received: asyncio.Queue[tuple[RunFinished, object]] = asyncio.Queue()
+
+    @service.consumer(runs_consumer(service))
+    async def on_finished(event: RunFinished, msg: NatsMessage) -> None:
+        await received.put((event, await msg.decode()))
+
+    async with running(service):
+        await bus.publish(js, finished())
+        event, decoded = await asyncio.wait_for(received.get(), 10)
+    assert event is decoded  # the very model the service's decoder made, not parsed again for the handler
+
+
 async def test_a_duplicate_publish_is_dropped_by_the_stream(js: JetStreamContext) -> None:
     first = await bus.publish(js, finished())
     again = await bus.publish(js, finished())

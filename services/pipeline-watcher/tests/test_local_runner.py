@@ -18,6 +18,7 @@ from rokcommon.events import (
     RunFinished,
     RunStarted,
     StepFinished,
+    StepRef,
     StepStarted,
     VersionCommitted,
 )
@@ -32,14 +33,14 @@ class FakeBus:
         self.events: list = []
         self.held = {key: asyncio.Event() for key in hold}  # (step name or None, phase) → released?
         self.waiting: asyncio.Queue = asyncio.Queue()
-        self._steps: dict[str, str] = {}
+        self._steps: dict[str, StepRef] = {}
         self._restores: dict[str, RestoreCompleted] = {}
 
     async def publish(self, event):
         self.events.append(event)
         self.log.append(("publish", type(event).__name__, getattr(getattr(event, "step", None), "name", None)))
         if isinstance(event, StepStarted):
-            self._steps[event.step.step_id] = event.step.name
+            self._steps[event.step.step_id] = event.step
         if isinstance(event, RestoreRequested):  # the restorer: one sub-directory per volume
             target = Path(event.target.path)
             started = next(e for e in self.events if isinstance(e, RunStarted))
@@ -64,8 +65,9 @@ class FakeBus:
                 seconds=0.0,
             )
 
-    async def committed(self, workflow_uid, step_id, phase, timeout):
-        step = self._steps.get(step_id) if step_id else None
+    async def committed(self, key, timeout):
+        ref = self._steps.get(key.step_id) if key.step_id else None
+        step, phase = (ref.name if ref else None), key.phase
         self.log.append(("wait", phase, step))
         await self.waiting.put((step, phase))
         if (step, phase) in self.held:
@@ -73,9 +75,11 @@ class FakeBus:
         if (step, phase) in self.lost:
             return None
         run = next(e for e in self.events if isinstance(e, RunStarted)).run
-        return VersionCommitted.make(
-            run=run, phase=phase, version_id=f"{step}-{phase}", url=f"rok://local/{step or 'run'}/{phase}"
-        )
+        return VersionCommitted.make(run=run, step=ref, phase=phase, url=f"rok://local/{step or 'run'}/{phase}")
+
+    async def settled(self, run_url, timeout):
+        self.log.append(("wait", "settled", None))
+        return any(isinstance(e, RunFinished) for e in self.events)
 
     async def restored(self, request_id, timeout):
         self.log.append(("wait", "restore", None))
@@ -144,6 +148,7 @@ async def test_steps_run_in_order_each_between_its_committed_before_and_after_sn
         ("publish", "StepFinished", "train"),
         ("wait", "after", "train"),
         ("publish", "RunFinished", None),
+        ("wait", "settled", None),  # rok run returns once the registry settled the run's final version
     ]
     workspace = run.run_dir / "workspace"
     assert (workspace / "log.txt").read_text() == "prepare\ntrain\n"

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 
 from rok_pipeline_watcher.translator import RunInfo, RunState, Translator
-from rokcommon.events import RunFinished, RunStarted, StepFinished, StepStarted, stable_id
+from rokcommon.events import RunFinished, RunStarted, StepFinished, StepStarted
+from rokcommon.versions import VersionKey
 
 
 def translate(run, **kwargs):
@@ -138,7 +139,8 @@ def test_a_restarted_translator_emits_the_same_event_ids_derived_from_workflow_u
 
     assert [e.event_id for e in first] == [e.event_id for e in again]
     step = next(e for e in first if isinstance(e, StepFinished))
-    assert step.event_id == stable_id(v1_run.workflow["metadata"]["uid"], step.step.step_id, "finished")
+    key = VersionKey.of_step(v1_run.workflow["metadata"]["uid"], step.step.step_id, step.step.attempt, "after")
+    assert step.event_id == key.event_id("step finished")
 
 
 def test_a_step_starts_when_its_pod_is_bound_and_finishes_when_its_node_is_done(v1_run):

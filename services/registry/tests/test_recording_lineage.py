@@ -14,6 +14,7 @@ from rok_registry.recorder import Commit, Recorder
 from rokcommon.errors import PermanentError
 from rokcommon.events import Event, RunFinished, RunStarted, SnapshotCompleted, StepStarted
 from rokcommon.registry_contract import Lineage
+from rokcommon.versions import VersionKey
 
 NS = "team-a"
 
@@ -263,13 +264,19 @@ async def test_a_step_retried_records_each_attempt_with_its_own_versions(recorde
 
 
 def test_version_ids_are_short_url_safe_and_the_same_for_the_same_version() -> None:
-    from rok_registry import names
-
-    a = names.version_id("wf-1", "node-1", 0, "before")
-    assert a == names.version_id("wf-1", "node-1", 0, "before")
+    a = VersionKey.of_step("wf-1", "node-1", 0, "before").version_id
+    assert a == VersionKey.of_step("wf-1", "node-1", 0, "before").version_id
     assert len(a) == 10 and a.isalnum() and a == a.lower()
-    others = {names.version_id("wf-1", "node-1", 0, "after"), names.version_id("wf-1", "node-1", 1, "before")}
+    others = {
+        VersionKey.of_step("wf-1", "node-1", 0, "after").version_id,
+        VersionKey.of_step("wf-1", "node-1", 1, "before").version_id,
+    }
     assert a not in others and len(others) == 2
+
+
+def test_versions_recorded_before_the_version_key_existed_keep_their_ids() -> None:
+    assert VersionKey.of_step("wf-1", "node-1", 0, "before").version_id == "kbmuobnirv"
+    assert VersionKey.initial("wf-1").version_id == "zte2nuip3o"
 
 
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)

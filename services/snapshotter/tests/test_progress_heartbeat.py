@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from nats.js import JetStreamContext
-from rok_snapshotter.heartbeat import Heartbeat
 from rok_snapshotter.main import build
 from rok_snapshotter.settings import SnapshotterSettings
 from rokcommon import bus, streams
 from rokcommon.events import SnapshotCompleted, VolumeRef
+from rokcommon.keepalive import Heartbeat
 from rokstore import Progress
 from roktesting.nats import running
 from snapshotter_helpers import ObservedRepository, settled, snapshot_events, started

@@ -53,7 +53,16 @@ def test_a_failed_step_gets_its_after_snapshot_tagged_failed() -> None:
 def test_the_record_key_is_the_id_of_the_snapshot_completed_event() -> None:
     plan = plan_for(StepStarted.make(step=STEP, node="n1", volumes=VOLUMES, started_at=T))
     completed = SnapshotCompleted.make(
-        **plan.common(VOLUMES[1]), repository="file:///r", snapshot_id="s1", stats=SnapshotStatsModel(), taken_at=T
+        run=plan.run,
+        step=plan.step,
+        phase=plan.phase,
+        volume=VOLUMES[1],
+        volumes=plan.volume_names,
+        node=plan.node,
+        repository="file:///r",
+        snapshot_id="s1",
+        stats=SnapshotStatsModel(),
+        taken_at=T,
     )
     assert plan.completed_id(VOLUMES[1]) == completed.event_id
     assert plan.completed_id(VOLUMES[0]) != completed.event_id

@@ -2,18 +2,18 @@
 
 Every event has an ``event_id`` that is *deterministic*: publishing the same fact twice yields the same id, so
 the stream's duplicate window (``Nats-Msg-Id``) drops the copy and every consumer can de-duplicate on it.
-Each model's ``make`` constructor derives that id from the fact's identity (for a step event: workflow uid +
-node id + phase). ``schema_version`` is checked on decode: an event of a version this code does not know is
-an :class:`~rokcommon.errors.InvalidEvent`.
+Each model's typed ``make`` constructor derives that id from the fact's identity: for the events about a
+version (a step event, a snapshot's outcome, a commit) from its :class:`~rokcommon.versions.VersionKey`, which
+each of them also returns as ``key``. ``schema_version`` is checked on decode: an event of a version this code
+does not know is an :class:`~rokcommon.errors.InvalidEvent`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from datetime import UTC, datetime
 from pathlib import PurePosixPath
-from typing import Annotated, Any, ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -28,12 +28,12 @@ from pydantic import (
 
 from rokcommon import subjects
 from rokcommon.errors import InvalidEvent, UnsupportedSchemaVersion
+from rokcommon.versions import Phase, VersionKey, stable_id
 
 SCHEMA_VERSION = 1
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]
 Outcome = Literal["succeeded", "failed", "error"]
-Phase = Literal["initial", "before", "after"]
 Tag = Literal["initial", "final", "failed"]
 
 _VOLUME_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
@@ -41,11 +41,6 @@ _VOLUME_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def stable_id(*parts: object) -> str:
-    """A short deterministic id from the parts that identify a fact."""
-    return hashlib.blake2b("\x1f".join(str(p) for p in parts).encode(), digest_size=16).hexdigest()
 
 
 class Model(BaseModel):
@@ -165,6 +160,22 @@ class RunRef(Model):
     workflow_uid: Name
 
 
+class StepRef(Model):
+    """One attempt of one step of a run. ``step_id`` is the workflow node id; ``name`` the task's name."""
+
+    run: RunRef
+    step_id: Name
+    name: Name
+    attempt: int = Field(default=0, ge=0)
+
+
+def version_key(run: RunRef, step: StepRef | None, phase: Phase) -> VersionKey:
+    """The key of the version of ``run`` at ``phase`` of ``step`` (``None``: the run's initial version)."""
+    if step is None:
+        return VersionKey(run.workflow_uid, phase)
+    return VersionKey(run.workflow_uid, phase, step.step_id, step.attempt)
+
+
 class SnapshotStatsModel(Model):
     """What a volume snapshot cost: mirrors the store engine's statistics."""
 
@@ -193,10 +204,35 @@ class RunStarted(Event):
     volumes: Annotated[Volumes, Field(min_length=1)]
     started_at: AwareDatetime
 
+    @property
+    def key(self) -> VersionKey:
+        """The run's initial version, which this event asks for."""
+        return VersionKey.initial(self.run.workflow_uid)
+
     @classmethod
-    def make(cls, **fields: Any) -> RunStarted:
-        run: RunRef = fields["run"]
-        return cls(event_id=stable_id(run.workflow_uid, "run", "started"), **fields)
+    def make(
+        cls,
+        *,
+        run: RunRef,
+        run_name: str,
+        pipeline_name: str,
+        node: str,
+        volumes: tuple[VolumeRef, ...],
+        started_at: datetime,
+        pipeline_version: str | None = None,
+        experiment: str | None = None,
+    ) -> RunStarted:
+        return cls(
+            event_id=VersionKey.initial(run.workflow_uid).event_id("run started"),
+            run=run,
+            run_name=run_name,
+            pipeline_name=pipeline_name,
+            pipeline_version=pipeline_version,
+            experiment=experiment,
+            node=node,
+            volumes=volumes,
+            started_at=started_at,
+        )
 
 
 class RunFinished(Event):
@@ -206,18 +242,10 @@ class RunFinished(Event):
     finished_at: AwareDatetime
 
     @classmethod
-    def make(cls, **fields: Any) -> RunFinished:
-        run: RunRef = fields["run"]
-        return cls(event_id=stable_id(run.workflow_uid, "run", "finished"), **fields)
-
-
-class StepRef(Model):
-    """One attempt of one step of a run. ``step_id`` is the workflow node id; ``name`` the task's name."""
-
-    run: RunRef
-    step_id: Name
-    name: Name
-    attempt: int = Field(default=0, ge=0)
+    def make(cls, *, run: RunRef, outcome: Outcome, finished_at: datetime) -> RunFinished:
+        return cls(
+            event_id=stable_id(run.workflow_uid, "run finished"), run=run, outcome=outcome, finished_at=finished_at
+        )
 
 
 class _StepEvent(Event):
@@ -227,33 +255,71 @@ class _StepEvent(Event):
     snapshot is best effort and says so in its metadata.
     """
 
-    _phase: ClassVar[str]
+    _phase: ClassVar[Literal["before", "after"]]
     step: StepRef
     node: Name
     volumes: Volumes
     guarded: bool = False
 
+    @property
+    def key(self) -> VersionKey:
+        """The version this event asks for: the step attempt's before (started) or after (finished) version."""
+        return self.key_of(self.step)
+
     @classmethod
-    def make(cls, **fields: Any) -> Self:
-        step: StepRef = fields["step"]
-        return cls(event_id=stable_id(step.run.workflow_uid, step.step_id, cls._phase), **fields)
+    def key_of(cls, step: StepRef) -> VersionKey:
+        return VersionKey.of_step(step.run.workflow_uid, step.step_id, step.attempt, cls._phase)
 
 
 class StepStarted(_StepEvent):
     """A step is about to run (or, without a step guard, has just started) on ``node``."""
 
     subject: ClassVar[str] = subjects.STEP_STARTED
-    _phase: ClassVar[str] = "started"
+    _phase: ClassVar[Literal["before", "after"]] = "before"
     started_at: AwareDatetime
+
+    @classmethod
+    def make(
+        cls, *, step: StepRef, node: str, volumes: tuple[VolumeRef, ...], started_at: datetime, guarded: bool = False
+    ) -> StepStarted:
+        return cls(
+            event_id=cls.key_of(step).event_id("step started"),
+            step=step,
+            node=node,
+            volumes=volumes,
+            guarded=guarded,
+            started_at=started_at,
+        )
 
 
 class StepFinished(_StepEvent):
     """A step ended; its volumes are snapshotted once more (tag ``failed`` when it did not succeed)."""
 
     subject: ClassVar[str] = subjects.STEP_FINISHED
-    _phase: ClassVar[str] = "finished"
+    _phase: ClassVar[Literal["before", "after"]] = "after"
     outcome: Outcome
     finished_at: AwareDatetime
+
+    @classmethod
+    def make(
+        cls,
+        *,
+        step: StepRef,
+        node: str,
+        volumes: tuple[VolumeRef, ...],
+        outcome: Outcome,
+        finished_at: datetime,
+        guarded: bool = False,
+    ) -> StepFinished:
+        return cls(
+            event_id=cls.key_of(step).event_id("step finished"),
+            step=step,
+            node=node,
+            volumes=volumes,
+            guarded=guarded,
+            outcome=outcome,
+            finished_at=finished_at,
+        )
 
 
 # --- snapshot events (published by the snapshotter, one per volume) --------------------------------------
@@ -280,9 +346,42 @@ class SnapshotCompleted(Event):
     node: Name
     taken_at: AwareDatetime
 
+    @property
+    def key(self) -> VersionKey:
+        return version_key(self.run, self.step, self.phase)
+
     @classmethod
-    def make(cls, **fields: Any) -> SnapshotCompleted:
-        return cls(event_id=snapshot_event_id(fields, "completed"), **fields)
+    def make(
+        cls,
+        *,
+        run: RunRef,
+        step: StepRef | None,
+        phase: Phase,
+        volume: VolumeRef,
+        volumes: tuple[str, ...],
+        node: str,
+        repository: str,
+        snapshot_id: str,
+        stats: SnapshotStatsModel,
+        taken_at: datetime,
+        tags: tuple[Tag, ...] = (),
+        best_effort: bool = False,
+    ) -> SnapshotCompleted:
+        return cls(
+            event_id=completed_id(version_key(run, step, phase), volume.name),
+            run=run,
+            step=step,
+            phase=phase,
+            tags=tags,
+            volume=volume,
+            volumes=volumes,
+            repository=repository,
+            snapshot_id=snapshot_id,
+            stats=stats,
+            best_effort=best_effort,
+            node=node,
+            taken_at=taken_at,
+        )
 
 
 class SnapshotFailed(Event):
@@ -295,17 +394,37 @@ class SnapshotFailed(Event):
     reason: str
     node: Name
 
+    @property
+    def key(self) -> VersionKey:
+        return version_key(self.run, self.step, self.phase)
+
     @classmethod
-    def make(cls, **fields: Any) -> SnapshotFailed:
-        return cls(event_id=snapshot_event_id(fields, "failed"), **fields)
+    def make(
+        cls,
+        *,
+        run: RunRef,
+        step: StepRef | None,
+        phase: Phase,
+        volume: VolumeRef,
+        volumes: tuple[str, ...],
+        node: str,
+        reason: str,
+    ) -> SnapshotFailed:
+        return cls(
+            event_id=version_key(run, step, phase).event_id("snapshot failed", volume.name),
+            run=run,
+            step=step,
+            phase=phase,
+            volume=volume,
+            volumes=volumes,
+            reason=reason,
+            node=node,
+        )
 
 
-def snapshot_event_id(fields: dict[str, Any], outcome: str) -> str:
-    run: RunRef = fields["run"]
-    step: StepRef | None = fields.get("step")
-    volume: VolumeRef = fields["volume"]
-    step_key = f"{step.step_id}" if step else "-"
-    return stable_id(run.workflow_uid, step_key, fields["phase"], volume.name, outcome)
+def completed_id(key: VersionKey, volume: str) -> str:
+    """The id of the ``SnapshotCompleted`` of one volume of a version (the snapshotter keeps its record by it)."""
+    return key.event_id("snapshot completed", volume)
 
 
 class VersionCommitted(Event):
@@ -320,11 +439,33 @@ class VersionCommitted(Event):
     tags: tuple[Tag, ...] = ()
     complete: bool = True  # False: some volume failed to snapshot
 
+    @property
+    def key(self) -> VersionKey:
+        return version_key(self.run, self.step, self.phase)
+
     @classmethod
-    def make(cls, **fields: Any) -> VersionCommitted:
-        run: RunRef = fields["run"]
-        step: StepRef | None = fields.get("step")
-        return cls(event_id=stable_id(run.workflow_uid, step.step_id if step else "-", fields["phase"]), **fields)
+    def make(
+        cls,
+        *,
+        run: RunRef,
+        phase: Phase,
+        url: str,
+        step: StepRef | None = None,
+        tags: tuple[Tag, ...] = (),
+        complete: bool = True,
+    ) -> VersionCommitted:
+        """The commit of a version; its ``version_id`` is the key's."""
+        key = version_key(run, step, phase)
+        return cls(
+            event_id=key.event_id("version committed"),
+            run=run,
+            step=step,
+            phase=phase,
+            version_id=key.version_id,
+            url=url,
+            tags=tags,
+            complete=complete,
+        )
 
 
 # --- restores ----------------------------------------------------------------------------------------------
@@ -391,8 +532,25 @@ class RestoreRequested(Event):
     requested_by: str | None = None
 
     @classmethod
-    def make(cls, **fields: Any) -> RestoreRequested:
-        return cls(event_id=stable_id("restore", fields["request_id"], "requested"), **fields)
+    def make(
+        cls,
+        *,
+        request_id: str,
+        namespace: str,
+        url: str,
+        target: DirectoryTarget | PvcTarget | NotebookTarget,
+        volumes: tuple[str, ...] = (),
+        requested_by: str | None = None,
+    ) -> RestoreRequested:
+        return cls(
+            event_id=stable_id("restore", request_id, "requested"),
+            request_id=request_id,
+            namespace=namespace,
+            url=url,
+            volumes=volumes,
+            target=target,
+            requested_by=requested_by,
+        )
 
 
 class RestoredVolume(Model):
@@ -413,8 +571,17 @@ class RestoreCompleted(Event):
     seconds: float
 
     @classmethod
-    def make(cls, **fields: Any) -> RestoreCompleted:
-        return cls(event_id=stable_id("restore", fields["request_id"], "completed"), **fields)
+    def make(
+        cls, *, request_id: str, namespace: str, url: str, volumes: tuple[RestoredVolume, ...], seconds: float
+    ) -> RestoreCompleted:
+        return cls(
+            event_id=stable_id("restore", request_id, "completed"),
+            request_id=request_id,
+            namespace=namespace,
+            url=url,
+            volumes=volumes,
+            seconds=seconds,
+        )
 
 
 class RestoreFailed(Event):
@@ -425,8 +592,14 @@ class RestoreFailed(Event):
     reason: str
 
     @classmethod
-    def make(cls, **fields: Any) -> RestoreFailed:
-        return cls(event_id=stable_id("restore", fields["request_id"], "failed"), **fields)
+    def make(cls, *, request_id: str, namespace: str, url: str, reason: str) -> RestoreFailed:
+        return cls(
+            event_id=stable_id("restore", request_id, "failed"),
+            request_id=request_id,
+            namespace=namespace,
+            url=url,
+            reason=reason,
+        )
 
 
 class RestoreProgress(Model):

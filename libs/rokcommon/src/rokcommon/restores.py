@@ -2,7 +2,8 @@
 
 A restore is a :class:`~rokcommon.events.RestoreRequested` published to JetStream; the restorer reports
 progress on core NATS (``rok.restore.progress.v1.<request_id>``, never stored) and ends with a
-``RestoreCompleted`` or ``RestoreFailed``. We subscribe to all three *before* publishing, so nothing is missed.
+``RestoreCompleted`` or ``RestoreFailed``, which a :func:`~rokcommon.follow.restores` follower waits for. Both
+are subscribed to *before* the request is published, so nothing is missed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from rokcommon import bus, subjects
-from rokcommon.errors import InvalidEvent
 from rokcommon.events import (
     DirectoryTarget,
     RestoreCompleted,
@@ -27,6 +27,7 @@ from rokcommon.events import (
     RestoreProgress,
     RestoreRequested,
 )
+from rokcommon.follow import Follower, restores
 
 
 @dataclass
@@ -42,6 +43,8 @@ class RestoreWatch:
     completed: RestoreCompleted | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     _subscriptions: list[Subscription] = field(default_factory=list)
+    _outcome: Follower[RestoreCompleted | RestoreFailed] | None = None
+    _waiting: asyncio.Task[None] | None = None
 
     @property
     def bytes_done(self) -> int:
@@ -68,7 +71,26 @@ class RestoreWatch:
             out["bytes_total"] = max(out["bytes_total"], out["bytes_done"])
         return out
 
+    def settle(self, outcome: RestoreCompleted | RestoreFailed) -> None:
+        """Take the restore's outcome (once)."""
+        if self.done.is_set():
+            return
+        if isinstance(outcome, RestoreCompleted):
+            self.state, self.completed = "completed", outcome
+            for volume in outcome.volumes:
+                self.volumes[volume.name] = (volume.bytes, volume.bytes)
+        else:
+            self.state, self.reason = "failed", outcome.reason
+        self.done.set()
+
     async def close(self) -> None:
+        if self._waiting is not None:
+            self._waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._waiting
+        if self._outcome is not None:
+            with contextlib.suppress(Exception):
+                await self._outcome.stop()
         for sub in self._subscriptions:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
@@ -103,34 +125,18 @@ async def request_restore(
         watch.volumes[progress.volume] = (progress.bytes_done, progress.bytes_total)
         changed()
 
-    async def on_completed(msg: Msg) -> None:
-        try:
-            event = RestoreCompleted.decode(msg.data)
-        except InvalidEvent:
-            return
-        if event.request_id == request_id and not watch.done.is_set():
-            watch.state, watch.completed = "completed", event
-            for volume in event.volumes:
-                watch.volumes[volume.name] = (volume.bytes, volume.bytes)
-            watch.done.set()
-            changed()
-
-    async def on_failed(msg: Msg) -> None:
-        try:
-            event = RestoreFailed.decode(msg.data)
-        except InvalidEvent:
-            return
-        if event.request_id == request_id and not watch.done.is_set():
-            watch.state, watch.reason = "failed", event.reason
-            watch.done.set()
-            changed()
-
-    watch._subscriptions = [
-        await nc.subscribe(f"{subjects.RESTORE_PROGRESS}.{request_id}", cb=on_progress),
-        await nc.subscribe(subjects.RESTORE_COMPLETED, cb=on_completed),
-        await nc.subscribe(subjects.RESTORE_FAILED, cb=on_failed),
-    ]
+    watch._subscriptions = [await nc.subscribe(subjects.restore_progress(request_id), cb=on_progress)]
+    watch._outcome = outcomes = restores(nc.jetstream())
+    await outcomes.start()
     await nc.flush()
+
+    async def wait_for_outcome() -> None:
+        outcome = await outcomes.wait(request_id, None)
+        if outcome is not None and not watch.done.is_set():
+            watch.settle(outcome)
+            changed()
+        await outcomes.stop()
+
     event = RestoreRequested.make(
         request_id=request_id,
         namespace=namespace,
@@ -144,4 +150,5 @@ async def request_restore(
     except BaseException:
         await watch.close()
         raise
+    watch._waiting = asyncio.create_task(wait_for_outcome())
     return watch

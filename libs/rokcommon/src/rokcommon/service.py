@@ -9,6 +9,10 @@ A service's composition root does::
 
     service.run()
 
+A consumer's payload is decoded once, into the model its subject carries (:func:`decode_event`), and handed
+to the handler as its first parameter, so a handler is typed by the event it takes and never parses the
+payload itself.
+
 Every consumer acks explicitly and decides each failure on purpose (DESIGN §4):
 
 - the handler returns → ack;
@@ -38,7 +42,7 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from rokcommon import bus, streams
-from rokcommon.errors import InvalidEvent, PermanentError, TemporaryError
+from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import Event, invalid_event, model_for_subject
 from rokcommon.logs import current_event_id, setup_logging
 from rokcommon.settings import RokSettings
@@ -110,6 +114,7 @@ class Service:
             pull_sub=PullSub(batch_size=batch_size or max(1, max_workers), timeout=1.0),
             max_workers=max_workers,
             ack_policy=AckPolicy.ACK,
+            decoder=decode_event,
         )
 
     def _forward_dead_letters(self, spec: ConsumerSpec) -> None:
@@ -189,7 +194,6 @@ class _FailurePolicy(BaseMiddleware):
         max_deliver = spec.max_deliver if spec else self.service.settings.max_deliver
         token = current_event_id.set((raw.headers or {}).get(bus.MSG_ID))
         try:
-            _check_payload(raw)
             return await call_next(msg)
         except HandlerException:
             raise
@@ -234,13 +238,14 @@ class _FailurePolicy(BaseMiddleware):
         self.service.instruments.add("rok.bus.dead_letters", 1, {"consumer": meta.consumer})
 
 
-def _check_payload(raw: Msg) -> None:
-    """Validate an event against its subject's model first, so a bad payload is named precisely."""
-    try:
-        model = model_for_subject(raw.subject)
-    except InvalidEvent:
-        return  # not an event subject (e.g. an advisory): the handler decides
-    model.decode(raw.data)
+async def decode_event(msg: StreamMessage[Any]) -> Event:
+    """The event a consumer's message carries, as the model of its subject.
+
+    Every way the payload can be wrong (bad JSON, an unknown field, an unsupported ``schema_version``, a
+    subject no event is published on) is an :class:`~rokcommon.errors.InvalidEvent` naming the reason, which
+    the failure policy dead-letters.
+    """
+    return model_for_subject(msg.raw_message.subject).decode(msg.body)
 
 
 class _Named:

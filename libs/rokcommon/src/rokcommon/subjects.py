@@ -60,5 +60,13 @@ def registry_query(name: str) -> str:
     return f"{REGISTRY_QUERY_PREFIX}.{name}.v1"
 
 
+_NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def restore_progress(request_id: str) -> str:
+    """``rok.restore.progress.v1.<request_id>``, where each character a subject token cannot hold becomes ``_``."""
+    return f"{RESTORE_PROGRESS}.{_NOT_TOKEN.sub('_', request_id)}"
+
+
 def dead_letter(stream: str, consumer: str) -> str:
     return f"{DEAD_LETTER}.{stream}.{consumer}"

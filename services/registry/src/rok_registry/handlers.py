@@ -15,7 +15,16 @@ from opentelemetry import trace
 from pydantic import ValidationError
 from rokcommon import streams, subjects
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
-from rokcommon.events import invalid_event, model_for_subject
+from rokcommon.events import (
+    Event,
+    RunFinished,
+    RunStarted,
+    SnapshotCompleted,
+    SnapshotFailed,
+    StepFinished,
+    StepStarted,
+    invalid_event,
+)
 from rokcommon.registry_contract import QUERIES, Query, Reply, error_body
 from rokcommon.service import Service
 
@@ -37,9 +46,7 @@ class EventHandlers:
         self.service = service
         self.recorder = recorder
 
-    async def handle(self, msg: NatsMessage) -> None:
-        raw = msg.raw_message
-        event = model_for_subject(raw.subject).decode(raw.data)
+    async def handle(self, event: Event) -> None:
         with tracer.start_as_current_span(
             f"registry record {type(event).__name__}",
             attributes={"messaging.message.id": event.event_id, "rok.event": type(event).__name__},
@@ -77,12 +84,12 @@ def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers
     )
 
     @service.consumer(pipeline, max_workers=workers)
-    async def on_pipeline(msg: NatsMessage) -> None:
-        await events.handle(msg)
+    async def on_pipeline(event: RunStarted | RunFinished | StepStarted | StepFinished) -> None:
+        await events.handle(event)
 
     @service.consumer(snapshots, max_workers=workers)
-    async def on_snapshot(msg: NatsMessage) -> None:
-        await events.handle(msg)
+    async def on_snapshot(event: SnapshotCompleted | SnapshotFailed) -> None:
+        await events.handle(event)
 
     for name, (request_model, _) in QUERIES.items():
         service.broker.subscriber(subjects.registry_query(name), queue=QUEUE_GROUP)(_answerer(queries, request_model))

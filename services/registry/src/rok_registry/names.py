@@ -3,17 +3,17 @@
 A bucket is ``<experiment>-<suffix>`` (the suffix random, like Rok's ``3mis2``, so that an experiment
 deleted and created again gets a new bucket name); the fallback bucket of runs without an experiment is
 ``default-<suffix>``. A run's file is ``<run name>-<bucket suffix>-<4 characters of its workflow uid>``: the
-bucket's suffix shows in it, and it is stable. A version id is derived from the version's natural key
-(workflow uid, step, attempt, phase), so a replayed event names the same version.
+bucket's suffix shows in it, and it is stable. A version's id is its key's
+(:attr:`rokcommon.versions.VersionKey.version_id`), so a replayed event names the same version.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import secrets
 import string
+
+from rokcommon.versions import base32_digest
 
 SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
 FALLBACK_BUCKET = "default"
@@ -35,14 +35,4 @@ def bucket_name(experiment: str | None, suffix: str) -> str:
 
 
 def file_name(run_name: str | None, run_id: str, bucket_suffix: str, workflow_uid: str) -> str:
-    return f"{slug(run_name or run_id)}-{bucket_suffix}-{_digest(workflow_uid, 4)}"
-
-
-def version_id(workflow_uid: str, step_id: str | None, attempt: int, phase: str) -> str:
-    """Ten characters of ``[a-z2-7]``: short, URL-safe, and the same for the same version everywhere."""
-    return _digest(f"{workflow_uid}\x1f{step_id or ''}\x1f{attempt}\x1f{phase}", 10)
-
-
-def _digest(text: str, length: int) -> str:
-    raw = hashlib.blake2b(text.encode(), digest_size=10).digest()
-    return base64.b32encode(raw).decode().lower()[:length]
+    return f"{slug(run_name or run_id)}-{bucket_suffix}-{base32_digest(workflow_uid, 4)}"

@@ -261,9 +261,7 @@ class Recorder:
         self, session: AsyncSession, run: FileRow, event: SnapshotCompleted | SnapshotFailed
     ) -> VersionRow:
         step = event.step
-        version_id = names.version_id(
-            run.workflow_uid, step.step_id if step else None, step.attempt if step else 0, event.phase
-        )
+        version_id = event.key.version_id
         version: VersionRow = await _get_or_insert(
             session,
             _FIND_VERSION,
@@ -384,7 +382,6 @@ class Recorder:
             run=ref,
             step=step_ref,
             phase=version.phase,
-            version_id=version.id,
             url=format_url(run.namespace.name, bucket.name, run.name, version.id),
             tags=tuple(_split(version.tags)),
             complete=version.status == "complete",

@@ -1,8 +1,8 @@
 """The restorer's consumer: a RestoreRequested in, the restore run, its outcome published.
 
 While a restore runs, a :class:`Reporter` publishes its progress on core NATS
-(``rok.restore.progress.v1.<request_id>``, never stored) and tells JetStream the message is in progress, so a
-long restore is not delivered again while it runs.
+(``rok.restore.progress.v1.<request_id>``, never stored), and a :class:`~rokcommon.keepalive.Heartbeat` tells
+JetStream the message is in progress, so a long restore is not delivered again while it runs.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from types import TracebackType
 
 from faststream.nats import NatsMessage
 from nats.aio.client import Client
 from rokcommon import streams, subjects
 from rokcommon.events import RestoreProgress, RestoreRequested
+from rokcommon.keepalive import Heartbeat
 from rokcommon.service import Service
 
 from rok_restorer.restoring import Restorer
@@ -25,11 +25,6 @@ from rok_restorer.settings import RestorerSettings
 log = logging.getLogger(__name__)
 
 DURABLE = "restorer"
-
-
-def progress_subject(request_id: str) -> str:
-    """``rok.restore.progress.v1.<request_id>``; characters a subject token cannot hold become ``_``."""
-    return f"{subjects.RESTORE_PROGRESS}.{re.sub(r'[^A-Za-z0-9_-]', '_', request_id)}"
 
 
 def register(service: Service, restorer: Restorer, settings: RestorerSettings) -> None:
@@ -54,13 +49,15 @@ def register(service: Service, restorer: Restorer, settings: RestorerSettings) -
             deliveries,
             extra={"request_id": event.request_id},
         )
-        async with Reporter(
-            service.broker.connection,
-            msg,
-            progress_subject(event.request_id),
-            interval=settings.restore_progress_interval,
-            heartbeat=max(settings.ack_wait / 3, settings.restore_progress_interval),
-        ) as reporter:
+        heartbeat = Heartbeat(msg.in_progress, max(settings.ack_wait / 3, settings.restore_progress_interval))
+        async with (
+            heartbeat.keep_alive(),
+            Reporter(
+                service.broker.connection,
+                subjects.restore_progress(event.request_id),
+                interval=settings.restore_progress_interval,
+            ) as reporter,
+        ):
             outcome = await restorer.handle(
                 event, progress=reporter.update, last_attempt=deliveries >= spec.max_deliver
             )
@@ -68,14 +65,12 @@ def register(service: Service, restorer: Restorer, settings: RestorerSettings) -
 
 
 class Reporter:
-    """Publishes the latest progress of each volume every ``interval`` seconds, and keeps the message alive."""
+    """Publishes the latest progress of each volume every ``interval`` seconds."""
 
-    def __init__(self, nc: Client, msg: NatsMessage, subject: str, *, interval: float, heartbeat: float) -> None:
+    def __init__(self, nc: Client, subject: str, *, interval: float) -> None:
         self.nc = nc
-        self.msg = msg
         self.subject = subject
         self.interval = interval
-        self.heartbeat = heartbeat
         self._latest: dict[str, RestoreProgress] = {}
         self._sent: dict[str, RestoreProgress] = {}
         self._task: asyncio.Task[None] | None = None
@@ -98,16 +93,10 @@ class Reporter:
             await self._flush()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        last_beat = loop.time()
         while True:
             await asyncio.sleep(self.interval)
             with contextlib.suppress(Exception):
                 await self._flush()
-            if loop.time() - last_beat >= self.heartbeat:
-                last_beat = loop.time()
-                with contextlib.suppress(Exception):
-                    await self.msg.raw_message.in_progress()
 
     async def _flush(self) -> None:
         for volume, progress in list(self._latest.items()):

@@ -11,10 +11,8 @@ from collections.abc import Callable
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError
-from nats.js.kv import KeyValue
-from rokcommon.errors import TemporaryError
 from rokcommon.events import RestoreCompleted, RestoreFailed
+from rokcommon.kv import LazyBucket
 
 from rok_restorer.restoring import Outcome, Record
 
@@ -25,36 +23,20 @@ class KvOutcomes:
     """``jetstream`` gives the JetStream context to use (the service's own, once it is connected)."""
 
     def __init__(self, jetstream: Callable[[], JetStreamContext], *, ttl: float) -> None:
-        self.jetstream = jetstream
-        self.ttl = ttl
-        self._kv: KeyValue | None = None
-
-    async def bucket(self) -> KeyValue:
-        if self._kv is None:
-            try:
-                self._kv = await self.jetstream().key_value(BUCKET)
-            except BucketNotFoundError:
-                self._kv = await self.jetstream().create_key_value(
-                    KeyValueConfig(
-                        bucket=BUCKET,
-                        description="rok restore requests: claimed targets and outcomes, for redeliveries",
-                        history=1,
-                        ttl=self.ttl,
-                        storage=StorageType.FILE,
-                    )
-                )
-        return self._kv
+        config = KeyValueConfig(
+            bucket=BUCKET,
+            description="rok restore requests: claimed targets and outcomes, for redeliveries",
+            history=1,
+            ttl=ttl,
+            storage=StorageType.FILE,
+        )
+        self._bucket = LazyBucket(jetstream, config, delay=1.0)
 
     async def get(self, key: str) -> Record | None:
-        try:
-            entry = await (await self.bucket()).get(key)
-        except KeyNotFoundError:
+        value = await self._bucket.get(key)
+        if not value:
             return None
-        except Exception as error:
-            raise TemporaryError(f"cannot read restore state {key} from NATS: {error}", delay=1.0) from error
-        if not entry.value:
-            return None
-        data = json.loads(entry.value)
+        data = json.loads(value)
         return Record(data["state"], _outcome(data.get("outcome")))
 
     async def put(self, key: str, record: Record) -> None:
@@ -64,10 +46,7 @@ class KvOutcomes:
                 "kind": "completed" if isinstance(record.outcome, RestoreCompleted) else "failed",
                 "event": record.outcome.model_dump(mode="json"),
             }
-        try:
-            await (await self.bucket()).put(key, json.dumps(value).encode())
-        except Exception as error:
-            raise TemporaryError(f"cannot record restore state {key} in NATS: {error}", delay=1.0) from error
+        await self._bucket.put(key, json.dumps(value).encode())
 
 
 def _outcome(data: dict[str, object] | None) -> Outcome | None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from faststream.nats import NatsMessage
 from rokcommon import streams, subjects
-from rokcommon.events import RunStarted, StepFinished, StepStarted, model_for_subject
+from rokcommon.keepalive import Heartbeat
 from rokcommon.service import Service
 
-from rok_snapshotter.heartbeat import Heartbeat
+from rok_snapshotter.plan import NodeEvent
 from rok_snapshotter.settings import SnapshotterSettings
 from rok_snapshotter.snapshots import SnapshotTaker
 
@@ -64,9 +64,6 @@ def _subscribe(
     service: Service, taker: SnapshotTaker, settings: SnapshotterSettings, spec: streams.ConsumerSpec
 ) -> None:
     @service.consumer(spec, max_workers=settings.snapshot_concurrency, batch_size=1)
-    async def snapshot_volumes(msg: NatsMessage) -> None:
-        raw = msg.raw_message
-        event = model_for_subject(raw.subject).decode(raw.data)
-        assert isinstance(event, RunStarted | StepStarted | StepFinished), raw.subject  # the filters allow no other
+    async def snapshot_volumes(event: NodeEvent, msg: NatsMessage) -> None:
         heartbeat = Heartbeat(msg.in_progress, settings.heartbeat_interval)
-        await taker.handle(event, heartbeat, last_delivery=raw.metadata.num_delivered >= spec.max_deliver)
+        await taker.handle(event, heartbeat, last_delivery=msg.raw_message.metadata.num_delivered >= spec.max_deliver)

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, TypeAlias
 
 from rokcommon.events import (
     Phase,
     RunRef,
     RunStarted,
+    SnapshotCompleted,
+    SnapshotFailed,
     SnapshotStatsModel,
     StepFinished,
     StepRef,
     StepStarted,
     Tag,
     VolumeRef,
-    snapshot_event_id,
+    completed_id,
+    version_key,
 )
+from rokcommon.versions import VersionKey
 from rokstore import SnapshotStats
 
 NodeEvent: TypeAlias = RunStarted | StepStarted | StepFinished
@@ -39,22 +44,45 @@ class SnapshotPlan:
     def volume_names(self) -> tuple[str, ...]:
         return tuple(v.name for v in self.volumes)
 
+    @property
+    def key(self) -> VersionKey:
+        """The version these snapshots make up."""
+        return version_key(self.run, self.step, self.phase)
+
     def completed_id(self, volume: VolumeRef) -> str:
         """The event id the ``SnapshotCompleted`` of ``volume`` will carry: the key of its idempotency record."""
-        return snapshot_event_id(
-            {"run": self.run, "step": self.step, "phase": self.phase, "volume": volume}, "completed"
+        return completed_id(self.key, volume.name)
+
+    def completed(
+        self, volume: VolumeRef, *, repository: str, snapshot_id: str, stats: SnapshotStatsModel, taken_at: datetime
+    ) -> SnapshotCompleted:
+        """The announcement that ``volume`` is stored as ``snapshot_id``."""
+        return SnapshotCompleted.make(
+            run=self.run,
+            step=self.step,
+            phase=self.phase,
+            volume=volume,
+            volumes=self.volume_names,
+            node=self.node,
+            tags=self.tags,
+            repository=repository,
+            snapshot_id=snapshot_id,
+            stats=stats,
+            best_effort=self.best_effort,
+            taken_at=taken_at,
         )
 
-    def common(self, volume: VolumeRef) -> dict[str, object]:
-        """The fields ``SnapshotCompleted`` and ``SnapshotFailed`` share for ``volume``."""
-        return {
-            "run": self.run,
-            "step": self.step,
-            "phase": self.phase,
-            "volume": volume,
-            "volumes": self.volume_names,
-            "node": self.node,
-        }
+    def failed(self, volume: VolumeRef, reason: str) -> SnapshotFailed:
+        """The announcement that ``volume`` could not be snapshotted."""
+        return SnapshotFailed.make(
+            run=self.run,
+            step=self.step,
+            phase=self.phase,
+            volume=volume,
+            volumes=self.volume_names,
+            node=self.node,
+            reason=reason,
+        )
 
     def store_tags(self, volume: VolumeRef) -> dict[str, str]:
         """What the snapshot records about itself in the store, so that it can be found without the registry."""

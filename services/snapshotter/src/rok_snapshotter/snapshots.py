@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Protocol
 
 from rokcommon.errors import PermanentError, TemporaryError
-from rokcommon.events import Event, SnapshotCompleted, SnapshotFailed, VolumeRef, now
+from rokcommon.events import Event, SnapshotCompleted, VolumeRef, now
+from rokcommon.keepalive import Heartbeat
 from rokcommon.telemetry import Instruments
 from rokstore import Repository
 
-from rok_snapshotter.heartbeat import Heartbeat
 from rok_snapshotter.plan import NodeEvent, SnapshotPlan, plan_for, stats_model
 from rok_snapshotter.volumes import locate
 
@@ -141,20 +141,18 @@ class SnapshotTaker:
             f", {len(stats.errors)} unreadable" if stats.incomplete else "",
             extra={"snapshot_id": stats.snapshot_id, "phase": plan.phase},
         )
-        return SnapshotCompleted.make(
-            **plan.common(volume),
-            tags=plan.tags,
+        return plan.completed(
+            volume,
             repository=self.repository.url,
             snapshot_id=stats.snapshot_id,
             stats=stats_model(stats),
-            best_effort=plan.best_effort,
             taken_at=taken_at,
         )
 
     async def _failed(self, plan: SnapshotPlan, volume: VolumeRef, reason: str) -> None:
         self.instruments.add("rok.snapshot.failures", 1, {"phase": plan.phase})
         log.error("snapshot of volume %s failed: %s", volume.name, reason)
-        await self.publish(SnapshotFailed.make(**plan.common(volume), reason=reason[:2000]))
+        await self.publish(plan.failed(volume, reason[:2000]))
 
     @contextlib.asynccontextmanager
     async def _slot(self, heartbeat: Heartbeat) -> AsyncIterator[None]:

@@ -58,8 +58,8 @@ async def run(settings: GuardSettings, stop: asyncio.Event) -> None:
 async def _guard(settings: GuardSettings, stop: asyncio.Event) -> None:
     from rokcommon import bus
     from rokcommon.errors import TemporaryError
-
-    from rok_pipeline_watcher.follow import an_hour_ago, commit_key, commits
+    from rokcommon.follow import an_hour_ago, commits
+    from rokcommon.versions import VersionKey
 
     uid, step = settings.guard_workflow_uid, settings.guard_step_id
     ready = settings.guard_ready_file
@@ -77,7 +77,7 @@ async def _guard(settings: GuardSettings, stop: asyncio.Event) -> None:
     try:
         async with commits(nc.jetstream(), since=an_hour_ago()) as follower:
             before = asyncio.ensure_future(
-                follower.wait(commit_key(uid, step, "before"), settings.guard_before_timeout)
+                follower.wait(VersionKey.of_step(uid, step, 0, "before").of_node, settings.guard_before_timeout)
             )
             await _first(before, asyncio.ensure_future(stop.wait()))
             if before.done() and before.result() is not None:
@@ -92,7 +92,7 @@ async def _guard(settings: GuardSettings, stop: asyncio.Event) -> None:
                 _mark_ready(ready, "best-effort")
             await stop.wait()
             log.info("the step ended: waiting for its after-snapshot", extra=context)
-            after = await follower.wait(commit_key(uid, step, "after"), settings.guard_after_timeout)
+            after = await follower.wait(VersionKey.of_step(uid, step, 0, "after").of_node, settings.guard_after_timeout)
             if after is not None:
                 log.info("after-snapshot committed: the pod may end", extra=context)
             else:

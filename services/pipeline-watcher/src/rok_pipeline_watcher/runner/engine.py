@@ -8,7 +8,8 @@ committed snapshots.
    command → ``StepFinished`` → wait for the ``after`` commit; only then may its dependents start. A step
    that fails still gets its after-snapshot (tagged ``failed`` by the snapshotter); its dependents do not
    run, and, as Argo's DAGs do by default, no new step starts (those running finish).
-4. ``RunFinished``.
+4. ``RunFinished`` → wait until the registry recorded it, so that when ``rok run`` returns the run's last
+   version already carries its ``final`` tag.
 
 Every event comes out of the translator, from the run's Argo-shaped state (:mod:`.workflow`). The bus is
 behind :class:`Bus`, so the order of things can be tested without a broker.
@@ -28,6 +29,7 @@ from typing import Protocol
 
 from rokcommon.errors import RokError, TemporaryError
 from rokcommon.events import DirectoryTarget, Event, RestoreCompleted, RestoreRequested, VersionCommitted
+from rokcommon.versions import VersionKey
 
 from rok_pipeline_watcher.runner.pipeline import Pipeline
 from rok_pipeline_watcher.runner.workflow import LocalWorkflow
@@ -39,13 +41,15 @@ log = logging.getLogger(__name__)
 class Bus(Protocol):
     async def publish(self, event: Event) -> None: ...
 
-    async def committed(
-        self, workflow_uid: str, step_id: str | None, phase: str, timeout: float
-    ) -> VersionCommitted | None:
-        """The version committed for (run, step or None for the run's initial snapshot, phase), or None on timeout."""
+    async def committed(self, key: VersionKey, timeout: float) -> VersionCommitted | None:
+        """The commit of the version ``key`` names, or None on timeout."""
 
     async def restored(self, request_id: str, timeout: float) -> RestoreCompleted:
         """The restore's outcome; raises :class:`RestoreFailedError` when it failed or did not end in time."""
+
+    async def settled(self, run_url: str, timeout: float) -> bool:
+        """Whether the registry recorded the end of the run ``run_url`` names (and so settled its ``final``
+        version) within ``timeout`` seconds."""
 
 
 class RestoreFailedError(RokError):
@@ -94,8 +98,8 @@ class Runner:
         for event in self.translator.translate(self.workflow.state()):
             await self.bus.publish(event)
 
-    async def _committed(self, step_id: str | None, phase: str, what: str) -> VersionCommitted:
-        commit = await self.bus.committed(self.workflow.uid, step_id, phase, self.commit_timeout)
+    async def _committed(self, key: VersionKey, what: str) -> VersionCommitted:
+        commit = await self.bus.committed(key, self.commit_timeout)
         if commit is None:
             raise TemporaryError(
                 f"no {what} was committed within {self.commit_timeout:.0f}s: are the snapshotter and the "
@@ -110,7 +114,7 @@ class Runner:
         await self._emit()
         try:
             self.report(f"run {flow.name}: snapshotting the notebook's volumes")
-            initial = await self._committed(None, "initial", "snapshot of the notebook's volumes")
+            initial = await self._committed(VersionKey.initial(flow.uid), "snapshot of the notebook's volumes")
             self.result.versions["initial"] = initial.url
             await self._clone(initial)
             await self._steps()
@@ -121,6 +125,11 @@ class Runner:
             raise
         flow.finish("Failed" if self.result.failed else "Succeeded")
         await self._emit()
+        if not await self.bus.settled(initial.url, self.commit_timeout):
+            raise TemporaryError(
+                f"the registry did not record the end of run {flow.name} within {self.commit_timeout:.0f}s: is it "
+                "running (`rok status`, `rok up`)?"
+            )
         if self.result.failed:
             step, code = next(iter(self.result.failed.items()))
             skipped = f"; not run: {', '.join(self.result.skipped)}" if self.result.skipped else ""
@@ -177,7 +186,9 @@ class Runner:
         flow.step_pending(name)
         await self._emit()
         self.report(f"step {name}: waiting for its before-snapshot")
-        before = await self._committed(node_id, "before", f"before-snapshot of step {name!r}")
+        before = await self._committed(
+            VersionKey.of_step(flow.uid, node_id, 0, "before"), f"before-snapshot of step {name!r}"
+        )
         self.result.versions[f"{name}/before"] = before.url
         flow.step_running(name)
         await self._emit()
@@ -188,7 +199,9 @@ class Runner:
         self.report(
             f"step {name}: {'succeeded' if code == 0 else f'failed (exit code {code})'}; waiting for its after-snapshot"
         )
-        after = await self._committed(node_id, "after", f"after-snapshot of step {name!r}")
+        after = await self._committed(
+            VersionKey.of_step(flow.uid, node_id, 0, "after"), f"after-snapshot of step {name!r}"
+        )
         self.result.versions[f"{name}/after"] = after.url
         if code == 0:
             self.result.succeeded.append(name)

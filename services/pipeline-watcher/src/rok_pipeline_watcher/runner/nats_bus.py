@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 
 from nats.aio.client import Client
 from rokcommon import bus
+from rokcommon.errors import NotFound, TemporaryError
 from rokcommon.events import Event, RestoreCompleted, RestoreFailed, VersionCommitted
+from rokcommon.follow import Follower, commits, restores
+from rokcommon.registry_client import RegistryClient
 from rokcommon.settings import RokSettings
 from rokcommon.streams import ensure_streams
+from rokcommon.urls import parse_url
+from rokcommon.versions import VersionKey
 
-from rok_pipeline_watcher.follow import Follower, commit_key, commits, restores
 from rok_pipeline_watcher.runner.engine import RestoreFailedError
+
+SETTLED_POLL = 0.1  # seconds between two questions to the registry whether it recorded a run's end
 
 
 class NatsBus:
@@ -45,11 +52,28 @@ class NatsBus:
     async def publish(self, event: Event) -> None:
         await bus.publish(self._js, event)
 
-    async def committed(
-        self, workflow_uid: str, step_id: str | None, phase: str, timeout: float
-    ) -> VersionCommitted | None:
+    async def committed(self, key: VersionKey, timeout: float) -> VersionCommitted | None:
         assert self._commits is not None
-        return await self._commits.wait(commit_key(workflow_uid, step_id, phase), timeout)
+        return await self._commits.wait(key, timeout)
+
+    async def settled(self, run_url: str, timeout: float) -> bool:
+        """Ask the registry for the run until it is recorded as ended (its ``final`` tag is settled with it)."""
+        assert self._nc is not None
+        url = parse_url(run_url)
+        assert url.file is not None, run_url
+        registry = RegistryClient(self._nc, url.namespace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                lineage = await registry.lineage(url.bucket, url.file)
+                if lineage.file.status != "running":
+                    return True
+            except (NotFound, TemporaryError):
+                pass  # not recorded yet, or the registry is busy: ask again
+            if loop.time() >= deadline:
+                return False
+            await asyncio.sleep(SETTLED_POLL)
 
     async def restored(self, request_id: str, timeout: float) -> RestoreCompleted:
         assert self._restores is not None

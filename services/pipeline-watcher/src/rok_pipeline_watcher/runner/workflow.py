@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rokcommon.events import stable_id
+from rokcommon.versions import stable_id
 
 from rok_pipeline_watcher import argo
 from rok_pipeline_watcher.runner.pipeline import Pipeline

@@ -1,7 +1,11 @@
-"""Following facts on the bus: wait until a given event (a committed version, a finished restore) exists.
+"""Following facts on the bus: wait until a given event (a committed version, a restore's outcome) exists.
+
+The one way to wait for a fact: the local runner and a step guard wait for commits (:func:`commits`), and
+``rok restore``, the web page and the runner's clone wait for a restore's outcome (:func:`restores`, and
+:func:`rokcommon.restores.request_restore` on top of it).
 
 A :class:`Follower` reads a subject of a JetStream stream with an ordered consumer (no durable state,
-nothing to clean up) from a start time on, decodes each event, and resolves whoever waits for its key.
+nothing to clean up) from a start time on, decodes each event, and resolves whoever waits for one of its keys.
 An event that arrived before anyone waited for it is remembered, so the order of "wait" and "arrive"
 does not matter.
 """
@@ -10,19 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Generic, TypeVar
 
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from rokcommon import streams, subjects
 from rokcommon.errors import InvalidEvent
 from rokcommon.events import Event, RestoreCompleted, RestoreFailed, VersionCommitted
 
 log = logging.getLogger(__name__)
 
 E = TypeVar("E", bound=Event)
+
+RESTORE_OUTCOMES = "rok.restore.*.v1"  # completed and failed; the requests it also matches are skipped
 
 
 class Follower(Generic[E]):
@@ -31,12 +39,12 @@ class Follower(Generic[E]):
         js: JetStreamContext,
         subject: str,
         models: tuple[type[E], ...],
-        key: Callable[[E], Hashable],
+        keys: Callable[[E], Iterable[Hashable]],
         *,
         since: datetime | None = None,
         stream: str | None = None,
     ) -> None:
-        self._js, self._subject, self._models, self._key = js, subject, models, key
+        self._js, self._subject, self._models, self._keys = js, subject, models, keys
         self._since, self._stream = since, stream
         self._found: dict[Hashable, E] = {}
         self._waiters: dict[Hashable, list[asyncio.Future[E]]] = {}
@@ -79,11 +87,11 @@ class Follower(Generic[E]):
                     return
         if event is None:
             return
-        key = self._key(event)
-        self._found.setdefault(key, event)
-        for waiter in self._waiters.pop(key, []):
-            if not waiter.done():
-                waiter.set_result(event)
+        for key in self._keys(event):
+            self._found.setdefault(key, event)
+            for waiter in self._waiters.pop(key, []):
+                if not waiter.done():
+                    waiter.set_result(event)
 
     def get(self, key: Hashable) -> E | None:
         return self._found.get(key)
@@ -104,32 +112,19 @@ class Follower(Generic[E]):
                 waiters.remove(future)
 
 
-def commit_key(workflow_uid: str, step_id: str | None, phase: str) -> tuple[str, str, str]:
-    return workflow_uid, step_id or "-", phase
-
-
 def commits(js: JetStreamContext, *, since: datetime | None = None) -> Follower[VersionCommitted]:
-    """Follow ``VersionCommitted``; wait on :func:`commit_key` (workflow uid, step id or None, phase)."""
-    from rokcommon import subjects
-
-    return Follower(
-        js,
-        subjects.VERSION_COMMITTED,
-        (VersionCommitted,),
-        lambda e: commit_key(e.run.workflow_uid, e.step.step_id if e.step else None, e.phase),
-        since=since,
-    )
+    """Follow ``VersionCommitted``; wait on a :class:`~rokcommon.versions.VersionKey`, or on its
+    :attr:`~rokcommon.versions.VersionKey.of_node` when only the workflow node is known (a step guard)."""
+    return Follower(js, subjects.VERSION_COMMITTED, (VersionCommitted,), lambda e: (e.key, e.key.of_node), since=since)
 
 
 def restores(js: JetStreamContext, *, since: datetime | None = None) -> Follower[RestoreCompleted | RestoreFailed]:
     """Follow the outcomes of restores (completed or failed); wait on the request id."""
-    from rokcommon import streams
-
     return Follower(
         js,
-        "rok.restore.*.v1",
+        RESTORE_OUTCOMES,
         (RestoreCompleted, RestoreFailed),
-        lambda e: e.request_id,
+        lambda e: (e.request_id,),
         since=since,
         stream=streams.RESTORES.name,
     )

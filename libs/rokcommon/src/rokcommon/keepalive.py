@@ -1,8 +1,12 @@
-"""Telling JetStream that a long snapshot is still being worked on, so that it is not delivered again meanwhile.
+"""Keeping a long message alive: telling JetStream that it is still being worked on, so that it is not
+delivered again meanwhile.
 
-The store engine reports progress many times a second; a :class:`Heartbeat` turns those reports into at most
-one ``in_progress`` every ``interval`` seconds (a quarter of the consumer's ``ack_wait``). While a snapshot waits
-for a free slot it makes no progress reports, so :meth:`Heartbeat.keep_alive` beats on a timer instead.
+Long work (a snapshot, a restore) reports progress many times a second; a :class:`Heartbeat` turns those
+reports into at most one ``in_progress`` every ``interval`` seconds (a fraction of the consumer's ``ack_wait``).
+While the work waits (for a free slot, for another delivery of the same message) it makes no progress reports,
+so :meth:`Heartbeat.keep_alive` beats on a timer instead. A handler builds one from its message::
+
+    heartbeat = Heartbeat(msg.in_progress, settings.ack_wait / 4)
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from rokstore import Progress
-
 log = logging.getLogger(__name__)
 
 
 class Heartbeat:
+    """Sends ``send()`` (the message's ``in_progress``) at most once every ``interval`` seconds."""
+
     def __init__(
         self,
         send: Callable[[], Awaitable[None]],
@@ -44,8 +48,8 @@ class Heartbeat:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def progress(self, _report: Progress) -> None:
-        """The store engine's progress callback."""
+    def progress(self, _report: object) -> None:
+        """A progress callback (the store engine's, for one): any report is a sign of life."""
         self.pulse()
 
     async def _beat(self) -> None:
