@@ -1,4 +1,4 @@
-"""Taking a snapshot: walk, read, chunk, hash, compress and upload, overlapped on all cores.
+"""``snapshot``: walk, read, chunk, hash, compress and upload, overlapped on all cores.
 
 The walk runs in one thread and hands files that must be read to a small pool; readers cut and hash chunks
 (FastCDC and BLAKE3 release the GIL), compress new ones (zstd, in a second pool for big files) and add them
@@ -19,25 +19,24 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import blake3
 from opentelemetry import trace
 
-from rokstore.cache import CachedState, Content, FileCache, Signature
+from rokstore.archiver.walker import Walker
 from rokstore.chunker import MIN_SIZE, iter_chunks
 from rokstore.errors import RepositoryLocked
-from rokstore.index import Location, encode_index, index_key
-from rokstore.manifest import Entry, encode_manifest, encode_record, manifest_key, snapshot_key
 from rokstore.memory import tune_malloc
 from rokstore.models import Progress, SnapshotStats
-from rokstore.packs import BlobRef, Packer, SealedPack, compress, pack_key
-from rokstore.walk import TreeWalk
+from rokstore.repository import Repository
+from rokstore.repository.cache import CachedState, Content, FileCache, Signature
+from rokstore.repository.index import Location, encode_index, index_key
+from rokstore.repository.manifest import Entry, encode_manifest, encode_record, manifest_key, snapshot_key
+from rokstore.repository.packs import BlobRef, Packer, SealedPack, compress, pack_key
 from rokstore.xattrs import read_xattrs
-
-if TYPE_CHECKING:
-    from rokstore.repository import Repository
 
 tracer = trace.get_tracer("rokstore")
 
@@ -47,7 +46,32 @@ PACKS_IN_FLIGHT = 2
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
-class Snapshotter(TreeWalk):
+async def snapshot(
+    repo: Repository,
+    path: Path,
+    *,
+    tags: dict[str, str] | None = None,
+    cache_dir: Path | None = None,
+    cache_key: str | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> SnapshotStats:
+    """Snapshot the directory ``path`` into ``repo``.
+
+    ``cache_key`` names the node-local files cache of this volume (default: the absolute path), so that a
+    volume mounted elsewhere next time is still known; ``cache_dir`` replaces the repository's cache directory.
+    """
+    source = Path(path).absolute()
+    key = cache_key or str(source)
+    if cache_dir is not None:
+        repo.cache_dir = cache_dir
+    cache = FileCache(repo.cache_dir, repo.id, key)
+    stats = await Archiver(repo, source, dict(tags or {}), cache, progress).run()
+    return replace(stats, cache_key=key)
+
+
+class Archiver(Walker):
+    """One snapshot pass over a source directory: walk, read, save chunks, commit."""
+
     def __init__(
         self,
         repo: Repository,

@@ -1,6 +1,6 @@
 """Walking the tree for a snapshot: list and stat with a few threads, then put the entries in manifest order.
 
-Part of :class:`rokstore.snapshot.Snapshotter` (a mixin, to keep that module readable): it fills
+Part of :class:`rokstore.archiver.archiver.Archiver` (a mixin, to keep that module readable): it fills
 ``self.entries`` and hands files that must be read to the readers' queue; unchanged files take their chunks
 from the node-local cache instead.
 """
@@ -14,17 +14,17 @@ import stat
 import threading
 from typing import Any
 
-from rokstore.cache import Content, Signature
 from rokstore.errors import StorePermanentError
-from rokstore.manifest import Entry
+from rokstore.repository.cache import Content, Signature
+from rokstore.repository.manifest import Entry
 from rokstore.xattrs import read_xattrs
 
 WALKERS = 1
 ReadJob = tuple[str, str, Entry, os.stat_result]  # path, relative path, entry, stat
 
 
-class TreeWalk:
-    # Provided by Snapshotter.
+class Walker:
+    # Provided by Archiver.
     source: Any
     entries: list[Entry]
     warnings: list[str]
@@ -139,7 +139,7 @@ class TreeWalk:
             and (self._content is None or self._chunks_stored(rel))
         ):
             # Same ctime: neither content nor xattrs changed since the cached read. The content ("c", "x") is
-            # filled in after the walk, and only if the cached manifest cannot be reused (see Snapshotter).
+            # filled in after the walk, and only if the cached manifest cannot be reused (see Archiver).
             entry["s"] = cst.st_size
             self.new_files[rel] = cached
             self.hits.append((path, rel, entry, cst))
