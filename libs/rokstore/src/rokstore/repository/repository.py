@@ -23,6 +23,9 @@ from rokstore.repository.manifest import Entry, decode_manifest, decode_record, 
 
 
 class Repository:
+    """An open repository. The operations on it are functions of their own: ``rokstore.snapshot(repo, …)``,
+    ``restore``, ``check``, ``collect_garbage``, ``diff``."""
+
     def __init__(self, backend: Backend, config: dict[str, Any], cache_dir: Path | None = None) -> None:
         self.backend = backend
         self.config = config
