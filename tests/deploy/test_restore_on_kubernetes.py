@@ -31,7 +31,7 @@ from rok_restorer.kubernetes import (
 from rok_restorer.targets import VolumeToRestore
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import NotebookTarget, PvcTarget
-from rokstore import init_repository
+from rokstore import init_repository, snapshot
 
 from . import crds
 
@@ -54,7 +54,7 @@ async def stored(s3_repo_url: str, tmp_path: Path) -> dict[str, Any]:
     volumes = []
     async with await init_repository(s3_repo_url, cache_dir=tmp_path / "cache") as repo:
         for name, path in sources.items():
-            snap = await repo.snapshot(path)
+            snap = await snapshot(repo, path)
             volumes.append(VolumeToRestore(name, snap.snapshot_id, s3_repo_url, size=5 * 1024**3))
     return {"sources": sources, "volumes": volumes}
 

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from rokstore import init_repository, open_repository
+from rokstore import check, collect_garbage, init_repository, open_repository, restore, snapshot
 
 ROK = [sys.executable, "-c", "from rokcli import main; main()"]
 
@@ -45,7 +45,7 @@ async def test_snapshot_killed_at_any_moment_leaves_a_valid_repository(
     for i in range(6):
         (volume / f"blob{i}.bin").write_bytes(os.urandom(12 << 20))
     async with await init_repository(url) as repo:
-        first = await repo.snapshot(earlier)
+        first = await snapshot(repo, earlier)
     packs_before = _count(repo_dir, "packs")
     index_before = _count(repo_dir, "index")
     env = {**os.environ, "ROK_CACHE_DIR": str(tmp_path / "cache")}
@@ -56,16 +56,16 @@ async def test_snapshot_killed_at_any_moment_leaves_a_valid_repository(
         killed = _kill_when(proc, lambda: _count(repo_dir, "index") > index_before)
     assert proc.returncode != 0 or not killed
     async with await open_repository(url) as repo:
-        report = await repo.check(read_data=True)
+        report = await check(repo, read_data=True)
         assert report.ok, report.problems
-        await repo.restore(first.snapshot_id[:12], tmp_path / "out-earlier")
+        await restore(repo, first.snapshot_id[:12], tmp_path / "out-earlier")
         same_tree(earlier, tmp_path / "out-earlier")
-        stats = await repo.snapshot(volume, cache_dir=tmp_path / "cache")
-        await repo.restore(stats.snapshot_id, tmp_path / "out-volume")
+        stats = await snapshot(repo, volume, cache_dir=tmp_path / "cache")
+        await restore(repo, stats.snapshot_id, tmp_path / "out-volume")
         same_tree(volume, tmp_path / "out-volume")
-        assert (await repo.check()).ok
-        await repo.gc()
-        after_gc = await repo.check(read_data=True)
+        assert (await check(repo)).ok
+        await collect_garbage(repo)
+        after_gc = await check(repo, read_data=True)
         assert after_gc.ok and not after_gc.notes  # gc removed the crash's leftovers
 
 
@@ -79,6 +79,6 @@ async def test_stale_lock_of_a_killed_writer_does_not_block_gc_forever(
         await repo.backend.put("locks/shared-deadbeef", b"{}")
         old = time.time() - 10
         os.utime(tmp_path / "repo" / "locks" / "shared-deadbeef", (old, old))
-        report = await repo.gc()
+        report = await collect_garbage(repo)
         assert report.snapshots == 0
         assert await repo.backend.list("locks/") == []

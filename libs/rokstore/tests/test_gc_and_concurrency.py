@@ -6,7 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from rokstore import Progress, Repository, open_repository
+from rokstore import Progress, Repository, check, collect_garbage, open_repository, restore, snapshot
 
 
 def _volume(root: Path, files: dict[str, bytes]) -> Path:
@@ -19,35 +19,35 @@ def _volume(root: Path, files: dict[str, bytes]) -> Path:
 async def test_gc_removes_data_no_snapshot_references(repo: Repository, tmp_path: Path) -> None:
     keep = os.urandom(2 << 20)
     drop = os.urandom(6 << 20)
-    old = await repo.snapshot(_volume(tmp_path / "v1", {"keep.bin": keep, "drop.bin": drop}))
-    kept = await repo.snapshot(_volume(tmp_path / "v2", {"keep.bin": keep}))
+    old = await snapshot(repo, _volume(tmp_path / "v1", {"keep.bin": keep, "drop.bin": drop}))
+    kept = await snapshot(repo, _volume(tmp_path / "v2", {"keep.bin": keep}))
     await repo.backend.delete(f"snapshots/{old.snapshot_id}")  # as if the old snapshot were forgotten
     before = sum(i.size for i in await repo.backend.list("packs/"))
-    dry = await repo.gc(dry_run=True)
+    dry = await collect_garbage(repo, dry_run=True)
     assert dry.bytes_freed > 5 << 20
     assert sum(i.size for i in await repo.backend.list("packs/")) == before
-    report = await repo.gc()
+    report = await collect_garbage(repo)
     assert report.bytes_freed == dry.bytes_freed
     after = sum(i.size for i in await repo.backend.list("packs/"))
     assert after < before - (5 << 20)
     assert len(await repo.backend.list("index/")) == 1
     assert len(await repo.backend.list("manifests/")) == 1
-    assert (await repo.check(read_data=True)).ok
-    await repo.restore(kept.snapshot_id, tmp_path / "out")
+    assert (await check(repo, read_data=True)).ok
+    await restore(repo, kept.snapshot_id, tmp_path / "out")
     assert (tmp_path / "out" / "keep.bin").read_bytes() == keep
 
 
 async def test_gc_repacks_a_mostly_garbage_pack(repo: Repository, tmp_path: Path) -> None:
     small = {f"f{i}.txt": os.urandom(100_000) for i in range(30)}  # all in one pack
-    old = await repo.snapshot(_volume(tmp_path / "v1", small))
-    kept = await repo.snapshot(_volume(tmp_path / "v2", {"f0.txt": small["f0.txt"]}))
+    old = await snapshot(repo, _volume(tmp_path / "v1", small))
+    kept = await snapshot(repo, _volume(tmp_path / "v2", {"f0.txt": small["f0.txt"]}))
     await repo.backend.delete(f"snapshots/{old.snapshot_id}")
-    report = await repo.gc()
+    report = await collect_garbage(repo)
     assert report.packs_repacked == 1
     assert report.packs_written == 1
     packs = await repo.backend.list("packs/")
     assert len(packs) == 1 and packs[0].size < 200_000
-    await repo.restore(kept.snapshot_id, tmp_path / "out")
+    await restore(repo, kept.snapshot_id, tmp_path / "out")
     assert (tmp_path / "out" / "f0.txt").read_bytes() == small["f0.txt"]
 
 
@@ -56,7 +56,7 @@ async def test_gc_during_a_snapshot_keeps_everything_that_snapshot_needs(
 ) -> None:
     shared = os.urandom(3 << 20)
     async with _init(repo_url) as repo:
-        old = await repo.snapshot(_volume(tmp_path / "v1", {"shared.bin": shared, "gone.bin": os.urandom(5 << 20)}))
+        old = await snapshot(repo, _volume(tmp_path / "v1", {"shared.bin": shared, "gone.bin": os.urandom(5 << 20)}))
         await repo.backend.delete(f"snapshots/{old.snapshot_id}")
         # The new snapshot re-uses 'shared.bin' from the now unreferenced pack: exactly what gc must not delete.
         volume = _volume(tmp_path / "v2", {"shared.bin": shared, "new.bin": os.urandom(5 << 20)})
@@ -66,18 +66,18 @@ async def test_gc_during_a_snapshot_keeps_everything_that_snapshot_needs(
         def start_gc_mid_snapshot(p: Progress) -> None:
             # Called on the event loop when the data is read but not yet committed.
             if p.phase == "upload" and not gc_task:
-                gc_task.append(asyncio.get_running_loop().create_task(gc_repo.gc()))
+                gc_task.append(asyncio.get_running_loop().create_task(collect_garbage(gc_repo)))
 
-        stats = await repo.snapshot(volume, progress=start_gc_mid_snapshot, cache_dir=tmp_path / "fresh-cache")
+        stats = await snapshot(repo, volume, progress=start_gc_mid_snapshot, cache_dir=tmp_path / "fresh-cache")
         assert gc_task, "gc was not started during the snapshot"
         gc_report = await gc_task[0]
         await gc_repo.close()
         assert gc_report.snapshots == 1  # gc ran after the snapshot committed, and saw it
         assert gc_report.bytes_freed >= 4 << 20  # gone.bin went away (its pack was repacked)
         assert stats.bytes_new == 5 << 20  # shared.bin was de-duplicated against the garbage pack
-        await repo.restore(stats.snapshot_id, tmp_path / "out")
+        await restore(repo, stats.snapshot_id, tmp_path / "out")
         same_tree(volume, tmp_path / "out")
-        assert (await repo.check(read_data=True)).ok
+        assert (await check(repo, read_data=True)).ok
 
 
 def _init(url: str):  # type: ignore[no-untyped-def]
@@ -102,15 +102,15 @@ async def test_two_writers_at_once_both_produce_valid_snapshots(repo_url: str, t
         other = await open_repository(repo_url)
         try:
             sa, sb = await asyncio.gather(
-                repo.snapshot(a, cache_dir=tmp_path / "cache-a"),
-                other.snapshot(b, cache_dir=tmp_path / "cache-b"),
+                snapshot(repo, a, cache_dir=tmp_path / "cache-a"),
+                snapshot(other, b, cache_dir=tmp_path / "cache-b"),
             )
         finally:
             await other.close()
         assert {i.id for i in await repo.list_snapshots()} == {sa.snapshot_id, sb.snapshot_id}
-        report = await repo.check(read_data=True)
+        report = await check(repo, read_data=True)
         assert report.ok, report.problems
-        await repo.restore(sa.snapshot_id, tmp_path / "out-a")
-        await repo.restore(sb.snapshot_id, tmp_path / "out-b")
+        await restore(repo, sa.snapshot_id, tmp_path / "out-a")
+        await restore(repo, sb.snapshot_id, tmp_path / "out-b")
         same_tree(a, tmp_path / "out-a")
         same_tree(b, tmp_path / "out-b")

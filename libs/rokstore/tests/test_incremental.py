@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rokstore import Repository
+from rokstore import Repository, check, collect_garbage, restore, snapshot
 
 
 async def _pack_count(repo: Repository) -> int:
@@ -15,10 +15,10 @@ async def _pack_count(repo: Repository) -> int:
 
 
 async def test_unchanged_file_is_not_read_again(repo: Repository, source: Path) -> None:
-    first = await repo.snapshot(source)
+    first = await snapshot(repo, source)
     assert first.files_opened == 4  # the hard link's second name is not read
     packs = await _pack_count(repo)
-    second = await repo.snapshot(source)
+    second = await snapshot(repo, source)
     assert second.files_opened == 0
     assert second.bytes_read == 0
     assert second.bytes_new == 0
@@ -29,11 +29,11 @@ async def test_unchanged_file_is_not_read_again(repo: Repository, source: Path) 
 
 
 async def test_changed_file_is_read_and_only_its_new_chunk_uploaded(repo: Repository, source: Path) -> None:
-    await repo.snapshot(source)
+    await snapshot(repo, source)
     with open(source / "dir" / "big.bin", "ab") as f:
         f.write(b"!")
     os.utime(source / "small.txt")
-    stats = await repo.snapshot(source)
+    stats = await snapshot(repo, source)
     assert stats.files_opened == 2
     # FastCDC: appending a byte changes only the last chunk of the 3.4 MB file (random data: its length varies
     # from run to run, up to the 4 MiB maximum, so compare with the chunk itself rather than a fixed bound)
@@ -47,13 +47,13 @@ async def test_changed_file_is_read_and_only_its_new_chunk_uploaded(repo: Reposi
 async def test_content_from_another_volume_is_not_uploaded_again(
     repo: Repository, source: Path, tmp_path: Path
 ) -> None:
-    await repo.snapshot(source)
+    await snapshot(repo, source)
     other = tmp_path / "other-volume"
     other.mkdir()
     (other / "copy.bin").write_bytes((source / "dir" / "big.bin").read_bytes())
     (other / "copy.txt").write_text("hello\n")
     time.sleep(0.06)  # past the racy window, as in conftest.settle
-    stats = await repo.snapshot(other)
+    stats = await snapshot(repo, other)
     assert stats.files_opened == 2
     assert stats.bytes_new == 0
     assert stats.bytes_uploaded < 8192
@@ -63,30 +63,30 @@ async def test_file_changed_just_before_a_snapshot_is_read_again_next_time(repo:
     volume = tmp_path / "racy"
     volume.mkdir()
     (volume / "hot.txt").write_text("written right before the snapshot")
-    await repo.snapshot(volume)  # hot.txt's ctime is within the racy window: not trusted from the cache
-    again = await repo.snapshot(volume)
+    await snapshot(repo, volume)  # hot.txt's ctime is within the racy window: not trusted from the cache
+    again = await snapshot(repo, volume)
     assert again.files_opened == 1
 
 
 async def test_cache_key_identifies_a_volume_across_mount_paths(repo: Repository, source: Path, tmp_path: Path) -> None:
-    await repo.snapshot(source, cache_key="pv-123")
+    await snapshot(repo, source, cache_key="pv-123")
     moved = tmp_path / "pod-2" / "volume"
     moved.parent.mkdir()
     # The same volume under another pod path: a bind mount keeps inodes and ctimes; a rename does too.
     os.rename(source, moved)
-    stats = await repo.snapshot(moved, cache_key="pv-123")
+    stats = await snapshot(repo, moved, cache_key="pv-123")
     assert stats.files_opened == 0
     assert stats.cache_key == "pv-123"
 
 
 async def test_cache_entries_for_chunks_gc_removed_are_not_trusted(repo: Repository, source: Path) -> None:
-    first = await repo.snapshot(source)
+    first = await snapshot(repo, source)
     await repo.backend.delete(f"snapshots/{first.snapshot_id}")
-    await repo.gc()
-    again = await repo.snapshot(source)
+    await collect_garbage(repo)
+    again = await snapshot(repo, source)
     assert again.files_opened == 3  # every file with content is read again (the empty file has no chunk)
     assert again.bytes_new > 3 << 20
-    report = await repo.check(read_data=True)
+    report = await check(repo, read_data=True)
     assert report.ok, report.problems
 
 
@@ -94,8 +94,8 @@ async def test_unchanged_tree_reuses_the_manifest_and_any_change_gives_a_new_one
     repo: Repository, source: Path, tmp_path: Path, same_tree: Callable[[Path, Path], None]
 ) -> None:
     """The cached manifest is reused only when every entry matches: each kind of change restores as made."""
-    first = await repo.snapshot(source)
-    again = await repo.snapshot(source)
+    first = await snapshot(repo, source)
+    again = await snapshot(repo, source)
     records = [await repo.load_record(s.snapshot_id) for s in (first, again)]
     assert records[0]["manifest"] == records[1]["manifest"]
     changes: list[Callable[[], None]] = [
@@ -113,12 +113,12 @@ async def test_unchanged_tree_reuses_the_manifest_and_any_change_gives_a_new_one
     for number, change in enumerate(changes):
         change()
         time.sleep(0.06)  # past the racy window, as in conftest.settle
-        stats = await repo.snapshot(source)
-        unchanged = await repo.snapshot(source)
+        stats = await snapshot(repo, source)
+        unchanged = await snapshot(repo, source)
         manifest = (await repo.load_record(stats.snapshot_id))["manifest"]
         assert manifest not in manifests, f"change {number} kept the old manifest"
         assert (await repo.load_record(unchanged.snapshot_id))["manifest"] == manifest
         manifests.add(manifest)
         target = tmp_path / f"restored-{number}"
-        await repo.restore(unchanged.snapshot_id, target)
+        await restore(repo, unchanged.snapshot_id, target)
         same_tree(source, target)

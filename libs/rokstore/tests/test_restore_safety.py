@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from rokstore import CorruptData, Repository, SnapshotNotFound, TargetNotEmpty, UnsafePath
-from rokstore.manifest import encode_manifest, encode_record, manifest_key, snapshot_key
+from rokstore import CorruptData, Repository, SnapshotNotFound, TargetNotEmpty, UnsafePath, check, restore, snapshot
+from rokstore.repository.manifest import encode_manifest, encode_record, manifest_key, snapshot_key
 
 
 async def _forge(repo: Repository, entries: list[dict]) -> str:
@@ -65,19 +65,19 @@ async def test_hand_crafted_manifest_cannot_write_outside_target(
         snapshot_id = await _forge(repo, entries)
         target = tmp_path / "target" / "inner"
         with pytest.raises(UnsafePath):
-            await repo.restore(snapshot_id, target)
+            await restore(repo, snapshot_id, target)
     assert list(outside.iterdir()) == []
     assert not (tmp_path / "target" / "escaped").exists()
     assert not Path("/tmp/escaped-absolute").exists()
 
 
 async def test_non_empty_target_is_refused(repo: Repository, source: Path, tmp_path: Path) -> None:
-    stats = await repo.snapshot(source)
+    stats = await snapshot(repo, source)
     target = tmp_path / "busy"
     target.mkdir()
     (target / "precious").write_text("keep me")
     with pytest.raises(TargetNotEmpty, match="not empty"):
-        await repo.restore(stats.snapshot_id, target)
+        await restore(repo, stats.snapshot_id, target)
     assert (target / "precious").read_text() == "keep me"
     assert sorted(p.name for p in target.iterdir()) == ["precious"]
 
@@ -85,11 +85,11 @@ async def test_non_empty_target_is_refused(repo: Repository, source: Path, tmp_p
 async def test_unknown_or_ambiguous_snapshot_id_is_a_clear_error(
     repo: Repository, source: Path, tmp_path: Path
 ) -> None:
-    await repo.snapshot(source)
+    await snapshot(repo, source)
     with pytest.raises(SnapshotNotFound, match="no snapshot 'deadbeef'"):
-        await repo.restore("deadbeef", tmp_path / "out")
+        await restore(repo, "deadbeef", tmp_path / "out")
     with pytest.raises(SnapshotNotFound, match="at least 8"):
-        await repo.restore("abc", tmp_path / "out")
+        await restore(repo, "abc", tmp_path / "out")
 
 
 async def _corrupt_one_pack(repo: Repository) -> None:
@@ -104,30 +104,30 @@ async def _corrupt_one_pack(repo: Repository) -> None:
 async def test_corrupted_chunk_fails_restore_and_is_found_by_check_read_data(
     repo: Repository, source: Path, tmp_path: Path
 ) -> None:
-    stats = await repo.snapshot(source)
-    assert (await repo.check(read_data=True)).ok
+    stats = await snapshot(repo, source)
+    assert (await check(repo, read_data=True)).ok
     await _corrupt_one_pack(repo)
     with pytest.raises(CorruptData, match="does not match its BLAKE3 id"):
-        await repo.restore(stats.snapshot_id, tmp_path / "out")
-    structure = await repo.check()
+        await restore(repo, stats.snapshot_id, tmp_path / "out")
+    structure = await check(repo)
     assert structure.ok  # the structure is intact; only reading the bytes finds the damage
-    report = await repo.check(read_data=True)
+    report = await check(repo, read_data=True)
     assert not report.ok
     assert [p.kind for p in report.problems] == ["corrupt-chunk"]
     assert report.problems[0].snapshots == [stats.snapshot_id]
 
 
 async def test_check_names_snapshots_that_lost_a_pack(repo: Repository, source: Path, tmp_path: Path) -> None:
-    first = await repo.snapshot(source)
+    first = await snapshot(repo, source)
     other = tmp_path / "other"
     other.mkdir()
     (other / "unrelated.txt").write_text("unrelated")
-    second = await repo.snapshot(other)
+    second = await snapshot(repo, other)
     packs = await repo.backend.list("packs/")
     index = await repo.load_index()
     big_pack = index.chunks[bytes.fromhex(_first_chunk(await _entries(repo, first.snapshot_id), "dir/big.bin"))].pack
     await repo.backend.delete(next(i.key for i in packs if i.key.endswith(big_pack.hex())))
-    report = await repo.check()
+    report = await check(repo)
     assert not report.ok
     missing = [p for p in report.problems if p.kind == "missing-pack"]
     assert missing and missing[0].snapshots == [first.snapshot_id]
@@ -135,10 +135,10 @@ async def test_check_names_snapshots_that_lost_a_pack(repo: Repository, source: 
 
 
 async def test_check_finds_chunks_missing_from_the_index(repo: Repository, source: Path) -> None:
-    stats = await repo.snapshot(source)
+    stats = await snapshot(repo, source)
     for info in await repo.backend.list("index/"):
         await repo.backend.delete(info.key)
-    report = await repo.check()
+    report = await check(repo)
     assert [p.kind for p in report.problems] == ["missing-chunk"]
     assert report.problems[0].snapshots == [stats.snapshot_id]
 

@@ -6,7 +6,7 @@ import os
 import stat
 from pathlib import Path
 
-from rokstore import Repository
+from rokstore import Repository, diff, restore, snapshot
 
 
 async def test_restore_gives_back_the_same_tree(repo: Repository, source: Path, tmp_path: Path, same_tree) -> None:
@@ -14,25 +14,25 @@ async def test_restore_gives_back_the_same_tree(repo: Repository, source: Path, 
     os.setxattr(source / "dir", "user.kind", b"\x00binary\xff")
     os.chown(source / "dir" / "deeper" / "note.md", 1234, 5678)
     os.mkfifo(source / "pipe")
-    stats = await repo.snapshot(source)
+    stats = await snapshot(repo, source)
     target = tmp_path / "out"
-    restored = await repo.restore(stats.snapshot_id, target)
+    restored = await restore(repo, stats.snapshot_id, target)
     same_tree(source, target)
     assert restored.files == stats.files == 5
     assert not stats.incomplete
 
 
 async def test_hard_links_come_back_as_links(repo: Repository, source: Path, tmp_path: Path) -> None:
-    stats = await repo.snapshot(source)
-    await repo.restore(stats.snapshot_id, tmp_path / "out")
+    stats = await snapshot(repo, source)
+    await restore(repo, stats.snapshot_id, tmp_path / "out")
     a, b = os.stat(tmp_path / "out" / "small.txt"), os.stat(tmp_path / "out" / "dir" / "hardlink.txt")
     assert a.st_ino == b.st_ino
     assert a.st_nlink == 2
 
 
 async def test_symlinks_are_stored_as_links_not_followed(repo: Repository, source: Path, tmp_path: Path) -> None:
-    stats = await repo.snapshot(source)
-    await repo.restore(stats.snapshot_id, tmp_path / "out")
+    stats = await snapshot(repo, source)
+    await restore(repo, stats.snapshot_id, tmp_path / "out")
     assert os.readlink(tmp_path / "out" / "link") == "dir/big.bin"
     assert os.readlink(tmp_path / "out" / "dangling") == "/nonexistent/target"
     assert stat.S_ISLNK(os.lstat(tmp_path / "out" / "link").st_mode)
@@ -47,18 +47,18 @@ async def test_sparse_file_restores_sparse_and_identical(repo: Repository, tmp_p
         f.write(b"data in the middle" * 1000)
         f.seek((64 << 20) - 5)
         f.write(b"end!!")
-    stats = await repo.snapshot(src)
+    stats = await snapshot(repo, src)
     assert stats.bytes_scanned == 64 << 20
     assert stats.bytes_read < 1 << 20  # the holes were not read
-    await repo.restore(stats.snapshot_id, tmp_path / "out")
+    await restore(repo, stats.snapshot_id, tmp_path / "out")
     out = tmp_path / "out" / "disk.img"
     assert out.read_bytes() == (src / "disk.img").read_bytes()
     assert os.stat(out).st_blocks * 512 < 4 << 20
 
 
 async def test_empty_files_and_directories_survive(repo: Repository, source: Path, tmp_path: Path) -> None:
-    stats = await repo.snapshot(source)
-    await repo.restore(stats.snapshot_id, tmp_path / "out")
+    stats = await snapshot(repo, source)
+    await restore(repo, stats.snapshot_id, tmp_path / "out")
     assert (tmp_path / "out" / "empty").read_bytes() == b""
     assert list((tmp_path / "out" / "empty-dir").iterdir()) == []
 
@@ -79,14 +79,14 @@ async def test_unreadable_file_is_reported_and_marks_snapshot_incomplete(
 
     os.open = failing_open  # type: ignore[assignment]
     try:
-        stats = await repo.snapshot(source)
+        stats = await snapshot(repo, source)
     finally:
         os.open = real_open  # type: ignore[assignment]
     assert stats.incomplete
     assert stats.errors == ["secret: Permission denied"]
     infos = await repo.list_snapshots()
     assert infos[0].incomplete
-    await repo.restore(stats.snapshot_id, tmp_path / "out")
+    await restore(repo, stats.snapshot_id, tmp_path / "out")
     assert not (tmp_path / "out" / "secret").exists()
     assert (tmp_path / "out" / "small.txt").read_text() == "hello\n"
 
@@ -97,7 +97,7 @@ async def test_sockets_are_skipped_with_a_warning(repo: Repository, source: Path
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(source / "control.sock"))
     try:
-        stats = await repo.snapshot(source)
+        stats = await snapshot(repo, source)
     finally:
         sock.close()
     assert any("control.sock" in w for w in stats.warnings)
@@ -106,21 +106,21 @@ async def test_sockets_are_skipped_with_a_warning(repo: Repository, source: Path
 
 async def test_device_files_are_recorded_and_restored_as_root(repo: Repository, source: Path, tmp_path: Path) -> None:
     os.mknod(source / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-    stats = await repo.snapshot(source)
-    await repo.restore(stats.snapshot_id, tmp_path / "out")
+    stats = await snapshot(repo, source)
+    await restore(repo, stats.snapshot_id, tmp_path / "out")
     st = os.lstat(tmp_path / "out" / "null")
     assert stat.S_ISCHR(st.st_mode)
     assert st.st_rdev == os.makedev(1, 3)
 
 
 async def test_diff_lists_added_removed_and_changed_paths(repo: Repository, source: Path) -> None:
-    a = await repo.snapshot(source)
+    a = await snapshot(repo, source)
     (source / "new.txt").write_text("new")
     (source / "empty").unlink()
     (source / "dir" / "deeper" / "note.md").write_text("changed")
-    b = await repo.snapshot(source)
-    diff = await repo.diff(a.snapshot_id[:8], b.snapshot_id)
-    assert diff.added == ["new.txt"]
-    assert diff.removed == ["empty"]
-    assert "dir/deeper/note.md" in diff.changed
-    assert "small.txt" not in diff.changed
+    b = await snapshot(repo, source)
+    changes = await diff(repo, a.snapshot_id[:8], b.snapshot_id)
+    assert changes.added == ["new.txt"]
+    assert changes.removed == ["empty"]
+    assert "dir/deeper/note.md" in changes.changed
+    assert "small.txt" not in changes.changed

@@ -21,7 +21,7 @@ from rok_restorer.settings import RestorerSettings
 from rokcommon import subjects
 from rokcommon.events import RestoreCompleted, RestoreFailed, RestoreProgress
 from rokcommon.service import Service
-from rokstore import init_repository
+from rokstore import init_repository, snapshot
 from roktesting.nats import NatsServer, running
 
 
@@ -34,7 +34,7 @@ async def stored(tmp_path: Path) -> Stored:
     snapshots = {}
     async with await init_repository(url, cache_dir=tmp_path / "cache") as repo:
         for name, path in volumes.items():
-            snapshots[name] = (await repo.snapshot(path, tags={"volume": name})).snapshot_id
+            snapshots[name] = (await snapshot(repo, path, tags={"volume": name})).snapshot_id
     return Stored(url, repo_dir, volumes, snapshots)
 
 

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from rok_snapshotter.repository import RepositoryHandle
 from rokcommon import streams
 from rokcommon.events import Event, RunRef, StepRef, StepStarted, VolumeRef, model_for_subject
-from rokstore import Progress, SnapshotStats
+from rokstore import Progress, SnapshotStats, snapshot
 
 NODE = "node-1.example.internal"
 RUN = RunRef(namespace="team-a", run_id="run-1", workflow_uid="wf-1")
@@ -92,7 +92,7 @@ class ObservedRepository:
         try:
             await self.before(options["progress"])
             repo = await self._handle.get()
-            return await repo.snapshot(path, **options)
+            return await snapshot(repo, path, **options)
         finally:
             self.active -= 1
             self.running.remove(what)

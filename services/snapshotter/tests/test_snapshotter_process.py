@@ -16,7 +16,7 @@ from nats.js import JetStreamContext
 from rok_snapshotter.settings import SnapshotterSettings
 from rokcommon import bus, streams
 from rokcommon.events import SnapshotCompleted, VolumeRef
-from rokstore import open_repository
+from rokstore import open_repository, restore
 from snapshotter_helpers import settled, snapshot_events, started, tree
 
 DURABLE = "snapshotter-node-1_example_internal"
@@ -131,5 +131,5 @@ async def test_a_snapshotter_killed_mid_snapshot_takes_it_once_after_its_restart
     assert stream.state.messages == 1  # announced once
     async with await open_repository(settings.repository_url) as repo:
         assert [s.id for s in await repo.list_snapshots()] == [done.snapshot_id]
-        await repo.restore(done.snapshot_id, tmp_path / "restored")
+        await restore(repo, done.snapshot_id, tmp_path / "restored")
     assert tree(tmp_path / "restored") == tree(volume_dir)

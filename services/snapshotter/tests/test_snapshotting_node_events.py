@@ -19,7 +19,7 @@ from rokcommon.events import (
     StepFinished,
     VolumeRef,
 )
-from rokstore import Progress, open_repository
+from rokstore import Progress, open_repository, restore
 from roktesting.nats import running
 from snapshotter_helpers import NODE, RUN, ObservedRepository, settled, snapshot_events, started, step, tree
 
@@ -53,7 +53,7 @@ async def test_each_volume_of_a_step_start_is_snapshotted_and_announced(
     async with await open_repository(settings.repository_url) as repo:
         for volume in volumes:
             target = tmp_path / "restored" / volume.name
-            await repo.restore(by_volume[volume.name].snapshot_id, target)
+            await restore(repo, by_volume[volume.name].snapshot_id, target)
             assert tree(target) == tree(Path(volume.path or ""))
 
 
@@ -177,7 +177,7 @@ async def test_a_pod_volume_is_read_where_the_kubelet_mounted_it(
         [done] = await snapshot_events(js, 1)
     assert isinstance(done, SnapshotCompleted)
     async with await open_repository(settings.repository_url) as repo:
-        await repo.restore(done.snapshot_id, tmp_path / "restored")
+        await restore(repo, done.snapshot_id, tmp_path / "restored")
     assert tree(tmp_path / "restored") == {"lib/model.pkl": b"\x80weights" * 1000}
 
 
@@ -201,7 +201,7 @@ async def test_volumes_are_snapshotted_into_an_s3_repository(
     async with await open_repository(s3_repo_url) as repo:
         for volume in volumes:
             assert by_volume[volume.name].repository == s3_repo_url
-            await repo.restore(by_volume[volume.name].snapshot_id, tmp_path / "restored" / volume.name)
+            await restore(repo, by_volume[volume.name].snapshot_id, tmp_path / "restored" / volume.name)
             assert tree(tmp_path / "restored" / volume.name) == tree(Path(volume.path or ""))
 
 

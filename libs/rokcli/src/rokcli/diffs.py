@@ -1,6 +1,6 @@
 """What changed between two versions, volume by volume: ``rok diff`` and the web page's lineage view.
 
-Volumes are matched by name; each pair of snapshots is compared by the store engine (``repo.diff``), which
+Volumes are matched by name; each pair of snapshots is compared by the store engine (``rokstore.diff``), which
 reads only the two manifests. A volume that only one version holds is reported as added or removed whole.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from rokcommon.errors import PermanentError
 from rokcommon.registry_contract import Member
-from rokstore import Repository, open_repository
+from rokstore import Repository, diff, open_repository
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ async def diff_members(a: Sequence[Member], b: Sequence[Member]) -> list[VolumeC
                     f"cannot compare volume {name!r}: its snapshots are in two repositories "
                     f"({ma.repository} and {mb.repository})"
                 )
-            d = await (await repo(mb.repository)).diff(ma.snapshot_id, mb.snapshot_id)
+            d = await diff(await repo(mb.repository), ma.snapshot_id, mb.snapshot_id)
             return VolumeChanges(name, ma.snapshot_id, mb.snapshot_id, list(d.added), list(d.removed), list(d.changed))
 
         # Open each repository once, before the volumes are compared in parallel.

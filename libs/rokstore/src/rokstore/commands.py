@@ -113,11 +113,11 @@ def repo_init(url: str, as_json: bool) -> None:
 @json_option
 def repo_check(url: str, read_data: bool, as_json: bool) -> None:
     """Verify that every snapshot can be restored."""
-    from rokstore import open_repository
+    from rokstore import check, open_repository
 
     async def go() -> Any:
         async with await open_repository(url) as r:
-            return await r.check(read_data=read_data)
+            return await check(r, read_data=read_data)
 
     report = _run(go())
 
@@ -140,11 +140,11 @@ def repo_check(url: str, read_data: bool, as_json: bool) -> None:
 @json_option
 def repo_gc(url: str, dry_run: bool, as_json: bool) -> None:
     """Remove data that no snapshot references."""
-    from rokstore import open_repository
+    from rokstore import collect_garbage, open_repository
 
     async def go() -> Any:
         async with await open_repository(url) as r:
-            return await r.gc(dry_run=dry_run)
+            return await collect_garbage(r, dry_run=dry_run)
 
     report = _run(go())
     _emit(
@@ -171,13 +171,14 @@ def snapshot() -> None:
 def snapshot_create(path: Path, url: str, tags: tuple[str, ...], cache_key: str | None, as_json: bool) -> None:
     """Snapshot the directory PATH into the repository."""
     from rokstore import open_repository
+    from rokstore import snapshot as take_snapshot
 
     parsed = _tags(tags)
 
     async def go() -> Any:
         async with await open_repository(url) as r:
             with _Bar(not as_json, "snapshot") as bar:
-                return await r.snapshot(path, tags=parsed, cache_key=cache_key, progress=bar)
+                return await take_snapshot(r, path, tags=parsed, cache_key=cache_key, progress=bar)
 
     stats = _run(go())
 
@@ -224,12 +225,12 @@ def snapshot_ls(url: str, as_json: bool) -> None:
 @json_option
 def snapshot_restore(snapshot_id: str, url: str, target: Path, as_json: bool) -> None:
     """Restore SNAPSHOT_ID into the directory given by --to."""
-    from rokstore import open_repository
+    from rokstore import open_repository, restore
 
     async def go() -> Any:
         async with await open_repository(url) as r:
             with _Bar(not as_json, "restore") as bar:
-                return await r.restore(snapshot_id, target, progress=bar)
+                return await restore(r, snapshot_id, target, progress=bar)
 
     stats = _run(go())
     if as_json:
@@ -260,11 +261,11 @@ def snapshot_restore(snapshot_id: str, url: str, target: Path, as_json: bool) ->
 @json_option
 def snapshot_diff(snapshot_a: str, snapshot_b: str, url: str, as_json: bool) -> None:
     """List the paths added, removed and changed from SNAPSHOT_A to SNAPSHOT_B."""
-    from rokstore import open_repository
+    from rokstore import diff, open_repository
 
     async def go() -> Any:
         async with await open_repository(url) as r:
-            return await r.diff(snapshot_a, snapshot_b)
+            return await diff(r, snapshot_a, snapshot_b)
 
     d = _run(go())
 

@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 from opentelemetry import trace
 
-from rokstore.check import load_references
 from rokstore.errors import CorruptData
-from rokstore.index import Location, encode_index, index_key
-from rokstore.locks import remove_stale_locks
 from rokstore.models import GcReport
-from rokstore.packs import BlobRef, build_pack, pack_key
-
-if TYPE_CHECKING:
-    from rokstore.repository import Repository
+from rokstore.repository import Repository
+from rokstore.repository.index import Location, encode_index, index_key
+from rokstore.repository.locks import remove_stale_locks
+from rokstore.repository.packs import BlobRef, build_pack, pack_key
+from rokstore.repository.references import load_references
 
 tracer = trace.get_tracer("rokstore")
 
@@ -30,6 +27,7 @@ REPACK_BELOW = 0.5  # repack a pack when less than this share of its bytes is st
 
 
 async def collect_garbage(repo: Repository, *, dry_run: bool = False) -> GcReport:
+    """Remove what no snapshot references, under the exclusive lock; ``dry_run`` only reports what it would do."""
     started = time.monotonic()
     with tracer.start_as_current_span("rok.store.gc") as span:
         await remove_stale_locks(repo.backend)

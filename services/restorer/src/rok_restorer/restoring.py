@@ -32,7 +32,7 @@ from opentelemetry import trace
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, PermanentError
 from rokcommon.events import RestoreCompleted, RestoredVolume, RestoreFailed, RestoreProgress, RestoreRequested
 from rokcommon.registry_contract import Resolved
-from rokstore import CorruptData, Progress, Repository, RestoreStats, open_repository
+from rokstore import CorruptData, Progress, Repository, RestoreStats, open_repository, restore
 
 from rok_restorer.targets import Target, Targets, VolumeToRestore
 
@@ -195,7 +195,7 @@ class Restorer:
                             )
 
                     async def into_directory(path: Path) -> RestoreStats:
-                        return await repo.restore(volume.snapshot_id, path, progress=report)
+                        return await restore(repo, volume.snapshot_id, path, progress=report)
 
                     try:
                         restored = await target.restore_volume(volume, into_directory)

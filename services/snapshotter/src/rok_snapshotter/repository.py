@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from rokcommon.errors import RokError, TemporaryError
-from rokstore import Repository, RepositoryExists, RepositoryNotFound, init_repository, open_repository
+from rokstore import (
+    Progress,
+    Repository,
+    RepositoryExists,
+    RepositoryNotFound,
+    SnapshotStats,
+    init_repository,
+    open_repository,
+    snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +37,12 @@ class RepositoryHandle:
                 if self._repo is None:
                     self._repo = await self._open()
         return self._repo
+
+    async def snapshot(
+        self, path: Path, *, tags: dict[str, str], cache_key: str, progress: Callable[[Progress], None]
+    ) -> SnapshotStats:
+        """Snapshot the directory ``path`` into the repository (opened first if it is not yet)."""
+        return await snapshot(await self.get(), path, tags=tags, cache_key=cache_key, progress=progress)
 
     async def _open(self) -> Repository:
         try:

@@ -24,7 +24,7 @@ from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import Event, SnapshotCompleted, VolumeRef, now
 from rokcommon.keepalive import Heartbeat
 from rokcommon.telemetry import Instruments
-from rokstore import Repository
+from rokstore import Progress, Repository, SnapshotStats
 
 from rok_snapshotter.plan import NodeEvent, SnapshotPlan, plan_for, stats_model
 from rok_snapshotter.volumes import locate
@@ -41,6 +41,9 @@ class Repositories(Protocol):
     url: str
 
     async def get(self) -> Repository: ...
+    async def snapshot(
+        self, path: Path, *, tags: dict[str, str], cache_key: str, progress: Callable[[Progress], None]
+    ) -> SnapshotStats: ...
 
 
 class SnapshotTaker:
@@ -115,9 +118,8 @@ class SnapshotTaker:
 
     async def _take(self, plan: SnapshotPlan, volume: VolumeRef, path: Path, heartbeat: Heartbeat) -> SnapshotCompleted:
         heartbeat.pulse()
-        repo = await self.repository.get()
         taken_at = now()  # the state captured is the volume's from here on
-        stats = await repo.snapshot(
+        stats = await self.repository.snapshot(
             path, tags=plan.store_tags(volume), cache_key=volume.cache_key, progress=heartbeat.progress
         )
         attrs = {"phase": plan.phase}

@@ -15,7 +15,7 @@ import blake3
 import zstandard
 
 from rokstore.errors import CorruptData
-from rokstore.packs import BlobRef
+from rokstore.repository.packs import BlobRef
 
 INDEX_MAGIC = b"ROKIDX01"
 _COUNT = struct.Struct("<I")

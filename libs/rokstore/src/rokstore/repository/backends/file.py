@@ -7,8 +7,8 @@ import os
 import secrets
 from pathlib import Path
 
-from rokstore.backends import ObjectInfo
 from rokstore.errors import AccessDenied, ObjectNotFound, StoreError
+from rokstore.repository.backends import ObjectInfo
 
 _TMP_PREFIX = ".tmp."
 

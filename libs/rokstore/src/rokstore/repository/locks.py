@@ -23,8 +23,8 @@ import secrets
 import socket
 import time
 
-from rokstore.backends import Backend, ObjectInfo
 from rokstore.errors import ObjectNotFound, RepositoryLocked
+from rokstore.repository.backends import Backend, ObjectInfo
 
 
 def lease_seconds() -> float:

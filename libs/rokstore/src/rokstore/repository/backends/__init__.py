@@ -43,13 +43,13 @@ def open_backend(url: str) -> Backend:
     if parsed.scheme == "file":
         if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
             raise InvalidRepositoryUrl(f"repository URL {url!r} must be file:///absolute/path")
-        from rokstore.backends.file import FileBackend
+        from rokstore.repository.backends.file import FileBackend
 
         return FileBackend(url, parsed.path)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise InvalidRepositoryUrl(f"repository URL {url!r} names no bucket; use s3://bucket/prefix")
-        from rokstore.backends.s3 import S3Backend
+        from rokstore.repository.backends.s3 import S3Backend
 
         return S3Backend(url, parsed.netloc, parsed.path.strip("/"))
     raise InvalidRepositoryUrl(

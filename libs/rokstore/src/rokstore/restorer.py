@@ -1,4 +1,4 @@
-"""Restoring a snapshot into an empty directory: safe paths, verified chunks, parallel pack fetches.
+"""``restore``: a snapshot into an empty directory: safe paths, verified chunks, parallel pack fetches.
 
 Order: check every manifest path (``manifest.check_paths``), create directories, create regular files at
 their size (holes stay holes), fetch packs — a few in flight, each with one (ranged) GET — and write every
@@ -17,21 +17,18 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import blake3
 from opentelemetry import trace
 
 from rokstore.errors import CorruptData, TargetNotEmpty
-from rokstore.index import Location
-from rokstore.manifest import Entry, check_paths
 from rokstore.memory import tune_malloc
 from rokstore.models import Progress, RestoreStats
-from rokstore.packs import decompress, pack_key
+from rokstore.repository import Repository
+from rokstore.repository.index import Location
+from rokstore.repository.manifest import Entry, check_paths
+from rokstore.repository.packs import decompress, pack_key
 from rokstore.xattrs import write_xattrs
-
-if TYPE_CHECKING:
-    from rokstore.repository import Repository
 
 tracer = trace.get_tracer("rokstore")
 
@@ -50,7 +47,26 @@ def prepare_target(target: Path) -> None:
         target.mkdir(parents=True)
 
 
-class Restorer:
+async def restore(
+    repo: Repository, snapshot_id: str, target: Path, *, progress: Callable[[Progress], None] | None = None
+) -> RestoreStats:
+    """Restore snapshot ``snapshot_id`` (an id or a unique prefix) into ``target``, an empty or new directory."""
+    full_id = await repo.resolve(snapshot_id)
+    lock = await repo.lock("shared")
+    try:
+        record = await repo.load_record(full_id)
+        entries = await repo.load_manifest(record["manifest"])
+        check_paths(entries)  # before anything is created
+        target = Path(target).absolute()
+        await asyncio.to_thread(prepare_target, target)
+        return await TreeRestorer(repo, full_id, entries, target, progress).run()
+    finally:
+        await lock.release()
+
+
+class TreeRestorer:
+    """One restore of one snapshot's tree into a prepared target: plan, create, fetch and write, finish."""
+
     def __init__(
         self,
         repo: Repository,

@@ -1,47 +1,31 @@
-"""A repository: its config, its objects and the operations on them (snapshot, restore, list, diff, check, gc)."""
+"""The repository: its config, its index, its objects and locks, and the snapshots it lists.
+
+This is the layer every operation builds on (``rokstore.archiver``, ``rokstore.restorer``, ``rokstore.checker``,
+``rokstore.gc``, ``rokstore.differ``), each a function that takes a :class:`Repository`; it imports none of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
-import secrets
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rokstore.backends import Backend, open_backend
-from rokstore.cache import FileCache, IndexCache, default_cache_dir
-from rokstore.chunker import AVG_SIZE, MAX_SIZE, MIN_SIZE
-from rokstore.errors import (
-    CorruptData,
-    ObjectNotFound,
-    RepositoryExists,
-    RepositoryNotFound,
-    SnapshotNotFound,
-    UnsupportedFormat,
-)
-from rokstore.index import Index, Location, decode_index, index_key
-from rokstore.locks import Lock
-from rokstore.manifest import Entry, check_paths, decode_manifest, decode_record, manifest_key, snapshot_key
-from rokstore.models import (
-    CheckReport,
-    GcReport,
-    Progress,
-    RestoreStats,
-    SnapshotDiff,
-    SnapshotInfo,
-    SnapshotStats,
-)
-from rokstore.packs import PACK_TARGET, ZSTD_LEVEL
-
-FORMAT = "rok-store"
-FORMAT_VERSION = 1
-CONFIG_KEY = "config"
+from rokstore.errors import ObjectNotFound, RepositoryExists, RepositoryNotFound, SnapshotNotFound
+from rokstore.models import SnapshotInfo
+from rokstore.repository.backends import Backend, open_backend
+from rokstore.repository.cache import IndexCache, default_cache_dir
+from rokstore.repository.config import CONFIG_KEY, new_config, parse_config
+from rokstore.repository.index import Index, Location, decode_index, index_key
+from rokstore.repository.locks import Lock
+from rokstore.repository.manifest import Entry, decode_manifest, decode_record, manifest_key, snapshot_key
 
 
 class Repository:
+    """An open repository. The operations on it are functions of their own: ``rokstore.snapshot(repo, …)``,
+    ``restore``, ``check``, ``collect_garbage``, ``diff``."""
+
     def __init__(self, backend: Backend, config: dict[str, Any], cache_dir: Path | None = None) -> None:
         self.backend = backend
         self.config = config
@@ -60,8 +44,6 @@ class Repository:
 
     async def close(self) -> None:
         await self.backend.close()
-
-    # ---- building blocks ---------------------------------------------------------------------------
 
     async def lock(self, kind: str) -> Lock:
         return await Lock(self.backend, kind).acquire()
@@ -122,46 +104,6 @@ class Repository:
         data = await self.backend.get(manifest_key(manifest_id))
         return await asyncio.to_thread(decode_manifest, data, manifest_id)
 
-    # ---- the public operations ---------------------------------------------------------------------
-
-    async def snapshot(
-        self,
-        path: Path,
-        *,
-        tags: dict[str, str] | None = None,
-        cache_dir: Path | None = None,
-        cache_key: str | None = None,
-        progress: Callable[[Progress], None] | None = None,
-    ) -> SnapshotStats:
-        from dataclasses import replace
-
-        from rokstore.snapshot import Snapshotter
-
-        source = Path(path).absolute()
-        key = cache_key or str(source)
-        if cache_dir is not None:
-            self.cache_dir = cache_dir
-        cache = FileCache(self.cache_dir, self.id, key)
-        stats = await Snapshotter(self, source, dict(tags or {}), cache, progress).run()
-        return replace(stats, cache_key=key)
-
-    async def restore(
-        self, snapshot_id: str, target: Path, *, progress: Callable[[Progress], None] | None = None
-    ) -> RestoreStats:
-        from rokstore.restore import Restorer, prepare_target
-
-        full_id = await self.resolve(snapshot_id)
-        lock = await self.lock("shared")
-        try:
-            record = await self.load_record(full_id)
-            entries = await self.load_manifest(record["manifest"])
-            check_paths(entries)  # before anything is created
-            target = Path(target).absolute()
-            await asyncio.to_thread(prepare_target, target)
-            return await Restorer(self, full_id, entries, target, progress).run()
-        finally:
-            await lock.release()
-
     async def list_snapshots(self) -> list[SnapshotInfo]:
         ids = await self.snapshot_ids()
         sem = asyncio.Semaphore(16)
@@ -189,46 +131,6 @@ class Repository:
         infos = [i for i in await asyncio.gather(*(one(s) for s in ids)) if i is not None]
         return sorted(infos, key=lambda i: (i.time, i.id))
 
-    async def diff(self, a_id: str, b_id: str) -> SnapshotDiff:
-        a_full, b_full = await self.resolve(a_id), await self.resolve(b_id)
-        a = {e["p"]: e for e in await self.load_manifest((await self.load_record(a_full))["manifest"])}
-        b = {e["p"]: e for e in await self.load_manifest((await self.load_record(b_full))["manifest"])}
-        return SnapshotDiff(
-            a=a_full,
-            b=b_full,
-            added=sorted(p for p in b if p not in a),
-            removed=sorted(p for p in a if p not in b),
-            changed=sorted(p for p in a if p in b and a[p] != b[p] and p != "."),
-        )
-
-    async def check(self, read_data: bool = False) -> CheckReport:
-        from rokstore.check import check_repository
-
-        return await check_repository(self, read_data=read_data)
-
-    async def gc(self, dry_run: bool = False) -> GcReport:
-        from rokstore.gc import collect_garbage
-
-        return await collect_garbage(self, dry_run=dry_run)
-
-
-def _new_config() -> dict[str, Any]:
-    return {
-        "format": FORMAT,
-        "version": FORMAT_VERSION,
-        "id": secrets.token_hex(16),
-        "created": datetime.datetime.now(datetime.UTC).isoformat(),
-        "chunker": {
-            "algorithm": "fastcdc2020",
-            "avg_size": AVG_SIZE,
-            "min_size": MIN_SIZE,
-            "max_size": MAX_SIZE,
-        },
-        "hash": "blake3",
-        "compression": {"algorithm": "zstd", "level": ZSTD_LEVEL},
-        "pack_size": PACK_TARGET,
-    }
-
 
 async def init_repository(url: str, *, cache_dir: Path | None = None) -> Repository:
     """Create an empty repository at ``url``; an error if one is already there."""
@@ -237,7 +139,7 @@ async def init_repository(url: str, *, cache_dir: Path | None = None) -> Reposit
         await backend.prepare()
         if await backend.exists(CONFIG_KEY):
             raise RepositoryExists(f"a repository already exists at {url}; open it instead of creating it")
-        config = _new_config()
+        config = new_config()
         await backend.put(CONFIG_KEY, json.dumps(config, indent=1).encode())
     except BaseException:
         await backend.close()
@@ -255,17 +157,7 @@ async def open_repository(url: str, *, cache_dir: Path | None = None) -> Reposit
             raise RepositoryNotFound(
                 f"no rok repository at {url}; create one with 'rok repo init --repo {url}'"
             ) from None
-        try:
-            config = json.loads(data)
-        except ValueError:
-            raise CorruptData(f"the config object of {url} is not valid JSON; the repository is damaged") from None
-        if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise UnsupportedFormat(f"{url} does not hold a rok repository (config format {config.get('format')!r})")
-        if config.get("version") != FORMAT_VERSION:
-            raise UnsupportedFormat(
-                f"repository {url} uses format version {config.get('version')!r}, this rok reads version "
-                f"{FORMAT_VERSION}; upgrade rok"
-            )
+        config = parse_config(data, url)
     except BaseException:
         await backend.close()
         raise

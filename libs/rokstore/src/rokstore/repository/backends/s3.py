@@ -11,7 +11,6 @@ import contextlib
 import os
 from typing import Any
 
-from rokstore.backends import ObjectInfo
 from rokstore.errors import (
     AccessDenied,
     ObjectNotFound,
@@ -19,6 +18,7 @@ from rokstore.errors import (
     StoreError,
     StoreUnavailable,
 )
+from rokstore.repository.backends import ObjectInfo
 
 _DENIED = {
     "AccessDenied",

@@ -4,42 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from typing import TYPE_CHECKING
 
 import blake3
 
 from rokstore.errors import CorruptData, ObjectNotFound
-from rokstore.index import Location, decode_index, index_key
-from rokstore.manifest import chunk_ids
 from rokstore.models import CheckReport, Problem
-from rokstore.packs import decompress, pack_key, parse_pack
-
-if TYPE_CHECKING:
-    from rokstore.repository import Repository
-
-
-async def load_references(repo: Repository) -> tuple[list[str], dict[bytes, set[str]], list[Problem]]:
-    """Snapshot ids, chunk -> snapshots using it, and problems with records or manifests."""
-    problems: list[Problem] = []
-    users: dict[bytes, set[str]] = defaultdict(set)
-    ids = await repo.snapshot_ids()
-    for sid in ids:
-        try:
-            record = await repo.load_record(sid)
-            entries = await repo.load_manifest(record["manifest"])
-        except ObjectNotFound as error:
-            problems.append(Problem("missing-manifest", error.key, f"snapshot {sid[:12]} lost {error.key}", [sid]))
-            continue
-        except CorruptData as error:
-            problems.append(Problem("corrupt-manifest", sid, str(error), [sid]))
-            continue
-        for entry in entries:
-            for chunk in chunk_ids(entry):
-                users[chunk].add(sid)
-    return ids, users, problems
+from rokstore.repository import Repository
+from rokstore.repository.index import Location, decode_index, index_key
+from rokstore.repository.packs import decompress, pack_key, parse_pack
+from rokstore.repository.references import load_references
 
 
-async def check_repository(repo: Repository, *, read_data: bool = False) -> CheckReport:
+async def check(repo: Repository, *, read_data: bool = False) -> CheckReport:
+    """Check the repository under a shared lock: its structure, and with ``read_data`` every byte."""
     lock = await repo.lock("shared")
     try:
         return await _check(repo, read_data)

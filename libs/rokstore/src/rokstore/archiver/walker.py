@@ -1,52 +1,45 @@
 """Walking the tree for a snapshot: list and stat with a few threads, then put the entries in manifest order.
 
-Part of :class:`rokstore.snapshot.Snapshotter` (a mixin, to keep that module readable): it fills
-``self.entries`` and hands files that must be read to the readers' queue; unchanged files take their chunks
-from the node-local cache instead.
+It fills ``entries`` and hands files that must be read to the :class:`~rokstore.archiver.reader.FileReader`;
+files the node-local cache knows unchanged (:class:`~rokstore.archiver.known.KnownFiles`) are not read.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import os
-import queue
 import stat
 import threading
-from typing import Any
+from pathlib import Path
 
-from rokstore.cache import Content, Signature
+from rokstore.archiver.known import KnownFiles
+from rokstore.archiver.reader import BATCH, FileReader
+from rokstore.archiver.tally import Tally
 from rokstore.errors import StorePermanentError
-from rokstore.manifest import Entry
+from rokstore.repository.manifest import Entry
 from rokstore.xattrs import read_xattrs
 
 WALKERS = 1
-ReadJob = tuple[str, str, Entry, os.stat_result]  # path, relative path, entry, stat
 
 
-class TreeWalk:
-    # Provided by Snapshotter.
-    source: Any
-    entries: list[Entry]
-    warnings: list[str]
-    new_files: dict[str, Signature]
-    new_others: dict[str, Signature]
-    hits: list[tuple[str, str, Entry, os.stat_result]]
-    _racy_after: int
-    _missed: bool
-    index_chunks: dict[bytes, Any]
-    files: int
-    dirs: int
-    bytes_scanned: int
-    files_done: int
-    _lock: threading.Lock
-    _queue: queue.Queue[list[ReadJob] | None]
-    _thread_errors: list[BaseException]
-    _cache_trusted: bool
+class Walker:
+    def __init__(
+        self,
+        source: Path,
+        tally: Tally,
+        known: KnownFiles,
+        reader: FileReader,
+        thread_errors: list[BaseException],
+    ) -> None:
+        self.source = source
+        self.tally = tally
+        self.known = known
+        self.reader = reader
+        self.thread_errors = thread_errors
+        self.entries: list[Entry] = []
+        self.missed = False  # set when a file is queued for reading
 
-    def _fail(self, rel: str, error: OSError) -> None:
-        raise NotImplementedError
-
-    def _walk(self, previous: dict[str, Signature], content: dict[str, Content] | None) -> None:
+    def walk(self) -> None:
         """List the tree with a few threads (stat calls release the GIL), then put the entries in order.
 
         Each directory is one job that lists and stats its children and queues files that must be read; the
@@ -60,28 +53,27 @@ class TreeWalk:
         if not stat.S_ISDIR(st.st_mode):
             raise StorePermanentError(f"{root} is not a directory; snapshot a volume's directory")
         self.entries.append(self._entry(".", root, st, "d"))
-        self.dirs += 1
-        if st.st_ctime_ns < self._racy_after:
-            self.new_others["."] = (st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        self._previous = previous
-        self._content = content  # only when the cache is not trusted: each reused chunk is looked up
+        self.tally.dirs += 1
+        if st.st_ctime_ns < self.known.racy_after:
+            self.known.others["."] = (st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         listed: dict[str, tuple[list[Entry], list[str]]] = {}
         outstanding = [1]
         done = threading.Event()
         pool = concurrent.futures.ThreadPoolExecutor(WALKERS, thread_name_prefix="rok-walk")
+        lock = self.tally.lock
 
         def job(path: str, rel: str) -> None:
             subdirs: list[tuple[str, str]] = []
             try:
                 listed[rel] = self._list_dir(path, rel, subdirs)
-                with self._lock:
+                with lock:
                     outstanding[0] += len(subdirs)
                 for sub_path, sub_rel in subdirs:
                     pool.submit(job, sub_path, sub_rel)
             except BaseException as error:
-                self._thread_errors.append(error)
+                self.thread_errors.append(error)
             finally:
-                with self._lock:
+                with lock:
                     outstanding[0] -= 1
                     if outstanding[0] == 0:
                         done.set()
@@ -91,8 +83,8 @@ class TreeWalk:
             done.wait()
         finally:
             pool.shutdown(wait=True)
-        if self._thread_errors:
-            raise self._thread_errors[0]
+        if self.thread_errors:
+            raise self.thread_errors[0]
         stack = [""]
         while stack:
             rel = stack.pop()
@@ -110,15 +102,15 @@ class TreeWalk:
             first = links.get(identity)
             if first is None:
                 links[identity] = entry["p"]
-                self.bytes_scanned += cst.st_size
+                self.tally.bytes_scanned += cst.st_size
                 if self._cached_or_queued(path, entry["p"], entry, cst, batch):
-                    with self._lock:
-                        self.files_done += 1
+                    with lock:
+                        self.tally.files_done += 1
             else:
                 entry["t"] = "h"
                 entry["h"] = first
         if batch:
-            self._queue.put(batch)
+            self.reader.submit(batch)
 
     def _cached_or_queued(
         self,
@@ -129,32 +121,14 @@ class TreeWalk:
         batch: list[tuple[str, str, Entry, os.stat_result]],
     ) -> bool:
         """True if the cache holds the file's chunks; otherwise it is queued for the readers."""
-        cached = self._previous.get(rel)
-        if (
-            cached is not None
-            and cached[0] == cst.st_size
-            and cached[1] == cst.st_mtime_ns
-            and cached[2] == cst.st_ctime_ns
-            and cached[3] == cst.st_ino
-            and (self._content is None or self._chunks_stored(rel))
-        ):
-            # Same ctime: neither content nor xattrs changed since the cached read. The content ("c", "x") is
-            # filled in after the walk, and only if the cached manifest cannot be reused (see Snapshotter).
-            entry["s"] = cst.st_size
-            self.new_files[rel] = cached
-            self.hits.append((path, rel, entry, cst))
+        if self.known.unchanged(path, rel, entry, cst):
             return True
-        self._missed = True
+        self.missed = True
         batch.append((path, rel, entry, cst))
-        if len(batch) >= 64:
-            self._queue.put(batch[:])
+        if len(batch) >= BATCH:
+            self.reader.submit(batch[:])
             batch.clear()
         return False
-
-    def _chunks_stored(self, rel: str) -> bool:
-        assert self._content is not None
-        found = self._content.get(rel)
-        return found is not None and all(c is None or bytes.fromhex(c) in self.index_chunks for c, _ in found[0])
 
     def _list_dir(self, path: str, rel: str, subdirs: list[tuple[str, str]]) -> tuple[list[Entry], list[str]]:
         """List and stat one directory's children, relative to an open descriptor of it (no path lookups)."""
@@ -164,16 +138,18 @@ class TreeWalk:
         try:
             dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as error:
-            self._fail(rel or ".", error)
+            self.tally.fail(rel or ".", error)
             return entries, []
         try:
             try:
                 names = sorted(os.listdir(dir_fd))
             except OSError as error:
-                self._fail(rel or ".", error)
+                self.tally.fail(rel or ".", error)
                 return entries, []
             prefix = f"{rel}/" if rel else ""
             lstat = os.lstat
+            racy_after = self.known.racy_after
+            others = self.known.others
             s_imode = stat.S_IMODE
             for name in names:
                 child = prefix + name
@@ -181,7 +157,7 @@ class TreeWalk:
                 try:
                     cst = lstat(name, dir_fd=dir_fd)
                 except OSError as error:
-                    self._fail(child, error)
+                    self.tally.fail(child, error)
                     continue
                 mode = cst.st_mode
                 if stat.S_ISREG(mode):
@@ -203,8 +179,8 @@ class TreeWalk:
                     if self._cached_or_queued(child_path, child, entry, cst, batch):
                         cached += 1
                     continue
-                if cst.st_ctime_ns < self._racy_after:
-                    self.new_others[child] = (mode, cst.st_mtime_ns, cst.st_ctime_ns, cst.st_ino)
+                if cst.st_ctime_ns < racy_after:
+                    others[child] = (mode, cst.st_mtime_ns, cst.st_ctime_ns, cst.st_ino)
                 if stat.S_ISDIR(mode):
                     entries.append(self._entry(child, child_path, cst, "d"))
                     dirs += 1
@@ -214,7 +190,7 @@ class TreeWalk:
                     try:
                         entry["l"] = os.readlink(name, dir_fd=dir_fd)
                     except OSError as error:
-                        self._fail(child, error)
+                        self.tally.fail(child, error)
                         continue
                     entries.append(entry)
                 elif stat.S_ISFIFO(mode):
@@ -224,17 +200,17 @@ class TreeWalk:
                     entry["r"] = cst.st_rdev
                     entries.append(entry)
                 else:
-                    with self._lock:
-                        self.warnings.append(f"{child}: skipped (a socket or unknown file type)")
+                    self.tally.warn(f"{child}: skipped (a socket or unknown file type)")
         finally:
             os.close(dir_fd)
         if batch:
-            self._queue.put(batch)
-        with self._lock:
-            self.files += files
-            self.dirs += dirs
-            self.bytes_scanned += scanned
-            self.files_done += cached
+            self.reader.submit(batch)
+        tally = self.tally
+        with tally.lock:
+            tally.files += files
+            tally.dirs += dirs
+            tally.bytes_scanned += scanned
+            tally.files_done += cached
         return entries, [sub_rel for _, sub_rel in subdirs]
 
     def _entry(self, rel: str, path: str, st: os.stat_result, kind: str, xattrs: bool = True) -> Entry:
@@ -251,5 +227,3 @@ class TreeWalk:
             if found:
                 entry["x"] = found
         return entry
-
-    # ---- the coroutine -------------------------------------------------------------------------------

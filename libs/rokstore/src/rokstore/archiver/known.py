@@ -1,0 +1,123 @@
+"""The node-local files cache as one snapshot uses it: what the last snapshot knew, what this one learns.
+
+A file whose stat signature is the cached one is not read again: its chunks come from the cache (checked
+against the index unless the cache is trusted, see :meth:`KnownFiles.load`). Only what was seen outside the
+racy window is remembered for next time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+
+from rokstore.repository.cache import CachedState, Content, FileCache, Signature
+from rokstore.repository.index import Index, Location
+from rokstore.repository.manifest import Entry
+
+ReadJob = tuple[str, str, Entry, os.stat_result]  # path, relative path, entry, stat
+
+
+class KnownFiles:
+    def __init__(
+        self,
+        cache: FileCache,
+        state: CachedState,
+        chunks: dict[bytes, Location],
+        trusted: bool,
+        content: dict[str, Content] | None,
+        racy_after: int,
+    ) -> None:
+        self.cache = cache
+        self.state = state
+        self.trusted = trusted
+        self.racy_after = racy_after
+        self._chunks = chunks
+        self._previous = state.files
+        self._content = content  # only when the cache is not trusted: each reused chunk is looked up
+        self.files: dict[str, Signature] = {}  # stat signatures of the files whose content is known
+        self.read: dict[str, Content] = {}  # content of the files read by this snapshot
+        self.others: dict[str, Signature] = {}  # signatures of the other entries (directories, symlinks, ...)
+        self.hits: list[ReadJob] = []  # files whose cached content is reused
+
+    @classmethod
+    async def load(cls, cache: FileCache, index: Index, racy_after: int) -> KnownFiles:
+        state = await asyncio.to_thread(cache.load)
+        # While the index files the cache was saved against all still exist (gc rewrites them), every
+        # chunk the cache names is still stored: no need to look each one up.
+        trusted = bool(state.index) and state.index <= index.files.keys()
+        content = None if trusted else await asyncio.to_thread(state.content)
+        return cls(cache, state, index.chunks, trusted, content, racy_after)
+
+    def unchanged(self, path: str, rel: str, entry: Entry, cst: os.stat_result) -> bool:
+        """True if the cache holds the file's chunks (the file is then a hit); otherwise it must be read."""
+        cached = self._previous.get(rel)
+        if (
+            cached is not None
+            and cached[0] == cst.st_size
+            and cached[1] == cst.st_mtime_ns
+            and cached[2] == cst.st_ctime_ns
+            and cached[3] == cst.st_ino
+            and (self._content is None or self._chunks_stored(rel))
+        ):
+            # Same ctime: neither content nor xattrs changed since the cached read. The content ("c", "x") is
+            # filled in after the walk, and only if the cached manifest cannot be reused (see fill_hits).
+            entry["s"] = cst.st_size
+            self.files[rel] = cached
+            self.hits.append((path, rel, entry, cst))
+            return True
+        return False
+
+    def _chunks_stored(self, rel: str) -> bool:
+        assert self._content is not None
+        found = self._content.get(rel)
+        return found is not None and all(c is None or bytes.fromhex(c) in self._chunks for c, _ in found[0])
+
+    def remember_read(self, rel: str, st: os.stat_result, content: list[list[object]], xattrs: dict[str, str]) -> None:
+        if st.st_ctime_ns < self.racy_after:
+            self.read[rel] = (content, xattrs)
+            self.files[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        # else: changed just before the snapshot started, within the file system's timestamp granularity;
+        # a write right after our read could leave (size, mtime, ctime) unchanged, so read it again next time.
+
+    def manifest_reusable(self, *, nothing_read: bool, clean: bool) -> bool:
+        """Whether the cached manifest is this snapshot's.
+
+        It is when nothing was read, nothing failed, every file the cache knew was found unchanged (so no file
+        was added or removed either) and every other entry has the signature it had (a directory's mtime and
+        ctime change when a name is added, removed or renamed in it, or its mode, owner or xattrs change).
+        """
+        state = self.state
+        return (
+            state.manifest is not None
+            and nothing_read
+            and clean
+            and len(self.hits) == len(state.files)
+            and self.others == state.others
+        )
+
+    def fill_hits(self, read: Callable[[str, str, Entry, os.stat_result], None]) -> None:
+        """Give the unchanged files their cached content; ``read`` those the (damaged) cache lacks after all."""
+        content = self.state.content()
+        for path, rel, entry, st in self.hits:
+            found = content.get(rel)
+            if found is None:  # damaged cache: read the file after all
+                del self.files[rel]
+                read(path, rel, entry, st)
+                continue
+            entry["c"] = found[0]
+            if found[1]:
+                entry["x"] = found[1]
+
+    def save(self, index_files: list[str], manifest: tuple[str, bytes] | None) -> None:
+        content = self.state.parts_with(self.read, [rel for _, rel, _, _ in self.hits])
+        self.cache.save(self.files, content, self.others, index_files, manifest)
+
+    def release(self) -> None:
+        self.hits = []
+        self.files = {}
+        self.read = {}
+        self.others = {}
+        self.state = CachedState()
+        self._previous = {}
+        self._content = None

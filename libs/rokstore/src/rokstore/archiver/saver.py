@@ -1,0 +1,115 @@
+"""Saving chunks: skip those the repository or this snapshot already has, compress the others, pack, upload.
+
+Called from the reader threads. Large files' chunks are hashed and compressed in a small CPU pool (BLAKE3 and
+zstd release the GIL) while their reader cuts the next one; full packs are uploaded by the event loop with a
+bounded number in flight, which holds back the readers when storage is slower than they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import threading
+
+import blake3
+from opentelemetry import trace
+
+from rokstore.archiver.tally import Tally
+from rokstore.repository.backends import Backend
+from rokstore.repository.index import Location
+from rokstore.repository.packs import Packer, SealedPack, compress, pack_key
+
+tracer = trace.get_tracer("rokstore")
+
+PACKS_IN_FLIGHT = 2
+COMPRESS_SLOTS = 6  # chunks of large files queued or being hashed and compressed at once
+
+
+class ChunkSaver:
+    """Create it on the event loop, inside the snapshot's span: uploads run there, in that span's context."""
+
+    def __init__(self, backend: Backend, stored: dict[bytes, Location], tally: Tally) -> None:
+        self.backend = backend
+        self.tally = tally
+        self.written: list[SealedPack] = []  # uploaded packs, without their data
+        self._stored = stored  # the repository's index
+        self._pending: set[bytes] = set()  # new chunks of this snapshot
+        self._uploads: list[concurrent.futures.Future[None]] = []
+        self._inflight = threading.BoundedSemaphore(PACKS_IN_FLIGHT)
+        self._compress_slots = threading.BoundedSemaphore(COMPRESS_SLOTS)
+        self._loop = asyncio.get_running_loop()
+        self._context = contextvars.copy_context()
+        self._cpu = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="rok-zstd")
+        self.packer = Packer(self._emit)
+
+    def save(self, chunk: bytes, data: bytes | memoryview) -> None:
+        """Compress and pack a chunk unless the repository or this snapshot already has it."""
+        if chunk in self._stored:
+            return
+        tally = self.tally
+        with tally.lock:
+            if chunk in self._pending:
+                return
+            self._pending.add(chunk)
+            tally.bytes_new += len(data)
+        stored, flags = compress(data)
+        if isinstance(stored, memoryview):
+            stored = bytes(stored)
+        self.packer.add(chunk, stored, len(data), flags)
+
+    def submit(self, data: memoryview) -> concurrent.futures.Future[str]:
+        """Hash and save a chunk of a large file in the CPU pool; the future gives its id (hex)."""
+        self._compress_slots.acquire()
+        return self._cpu.submit(self._hash_and_save, data)
+
+    def _hash_and_save(self, data: memoryview) -> str:
+        try:
+            chunk = blake3.blake3(data).digest()
+            self.save(chunk, data)
+            return chunk.hex()
+        finally:
+            self._compress_slots.release()
+
+    def _emit(self, pack: SealedPack) -> None:
+        """Called from worker threads with a full pack; blocks while too many are in flight."""
+        self._inflight.acquire()
+        key = pack_key(pack.pack_id)
+        backend = self.backend
+        put_sync = getattr(backend, "put_sync", None)
+
+        async def upload() -> None:
+            try:
+                with tracer.start_as_current_span("rok.store.pack.upload") as span:
+                    span.set_attribute("rok.pack.id", pack.pack_id.hex())
+                    span.set_attribute("rok.bytes", len(pack.data))
+                    if put_sync is not None:
+                        await asyncio.to_thread(put_sync, key, pack.data)
+                    else:
+                        await backend.put(key, pack.data)
+                with self.tally.lock:
+                    self.written.append(SealedPack(pack.pack_id, b"", pack.blobs))
+                    self.tally.bytes_uploaded += len(pack.data)
+            finally:
+                self._inflight.release()
+
+        # Reader threads have an empty context: schedule the upload in the snapshot span's context.
+        self._uploads.append(self._context.copy().run(asyncio.run_coroutine_threadsafe, upload(), self._loop))
+
+    async def flush(self) -> None:
+        """Seal the last, partly filled pack and wait until every pack is stored."""
+        await asyncio.to_thread(self.packer.flush)
+        for upload in list(self._uploads):
+            await asyncio.wrap_future(upload)
+
+    async def close(self) -> None:
+        """Stop the CPU pool and wait for uploads still in flight (after a failure)."""
+        self._cpu.shutdown(wait=True, cancel_futures=True)
+        for upload in self._uploads:
+            if not upload.done():
+                await asyncio.wrap_future(upload)
+
+    def release(self) -> None:
+        """Drop the per-chunk structures now: the packer's callback makes this object part of a reference cycle."""
+        self._pending = set()
+        self._uploads = []
