@@ -1,4 +1,4 @@
-"""The events on the bus: one frozen pydantic model per subject (DESIGN §4).
+"""The events on the bus: one frozen pydantic model per subject (docs/events.md).
 
 Every event has an ``event_id`` that is *deterministic*: publishing the same fact twice yields the same id, so
 the stream's duplicate window (``Nats-Msg-Id``) drops the copy and every consumer can de-duplicate on it.

@@ -13,7 +13,7 @@ A consumer's payload is decoded once, into the model its subject carries (:func:
 to the handler as its first parameter, so a handler is typed by the event it takes and never parses the
 payload itself.
 
-Every consumer acks explicitly and decides each failure on purpose (DESIGN §4):
+Every consumer acks explicitly and decides each failure on purpose (docs/events.md):
 
 - the handler returns → ack;
 - :class:`~rokcommon.errors.PermanentError` or an invalid payload (bad JSON, unknown field, unsupported

@@ -1,4 +1,4 @@
-"""The JetStream streams and durable consumers, as code (DESIGN §4).
+"""The JetStream streams and durable consumers, as code (docs/events.md).
 
 Every stream uses file storage and a duplicate window long enough that a restarted publisher replaying
 history (the pipeline-watcher relisting workflows) is de-duplicated by ``Nats-Msg-Id``. Every consumer is

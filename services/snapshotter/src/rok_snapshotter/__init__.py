@@ -1,4 +1,4 @@
-"""rok snapshotter: snapshots the volumes of this node's pipeline steps into the store (DESIGN §2)."""
+"""rok snapshotter: snapshots the volumes of this node's pipeline steps into the store."""
 
 from rok_snapshotter.plan import SnapshotPlan, plan_for
 from rok_snapshotter.settings import SnapshotterSettings

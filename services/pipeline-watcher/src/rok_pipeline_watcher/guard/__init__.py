@@ -1,4 +1,4 @@
-"""The step guard (DESIGN §5): a native sidecar that holds a KFP step until its before-snapshot is
+"""The step guard (docs/step-guard.md): a native sidecar that holds a KFP step until its before-snapshot is
 committed, and holds the pod's end until its after-snapshot is committed.
 
 * :mod:`.admission` — the mutating webhook's decision: AdmissionReview in, JSON patch out;
