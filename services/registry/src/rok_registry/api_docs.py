@@ -2,7 +2,8 @@
 and in air-gapped clusters.
 
 FastAPI's own ``/docs`` and ``/redoc`` load Swagger UI and ReDoc from a CDN; the app turns them off and this
-module serves Swagger UI from the ``swagger-ui-bundle`` package (Apache-2.0) instead, rendering ``/api/openapi.json``.
+module serves Swagger UI 5 from the ``swagger-ui-bundle-v2`` package (import name ``swagger_ui_bundle``,
+Apache-2.0) instead, rendering ``/api/openapi.json``.
 """
 
 from __future__ import annotations
