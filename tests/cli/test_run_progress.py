@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from rok_pipeline_watcher.runner.progress import ProgressLines
 from rokcommon.events import RestoreProgress, RunRef, SnapshotCompleted, SnapshotStatsModel, VolumeRef
 
-from .stack import Stack
+from .stack import Stack, local_stack
+
+
+@pytest.fixture(scope="module")
+def own_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A system of its own: the run recorded here is no business of the shared stack's tests."""
+    with local_stack(tmp_path_factory.mktemp("rok-progress")) as stack:
+        yield stack
 
 
 def _pipeline(root: Path) -> Path:
@@ -24,9 +33,9 @@ def _pipeline(root: Path) -> Path:
 
 
 def test_rok_run_prints_each_volume_of_each_snapshot_and_the_clone_as_they_are_done(
-    stack: Stack, tmp_path: Path
+    own_stack: Stack, tmp_path: Path
 ) -> None:
-    result = stack.rok("run", str(_pipeline(tmp_path)))
+    result = own_stack.rok("run", str(_pipeline(tmp_path)))
     assert result.code == 0, result.err
     lines = result.err.splitlines()
     for version in (
