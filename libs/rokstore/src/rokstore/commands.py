@@ -82,7 +82,16 @@ def _tags(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-repo_option = click.option("--repo", "url", required=True, metavar="URL", help="file:///path or s3://bucket/prefix")
+# ROK_REPOSITORY is the services' store URL too, so `rok snapshot ls` on their machine needs no --repo (restic's habit).
+repo_option = click.option(
+    "--repo",
+    "url",
+    required=True,
+    envvar="ROK_REPOSITORY",
+    show_envvar=True,
+    metavar="URL",
+    help="file:///path or s3://bucket/prefix",
+)
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object on one line.")
 
 

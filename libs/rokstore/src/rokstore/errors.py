@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rokcommon.errors import PermanentError, RokError, TemporaryError
+from rokcommon.errors import InvalidRequest, NotFound, PermanentError, RokError, TemporaryError
 
 
 class StoreError(RokError):
@@ -17,7 +17,7 @@ class StoreUnavailable(StoreError, TemporaryError):
     """The object store cannot be reached right now (connection refused, timeout, 5xx): retry later."""
 
 
-class RepositoryNotFound(StorePermanentError):
+class RepositoryNotFound(StorePermanentError, NotFound):
     """No repository at the URL."""
 
 
@@ -33,11 +33,11 @@ class AccessDenied(StorePermanentError):
     """Credentials were rejected by the object store."""
 
 
-class InvalidRepositoryUrl(StorePermanentError):
+class InvalidRepositoryUrl(StorePermanentError, InvalidRequest):
     """A URL that is neither ``file:///abs/path`` nor ``s3://bucket/prefix``."""
 
 
-class SnapshotNotFound(StorePermanentError):
+class SnapshotNotFound(StorePermanentError, NotFound):
     """No snapshot matches the id or prefix the user gave (or the prefix is ambiguous)."""
 
 

@@ -24,6 +24,7 @@ from rokcommon.events import Event, Phase
 from rokcommon.registry_contract import Bucket, Lineage, Resolved, RunFile, SearchHit, Version
 from rokcommon.urls import format_url
 
+from rok_registry.api_docs import add_api_docs
 from rok_registry.queries import Queries
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,9 @@ def create_app(
     settings: Any = None,
 ) -> FastAPI:
     """The registry's HTTP app: the JSON API, health, and the web pages if ``rok_registry.web`` exists."""
-    app = FastAPI(title="rok registry", version="1", docs_url="/api/docs", openapi_url="/api/openapi.json")
+    # FastAPI's docs pages load their scripts from a CDN; ours are served from the package (rok_registry.api_docs)
+    app = FastAPI(title="rok registry", version="1", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    add_api_docs(app, openapi_url="/api/openapi.json")
     app.state.queries = queries
     app.state.publish = publish
     app.state.nats = nats

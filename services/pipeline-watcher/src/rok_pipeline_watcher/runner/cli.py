@@ -20,11 +20,13 @@ def run(pipeline_file: Path, timeout: float) -> None:
     """Run PIPELINE_FILE (see docs/pipelines.md): snapshot and clone the notebook's volumes, then the steps."""
     import asyncio
 
+    from rokcommon.connection import connect as connect_or_fail
     from rokcommon.logs import setup_logging
 
     from rok_pipeline_watcher.runner.engine import Runner
     from rok_pipeline_watcher.runner.nats_bus import NatsBus
     from rok_pipeline_watcher.runner.pipeline import load
+    from rok_pipeline_watcher.runner.progress import follow_progress
     from rok_pipeline_watcher.settings import LocalRunSettings
 
     settings = LocalRunSettings()
@@ -32,6 +34,8 @@ def run(pipeline_file: Path, timeout: float) -> None:
     pipeline = load(pipeline_file)
 
     async def main() -> None:
+        # the run's own connection retries for ever (right once it runs); without a bus, say so now (exit 75)
+        await (await connect_or_fail(settings, name="rok-run")).close()
         async with NatsBus(settings) as bus:
             runner = Runner(
                 pipeline,
@@ -44,7 +48,10 @@ def run(pipeline_file: Path, timeout: float) -> None:
                 report=lambda line: click.echo(line, err=True),
             )
             try:
-                await runner.run()
+                async with follow_progress(
+                    settings, runner.workflow.uid, report=lambda line: click.echo(line, err=True)
+                ):
+                    await runner.run()
             finally:
                 versions = runner.result.versions
                 if versions:
