@@ -9,7 +9,8 @@ Revises: 0001
 Create Date: 2026-12-01
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -21,8 +22,8 @@ depends_on = None
 
 # column → the separator it was joined with before this revision, and its type then
 JOINED = {"volumes": "\n", "event_tags": ",", "tags": ","}
-TEXT = {"volumes": sa.Text(), "event_tags": sa.String(64), "tags": sa.String(64)}
-JSON = {name: sa.JSON() for name in JOINED}
+TEXT: Mapping[str, sa.types.TypeEngine[Any]] = {"volumes": sa.Text(), "event_tags": sa.String(64), "tags": sa.String(64)}
+JSON: Mapping[str, sa.types.TypeEngine[Any]] = {name: sa.JSON() for name in JOINED}
 BATCH = 1000
 
 
@@ -35,7 +36,10 @@ def downgrade() -> None:
 
 
 def _replace(
-    old: dict[str, sa.types.TypeEngine], new: dict[str, sa.types.TypeEngine], default: str, convert: Callable
+    old: Mapping[str, sa.types.TypeEngine[Any]],
+    new: Mapping[str, sa.types.TypeEngine[Any]],
+    default: str,
+    convert: Callable[[str, Any], Any],
 ) -> None:
     """Replace each column of ``JOINED`` in ``versions`` (of type ``old``) by one of type ``new``, every row's
     value converted by ``convert(name, value)``."""
