@@ -10,7 +10,8 @@ import pytest
 from registry_testkit import RunScript
 from rok_registry.database import Database
 from rok_registry.queries import Queries
-from rok_registry.recorder import Commit, Recorder
+from rok_registry.recorder import Recorder
+from rok_registry.settling import Commit
 from rokcommon.errors import PermanentError
 from rokcommon.events import Event, RunFinished, RunStarted, SnapshotCompleted, StepStarted
 from rokcommon.registry_contract import Lineage

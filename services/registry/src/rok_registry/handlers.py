@@ -29,7 +29,8 @@ from rokcommon.registry_contract import QUERIES, Query, Reply, error_body
 from rokcommon.service import Service
 
 from rok_registry.queries import Queries
-from rok_registry.recorder import Commit, Recorder
+from rok_registry.recorder import Recorder
+from rok_registry.settling import Commit
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("rok_registry")

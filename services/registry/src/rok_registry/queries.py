@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rok_registry import views
 from rok_registry.database import Database
-from rok_registry.tables import BucketRow, FileRow, NamespaceRow, StepRow, VersionRow
+from rok_registry.tables import BucketRow, NamespaceRow, RunRow, StepRow, VersionRow
 
 T = TypeVar("T")
 
@@ -81,11 +81,11 @@ class Queries:
 
     async def list_buckets(self, namespace: str) -> list[Bucket]:
         async with self.db.reading() as s:
-            files = select(FileRow.bucket_id, func.count().label("n")).group_by(FileRow.bucket_id).subquery()
+            runs = select(RunRow.bucket_id, func.count().label("n")).group_by(RunRow.bucket_id).subquery()
             rows = await s.execute(
-                select(BucketRow, func.coalesce(files.c.n, 0))
+                select(BucketRow, func.coalesce(runs.c.n, 0))
                 .join(NamespaceRow, BucketRow.namespace_id == NamespaceRow.id)
-                .outerjoin(files, files.c.bucket_id == BucketRow.id)
+                .outerjoin(runs, runs.c.bucket_id == BucketRow.id)
                 .where(NamespaceRow.name == namespace)
                 .order_by(BucketRow.created_at.desc(), BucketRow.name)
             )
@@ -96,16 +96,16 @@ class Queries:
             b = await self._bucket(s, namespace, bucket)
             counts = select(VersionRow.file_id, func.count().label("n")).group_by(VersionRow.file_id).subquery()
             rows = await s.execute(
-                select(FileRow, func.coalesce(counts.c.n, 0))
-                .outerjoin(counts, counts.c.file_id == FileRow.id)
-                .where(FileRow.bucket_id == b.id)
-                .order_by(FileRow.started_at.desc(), FileRow.name)
+                select(RunRow, func.coalesce(counts.c.n, 0))
+                .outerjoin(counts, counts.c.file_id == RunRow.id)
+                .where(RunRow.bucket_id == b.id)
+                .order_by(RunRow.started_at.desc(), RunRow.name)
             )
-            return [views.run_file(f, n) for f, n in rows.all()]
+            return [views.run_file(r, n) for r, n in rows.all()]
 
     async def list_versions(self, namespace: str, bucket: str, file: str) -> list[Version]:
         async with self.db.reading() as s:
-            run = await self._file(s, namespace, bucket, file)
+            run = await self._run(s, namespace, bucket, file)
             return [views.version(v) for v in views.in_order(await self._versions(s, run.id))]
 
     # --- one version --------------------------------------------------------------------------------------
@@ -137,7 +137,7 @@ class Queries:
     ) -> Version | None:
         """The version of a run's step and phase (latest attempt unless one is given), or None if not recorded."""
         async with self.db.reading() as s:
-            run = (await s.execute(select(FileRow).where(FileRow.workflow_uid == workflow_uid))).scalar_one_or_none()
+            run = (await s.execute(select(RunRow).where(RunRow.workflow_uid == workflow_uid))).scalar_one_or_none()
             if run is None or run.bucket_id is None:
                 return None
             if run.namespace.name != namespace:
@@ -155,7 +155,7 @@ class Queries:
     async def lineage(self, namespace: str, bucket: str, file: str) -> Lineage:
         """A run's initial version, then its steps in the order they started, with before and after versions."""
         async with self.db.reading() as s:
-            run = await self._file(s, namespace, bucket, file)
+            run = await self._run(s, namespace, bucket, file)
             versions = await self._versions(s, run.id)
             steps = (await s.execute(select(StepRow).where(StepRow.file_id == run.id))).scalars().all()
         by_key = {(v.step_key, v.attempt, v.phase): views.version(v) for v in versions}
@@ -198,19 +198,19 @@ class Queries:
                 .limit(limit)
             )
             hits += [views.bucket_hit(b) for b in buckets.scalars()]
-            fields = (FileRow.name, FileRow.run_name, FileRow.run_id, FileRow.pipeline_name, FileRow.workflow_uid)
-            files = await s.execute(
-                select(FileRow)
-                .join(NamespaceRow, FileRow.namespace_id == NamespaceRow.id)
-                .where(ns, FileRow.bucket_id.is_not(None), or_(*(like(f) for f in fields)))
+            fields = (RunRow.name, RunRow.run_name, RunRow.run_id, RunRow.pipeline_name, RunRow.workflow_uid)
+            runs = await s.execute(
+                select(RunRow)
+                .join(NamespaceRow, RunRow.namespace_id == NamespaceRow.id)
+                .where(ns, RunRow.bucket_id.is_not(None), or_(*(like(f) for f in fields)))
                 .limit(limit)
             )
-            hits += [views.file_hit(f) for f in files.scalars()]
+            hits += [views.file_hit(r) for r in runs.scalars()]
             versions = await s.execute(
                 select(VersionRow)
-                .join(FileRow, VersionRow.file_id == FileRow.id)
-                .join(NamespaceRow, FileRow.namespace_id == NamespaceRow.id)
-                .where(ns, FileRow.bucket_id.is_not(None), like(VersionRow.id))
+                .join(RunRow, VersionRow.file_id == RunRow.id)
+                .join(NamespaceRow, RunRow.namespace_id == NamespaceRow.id)
+                .where(ns, RunRow.bucket_id.is_not(None), like(VersionRow.id))
                 .limit(limit)
             )
             hits += [views.version_hit(v) for v in versions.scalars()]
@@ -230,24 +230,25 @@ class Queries:
             raise NotFound(f"no bucket {name!r} in namespace {namespace!r}")
         return row
 
-    async def _file(self, s: AsyncSession, namespace: str, bucket: str, name: str) -> FileRow:
+    async def _run(self, s: AsyncSession, namespace: str, bucket: str, name: str) -> RunRow:
+        """The run a URL names by its bucket and file name."""
         b = await self._bucket(s, namespace, bucket)
         row = (
-            await s.execute(select(FileRow).where(FileRow.bucket_id == b.id, FileRow.name == name))
+            await s.execute(select(RunRow).where(RunRow.bucket_id == b.id, RunRow.name == name))
         ).scalar_one_or_none()
         if row is None:
             raise NotFound(f"no run {name!r} in bucket {bucket!r} of namespace {namespace!r}")
         return row
 
-    async def _versions(self, s: AsyncSession, file_id: int) -> list[VersionRow]:
-        return list((await s.execute(select(VersionRow).where(VersionRow.file_id == file_id))).scalars().all())
+    async def _versions(self, s: AsyncSession, run_id: int) -> list[VersionRow]:
+        return list((await s.execute(select(VersionRow).where(VersionRow.file_id == run_id))).scalars().all())
 
     async def _version_at(self, s: AsyncSession, namespace: str, url: str) -> VersionRow:
         where = _scoped(namespace, url)
         if where.version is None:
             raise InvalidRequest(f"{url!r} names no version: add ?version=<id>")
         row = (await s.execute(select(VersionRow).where(VersionRow.id == where.version))).scalar_one_or_none()
-        run = row.file if row else None
+        run = row.run if row else None
         if row is None or run is None or run.bucket is None:
             raise NotFound(f"no version {where.version!r} in namespace {namespace!r} ({url})")
         if run.namespace.name != namespace:
@@ -262,7 +263,7 @@ class Queries:
         if where.version is not None:
             return views.version_hit(await self._in_session(lambda s: self._version_at(s, namespace, url)))
         if where.file is not None:
-            return views.file_hit(await self._in_session(lambda s: self._file(s, namespace, where.bucket, where.file)))
+            return views.file_hit(await self._in_session(lambda s: self._run(s, namespace, where.bucket, where.file)))
         return views.bucket_hit(await self._in_session(lambda s: self._bucket(s, namespace, where.bucket)))
 
     async def _in_session(self, lookup: Callable[[AsyncSession], Awaitable[T]]) -> T:

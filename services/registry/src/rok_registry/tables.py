@@ -1,7 +1,8 @@
 """The registry's SQL schema (SQLAlchemy 2 ORM). Migrations in ``migrations/versions`` create exactly this.
 
-namespace ─< bucket (one per experiment) ─< file (one per run) ─< version (one per snapshot of a step's
-volumes) ─< member (one per volume, workspace first); file ─< step (one per attempt of a workflow node).
+namespace ─< bucket (one per experiment) ─< file (one per run: :class:`RunRow`) ─< version (one per snapshot of a
+step's volumes) ─< member (one per volume, workspace first); file ─< step (one per attempt of a workflow node).
+Lists (a version's volumes and tags) are JSON arrays.
 
 Every row has a natural key with a unique constraint, so that recording an event is an upsert: redelivered,
 duplicated and reordered events end in the same rows.
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Dialect, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -65,8 +66,11 @@ class BucketRow(Base):
     namespace: Mapped[NamespaceRow] = relationship(lazy="joined")
 
 
-class FileRow(Base):
-    """A run. ``bucket_id`` and ``name`` stay empty until its ``RunStarted`` is recorded (it may come late)."""
+class RunRow(Base):
+    """A run; its table is ``files``, as a run is a file in the registry's URLs.
+
+    ``bucket_id`` and ``name`` stay empty until its ``RunStarted`` is recorded (it may come late).
+    """
 
     __tablename__ = "files"
     __table_args__ = (UniqueConstraint("bucket_id", "name", name="uq_files_name"),)
@@ -119,21 +123,17 @@ class VersionRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     phase: Mapped[str] = mapped_column(String(16))
     step_name: Mapped[str | None] = mapped_column(String(253))
-    volumes: Mapped[str] = mapped_column(Text, default="")  # names of every volume, workspace first, "\n"-joined
-    event_tags: Mapped[str] = mapped_column(String(64), default="")  # tags the snapshotter sent, ","-joined
-    tags: Mapped[str] = mapped_column(String(64), default="")  # what the registry decided, ","-joined
+    volumes: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")  # every volume, workspace first
+    event_tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")  # the snapshotter's, sorted
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")  # what the registry decided
     status: Mapped[str] = mapped_column(String(16), default="pending")
     best_effort: Mapped[bool] = mapped_column(Boolean, default=False)
     taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     committed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # recorded whole and named: announced
 
-    file: Mapped[FileRow] = relationship(lazy="joined")
+    run: Mapped[RunRow] = relationship(lazy="joined")
     members: Mapped[list[MemberRow]] = relationship(lazy="selectin", order_by="MemberRow.position")
-
-    @property
-    def volume_names(self) -> list[str]:
-        return [v for v in self.volumes.split("\n") if v]
 
 
 class MemberRow(Base):

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from rokcommon.registry_contract import Bucket, FailedVolume, Member, RunFile, SearchHit, Step, Version
 from rokcommon.urls import format_url
 
-from rok_registry.tables import BucketRow, FileRow, MemberRow, VersionRow
+from rok_registry.tables import BucketRow, MemberRow, RunRow, VersionRow
 
 _LATER = datetime.max.replace(tzinfo=UTC)
 
@@ -24,7 +24,7 @@ def bucket(row: BucketRow, files: int = 0) -> Bucket:
     )
 
 
-def run_file(row: FileRow, versions: int = 0) -> RunFile:
+def run_file(row: RunRow, versions: int = 0) -> RunFile:
     assert row.bucket is not None and row.name is not None
     ns = row.namespace.name
     return RunFile(
@@ -45,7 +45,7 @@ def run_file(row: FileRow, versions: int = 0) -> RunFile:
 
 
 def version(row: VersionRow) -> Version:
-    run = row.file
+    run = row.run
     assert run.bucket is not None and run.name is not None
     ns, bucket = run.namespace.name, run.bucket.name
     url = format_url(ns, bucket, run.name, row.id)
@@ -66,11 +66,11 @@ def version(row: VersionRow) -> Version:
         step_name=row.step_name,
         attempt=row.attempt,
         phase=row.phase,
-        tags=tuple(t for t in row.tags.split(",") if t),
+        tags=tuple(row.tags),
         taken_at=row.taken_at,
         status=row.status,
         best_effort=row.best_effort,
-        volumes=tuple(row.volume_names),
+        volumes=tuple(row.volumes),
         members=members,
         failed=failed,
         size=sum(m.size for m in members),
@@ -97,7 +97,7 @@ def bucket_hit(row: BucketRow) -> SearchHit:
     return SearchHit(kind="bucket", url=b.url, title=row.experiment or row.name, bucket=row.name)
 
 
-def file_hit(row: FileRow) -> SearchHit:
+def file_hit(row: RunRow) -> SearchHit:
     f = run_file(row)
     return SearchHit(kind="file", url=f.url, title=row.run_name or row.run_id, bucket=f.bucket, file=f.name)
 
