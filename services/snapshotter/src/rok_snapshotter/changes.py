@@ -1,0 +1,45 @@
+"""What a volume's new snapshot changed since the volume's previous one: the bounded summary sent with it.
+
+The previous snapshot of a volume is the one this snapshotter last took of the same content (the volume's
+``cache_key``: the PV in a cluster, the path locally) into the same repository; :class:`Latest` remembers it.
+The summary is computed by the store engine's diff, which reads only the two manifests. A summary that cannot be
+computed (the store did not answer) is left out rather than failing the snapshot: the snapshot itself is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+from rokcommon.events import SnapshotChanges
+from rokstore import Repository
+
+log = logging.getLogger(__name__)
+
+
+class Latest(Protocol):
+    """The last snapshot taken of each volume, per repository."""
+
+    async def latest(self, repository: str, cache_key: str) -> str | None: ...
+    async def remember(self, repository: str, cache_key: str, snapshot_id: str) -> None: ...
+
+
+async def store_diff(repo: Repository, a: str, b: str) -> tuple[list[str], list[str], list[str]]:
+    """The paths added, removed and changed from snapshot ``a`` to ``b``: the one call of the store's diff."""
+    d = await repo.diff(a, b)
+    return list(d.added), list(d.removed), list(d.changed)
+
+
+async def changes_since(repo: Repository, parent: str | None, snapshot_id: str) -> SnapshotChanges | None:
+    """The summary of ``snapshot_id`` against ``parent`` (None: a first snapshot, nothing to compare with)."""
+    if parent is None:
+        return SnapshotChanges(parent=None)
+    if parent == snapshot_id:
+        return SnapshotChanges(parent=parent)
+    try:
+        added, removed, changed = await store_diff(repo, parent, snapshot_id)
+    except Exception as error:  # the snapshot is stored; only its summary is missing
+        reason = f"{type(error).__name__}: {error}"
+        log.warning("no change summary for snapshot %s against %s: %s", snapshot_id, parent, reason)
+        return None
+    return SnapshotChanges.between(parent, added, removed, changed)
