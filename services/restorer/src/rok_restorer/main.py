@@ -8,7 +8,7 @@ import logging
 
 from rokcommon.service import Service
 
-from rok_restorer import handlers
+from rok_restorer import diffs, handlers
 from rok_restorer.outcome_store import KvOutcomes
 from rok_restorer.registry import RegistryCatalog
 from rok_restorer.restoring import Restorer
@@ -38,6 +38,8 @@ def build(settings: RestorerSettings | None = None) -> Service:
         meter=service.instruments,
     )
     handlers.register(service, restorer, settings)
+    catalog = RegistryCatalog(lambda: service.broker.connection, timeout=settings.registry_timeout)
+    diffs.register(service, diffs.Differ(catalog, cache_dir=settings.state_dir / "cache"))
     return service
 
 
