@@ -1,4 +1,5 @@
-"""The restorer's composition root: settings → service, registry client, outcome store, targets → consumer."""
+"""The restorer's composition root: settings → service, registry client, outcome store, targets → consumer;
+and the responder that answers full diffs of two versions."""
 
 from __future__ import annotations
 
