@@ -30,7 +30,7 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 _LATEST = datetime.max.replace(tzinfo=UTC)
-DIFF_LINES = 200  # paths listed per volume and kind; the rest is counted
+DIFF_LINES = 200  # paths the compare page lists per volume and kind; the rest is counted
 
 
 templates.env.filters["size"] = size
@@ -96,7 +96,7 @@ async def lineage_page(request: Request, bucket: str, file: str, queries: Any = 
     except RokError as error:
         return _error_page(request, error)
     steps = [(step, _step_changes(step)) for step in ordered]
-    return _page(request, "lineage.html", bucket=bucket, file=file, lineage=lineage, steps=steps, limit=DIFF_LINES)
+    return _page(request, "lineage.html", bucket=bucket, file=file, lineage=lineage, steps=steps)
 
 
 def _started(step: Step) -> tuple[datetime, datetime, datetime]:
