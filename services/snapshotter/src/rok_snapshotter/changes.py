@@ -1,7 +1,9 @@
 """What a volume's new snapshot changed since the volume's previous one: the bounded summary sent with it.
 
-The previous snapshot of a volume is the one this snapshotter last took of the same content (the volume's
-``cache_key``: the PV in a cluster, the path locally) into the same repository; :class:`Latest` remembers it.
+The previous snapshot of a volume is the latest one any snapshotter took of the same content (the volume's
+``cache_key``: the PV in a cluster, the path locally) into the same repository; :class:`Latest` remembers it (the
+snapshotter's records bucket, kept as long as its entries live: a volume not snapshotted for longer than that
+counts as snapshotted for the first time).
 The summary is computed by the store engine's diff, which reads only the two manifests. A summary that cannot be
 computed (the store did not answer) is left out rather than failing the snapshot: the snapshot itself is stored.
 """
