@@ -66,6 +66,24 @@ def test_the_lineage_shows_the_steps_in_order_with_their_versions_and_what_each_
     expect(prepare_data.locator("li.added")).to_have_text(["+ points.csv"])
 
 
+def test_compare_in_full_lists_every_path_a_step_changed_as_the_restorer_computed_it(page: Page, stack: Stack) -> None:
+    page.goto(_run_path(stack) + "/lineage")
+    page.locator('li.step[data-step="train"] a.compare-link').click()
+    expect(page.locator("h1")).to_have_text("Compare two versions")
+    assert page.locator("input[name=a]").input_value() == stack.committed[("train", "before")].url
+    assert page.locator("input[name=b]").input_value() == stack.committed[("train", "after")].url
+    workspace = page.locator('#compare .volume-changes[data-volume="workspace"]')
+    expect(workspace.locator("li.added")).to_have_text(["+ model.json"])
+    expect(workspace.locator("li.changed")).to_have_text(["~ notes.txt"])
+    expect(page.locator('#compare .volume-changes[data-volume="data"] .unchanged')).to_be_visible()
+    expect(page.locator("#compare .total")).to_have_text("2 path(s) changed")
+
+
+def test_comparing_a_malformed_url_says_what_is_wrong(page: Page, stack: Stack) -> None:
+    page.goto("/compare?a=rok%3A%2F%2Fnot-a-url&b=rok%3A%2F%2Fnot-either")
+    expect(page.locator("h1")).to_have_text("Not understood")
+
+
 def test_searching_a_url_opens_its_run_with_the_version_marked(page: Page, stack: Stack) -> None:
     commit = stack.committed[("install", "before")]
     page.goto("/")

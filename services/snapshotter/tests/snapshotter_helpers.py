@@ -99,3 +99,6 @@ class ObservedRepository:
 
     async def close(self) -> None:
         await self._handle.close()
+
+    async def diff(self, a: str, b: str) -> Any:
+        return await self._handle.diff(a, b)

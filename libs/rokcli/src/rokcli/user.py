@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 from nats.aio.client import Client
 from rokcommon.connection import connect
+from rokcommon.diffs import VolumeChanges, request_diff
 from rokcommon.errors import Forbidden, NotFound, TemporaryError
 from rokcommon.humanize import size, when
 from rokcommon.registry_client import RegistryClient
@@ -24,7 +25,6 @@ from rokcommon.registry_contract import RunFile
 from rokcommon.settings import RokSettings
 from rokcommon.urls import InvalidUrl, parse_url
 
-from rokcli.diffs import VolumeChanges, diff_members
 from rokcli.tables import echo_json, file_row, print_table, step_label
 
 T = TypeVar("T")
@@ -211,14 +211,14 @@ def show(url: str, as_json: bool) -> None:
 def diff(url_a: str, url_b: str, as_json: bool) -> None:
     """What changed from version URL_A to version URL_B: paths added (+), removed (-) and changed (~), per volume.
 
-    Give a step's before- and after-version to see what that step changed.
+    Give a step's before- and after-version to see what that step changed. The store is read by the restorer,
+    which answers over the bus.
     """
     check_url(url_a)
     check_url(url_b)
 
     async def go(nc: Client, registry: RegistryClient) -> list[VolumeChanges]:
-        a, b = await asyncio.gather(registry.resolve(url_a), registry.resolve(url_b))
-        return await diff_members(a.members, b.members)
+        return await request_diff(nc, registry.namespace, url_a, url_b)
 
     changes = run(go)
     if as_json:

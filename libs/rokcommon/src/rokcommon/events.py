@@ -188,6 +188,49 @@ class SnapshotStatsModel(Model):
     incomplete: bool = False
 
 
+CHANGED_PATHS_LISTED = 200  # paths a SnapshotChanges lists per kind; the rest are only counted
+
+
+class SnapshotChanges(Model):
+    """What a volume's snapshot changed relative to the volume's previous snapshot, bounded in size.
+
+    ``parent`` is the previous snapshot of the same volume in the same repository, or None when none is known
+    (the volume's first snapshot): then there is nothing to compare with and every count is 0. The counts are
+    exact; ``added``/``removed``/``changed`` list at most the first :data:`CHANGED_PATHS_LISTED` paths of each
+    kind (in path order), and ``truncated`` says that some were left out.
+    """
+
+    parent: str | None = None
+    added_count: int = Field(default=0, ge=0)
+    removed_count: int = Field(default=0, ge=0)
+    changed_count: int = Field(default=0, ge=0)
+    added: tuple[str, ...] = Field(default=(), max_length=CHANGED_PATHS_LISTED)
+    removed: tuple[str, ...] = Field(default=(), max_length=CHANGED_PATHS_LISTED)
+    changed: tuple[str, ...] = Field(default=(), max_length=CHANGED_PATHS_LISTED)
+    truncated: bool = False
+
+    @classmethod
+    def between(
+        cls, parent: str | None, added: list[str], removed: list[str], changed: list[str], *, limit: int = 0
+    ) -> SnapshotChanges:
+        """The summary of a full diff against ``parent``, listing at most ``limit`` (default: the bound) per kind."""
+        limit = min(limit or CHANGED_PATHS_LISTED, CHANGED_PATHS_LISTED)
+        return cls(
+            parent=parent,
+            added_count=len(added),
+            removed_count=len(removed),
+            changed_count=len(changed),
+            added=tuple(added[:limit]),
+            removed=tuple(removed[:limit]),
+            changed=tuple(changed[:limit]),
+            truncated=max(len(added), len(removed), len(changed)) > limit,
+        )
+
+    @property
+    def count(self) -> int:
+        return self.added_count + self.removed_count + self.changed_count
+
+
 # --- run and step events (published by the pipeline-watcher) ----------------------------------------------
 
 
@@ -345,6 +388,7 @@ class SnapshotCompleted(Event):
     best_effort: bool = False
     node: Name
     taken_at: AwareDatetime
+    changes: SnapshotChanges | None = None  # None: not computed (an older snapshotter, or the diff failed)
 
     @property
     def key(self) -> VersionKey:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
-from rokcommon.events import Model, Name, Outcome, Phase, Tag
+from rokcommon.events import Model, Name, Outcome, Phase, SnapshotChanges, Tag
 
 VersionStatus = Literal["pending", "complete", "partial"]  # pending: not every volume recorded yet
 RunStatus = Literal["running", "succeeded", "failed", "error"]
@@ -64,6 +64,7 @@ class Member(Model):
     bytes_new: int = 0  # bytes this snapshot stored that the repository did not hold before
     files: int = 0
     url: str
+    changes: SnapshotChanges | None = None  # what the snapshot changed since the volume's previous one, if recorded
 
 
 class FailedVolume(Model):

@@ -22,6 +22,9 @@ RESTORE_FAILED = "rok.restore.failed.v1"
 RESTORE_PROGRESS = "rok.restore.progress.v1"  # + .<request id>; core NATS only, never stored
 DEAD_LETTER = "rok.dlq.v1"  # + .<stream>.<consumer>
 
+# Request-reply: the full diff between two versions, answered by a service that holds the store (the restorer)
+STORE_DIFF = "rok.store.diff.v1"
+
 # Request-reply queries answered by the registry: rok.registry.<query>.v1
 REGISTRY_QUERY_PREFIX = "rok.registry"
 

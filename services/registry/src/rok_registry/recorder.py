@@ -116,6 +116,7 @@ class Recorder:
                     "bytes_new": event.stats.bytes_new,
                     "files": event.stats.files,
                     "taken_at": event.taken_at,
+                    "changes": event.changes.model_dump(mode="json") if event.changes is not None else None,
                 }
                 version.best_effort = version.best_effort or event.best_effort
                 version.event_tags = sorted(set(version.event_tags) | set(event.tags))

@@ -11,6 +11,7 @@ duplicated and reordered events end in the same rows.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -156,3 +157,4 @@ class MemberRow(Base):
     reason: Mapped[str | None] = mapped_column(Text)
     node: Mapped[str | None] = mapped_column(String(253))
     taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    changes: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # SnapshotChanges, as the snapshotter sent it

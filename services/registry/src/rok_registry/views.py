@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from rokcommon.events import SnapshotChanges
 from rokcommon.registry_contract import Bucket, FailedVolume, Member, RunFile, SearchHit, Step, Version
 from rokcommon.urls import format_url
 
@@ -89,6 +90,7 @@ def member(row: MemberRow, ns: str, bucket: str, file: str, version: str) -> Mem
         bytes_new=row.bytes_new,
         files=row.files,
         url=format_url(ns, bucket, file, version, row.volume),
+        changes=SnapshotChanges.model_validate(row.changes) if row.changes is not None else None,
     )
 
 

@@ -1,4 +1,5 @@
-"""The restorer's composition root: settings → service, registry client, outcome store, targets → consumer."""
+"""The restorer's composition root: settings → service, registry client, outcome store, targets → consumer;
+and the responder that answers full diffs of two versions."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import logging
 
 from rokcommon.service import Service
 
-from rok_restorer import handlers
+from rok_restorer import diffs, handlers
 from rok_restorer.outcome_store import KvOutcomes
 from rok_restorer.registry import RegistryCatalog
 from rok_restorer.restoring import Restorer
@@ -38,6 +39,8 @@ def build(settings: RestorerSettings | None = None) -> Service:
         meter=service.instruments,
     )
     handlers.register(service, restorer, settings)
+    catalog = RegistryCatalog(lambda: service.broker.connection, timeout=settings.registry_timeout)
+    diffs.register(service, diffs.Differ(catalog, cache_dir=settings.state_dir / "cache"))
     return service
 
 

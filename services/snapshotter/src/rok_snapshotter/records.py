@@ -2,10 +2,14 @@
 
 A redelivered event (the snapshotter crashed after snapshotting but before acking, or JetStream timed out)
 finds its record here and re-publishes the very same ``SnapshotCompleted`` instead of snapshotting again.
+The same bucket remembers the latest snapshot of each volume (``latest.<hash of repository and cache key>``),
+the parent the next snapshot of that volume is compared with.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 
 from nats.js import JetStreamContext
@@ -28,3 +32,18 @@ class SnapshotRecords:
 
     async def put(self, key: str, event: SnapshotCompleted) -> None:
         await self._bucket.put(key, event.model_dump_json().encode())
+
+    async def latest(self, repository: str, cache_key: str) -> str | None:
+        value = await self._bucket.get(_latest_key(repository, cache_key))
+        if not value:
+            return None
+        snapshot_id = json.loads(value).get("snapshot_id")
+        return snapshot_id if isinstance(snapshot_id, str) else None
+
+    async def remember(self, repository: str, cache_key: str, snapshot_id: str) -> None:
+        doc = {"repository": repository, "cache_key": cache_key, "snapshot_id": snapshot_id}
+        await self._bucket.put(_latest_key(repository, cache_key), json.dumps(doc).encode())
+
+
+def _latest_key(repository: str, cache_key: str) -> str:
+    return "latest." + hashlib.sha256(f"{repository}\0{cache_key}".encode()).hexdigest()[:40]

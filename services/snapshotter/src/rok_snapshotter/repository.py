@@ -13,7 +13,9 @@ from rokstore import (
     Repository,
     RepositoryExists,
     RepositoryNotFound,
+    SnapshotDiff,
     SnapshotStats,
+    diff,
     init_repository,
     open_repository,
     snapshot,
@@ -43,6 +45,10 @@ class RepositoryHandle:
     ) -> SnapshotStats:
         """Snapshot the directory ``path`` into the repository (opened first if it is not yet)."""
         return await snapshot(await self.get(), path, tags=tags, cache_key=cache_key, progress=progress)
+
+    async def diff(self, a: str, b: str) -> SnapshotDiff:
+        """What changed from snapshot ``a`` to ``b`` (paths added, removed and changed)."""
+        return await diff(await self.get(), a, b)
 
     async def _open(self) -> Repository:
         try:

@@ -2,7 +2,8 @@
 
 For every volume of the event: if its snapshot is already recorded (a redelivery), the recorded
 ``SnapshotCompleted`` is published again; otherwise the volume is located, snapshotted into the repository,
-recorded, then announced. Recording before announcing means a crash in between cannot lead to a second,
+recorded, then announced, with a summary of what changed since the volume's previous snapshot
+(:mod:`rok_snapshotter.changes`). Recording before announcing means a crash in between cannot lead to a second,
 different snapshot of the same fact. Volumes run in parallel, at most ``concurrency`` at once on this node,
 whatever event they belong to.
 
@@ -24,15 +25,16 @@ from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import Event, SnapshotCompleted, VolumeRef, now
 from rokcommon.keepalive import Heartbeat
 from rokcommon.telemetry import Instruments
-from rokstore import Progress, Repository, SnapshotStats
+from rokstore import Progress, Repository, SnapshotDiff, SnapshotStats
 
+from rok_snapshotter.changes import Latest, changes_since
 from rok_snapshotter.plan import NodeEvent, SnapshotPlan, plan_for, stats_model
 from rok_snapshotter.volumes import locate
 
 log = logging.getLogger(__name__)
 
 
-class Records(Protocol):
+class Records(Latest, Protocol):
     async def get(self, key: str) -> SnapshotCompleted | None: ...
     async def put(self, key: str, event: SnapshotCompleted) -> None: ...
 
@@ -44,6 +46,7 @@ class Repositories(Protocol):
     async def snapshot(
         self, path: Path, *, tags: dict[str, str], cache_key: str, progress: Callable[[Progress], None]
     ) -> SnapshotStats: ...
+    async def diff(self, a: str, b: str) -> SnapshotDiff: ...
 
 
 class SnapshotTaker:
@@ -114,10 +117,12 @@ class SnapshotTaker:
             async with self._slot(heartbeat):
                 completed = await self._take(plan, volume, path, heartbeat)
             await self.records.put(key, completed)
+            await self.records.remember(self.repository.url, volume.cache_key, completed.snapshot_id)
             await self.publish(completed)
 
     async def _take(self, plan: SnapshotPlan, volume: VolumeRef, path: Path, heartbeat: Heartbeat) -> SnapshotCompleted:
         heartbeat.pulse()
+        parent = await self.records.latest(self.repository.url, volume.cache_key)
         taken_at = now()  # the state captured is the volume's from here on
         stats = await self.repository.snapshot(
             path, tags=plan.store_tags(volume), cache_key=volume.cache_key, progress=heartbeat.progress
@@ -143,13 +148,14 @@ class SnapshotTaker:
             f", {len(stats.errors)} unreadable" if stats.incomplete else "",
             extra={"snapshot_id": stats.snapshot_id, "phase": plan.phase},
         )
-        return plan.completed(
+        completed = plan.completed(
             volume,
             repository=self.repository.url,
             snapshot_id=stats.snapshot_id,
             stats=stats_model(stats),
             taken_at=taken_at,
         )
+        return completed.model_copy(update={"changes": await changes_since(self.repository, parent, stats.snapshot_id)})
 
     async def _failed(self, plan: SnapshotPlan, volume: VolumeRef, reason: str) -> None:
         self.instruments.add("rok.snapshot.failures", 1, {"phase": plan.phase})

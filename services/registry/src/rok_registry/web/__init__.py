@@ -1,14 +1,14 @@
 """The snapshot browser: server-rendered pages the registry serves next to its API.
 
 Buckets → files (runs) → versions (step, phase, tags, size, new bytes, a copy button for the URL); a run's
-lineage (its steps in order, their before- and after-versions, and what each step changed); a search box for
-a bucket, a run or a URL; and a restore action that asks for a target directory and shows the restore's
-progress by polling ``/restores/<id>``. The registry's app includes :data:`router`.
+lineage (its steps in order, their before- and after-versions, and what each step changed, from the summaries
+recorded with the snapshots); the full comparison of two versions (``/compare?a=URL&b=URL``, asked of the service
+that holds the store); a search box for a bucket, a run or a URL; and a restore action that asks for a target
+directory and shows the restore's progress by polling ``/restores/<id>``. The registry's app includes :data:`router`.
 """
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -17,19 +17,20 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
-from rokcli.diffs import VolumeChanges, diff_members
+from rokcommon.diffs import VolumeChanges, request_diff
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
 from rokcommon.humanize import size, when
 from rokcommon.registry_contract import Lineage, Step
 from rokcommon.urls import InvalidUrl, parse_url
 
 from rok_registry.web.access import WebBus, registry, web_bus
+from rok_registry.web.changes import StepVolumeChanges, step_changes
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 _LATEST = datetime.max.replace(tzinfo=UTC)
-DIFF_LINES = 200  # paths listed per volume and kind; the rest is counted
+DIFF_LINES = 200  # paths the compare page lists per volume and kind; the rest is counted
 
 
 templates.env.filters["size"] = size
@@ -92,11 +93,10 @@ async def lineage_page(request: Request, bucket: str, file: str, queries: Any = 
     try:
         lineage: Lineage = await queries.lineage(bucket, file)
         ordered = sorted(lineage.steps, key=_started)
-        changes = await asyncio.gather(*(_step_changes(step) for step in ordered))
     except RokError as error:
         return _error_page(request, error)
-    steps = list(zip(ordered, changes, strict=True))
-    return _page(request, "lineage.html", bucket=bucket, file=file, lineage=lineage, steps=steps, limit=DIFF_LINES)
+    steps = [(step, _step_changes(step)) for step in ordered]
+    return _page(request, "lineage.html", bucket=bucket, file=file, lineage=lineage, steps=steps)
 
 
 def _started(step: Step) -> tuple[datetime, datetime, datetime]:
@@ -105,11 +105,27 @@ def _started(step: Step) -> tuple[datetime, datetime, datetime]:
     return (step.started_at or _LATEST, before or _LATEST, step.finished_at or _LATEST)
 
 
-async def _step_changes(step: Step) -> list[VolumeChanges] | None:
-    """What a step changed: its before-version against its after-version, volume by volume."""
+def _step_changes(step: Step) -> list[StepVolumeChanges] | None:
+    """What a step changed: its after-version's recorded summaries against its before-version, volume by volume."""
     if step.before is None or step.after is None or not step.before.members or not step.after.members:
         return None
-    return await diff_members(step.before.members, step.after.members)
+    return step_changes(step.before.members, step.after.members)
+
+
+@router.get("/compare", response_class=HTMLResponse)
+async def compare_page(request: Request, a: str = "", b: str = "") -> Response:
+    """Every path that differs between versions ``a`` and ``b``, volume by volume."""
+    a, b = a.strip(), b.strip()
+    if not a or not b:
+        return _page(request, "compare.html", a=a, b=b, changes=None, limit=DIFF_LINES)
+    try:
+        parse_url(a)
+        parse_url(b)
+        bus = web_bus(request)
+        changes: list[VolumeChanges] = await request_diff(await bus.nc(), bus.namespace, a, b)
+    except RokError as error:
+        return _error_page(request, error)
+    return _page(request, "compare.html", a=a, b=b, changes=changes, limit=DIFF_LINES)
 
 
 @router.get("/search", response_class=HTMLResponse)
