@@ -78,6 +78,7 @@ def test_another_runs_snapshots_are_not_reported() -> None:
     said: list[str] = []
     event = SnapshotCompleted.make(
         run=RunRef(namespace="local", run_id="r", workflow_uid="someone-else"),
+        step=None,
         phase="initial",
         volume=VolumeRef(name="workspace", role="workspace", path="/tmp/x"),
         volumes=("workspace",),
