@@ -37,7 +37,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from rokcommon import bus, streams
+from rokcommon import bus, credentials, streams
 from rokcommon.errors import InvalidEvent, PermanentError, TemporaryError
 from rokcommon.events import Event, invalid_event, model_for_subject
 from rokcommon.logs import current_event_id, setup_logging
@@ -63,6 +63,7 @@ class Service:
             name=f"rok-{name}",
             max_reconnect_attempts=-1,
             graceful_timeout=graceful_timeout,
+            **credentials.connect_options(settings),
             middlewares=(
                 NatsTelemetryMiddleware(
                     tracer_provider=self.telemetry.tracer_provider,

@@ -28,7 +28,8 @@ INSTALL_HINT = "nats-server is not installed: run `make setup` (or `apt-get inst
 
 
 class NatsServer:
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None, *, config: Path | None = None) -> None:
+        """``config``: a nats-server configuration file (e.g. users and permissions); flags override its listen."""
         binary = shutil.which("nats-server")
         if binary is None:
             pytest.fail(INSTALL_HINT, pytrace=False)
@@ -36,7 +37,7 @@ class NatsServer:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        self.extra_args: list[str] = []  # e.g. cluster routes
+        self.extra_args: list[str] = ["-c", str(config)] if config else []  # e.g. cluster routes
         self.log = store_dir.parent / f"nats-{self.port}.log"
 
     @property

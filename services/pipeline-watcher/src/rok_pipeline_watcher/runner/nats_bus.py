@@ -7,6 +7,7 @@ from types import TracebackType
 from nats.aio.client import Client
 from rokcommon import bus
 from rokcommon.events import Event, RestoreCompleted, RestoreFailed, VersionCommitted
+from rokcommon.permissions import RUNNER
 from rokcommon.settings import RokSettings
 from rokcommon.streams import ensure_streams
 
@@ -24,7 +25,7 @@ class NatsBus:
         self._restores: Follower[RestoreCompleted | RestoreFailed] | None = None
 
     async def __aenter__(self) -> NatsBus:
-        self._nc = await bus.connect(self.settings, name="rok-run")
+        self._nc = await bus.connect(self.settings, name="rok-run", local_user=RUNNER)
         self._js = self._nc.jetstream()
         await ensure_streams(self._js)
         self._commits = commits(self._js)
