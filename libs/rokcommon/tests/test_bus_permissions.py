@@ -68,7 +68,9 @@ async def stored(admin: Client, stream: str) -> int:
 
 async def test_a_wrong_password_is_refused(nats_with_users: UsersNats) -> None:
     with pytest.raises((nats.errors.Error, OSError)):
-        await nats.connect(nats_with_users.url, user="registry", password="guess", allow_reconnect=False, connect_timeout=5)
+        await nats.connect(
+            nats_with_users.url, user="registry", password="guess", allow_reconnect=False, connect_timeout=5
+        )
     with pytest.raises((nats.errors.Error, OSError)):
         await nats.connect(nats_with_users.url, allow_reconnect=False, connect_timeout=5)
 
@@ -231,7 +233,9 @@ async def test_a_service_with_credentials_consumes_acks_and_dead_letters(
 
 
 def test_every_user_replies_on_its_own_inbox_only() -> None:
-    rendered = permissions.render(permissions.table(permissions.LOCAL_USERS), dict.fromkeys(permissions.LOCAL_USERS, "$P"))
+    rendered = permissions.render(
+        permissions.table(permissions.LOCAL_USERS), dict.fromkeys(permissions.LOCAL_USERS, "$P")
+    )
     for user in permissions.LOCAL_USERS:
         assert f'"_INBOX.{user}.>"' in rendered
     assert '"_INBOX.>"' not in rendered

@@ -85,8 +85,9 @@ def durable(stream: str, name: str) -> tuple[str, ...]:
 
 def dead_lettering(stream: str, name: str) -> tuple[str, ...]:
     """A service consumer's dead letters: its advisory consumer, the original message, the dead-letter stream."""
+    advisories = "*" if name == "*" else f"{name}-dlq"  # '*': the consumers of every node
     return (
-        *durable(streams.ADVISORIES.name, f"{name}-dlq"),
+        *durable(streams.ADVISORIES.name, advisories),
         f"{API}.STREAM.MSG.GET.{stream}",
         subjects.dead_letter(stream, name),
     )
