@@ -25,8 +25,6 @@ from nats.js.api import DeliverPolicy
 from rokcli import main
 from rokcommon import bus, streams, subjects
 from rokcommon.credentials import connect_options
-from rokcommon.permissions import RUNNER
-from rokcommon.settings import RokSettings
 from rokcommon.events import (
     RunFinished,
     RunRef,
@@ -37,6 +35,8 @@ from rokcommon.events import (
     VersionCommitted,
     VolumeRef,
 )
+from rokcommon.permissions import RUNNER
+from rokcommon.settings import RokSettings
 from roktesting.ports import free_port
 
 NODE = "rok-test-node"

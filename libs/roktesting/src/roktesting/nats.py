@@ -115,7 +115,7 @@ class UsersNats(NatsServer):
             password=self.passwords[user],
             inbox_prefix=permissions.inbox_prefix(user),
             max_reconnect_attempts=1,
-            **options,  # type: ignore[arg-type]
+            **options,
         )
 
 
