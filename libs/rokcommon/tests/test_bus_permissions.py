@@ -114,7 +114,7 @@ async def test_a_snapshotter_consumes_its_node_and_publishes_results_but_request
     assert await stored(admin, streams.SNAPSHOTS.name) == 1
 
 
-async def test_a_node_snapshotter_may_not_take_another_nodes_events(tmp_path: object) -> None:
+def test_a_node_snapshotter_may_not_take_another_nodes_events() -> None:
     node_a = permissions.snapshotter("node-a")
     assert f"{permissions.API}.CONSUMER.MSG.NEXT.ROK_PIPELINE.snapshotter-node-a" in node_a.publish
     assert not any("snapshotter-node-b" in s for s in node_a.publish)
