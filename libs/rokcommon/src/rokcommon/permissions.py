@@ -211,6 +211,7 @@ def runner() -> Permissions:
         (
             *RUN_AND_STEP_EVENTS,
             subjects.RESTORE_REQUESTED,
+            REGISTRY_QUERIES,  # whether the registry recorded the run's end
             *manage_streams(),
             *following(streams.VERSIONS.name),
             *following(streams.RESTORES.name),
