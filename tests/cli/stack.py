@@ -21,8 +21,10 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.js.api import DeliverPolicy
 from rokcli import main
 from rokcommon import bus, streams, subjects
+from rokcommon.credentials import connect_options
 from rokcommon.events import (
     RunFinished,
     RunRef,
@@ -33,6 +35,8 @@ from rokcommon.events import (
     VersionCommitted,
     VolumeRef,
 )
+from rokcommon.permissions import RUNNER
+from rokcommon.settings import RokSettings
 from roktesting.ports import free_port
 
 NODE = "rok-test-node"
@@ -182,7 +186,9 @@ async def scripted_run(stack: Stack, *, experiment: str = "demo-experiment", tim
         VolumeRef(name="workspace", role="workspace", path=str(stack.volumes["workspace"])),
         VolumeRef(name="data", role="data", path=str(stack.volumes["data"])),
     )
-    nc = await nats.connect(stack.nats_url)
+    # as the local runner's NATS user, whose password rok up wrote into the state directory
+    login = connect_options(RokSettings(state_dir=stack.state_dir), RUNNER)
+    nc = await nats.connect(stack.nats_url, **login)  # type: ignore[arg-type]
     commits: asyncio.Queue[VersionCommitted] = asyncio.Queue()
 
     async def on_commit(msg: nats.aio.msg.Msg) -> None:
@@ -190,9 +196,11 @@ async def scripted_run(stack: Stack, *, experiment: str = "demo-experiment", tim
         if event.run.workflow_uid == run.workflow_uid:
             await commits.put(event)
 
-    await nc.subscribe(subjects.VERSION_COMMITTED, cb=on_commit)
     js = nc.jetstream()
     await streams.ensure_streams(js)
+    await js.subscribe(
+        subjects.VERSION_COMMITTED, cb=on_commit, ordered_consumer=True, deliver_policy=DeliverPolicy.NEW
+    )
 
     async def committed(step: str, phase: str) -> None:
         while True:  # a re-published commit of an earlier version is not the one we wait for

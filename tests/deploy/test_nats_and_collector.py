@@ -23,11 +23,15 @@ def test_nats_server_accepts_the_configuration_of_every_overlay(overlay: str, tm
     server = shutil.which("nats-server")
     assert server, "nats-server is not installed (make setup installs it): it checks the NATS configuration"
     objects = render(OVERLAYS[overlay])
+    for name, text in _config_map(objects, "rok-nats-config")["data"].items():  # nats.conf includes auth.conf
+        (tmp_path / name).write_text(text)
     conf = tmp_path / "nats.conf"
-    conf.write_text(_config_map(objects, "rok-nats-config")["data"]["nats.conf"])
+    nats = one(objects, "StatefulSet", "rok-nats")
+    (server_container,) = [c for c in nats["spec"]["template"]["spec"]["containers"] if c["name"] == "nats"]
+    secrets = {e["name"]: "from-a-secret" for e in server_container["env"] if "secretKeyRef" in e.get("valueFrom", {})}
     result = subprocess.run(
         [server, "-t", "-c", str(conf)],
-        env={"POD_NAME": "rok-nats-0"},
+        env={"POD_NAME": "rok-nats-0", **secrets},
         capture_output=True,
         text=True,
         timeout=30,

@@ -4,6 +4,8 @@
 (``python -m rok_<name>``) on the embedded defaults (file store and SQLite under the state directory), and
 waits until each has logged that it is ready. Running it again starts only what is not running.
 Pids and logs live under ``ROK_STATE_DIR`` (default ``~/.local/state/rok``): ``run/*.pid`` and ``logs/*.log``.
+The nats-server it starts requires a user per component (``nats-auth/nats.conf``, random passwords, mode 0600);
+each service gets its own through ``ROK_NATS_USER``/``ROK_NATS_PASSWORD``, and ``rok`` commands read theirs there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import click
 from pydantic import Field
+from rokcommon.credentials import generate_local, local_config
 from rokcommon.errors import PermanentError
 from rokcommon.settings import RokSettings
 
@@ -61,7 +64,18 @@ def nats_process(settings: LocalSettings) -> Managed:
     state = _state_dir(settings)
     _, port = nats_address(settings.nats_url)
     binary = shutil.which("nats-server") or "nats-server"
-    argv = (binary, "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(state / "nats"))
+    argv = (
+        binary,
+        "-js",
+        "-a",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-sd",
+        str(state / "nats"),
+        "-c",
+        str(local_config(state)),
+    )
     return Managed(NATS, argv, state, "nats-server")
 
 
@@ -72,6 +86,11 @@ def _service_env(settings: LocalSettings) -> dict[str, str]:
     env.setdefault("ROK_LOG_FORMAT", "json")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def _credentials_env(env: dict[str, str], user: str, passwords: dict[str, str]) -> dict[str, str]:
+    """A service's environment with its own NATS user (the one its name says) and password."""
+    return {**env, "ROK_NATS_USER": user, "ROK_NATS_PASSWORD": passwords[user]}
 
 
 @contextlib.contextmanager
@@ -95,6 +114,7 @@ def _bring_up(settings: LocalSettings) -> dict[str, Any]:
     state.mkdir(parents=True, exist_ok=True)
     started: list[str] = []
     host, port = nats_address(settings.nats_url)
+    passwords = generate_local(state)  # one NATS user per component, random passwords, files mode 0600
     nats = nats_process(settings)
     if not port_open(port, host):
         if host not in ("127.0.0.1", "localhost", "::1"):
@@ -117,7 +137,7 @@ def _bring_up(settings: LocalSettings) -> dict[str, Any]:
     starting = []
     for managed in services(settings):
         if managed.pid() is None:
-            process, offset = managed.spawn(env)
+            process, offset = managed.spawn(_credentials_env(env, managed.name, passwords))
             starting.append((managed, process, offset))
             started.append(managed.name)
     ports = {"registry": settings.registry_port}

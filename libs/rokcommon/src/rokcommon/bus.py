@@ -19,6 +19,7 @@ from nats.js.api import PubAck
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
+from rokcommon import credentials
 from rokcommon.errors import TemporaryError
 from rokcommon.events import Event
 from rokcommon.settings import RokSettings
@@ -37,8 +38,15 @@ DEAD_SEQUENCE = "Rok-Original-Sequence"
 DEAD_DELIVERIES = "Rok-Deliveries"
 
 
-async def connect(settings: RokSettings, *, name: str = "rok", **options: object) -> Client:
-    """Connect to NATS, reconnecting forever; a server that cannot be reached at all is a clear error."""
+async def connect(
+    settings: RokSettings, *, name: str = "rok", local_user: str | None = None, **options: object
+) -> Client:
+    """Connect to NATS, reconnecting forever; a server that cannot be reached at all is a clear error.
+
+    The credentials are ``ROK_NATS_USER``'s, else ``local_user``'s from the state directory (see
+    :mod:`rokcommon.credentials`).
+    """
+    options = {**credentials.connect_options(settings, local_user), **options}
     try:
         return await nats.connect(
             servers=settings.nats_servers,

@@ -10,7 +10,9 @@ import nats
 from nats.aio.client import Client
 from nats.errors import NoServersError
 
+from rokcommon import credentials
 from rokcommon.errors import TemporaryError
+from rokcommon.permissions import CLI
 from rokcommon.settings import RokSettings
 
 
@@ -18,7 +20,10 @@ async def _quiet(error: Exception) -> None:
     """nats-py prints every failed attempt with a traceback by default; the caller reports the outcome."""
 
 
-async def connect(settings: RokSettings, *, name: str = "rok-cli", timeout: float = 3.0) -> Client:
+async def connect(
+    settings: RokSettings, *, name: str = "rok-cli", timeout: float = 3.0, local_user: str | None = CLI
+) -> Client:
+    """Connect as ``ROK_NATS_USER``, else as the local ``local_user`` whose password ``rok up`` stored."""
     try:
         return await nats.connect(
             servers=settings.nats_servers,
@@ -27,6 +32,7 @@ async def connect(settings: RokSettings, *, name: str = "rok-cli", timeout: floa
             max_reconnect_attempts=1,
             reconnect_time_wait=0.2,
             error_cb=_quiet,
+            **credentials.connect_options(settings, local_user),
         )
     except (NoServersError, OSError, TimeoutError) as error:
         raise TemporaryError(

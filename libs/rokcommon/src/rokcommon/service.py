@@ -37,11 +37,12 @@ from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
 from faststream.nats.opentelemetry import NatsTelemetryMiddleware
+from faststream.security import SASLPlaintext
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from rokcommon import bus, streams
+from rokcommon import bus, credentials, streams
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import Event, invalid_event, model_for_subject
 from rokcommon.logs import current_event_id, setup_logging
@@ -62,11 +63,14 @@ class Service:
         self.telemetry = setup_telemetry(name)
         self.instruments = instruments(f"rok.{name}")
         self.consumers: dict[str, ConsumerSpec] = {}
+        # pull subscriptions take their inbox prefix from the subscriber, not the connection
+        self._inbox_prefix = f"{credentials.connect_options(settings).get('inbox_prefix', '_INBOX')}.".encode()
         self.broker = NatsBroker(
             settings.nats_servers,
             name=f"rok-{name}",
             max_reconnect_attempts=-1,
             graceful_timeout=graceful_timeout,
+            **_broker_credentials(settings),
             middlewares=(
                 NatsTelemetryMiddleware(
                     tracer_provider=self.telemetry.tracer_provider,
@@ -115,6 +119,7 @@ class Service:
             max_workers=max_workers,
             ack_policy=AckPolicy.ACK,
             decoder=decode_event,
+            inbox_prefix=self._inbox_prefix,
         )
 
     def _forward_dead_letters(self, spec: ConsumerSpec) -> None:
@@ -134,6 +139,7 @@ class Service:
             config=advisory.config(),
             pull_sub=PullSub(batch_size=1, timeout=1.0),
             ack_policy=AckPolicy.ACK,
+            inbox_prefix=self._inbox_prefix,
         )
         async def forward(msg: NatsMessage) -> None:
             await bus.forward_max_deliveries(self.js, msg.raw_message)
@@ -178,6 +184,17 @@ class Service:
             asyncio.run(self.app.run())
         finally:
             self.telemetry.shutdown()
+
+
+def _broker_credentials(settings: RokSettings) -> dict[str, Any]:
+    """The broker's options for ``ROK_NATS_USER`` (FastStream takes user and password as its security)."""
+    options = credentials.connect_options(settings)
+    if not options:
+        return {}
+    return {
+        "security": SASLPlaintext(username=options["user"], password=options["password"]),
+        "inbox_prefix": options["inbox_prefix"],
+    }
 
 
 class _FailurePolicy(BaseMiddleware):

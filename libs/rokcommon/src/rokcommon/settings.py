@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -32,6 +32,8 @@ class RokSettings(BaseSettings):
     namespace: str = Field("local", description="the namespace local runs and queries belong to")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     log_format: str = Field("json", description="json (one object per line) or text")
+    nats_user: str = Field("", description="NATS user this process connects as (empty: without credentials)")
+    nats_password: SecretStr = Field("", validate_default=True, description="password of ROK_NATS_USER")
     stream_replicas: int = Field(1, ge=1, le=5, description="servers of a NATS cluster that keep each stream")
     max_deliver: int = Field(5, ge=1, description="deliveries of one message before it is dead-lettered")
     ack_wait: float = Field(30.0, gt=0, description="seconds JetStream waits for an ack before redelivering")

@@ -17,18 +17,20 @@ import nats
 import pytest
 from nats.aio.client import Client
 from nats.js import JetStreamContext
+from rokcommon import permissions
 from rokcommon.service import Service
 from rokcommon.streams import ensure_streams
 
 from roktesting.ports import free_port, wait_for_port
 
-__all__ = ["NatsServer", "js", "nats_env", "nats_server", "nc", "running"]
+__all__ = ["ADMIN", "NatsServer", "UsersNats", "js", "nats_env", "nats_server", "nats_with_users", "nc", "running"]
 
 INSTALL_HINT = "nats-server is not installed: run `make setup` (or `apt-get install nats-server`)"
 
 
 class NatsServer:
-    def __init__(self, store_dir: Path, port: int | None = None) -> None:
+    def __init__(self, store_dir: Path, port: int | None = None, *, config: Path | None = None) -> None:
+        """``config``: a nats-server configuration file (e.g. users and permissions); flags override its listen."""
         binary = shutil.which("nats-server")
         if binary is None:
             pytest.fail(INSTALL_HINT, pytrace=False)
@@ -36,7 +38,7 @@ class NatsServer:
         self.store_dir = store_dir
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
-        self.extra_args: list[str] = []  # e.g. cluster routes
+        self.extra_args: list[str] = ["-c", str(config)] if config else []  # e.g. cluster routes
         self.log = store_dir.parent / f"nats-{self.port}.log"
 
     @property
@@ -85,6 +87,42 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     """A fresh JetStream server; ``nats_server.restart()`` keeps its port and its store."""
     root = tmp_path_factory.mktemp("nats")
     server = NatsServer(root / "store")
+    server.start()
+    yield server
+    server.stop()
+
+
+ADMIN = "admin"  # a test-only user that may do anything, to set up and inspect
+
+
+class UsersNats(NatsServer):
+    """A nats-server that requires rok's users (:mod:`rokcommon.permissions`), each with a random password."""
+
+    def __init__(self, root: Path, users: tuple[permissions.Permissions, ...]) -> None:
+        import secrets
+
+        admin = permissions.Permissions(ADMIN, "test set-up", (">",), (">",))
+        self.passwords = {p.user: secrets.token_urlsafe(16) for p in (*users, admin)}
+        config = root / "auth.conf"
+        config.write_text(permissions.render((*users, admin), self.passwords))
+        super().__init__(root / "store", config=config)
+
+    async def connect(self, user: str, **options: object) -> Client:
+        """A client logged in as ``user``, with that user's inbox prefix."""
+        return await nats.connect(
+            self.url,
+            user=user,
+            password=self.passwords[user],
+            inbox_prefix=permissions.inbox_prefix(user),
+            max_reconnect_attempts=1,
+            **options,
+        )
+
+
+@pytest.fixture
+def nats_with_users(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UsersNats]:
+    """A JetStream server with every local rok user and an ``admin``; ``nats_with_users.passwords[user]``."""
+    server = UsersNats(tmp_path_factory.mktemp("nats-users"), permissions.table(permissions.LOCAL_USERS))
     server.start()
     yield server
     server.stop()

@@ -89,6 +89,8 @@ async def serve(
             waits.append(source.ready.wait())
         cleanups.append(kfp.close)
     if settings.webhook:
+        from rokcommon.permissions import GUARD
+
         from rok_pipeline_watcher.guard.admission import GuardConfig
         from rok_pipeline_watcher.guard.webhook import start
 
@@ -97,6 +99,8 @@ async def serve(
             nats_url=settings.nats_url,
             before_timeout=settings.guard_before_timeout,
             after_timeout=settings.guard_after_timeout,
+            nats_user=GUARD if settings.guard_nats_password.get_secret_value() else "",
+            nats_password=settings.guard_nats_password.get_secret_value(),
         )
         runner = await start(
             config, settings.webhook_host, settings.webhook_port, settings.webhook_cert, settings.webhook_key

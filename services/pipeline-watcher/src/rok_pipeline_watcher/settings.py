@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from rokcommon.settings import RokSettings, node_name_default
 
 
@@ -35,6 +35,9 @@ class WatcherSettings(RokSettings):
     webhook_cert: Path = Field(Path("/etc/rok/webhook/tls.crt"), description="TLS certificate of the webhook")
     webhook_key: Path = Field(Path("/etc/rok/webhook/tls.key"), description="TLS key of the webhook")
     guard_image: str = Field("rok-guard:latest", description="image of the step guard sidecar")
+    guard_nats_password: SecretStr = Field(
+        "", validate_default=True, description="NATS password the step guards connect with"
+    )
     guard_before_timeout: float = Field(600.0, gt=0, description="seconds a step waits for its before-snapshot")
     guard_after_timeout: float = Field(600.0, gt=0, description="seconds a pod's end waits for its after-snapshot")
 

@@ -28,6 +28,8 @@ class GuardConfig:
     nats_url: str
     before_timeout: float = 600.0
     after_timeout: float = 600.0
+    nats_user: str = ""  # the guard's NATS user and password (rokcommon.permissions.guard), if the bus has users
+    nats_password: str = ""
 
 
 def is_driver_pod(pod: dict[str, Any]) -> bool:
@@ -60,6 +62,16 @@ def _workflow_uid(pod: dict[str, Any]) -> str:
     return ""
 
 
+def _credentials(config: GuardConfig) -> list[dict[str, str]]:
+    """The guard's NATS login, as values: a step pod in a profile namespace cannot read a Secret of rok's."""
+    if not config.nats_user:
+        return []
+    return [
+        {"name": "ROK_NATS_USER", "value": config.nats_user},
+        {"name": "ROK_NATS_PASSWORD", "value": config.nats_password},
+    ]
+
+
 def guard_container(pod: dict[str, Any], config: GuardConfig) -> dict[str, Any]:
     """The sidecar for one step pod: it knows its run (workflow uid) and its step (the Argo node id)."""
     # the guard gives up waiting after before_timeout; the probe must not give up (and restart it) first
@@ -77,6 +89,7 @@ def guard_container(pod: dict[str, Any], config: GuardConfig) -> dict[str, Any]:
             {"name": "ROK_GUARD_BEFORE_TIMEOUT", "value": str(config.before_timeout)},
             {"name": "ROK_GUARD_AFTER_TIMEOUT", "value": str(config.after_timeout)},
             {"name": "ROK_LOG_FORMAT", "value": "json"},
+            *_credentials(config),
         ],
         "startupProbe": {
             "exec": {"command": ["rok-guard", "probe"]},

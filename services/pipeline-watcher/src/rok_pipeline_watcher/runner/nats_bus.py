@@ -10,6 +10,7 @@ from rokcommon import bus
 from rokcommon.errors import NotFound, TemporaryError
 from rokcommon.events import Event, RestoreCompleted, RestoreFailed, VersionCommitted
 from rokcommon.follow import Follower, commits, restores
+from rokcommon.permissions import RUNNER
 from rokcommon.registry_client import RegistryClient
 from rokcommon.settings import RokSettings
 from rokcommon.streams import ensure_streams
@@ -31,7 +32,7 @@ class NatsBus:
         self._restores: Follower[RestoreCompleted | RestoreFailed] | None = None
 
     async def __aenter__(self) -> NatsBus:
-        self._nc = await bus.connect(self.settings, name="rok-run")
+        self._nc = await bus.connect(self.settings, name="rok-run", local_user=RUNNER)
         self._js = self._nc.jetstream()
         await ensure_streams(self._js)
         self._commits = commits(self._js)
