@@ -9,10 +9,10 @@ from pathlib import Path
 from nats.js import JetStreamContext
 from rok_snapshotter.changes import changes_since
 from rok_snapshotter.main import build
+from rok_snapshotter.repository import RepositoryHandle
 from rok_snapshotter.settings import SnapshotterSettings
 from rokcommon import bus
 from rokcommon.events import CHANGED_PATHS_LISTED, SnapshotChanges, SnapshotCompleted, StepFinished, VolumeRef
-from rokstore import init_repository
 from roktesting.nats import running
 from snapshotter_helpers import NODE, settled, snapshot_events, started, step
 
@@ -43,14 +43,17 @@ async def test_the_summary_against_the_parent_comes_from_the_store_and_a_first_s
     (volume / "keep.txt").write_text("same\n")
     (volume / "edit.txt").write_text("one\n")
     (volume / "drop.txt").write_text("bye\n")
-    async with await init_repository((tmp_path / "repo").as_uri(), cache_dir=tmp_path / "cache") as repo:
-        first = await repo.snapshot(volume, cache_key=str(volume))
+    repo = RepositoryHandle((tmp_path / "repo").as_uri(), cache_dir=tmp_path / "cache")
+    try:
+        first = await repo.snapshot(volume, tags={}, cache_key=str(volume), progress=lambda _: None)
         (volume / "edit.txt").write_text("two, longer\n")
         (volume / "drop.txt").unlink()
         (volume / "add.txt").write_text("hello\n")
-        second = await repo.snapshot(volume, cache_key=str(volume))
+        second = await repo.snapshot(volume, tags={}, cache_key=str(volume), progress=lambda _: None)
         assert await changes_since(repo, None, first.snapshot_id) == SnapshotChanges(parent=None)
         summary = await changes_since(repo, first.snapshot_id, second.snapshot_id)
+    finally:
+        await repo.close()
     assert summary == SnapshotChanges(
         parent=first.snapshot_id,
         added_count=1,
