@@ -10,6 +10,7 @@ from rokcommon.events import (
     Phase,
     RunRef,
     RunStarted,
+    SnapshotChanges,
     SnapshotCompleted,
     SnapshotFailed,
     SnapshotStatsModel,
@@ -54,9 +55,16 @@ class SnapshotPlan:
         return completed_id(self.key, volume.name)
 
     def completed(
-        self, volume: VolumeRef, *, repository: str, snapshot_id: str, stats: SnapshotStatsModel, taken_at: datetime
+        self,
+        volume: VolumeRef,
+        *,
+        repository: str,
+        snapshot_id: str,
+        stats: SnapshotStatsModel,
+        taken_at: datetime,
+        changes: SnapshotChanges | None = None,
     ) -> SnapshotCompleted:
-        """The announcement that ``volume`` is stored as ``snapshot_id``."""
+        """The announcement that ``volume`` is stored as ``snapshot_id`` (with what changed since its parent)."""
         return SnapshotCompleted.make(
             run=self.run,
             step=self.step,
@@ -70,6 +78,7 @@ class SnapshotPlan:
             stats=stats,
             best_effort=self.best_effort,
             taken_at=taken_at,
+            changes=changes,
         )
 
     def failed(self, volume: VolumeRef, reason: str) -> SnapshotFailed:

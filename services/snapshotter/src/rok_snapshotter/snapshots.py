@@ -148,14 +148,14 @@ class SnapshotTaker:
             f", {len(stats.errors)} unreadable" if stats.incomplete else "",
             extra={"snapshot_id": stats.snapshot_id, "phase": plan.phase},
         )
-        completed = plan.completed(
+        return plan.completed(
             volume,
             repository=self.repository.url,
             snapshot_id=stats.snapshot_id,
             stats=stats_model(stats),
             taken_at=taken_at,
+            changes=await changes_since(self.repository, parent, stats.snapshot_id),
         )
-        return completed.model_copy(update={"changes": await changes_since(self.repository, parent, stats.snapshot_id)})
 
     async def _failed(self, plan: SnapshotPlan, volume: VolumeRef, reason: str) -> None:
         self.instruments.add("rok.snapshot.failures", 1, {"phase": plan.phase})

@@ -58,6 +58,7 @@ class SnapshotCompleted(Event):
         taken_at: datetime,
         tags: tuple[Tag, ...] = (),
         best_effort: bool = False,
+        changes: SnapshotChanges | None = None,
     ) -> SnapshotCompleted:
         return cls(
             event_id=completed_id(version_key(run, step, phase), volume.name),
@@ -73,6 +74,7 @@ class SnapshotCompleted(Event):
             best_effort=best_effort,
             node=node,
             taken_at=taken_at,
+            changes=changes,
         )
 
 
