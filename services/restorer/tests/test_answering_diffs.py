@@ -11,7 +11,7 @@ from rokcommon.diffs import request_diff
 from rokcommon.errors import Forbidden, NotFound, TemporaryError
 from rokcommon.service import Service
 from rokcommon.urls import format_url
-from rokstore import open_repository
+from rokstore import open_repository, snapshot
 
 LATER_URL = format_url(NAMESPACE, "exp-3mis2", "train-3mis2-a1b2", "z9y8x7w6")
 
@@ -22,7 +22,7 @@ async def later_version(stored: Stored, registry: FakeRegistry, tmp_path: Path) 
     (ws / "model.json").write_text("{}\n")
     (ws / "sub" / "small-3.txt").unlink()
     async with await open_repository(stored.repo_url, cache_dir=tmp_path / "cache") as repo:
-        stored.snapshots["workspace"] = (await repo.snapshot(ws)).snapshot_id
+        stored.snapshots["workspace"] = (await snapshot(repo, ws)).snapshot_id
     registry.answers[LATER_URL] = stored.resolved(LATER_URL)
 
 

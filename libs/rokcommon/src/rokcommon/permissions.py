@@ -98,7 +98,7 @@ def consumer(stream: str, name: str) -> tuple[str, ...]:
 
 
 def following(stream: str) -> tuple[str, ...]:
-    """Read a stream with ordered (ephemeral) consumers, as :mod:`rok_pipeline_watcher.follow` does."""
+    """Read a stream with ordered (ephemeral) consumers, as :mod:`rokcommon.follow` does."""
     return (
         f"{API}.STREAM.NAMES",
         f"{API}.STREAM.INFO.{stream}",
@@ -168,6 +168,7 @@ def registry() -> Permissions:
             *manage_streams(),
             *consumer(streams.PIPELINE.name, "registry-pipeline"),
             *consumer(streams.SNAPSHOTS.name, "registry-snapshots"),
+            *following(streams.RESTORES.name),  # the outcome of a restore its pages asked for
         ),
         (REGISTRY_QUERIES, RESTORE_PROGRESS_ALL, *RESTORE_OUTCOMES),
         allow_responses=True,
@@ -201,7 +202,13 @@ def cli() -> Permissions:
     return Permissions(
         CLI,
         "requests restores and diffs, asks the registry",
-        (subjects.RESTORE_REQUESTED, subjects.STORE_DIFF, REGISTRY_QUERIES, *manage_streams()),
+        (
+            subjects.RESTORE_REQUESTED,
+            subjects.STORE_DIFF,
+            REGISTRY_QUERIES,
+            *manage_streams(),
+            *following(streams.RESTORES.name),  # the outcome of its restores
+        ),
         (RESTORE_PROGRESS_ALL, *RESTORE_OUTCOMES),
     )
 

@@ -22,6 +22,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
 
     from rokcommon.connection import connect as connect_or_fail
     from rokcommon.logs import setup_logging
+    from rokcommon.permissions import RUNNER
 
     from rok_pipeline_watcher.runner.engine import Runner
     from rok_pipeline_watcher.runner.nats_bus import NatsBus
@@ -35,7 +36,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
 
     async def main() -> None:
         # the run's own connection retries for ever (right once it runs); without a bus, say so now (exit 75)
-        await (await connect_or_fail(settings, name="rok-run")).close()
+        await (await connect_or_fail(settings, name="rok-run", local_user=RUNNER)).close()
         async with NatsBus(settings) as bus:
             runner = Runner(
                 pipeline,

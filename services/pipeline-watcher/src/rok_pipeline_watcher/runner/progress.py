@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Callable
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
-from rokcommon import bus, subjects
+from rokcommon import bus
 from rokcommon.events import RestoreProgress, SnapshotCompleted, SnapshotFailed
 from rokcommon.humanize import size
+from rokcommon.permissions import RUNNER, subjects
 from rokcommon.settings import RokSettings
 
 STEPS = 10  # a clone's volume is reported at each tenth of its bytes
@@ -76,7 +77,7 @@ async def follow_progress(
 ) -> AsyncIterator[ProgressLines]:
     """While inside, report the progress of run ``workflow_uid`` from the bus (a connection of its own)."""
     lines = ProgressLines(workflow_uid, report)
-    nc = await bus.connect(settings, name="rok-run-progress")
+    nc = await bus.connect(settings, name="rok-run-progress", local_user=RUNNER)
 
     async def on_completed(msg: Msg) -> None:
         with contextlib.suppress(ValidationError, ValueError):
