@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Callable
 
 from nats.aio.msg import Msg
 from pydantic import ValidationError
-from rokcommon import bus
+from rokcommon import bus, subjects
 from rokcommon.events import RestoreProgress, SnapshotCompleted, SnapshotFailed
 from rokcommon.humanize import size
-from rokcommon.permissions import RUNNER, subjects
+from rokcommon.permissions import RUNNER
 from rokcommon.settings import RokSettings
 
 STEPS = 10  # a clone's volume is reported at each tenth of its bytes
