@@ -66,9 +66,7 @@ async def test_the_guard_with_its_credentials_holds_the_step_until_the_registry_
     try:
         await _line_with(process, "guarding step", lines)
         for phase in ("before", "after"):
-            event = VersionCommitted.make(
-                run=RUN, step=STEP, phase=phase, version_id=f"{STEP.step_id}-{phase}", url="rok://x"
-            )
+            event = VersionCommitted.make(run=RUN, step=STEP, phase=phase, url="rok://x")
             await publish(js, event)
             await _line_with(process, f"{phase}-snapshot committed", lines)
             if phase == "before":

@@ -226,7 +226,8 @@ def runner() -> Permissions:
             *following(streams.VERSIONS.name),
             *following(streams.RESTORES.name),
         ),
-        (),
+        # its progress lines: each volume's snapshot as it lands, the clone's progress
+        (subjects.SNAPSHOT_COMPLETED, subjects.SNAPSHOT_FAILED, RESTORE_PROGRESS_ALL),
     )
 
 
