@@ -210,6 +210,8 @@ async def test_without_the_kfp_api_the_run_is_recorded_without_experiment_and_th
     with caplog.at_level(logging.WARNING):
         (started,) = await published.next()
     task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     await kfp.close()
 
     assert isinstance(started, RunStarted)

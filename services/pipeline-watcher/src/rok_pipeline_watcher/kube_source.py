@@ -113,7 +113,9 @@ class KubeSource:
                     if listed >= {w.kind for w in self.watches}:
                         self.ready.set()
         finally:
-            await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.watches))
+            for w in self.watches:  # at once, so that the threads stop even if this task is never resumed
+                w.stop()
+            await asyncio.gather(*(asyncio.to_thread(w.join) for w in self.watches))
 
     async def apply(self, change: Change) -> None:
         """Take one change into the picture and publish what it implies."""

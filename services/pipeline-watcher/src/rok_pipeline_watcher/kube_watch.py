@@ -73,12 +73,16 @@ class ResourceWatch:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop watching; the thread ends as soon as its current request returns (it is a daemon)."""
+        """Stop watching, without blocking: the thread ends as soon as its current request returns."""
         self._stopped.set()
         if self._watch is not None:
             self._watch.stop()
+
+    def join(self, timeout: float = 1.0) -> None:
+        """Wait (a little) for the stopped thread to end; it is a daemon, so one stuck in a request never
+        keeps the process alive."""
         if self._thread is not None:
-            self._thread.join(timeout=1)
+            self._thread.join(timeout)
 
     def _run(self, emit: Callable[[Change], None]) -> None:
         while not self._stopped.is_set():
