@@ -1,9 +1,16 @@
 """OpenTelemetry, set up once per process: a tracer and a meter provider named for the service.
 
-Exporters follow the environment: OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; JSON lines in a
-file when ``ROK_OTEL_FILE`` is set (one finished span per line, what the cross-process tests read); nothing
-otherwise. The metric instruments every service exports are declared once in :data:`METRICS`, so dashboards,
-alerts and their tests have one list to check against.
+Exporters follow OpenTelemetry's standard variables: OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or the
+signal's own ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``…_METRICS_ENDPOINT`` is set, over the protocol of
+``OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_PROTOCOL`` (``http/protobuf``, the default; ``grpc`` when its exporter
+package is installed); ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER=none`` turn a signal off and
+``OTEL_SDK_DISABLED=true`` all of it. The resource is ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``
+(default ``rok-<service>``). JSON lines go to a file when ``ROK_OTEL_FILE`` is set (one finished span per
+line, what the cross-process tests read). The metric instruments every service exports are declared once in
+:data:`METRICS`, so dashboards, alerts and their tests have one list to check against.
+
+Spans about a run, a step or a restore carry ``rok.run_id``, ``rok.step`` and ``rok.namespace``
+(:func:`event_attributes`), so that a trace backend finds a run's traces by its id.
 """
 
 from __future__ import annotations
@@ -13,14 +20,20 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+from faststream.nats.opentelemetry.provider import NatsTelemetrySettingsProvider, telemetry_attributes_provider_factory
+from faststream.opentelemetry.middleware import TelemetryMiddleware
+from faststream.response.publish_type import PublishType
+from nats.aio.msg import Msg
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from rokcommon.errors import PermanentError
 
 
 @dataclass(frozen=True)
@@ -102,27 +115,155 @@ class Telemetry:
 _installed: Telemetry | None = None
 
 
+class TelemetrySettingsError(PermanentError):
+    """An ``OTEL_*`` variable asks for what this installation cannot do (a protocol whose exporter is absent)."""
+
+
 def setup_telemetry(service: str, *, metric_readers: Sequence[MetricReader] = ()) -> Telemetry:
     """Install the process's tracer and meter providers (once; later calls return the same)."""
     global _installed
     if _installed is not None:
         return _installed
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"rok-{service}")})
-    tracer_provider = TracerProvider(resource=resource)
+    tracer_provider = TracerProvider(resource=resource(service))
     readers = list(metric_readers)
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    if path := os.environ.get("ROK_OTEL_FILE"):
-        tracer_provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(path), schedule_delay_millis=200))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    if not _sdk_disabled():
+        if _wants_otlp("traces"):
+            tracer_provider.add_span_processor(BatchSpanProcessor(_otlp_exporter("traces")))
+        if _wants_otlp("metrics"):
+            readers.append(PeriodicExportingMetricReader(_otlp_exporter("metrics")))
+        if path := os.environ.get("ROK_OTEL_FILE"):
+            exporter = JsonLinesSpanExporter(path)
+            tracer_provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
+    meter_provider = MeterProvider(resource=tracer_provider.resource, metric_readers=readers)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     _installed = Telemetry(tracer_provider, meter_provider)
     return _installed
+
+
+def resource(service: str) -> Resource:
+    """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` (read by the SDK), named ``rok-<service>`` if neither
+    names the service."""
+    detected = Resource.create()
+    named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    return detected if named else detected.merge(Resource({"service.name": f"rok-{service}"}))
+
+
+def _sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _signal_env(name: str, signal: str) -> str:
+    """``OTEL_EXPORTER_OTLP_<SIGNAL>_<NAME>``, else ``OTEL_EXPORTER_OTLP_<NAME>`` (the specification's order)."""
+    return (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_{name}")
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}")
+        or ""
+    ).strip()
+
+
+def _wants_otlp(signal: str) -> bool:
+    exporter = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").strip().lower()
+    if exporter == "none":
+        return False
+    if exporter != "otlp":
+        raise TelemetrySettingsError(
+            f"OTEL_{signal.upper()}_EXPORTER={exporter!r} is not supported: rok exports over OTLP (otlp) or not at all "
+            "(none)"
+        )
+    return bool(_signal_env("ENDPOINT", signal))
+
+
+# protocol → module of the OTLP exporters (the http/protobuf one is rokcommon's dependency; grpc is optional)
+_EXPORTERS = {
+    "http/protobuf": ("opentelemetry.exporter.otlp.proto.http", "opentelemetry-exporter-otlp-proto-http"),
+    "grpc": ("opentelemetry.exporter.otlp.proto.grpc", "opentelemetry-exporter-otlp-proto-grpc"),
+}
+
+
+def _otlp_exporter(signal: Literal["traces", "metrics"]) -> Any:
+    """The OTLP exporter of ``signal`` for the configured protocol; it reads its endpoint, headers and timeout
+    from the same variables."""
+    import importlib
+
+    protocol = _signal_env("PROTOCOL", signal) or "http/protobuf"
+    variable = (
+        f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
+        if os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        else "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    if protocol not in _EXPORTERS:
+        raise TelemetrySettingsError(
+            f"{variable}={protocol!r} is not supported: use http/protobuf (the collector's port 4318) or grpc (4317)"
+        )
+    package, distribution = _EXPORTERS[protocol]
+    module = "trace_exporter" if signal == "traces" else "metric_exporter"
+    try:
+        exporters = importlib.import_module(f"{package}.{module}")
+    except ImportError:
+        raise TelemetrySettingsError(
+            f"{variable}={protocol!r} needs the {distribution} package, which is not installed; "
+            "install it or use http/protobuf (the collector's port 4318)"
+        ) from None
+    return exporters.OTLPSpanExporter() if signal == "traces" else exporters.OTLPMetricExporter()
+
+
+def event_attributes(event: object) -> dict[str, str]:
+    """``rok.run_id``, ``rok.step`` and ``rok.namespace`` of an event (those it knows), for its spans."""
+    step = getattr(event, "step", None)
+    run = getattr(event, "run", None) or getattr(step, "run", None)
+    found: dict[str, str] = {}
+    if run is not None:
+        found["rok.run_id"] = run.run_id
+        found["rok.namespace"] = run.namespace
+    if step is not None:
+        found["rok.step"] = step.name
+    if isinstance(namespace := getattr(event, "namespace", None), str):
+        found["rok.namespace"] = namespace
+    if isinstance(request_id := getattr(event, "request_id", None), str):
+        found["rok.restore.request_id"] = request_id
+    return found
+
+
+def annotate_current_span(event: object) -> None:
+    """Put the event's rok attributes on the current span (a consumer's, a handler's)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(event_attributes(event))
+
+
+class _ReplyNamingProvider(NatsTelemetrySettingsProvider):
+    """FastStream's NATS span naming, but a reply is named after the request it answers.
+
+    A reply goes to the requester's inbox (``_INBOX.<random>``): named after it, each reply would be an operation
+    of its own in a trace backend. ``<request subject> reply`` is one name per query, whichever client asked.
+    """
+
+    def __init__(self, request_subject: str | None) -> None:
+        super().__init__()
+        self.request_subject = request_subject
+
+    def get_publish_destination_name(self, cmd: Any) -> str:
+        if cmd.publish_type is PublishType.REPLY and self.request_subject:
+            return f"{self.request_subject} reply"
+        return str(cmd.destination)
+
+
+def _provider_factory(msg: Any) -> Any:
+    if isinstance(msg, Msg) or msg is None:
+        return _ReplyNamingProvider(msg.subject if isinstance(msg, Msg) else None)
+    return telemetry_attributes_provider_factory(msg)
+
+
+def nats_telemetry(telemetry: Telemetry) -> TelemetryMiddleware[Any]:
+    """The broker middleware that traces FastStream's consumes and publishes (FastStream's own, with stable reply
+    names: see :class:`_ReplyNamingProvider`)."""
+    return TelemetryMiddleware(
+        settings_provider_factory=_provider_factory,
+        tracer_provider=telemetry.tracer_provider,
+        meter_provider=telemetry.meter_provider,
+        include_messages_counters=True,
+    )
 
 
 class Instruments:

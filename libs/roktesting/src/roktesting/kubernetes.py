@@ -43,6 +43,8 @@ import pytest
 
 __all__ = ["FakeKube", "fake_kube"]
 
+# What GET /version answers (the fields client-go's discovery reads)
+VERSION = {"major": "1", "minor": "32", "gitVersion": "v1.32.0", "platform": "linux/amd64"}
 _PATH = re.compile(
     r"^/(?P<api>api/v1|apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)"
     r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$"
@@ -417,6 +419,8 @@ class _Handler(BaseHTTPRequestHandler):
             with kube._lock:
                 kube.requests.append(_Request(method, path, params))
                 kube._lock.notify_all()
+            if method == "GET" and path == "/version":
+                return self._send(200, VERSION)
             if method == "GET":
                 _, _, plural, name = _parse(path)
                 if name is not None:
