@@ -4,10 +4,6 @@ that goes away and comes back."""
 from __future__ import annotations
 
 import asyncio
-import json
-import urllib.error
-import urllib.request
-from typing import Any
 
 import nats
 import pytest
@@ -17,26 +13,8 @@ from rokcommon.events import RunFinished
 from rokcommon.health import CheckFailed, Health, HealthServer, cached, nats_checks
 from rokcommon.service import Service
 from rokcommon.settings import RokSettings
+from roktesting.health import get_json, until_ready
 from roktesting.nats import NatsServer, running
-
-
-def get(url: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-async def until_ready(health: Health, ready: bool, check: str | None = None, timeout: float = 15.0) -> dict[str, str]:
-    """Probe until readiness is ``ready`` (or, with ``check``, until that check is); the last report's checks."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        report = await health.ready()
-        ok = report.ok if check is None else report.checks[check] == "ok"
-        if ok == ready or asyncio.get_running_loop().time() > deadline:
-            return report.checks
-        await asyncio.sleep(0.2)
 
 
 async def test_readiness_names_the_failing_check_and_liveness_asks_only_the_live_ones() -> None:
@@ -58,22 +36,22 @@ async def test_readiness_names_the_failing_check_and_liveness_asks_only_the_live
     server = HealthServer(health, "127.0.0.1", 0)
     await server.start()
     try:
-        assert await asyncio.to_thread(get, f"{server.url}/readyz") == (
+        assert await asyncio.to_thread(get_json, f"{server.url}/readyz") == (
             200,
             {"status": "ok", "failing": [], "checks": {"database": "ok", "process": "ok"}},
         )
         database_up = False
-        status, body = await asyncio.to_thread(get, f"{server.url}/readyz")
+        status, body = await asyncio.to_thread(get_json, f"{server.url}/readyz")
         assert status == 503
         assert body["failing"] == ["database"]
         assert body["checks"]["database"] == "the database does not answer"
         # a dependency being down is no reason to restart the process
-        assert await asyncio.to_thread(get, f"{server.url}/livez") == (
+        assert await asyncio.to_thread(get_json, f"{server.url}/livez") == (
             200,
             {"status": "ok", "failing": [], "checks": {"process": "ok"}},
         )
         health.add("stuck", hangs, live=True)
-        status, body = await asyncio.to_thread(get, f"{server.url}/livez")
+        status, body = await asyncio.to_thread(get_json, f"{server.url}/livez")
         assert (status, body["failing"], body["checks"]["stuck"]) == (503, ["stuck"], "no answer within 0.5s")
     finally:
         await server.stop()

@@ -6,11 +6,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
-from pathlib import Path
+from functools import partial
 
 from rokcommon.health import cached
 from rokcommon.service import Service
-from rokstore import Repository, open_repository
+from rokstore import open_repository
 
 from rok_restorer import diffs, handlers
 from rok_restorer.outcome_store import KvOutcomes
@@ -44,29 +44,17 @@ def build(settings: RestorerSettings | None = None) -> Service:
     handlers.register(service, restorer, settings)
     catalog = RegistryCatalog(lambda: service.broker.connection, timeout=settings.registry_timeout)
     diffs.register(service, diffs.Differ(catalog, cache_dir=settings.state_dir / "cache"))
-    store = StoreProbe(settings.repository_url, cache_dir=settings.state_dir / "cache")
-    service.health.add("store", cached(store.reachable, seconds=settings.health_cache))
-    service.app.after_shutdown(store.close)
+    service.health.add(
+        "store", cached(partial(store_reachable, settings.repository_url), seconds=settings.health_cache)
+    )
     return service
 
 
-class StoreProbe:
-    """Whether this cluster's repository (``ROK_REPOSITORY``) answers: opened once, then its config read again."""
-
-    def __init__(self, url: str, *, cache_dir: Path) -> None:
-        self.url = url
-        self.cache_dir = cache_dir
-        self._repo: Repository | None = None
-
-    async def reachable(self) -> None:
-        if self._repo is None:
-            self._repo = await open_repository(self.url, cache_dir=self.cache_dir)
-        await self._repo.read_config()
-
-    async def close(self) -> None:
-        if self._repo is not None:
-            await self._repo.close()
-            self._repo = None
+async def store_reachable(url: str) -> None:
+    """This cluster's repository (``ROK_REPOSITORY``) answers: its config object is read (and closed again, so
+    that a probe holds no client between its asks)."""
+    repo = await open_repository(url)
+    await repo.close()
 
 
 def main() -> None:
