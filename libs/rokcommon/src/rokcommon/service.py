@@ -42,13 +42,14 @@ from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from rokcommon import bus, credentials, streams
+from rokcommon.broker_telemetry import nats_telemetry
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import Event, invalid_event, model_for_subject
 from rokcommon.health import Health, HealthServer, consumer_checks, nats_checks
 from rokcommon.logs import current_event_id, setup_logging
 from rokcommon.settings import RokSettings
 from rokcommon.streams import ConsumerSpec
-from rokcommon.telemetry import annotate_current_span, instruments, nats_telemetry, setup_telemetry
+from rokcommon.telemetry import annotate_current_span, instruments, setup_telemetry
 
 log = logging.getLogger(__name__)
 
