@@ -121,20 +121,33 @@ def setup_telemetry(service: str, *, metric_readers: Sequence[MetricReader] = ()
     if _installed is not None:
         return _installed
     tracer_provider = TracerProvider(resource=resource(service))
-    readers = list(metric_readers)
-    if not _sdk_disabled():
-        if _wants_otlp("traces"):
-            tracer_provider.add_span_processor(BatchSpanProcessor(_otlp_exporter("traces")))
-        if _wants_otlp("metrics"):
-            readers.append(PeriodicExportingMetricReader(_otlp_exporter("metrics")))
-        if path := os.environ.get("ROK_OTEL_FILE"):
-            exporter = JsonLinesSpanExporter(path)
-            tracer_provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=200))
+    for processor in span_processors():
+        tracer_provider.add_span_processor(processor)
+    readers = [*metric_readers, *exporting_metric_readers()]
     meter_provider = MeterProvider(resource=tracer_provider.resource, metric_readers=readers)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     _installed = Telemetry(tracer_provider, meter_provider)
     return _installed
+
+
+def span_processors() -> list[BatchSpanProcessor]:
+    """Where finished spans go, as the environment says (none when ``OTEL_SDK_DISABLED=true``)."""
+    if _sdk_disabled():
+        return []
+    processors = []
+    if _wants_otlp("traces"):
+        processors.append(BatchSpanProcessor(_otlp_exporter("traces")))
+    if path := os.environ.get("ROK_OTEL_FILE"):
+        processors.append(BatchSpanProcessor(JsonLinesSpanExporter(path), schedule_delay_millis=200))
+    return processors
+
+
+def exporting_metric_readers() -> list[MetricReader]:
+    """The readers that send metrics, as the environment says (none when ``OTEL_SDK_DISABLED=true``)."""
+    if _sdk_disabled() or not _wants_otlp("metrics"):
+        return []
+    return [PeriodicExportingMetricReader(_otlp_exporter("metrics"))]
 
 
 def resource(service: str) -> Resource:
