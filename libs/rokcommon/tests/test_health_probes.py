@@ -8,11 +8,14 @@ import asyncio
 import nats
 import pytest
 from nats.js import JetStreamContext
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rokcommon import streams, subjects
 from rokcommon.events import RunFinished
 from rokcommon.health import CheckFailed, Health, HealthServer, cached, nats_checks
 from rokcommon.service import Service
 from rokcommon.settings import RokSettings
+from rokcommon.telemetry import setup_telemetry
 from roktesting.health import get_json, until_ready
 from roktesting.nats import NatsServer, running
 
@@ -34,6 +37,8 @@ async def test_readiness_names_the_failing_check_and_liveness_asks_only_the_live
     health.add("database", database)
     health.add("process", process, live=True)
     server = HealthServer(health, "127.0.0.1", 0)
+    spans = InMemorySpanExporter()
+    setup_telemetry("health-test").tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     await server.start()
     try:
         assert await asyncio.to_thread(get_json, f"{server.url}/readyz") == (
@@ -53,6 +58,7 @@ async def test_readiness_names_the_failing_check_and_liveness_asks_only_the_live
         health.add("stuck", hangs, live=True)
         status, body = await asyncio.to_thread(get_json, f"{server.url}/livez")
         assert (status, body["failing"], body["checks"]["stuck"]) == (503, ["stuck"], "no answer within 0.5s")
+        assert [s.name for s in spans.get_finished_spans()] == []  # probes make no spans
     finally:
         await server.stop()
 

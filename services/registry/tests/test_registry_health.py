@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 
 import asyncpg
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from rok_registry.main import build
 from rok_registry.settings import RegistrySettings
 from roktesting.health import get_json, until_ready
@@ -24,6 +26,8 @@ async def test_readiness_fails_naming_the_database_while_it_is_gone_and_recovers
         database_url=postgres_dsn,
     )
     registry = build(settings, graceful_timeout=2.0)
+    spans = InMemorySpanExporter()
+    registry.service.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
     admin_dsn, name = postgres_dsn.rsplit("/", 1)
     await registry.start_storage()
     try:
@@ -34,10 +38,13 @@ async def test_readiness_fails_naming_the_database_while_it_is_gone_and_recovers
                 "consumers": "ok",
                 "database": "ok",
             }
+            spans.clear()
             assert await asyncio.to_thread(get_json, f"{registry.http.url}/readyz") == (
                 200,
                 {"status": "ok", "failing": [], "checks": dict.fromkeys(registry.service.health.names, "ok")},
             )
+            assert (await asyncio.to_thread(get_json, f"{registry.http.url}/livez"))[0] == 200
+            assert [s.name for s in spans.get_finished_spans()] == []  # probes make no spans
 
             admin = await asyncpg.connect(f"{admin_dsn}/postgres")
             try:

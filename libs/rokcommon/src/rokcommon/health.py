@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 Check = Callable[[], Awaitable[object]]
 
+PROBE_PATHS = frozenset({"/livez", "/readyz", "/healthz"})  # what a web server traces no request of
 CHECK_TIMEOUT = 3.0  # seconds; below the probes' default timeoutSeconds of the manifests (5)
 
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, Phase
-from rokcommon.health import Health
+from rokcommon.health import PROBE_PATHS, Health
 from rokcommon.registry_contract import Bucket, Lineage, Resolved, RunFile, SearchHit, Version
 from rokcommon.urls import format_url
 
@@ -106,7 +106,14 @@ def create_app(
     database); ``/healthz`` answers as long as the process serves HTTP.
     """
     # FastAPI's docs pages load their scripts from a CDN; ours are served from the package (rok_registry.api_docs)
-    app = FastAPI(title="rok registry", version="1", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app = FastAPI(
+        title="rok registry",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        telemetry={"exclude": _is_probe},  # FastAPI traces every request; a probe's would flood the traces
+    )
     add_api_docs(app, openapi_url="/api/openapi.json")
     app.state.queries = queries
     app.state.publish = publish
@@ -138,6 +145,10 @@ def create_app(
     if web is not None:
         app.include_router(web)
     return app
+
+
+def _is_probe(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in PROBE_PATHS
 
 
 def _error_handler(status: int, kind: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
