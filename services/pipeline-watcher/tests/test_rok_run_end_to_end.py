@@ -182,20 +182,35 @@ def test_each_step_event_is_one_trace_from_rok_run_to_the_registry_commit_and_a_
     restored = rok(system, "restore", urls["write/after"], "--to", str(tmp_path / "restored"))
     assert restored.returncode == 0, restored.stderr
 
-    def restore_trace():
+    def restore_trace(service: str, name: str):
         for spans in otlp_collector.traces().values():
             names = {(s["service"], s["name"]) for s in spans}
-            if ("rok-cli", "rok restore") in names and ("rok-restorer", "rok.store.restore") in names:
+            if (service, name) in names and ("rok-restorer", "rok.store.restore") in names:
                 return spans
         return None
 
-    spans = wait_for(restore_trace, "trace of the restore")
+    spans = wait_for(lambda: restore_trace("rok-cli", "rok restore"), "trace of the restore")
     (root,) = [s for s in spans if s["parent_id"] is None]
     assert (root["service"], root["name"]) == ("rok-cli", "rok restore")
     assert root["attributes"]["rok.url"] == urls["write/after"]
     assert {"rok-cli", "rok-restorer", "rok-registry"} <= {s["service"] for s in spans}
     (restoring,) = [s for s in spans if s["service"] == "rok-restorer" and s["name"] == "rok.restore"]
     assert restoring["attributes"]["rok.restore.request_id"] == root["attributes"]["rok.restore.request_id"]
+
+    # and one from the web page's restore button, whose request is the trace's root
+    answer = urllib.request.urlopen(
+        urllib.request.Request(
+            f"http://127.0.0.1:{system['ROK_REGISTRY_PORT']}/restores",
+            data=json.dumps({"url": urls["write/before"], "target": str(tmp_path / "from-web")}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        ),
+        timeout=10,
+    )
+    assert answer.status == 202
+    spans = wait_for(lambda: restore_trace("rok-registry", "POST /restores"), "trace of the web page's restore")
+    (root,) = [s for s in spans if s["parent_id"] is None]
+    assert (root["service"], root["name"], root["kind"]) == ("rok-registry", "POST /restores", "SERVER")
 
     # request-reply spans are named after the query, never after the requester's inbox
     names = {s["name"] for s in otlp_collector.spans}
