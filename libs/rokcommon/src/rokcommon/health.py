@@ -194,9 +194,8 @@ class HealthServer:
     @property
     def port(self) -> int:
         """The bound port (the system's choice when 0 was asked for)."""
-        for site in self._runner.sites if self._runner else ():
-            for sock in site._server.sockets:  # aiohttp keeps the listening sockets on its site's server
-                return int(sock.getsockname()[1])
+        if self._runner is not None and self._runner.addresses:
+            return int(self._runner.addresses[0][1])
         return self.requested_port
 
     @property
