@@ -11,7 +11,8 @@ good, not one that is reconnecting), so that Kubernetes restarts a process only 
 
 ``GET /livez`` and ``GET /readyz`` answer 200 or 503 with a JSON body naming each check and, for a failing
 one, why: ``{"status": "failing", "failing": ["database"], "checks": {"nats": "ok", "database": "…"}}``.
-The checks run with tracing suppressed, so probes make no spans.
+Probes make no spans: the checks create none of their own and run with OpenTelemetry's instrumentation suppressed,
+and web servers leave :data:`PROBE_PATHS` untraced.
 """
 
 from __future__ import annotations
