@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from kubernetes_validate import SchemaNotFoundError, latest_version, validate
 
 from . import crds
-from .manifests import ADDONS, NAMESPACE, OVERLAYS, find, one, pod_specs, render, rok_containers
+from .manifests import ADDONS, NAMESPACE, OVERLAYS, ROOT, SERVICES, find, one, pod_specs, render, rok_containers
 
 ALL = {**OVERLAYS, **{f"addons/{name}": path for name, path in ADDONS.items()}}
 KUBERNETES_VERSIONS = ["1.32.0", latest_version()]
@@ -90,16 +92,6 @@ def _webhook_routes(method: str) -> set[str]:
         and node.args
         and isinstance(node.args[0], ast.Constant)
     }
-
-
-@pytest.mark.parametrize("name", sorted(OVERLAYS))
-def test_the_watcher_is_probed_over_https_where_its_webhook_answers_health(name: str):
-    watcher = one(render(OVERLAYS[name]), "Deployment", "rok-pipeline-watcher")
-    (container,) = watcher["spec"]["template"]["spec"]["containers"]
-    for probe in ("readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
-        assert container[probe]["httpGet"]["path"] in _webhook_routes("add_get")
-        assert container[probe]["httpGet"]["port"] == "webhook"
 
 
 @pytest.mark.parametrize("name", sorted(OVERLAYS))
@@ -221,25 +213,67 @@ def test_the_watcher_has_two_replicas_in_prod_and_every_pod_a_network_policy(nam
     assert set(deny["spec"]["policyTypes"]) == {"Ingress", "Egress"}
 
 
-@pytest.mark.parametrize("name", sorted(OVERLAYS))
-def test_the_registry_is_probed_where_it_answers_health(name: str):
+def _routes(path: Path, method: str) -> set[str]:
+    """The paths a module routes: ``@app.get("/x")`` (FastAPI) and ``router.add_get("/x", …)`` (aiohttp)."""
     import ast
 
-    from .manifests import SERVICES
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Call) or not node.args or not isinstance(node.args[0], ast.Constant):
+            continue
+        name = getattr(node.func, "attr", "")
+        if name in (method, f"add_{method}"):
+            found.add(node.args[0].value)
+    return found
 
-    source = (SERVICES["registry"][1] / "api.py").read_text()
-    routes = {
-        decorator.args[0].value
-        for node in ast.walk(ast.parse(source))
-        if isinstance(node, ast.AsyncFunctionDef | ast.FunctionDef)
-        for decorator in node.decorator_list
-        if isinstance(decorator, ast.Call)
-        and getattr(decorator.func, "attr", "") == "get"
-        and decorator.args
-        and isinstance(decorator.args[0], ast.Constant)
+
+HEALTH_ROUTES = _routes(ROOT / "libs" / "rokcommon" / "src" / "rokcommon" / "health.py", "get")
+PROBE_PATHS = {"livenessProbe": "/livez", "readinessProbe": "/readyz", "startupProbe": "/livez"}
+
+
+@pytest.mark.parametrize("name", sorted(OVERLAYS))
+def test_every_rok_container_is_probed_for_liveness_and_readiness_on_a_port_it_declares(name: str):
+    for workload, container in rok_containers(render(OVERLAYS[name])):
+        where = f"{workload['metadata']['name']}/{container['name']}"
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        assert {"livenessProbe", "readinessProbe"} <= container.keys(), f"{where} lacks a probe"
+        for probe, path in PROBE_PATHS.items():
+            if probe not in container:
+                continue
+            get = container[probe]["httpGet"]
+            assert get["path"] == path, f"{where}: {probe} asks {get['path']}, not {path}"
+            assert get["port"] in ports, f"{where}: {probe} names port {get['port']!r}; it declares {sorted(ports)}"
+            assert get.get("scheme", "HTTP") == "HTTP"
+            if container["name"] == "registry":  # on its own web server
+                assert get["port"] == "http"
+                assert path in _routes(SERVICES["registry"][1] / "api.py", "get")
+            else:  # on rokcommon's health server, where the service's settings put it
+                assert ports[get["port"]] == int(env["ROK_HEALTH_PORT"]), where
+                assert env["ROK_HEALTH_HOST"] == "0.0.0.0", f"{where}: the kubelet probes the pod's address"
+                assert path in HEALTH_ROUTES
+
+
+@pytest.mark.parametrize("name", sorted(OVERLAYS))
+def test_every_rok_container_names_its_node_pod_and_namespace_in_its_telemetry_resource(name: str):
+    downward = {
+        "k8s.node.name": "spec.nodeName",
+        "k8s.pod.name": "metadata.name",
+        "k8s.namespace.name": "metadata.namespace",
+        "k8s.pod.uid": "metadata.uid",
     }
-    registry = one(render(OVERLAYS[name]), "Deployment", "rok-registry")
-    (container,) = registry["spec"]["template"]["spec"]["containers"]
-    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["path"] in routes
-        assert container[probe]["httpGet"]["port"] == "http"
+    for workload, container in rok_containers(render(OVERLAYS[name])):
+        where = f"{workload['metadata']['name']}/{container['name']}"
+        env = container.get("env", [])
+        names = [e["name"] for e in env]
+        attributes = next(e["value"] for e in env if e["name"] == "OTEL_RESOURCE_ATTRIBUTES")
+        pairs = dict(pair.split("=", 1) for pair in attributes.split(","))
+        assert pairs["k8s.container.name"] == container["name"], where
+        for attribute, field_path in downward.items():
+            reference = pairs[attribute]
+            assert reference.startswith("$(") and reference.endswith(")"), f"{where}: {attribute}={reference}"
+            variable = reference[2:-1]
+            # Kubernetes expands $(VAR) only from variables defined before, in the same container
+            assert names.index(variable) < names.index("OTEL_RESOURCE_ATTRIBUTES"), f"{where}: {variable}"
+            (defined,) = [e for e in env if e["name"] == variable]
+            assert defined["valueFrom"]["fieldRef"]["fieldPath"] == field_path, f"{where}: {variable}"

@@ -35,6 +35,7 @@ REQUIRED = {
 LIBRARY_VARIABLES = {
     "OTEL_EXPORTER_OTLP_ENDPOINT",
     "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
     "AWS_ENDPOINT_URL",
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -93,6 +94,18 @@ def directly_read_variables(service: str) -> set[str]:
     return names
 
 
+def referenced_variables(overlay: str, service: str) -> set[str]:
+    """Variables another variable of the container names as ``$(NAME)`` (Kubernetes expands them)."""
+    import re
+
+    found = set()
+    for _, container in rok_containers(render(OVERLAYS[overlay])):
+        if container["name"] == service:
+            for env in container.get("env", []):
+                found |= set(re.findall(r"\$\(([A-Z0-9_]+)\)", env.get("value", "")))
+    return found
+
+
 def manifest_variables(overlay: str) -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for _, container in rok_containers(render(OVERLAYS[overlay])):
@@ -109,7 +122,9 @@ def test_every_rok_variable_in_the_manifests_is_a_setting_the_service_reads(over
     readable = settings_variables(classes) | directly_read_variables(service)
     unread = {v for v in variables if v.startswith("ROK_")} - readable
     assert not unread, f"{overlay}: {service} sets {sorted(unread)}, which {[c.__name__ for c in classes]} lack"
-    foreign = {v for v in variables if not v.startswith("ROK_")} - LIBRARY_VARIABLES
+    foreign = (
+        {v for v in variables if not v.startswith("ROK_")} - LIBRARY_VARIABLES - referenced_variables(overlay, service)
+    )
     assert not foreign, f"{overlay}: {service} sets {sorted(foreign)}, which nothing reads"
 
 
@@ -123,8 +138,8 @@ def test_every_setting_a_cluster_must_give_is_given(overlay: str, service: str):
 
 def test_the_library_variables_are_read_where_this_test_says():
     telemetry = (ROOT / "libs" / "rokcommon" / "src" / "rokcommon" / "telemetry.py").read_text()
-    assert "OTEL_EXPORTER_OTLP_ENDPOINT" in telemetry
-    assert "OTEL_SERVICE_NAME" in telemetry
+    for variable in ("OTEL_EXPORTER_OTLP_", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        assert variable in telemetry
 
 
 def _container(overlay: str, service: str) -> tuple[dict, dict]:
@@ -143,6 +158,9 @@ def test_the_ports_the_manifests_open_are_the_ports_the_services_listen_on(overl
     assert setting_value("registry", overlay, "registry_host") == "0.0.0.0"
     _, watcher = _container(overlay, "pipeline-watcher")
     assert _ports(watcher)["webhook"] == int(setting_value("pipeline-watcher", overlay, "webhook_port"))
+    for service in ("pipeline-watcher", "snapshotter", "restorer"):
+        _, container = _container(overlay, service)
+        assert _ports(container)["health"] == int(str(setting_value(service, overlay, "health_port")))
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))

@@ -1,4 +1,5 @@
-"""The watcher service publishes what it sees to JetStream, idempotently, and stops on SIGTERM."""
+"""The watcher service publishes what it sees to JetStream, idempotently, each event the start of its trace, and
+stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import sys
 from datetime import UTC, datetime
 
 import yaml
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
 from rok_pipeline_watcher.main import serve
 from rok_pipeline_watcher.settings import WatcherSettings
-from rokcommon.events import StepStarted, model_for_subject
+from rokcommon.events import StepFinished, StepStarted, model_for_subject
+from rokcommon.telemetry import setup_telemetry
 
 WORKFLOWS = "/apis/argoproj.io/v1alpha1/namespaces/kubeflow/workflows"
 PODS = "/api/v1/namespaces/kubeflow/pods"
@@ -134,3 +139,34 @@ async def test_a_standby_replica_publishes_nothing_until_it_holds_the_lease(nats
     lease = fake_kube.get(f"{leases}/rok-pipeline-watcher")["spec"]
     assert lease["leaseTransitions"] == 1  # replica-b took it over from replica-a …
     assert "holderIdentity" not in lease  # … and gave it up when it stopped
+
+
+async def test_each_event_the_watcher_publishes_starts_its_own_trace_named_for_its_subject_with_run_and_step(
+    nats_server, js, fake_kube, v1_run
+):
+    spans = InMemorySpanExporter()
+    setup_telemetry("pipeline-watcher").tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    settings = WatcherSettings(nats_url=nats_server.url, kfp_api_url="http://127.0.0.1:9", kfp_api_timeout=0.5)
+    for pod in v1_run.pod_list:
+        fake_kube.create(PODS, pod)
+    fake_kube.create(WORKFLOWS, v1_run.workflow)
+
+    messages = await run_watcher(settings, fake_kube, lambda: stored(js, 10))
+
+    producers = {
+        format(s.context.trace_id, "032x"): s for s in spans.get_finished_spans() if s.kind == SpanKind.PRODUCER
+    }
+    traces = set()
+    for message in messages:
+        event = model_for_subject(message.subject).decode(message.data)
+        trace_id = message.headers["traceparent"].split("-")[1]
+        span = producers[trace_id]
+        assert span.parent is None, "a step event's trace starts at its publish"
+        assert span.name == f"{message.subject} publish"
+        run = event.run if hasattr(event, "run") else event.step.run
+        assert span.attributes["rok.run_id"] == run.run_id
+        assert span.attributes["rok.namespace"] == run.namespace
+        if isinstance(event, StepStarted | StepFinished):
+            assert span.attributes["rok.step"] == event.step.name
+        traces.add(trace_id)
+    assert len(traces) == len(messages)  # one trace per event

@@ -1,4 +1,5 @@
-"""``python -m rok_snapshotter`` as its own process: ready, snapshotting, stopped by SIGTERM, killed mid-snapshot."""
+"""``python -m rok_snapshotter`` as its own process: ready (and saying so on /readyz), snapshotting, stopped by
+SIGTERM, killed mid-snapshot."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from rok_snapshotter.settings import SnapshotterSettings
 from rokcommon import bus, streams
 from rokcommon.events import SnapshotCompleted, VolumeRef
 from rokstore import open_repository, restore
+from roktesting.health import get_json
+from roktesting.ports import free_port
 from snapshotter_helpers import settled, snapshot_events, started, tree
 
 DURABLE = "snapshotter-node-1_example_internal"
@@ -27,6 +30,7 @@ class Process:
 
     def __init__(self, settings: SnapshotterSettings, log: Path) -> None:
         self.log = log
+        self.health_port = free_port()
         env = {
             **os.environ,
             "ROK_NATS_URL": settings.nats_url,
@@ -37,6 +41,7 @@ class Process:
             "ROK_ACK_WAIT": str(settings.ack_wait),
             "ROK_RETRY_DELAY": str(settings.retry_delay),
             "ROK_LOG_FORMAT": "json",
+            "ROK_HEALTH_PORT": str(self.health_port),
         }
         with open(log, "ab") as out:
             self.popen = subprocess.Popen([sys.executable, "-m", "rok_snapshotter"], env=env, stderr=out)
@@ -85,6 +90,9 @@ async def test_the_service_logs_ready_snapshots_and_stops_cleanly_on_sigterm(
     process = Process(settings, tmp_path / "snapshotter.log")
     processes.append(process)
     await process.ready()
+    status, body = await asyncio.to_thread(get_json, f"http://127.0.0.1:{process.health_port}/readyz")
+    assert (status, body["checks"]) == (200, {"nats": "ok", "nats-open": "ok", "consumers": "ok", "store": "ok"})
+    assert (await asyncio.to_thread(get_json, f"http://127.0.0.1:{process.health_port}/livez"))[0] == 200
     await bus.publish(js, started(volumes))
     done = await snapshot_events(js, 2)
     await settled(js, DURABLE)

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 from nats.aio.client import Client
+from opentelemetry import trace
 from rokcommon import streams
 from rokcommon.errors import NotFound, PermanentError, TemporaryError
 from rokcommon.humanize import size
@@ -16,6 +17,7 @@ from rokcommon.registry_client import RegistryClient
 from rokcommon.registry_contract import Resolved
 from rokcommon.restores import RestoreWatch, request_restore
 from rokcommon.settings import RokSettings
+from rokcommon.telemetry import setup_telemetry
 
 from rokcli.tables import echo_json, print_table
 from rokcli.user import check_url, exit_codes, run
@@ -45,32 +47,41 @@ def restore(url: str, target: Path, volumes: tuple[str, ...], timeout: float, as
     bar = _RestoreBar(enabled=not as_json)
 
     async def go(nc: Client, registry: RegistryClient) -> RestoreWatch:
-        # An unknown version (or another namespace's) is "not found" (exit 4) before anything is asked of a restorer.
-        _check_volumes(url, volumes, await registry.resolve(url))
-        await streams.ensure_streams(nc.jetstream())
+        # One trace per restore: the resolve, the request and its outcome under this command's span.
         settings = RokSettings()
-        watch = await request_restore(
-            nc,
-            namespace=settings.namespace,
-            url=url,
-            target_dir=str(target),
-            volumes=volumes,
-            requested_by="rok-cli",
-            on_update=bar.update,
-        )
-        try:
-            await _wait(watch, timeout)
-        except TimeoutError:
-            raise TemporaryError(
-                f"restore {watch.request_id} of {url} did not finish within {timeout:g}s; "
-                "is rok-restorer running (rok status)?"
-            ) from None
-        finally:
-            await watch.close()
-        return watch
+        with trace.get_tracer("rokcli").start_as_current_span(
+            "rok restore", attributes={"rok.url": url, "rok.namespace": settings.namespace}
+        ) as span:
+            # An unknown version (or another namespace's) is "not found" (exit 4) before a restorer is asked.
+            _check_volumes(url, volumes, await registry.resolve(url))
+            await streams.ensure_streams(nc.jetstream())
+            watch = await request_restore(
+                nc,
+                namespace=settings.namespace,
+                url=url,
+                target_dir=str(target),
+                volumes=volumes,
+                requested_by="rok-cli",
+                on_update=bar.update,
+            )
+            span.set_attribute("rok.restore.request_id", watch.request_id)
+            try:
+                await _wait(watch, timeout)
+            except TimeoutError:
+                raise TemporaryError(
+                    f"restore {watch.request_id} of {url} did not finish within {timeout:g}s; "
+                    "is rok-restorer running (rok status)?"
+                ) from None
+            finally:
+                await watch.close()
+            return watch
 
-    with bar:
-        watch = run(go)
+    telemetry = setup_telemetry("cli")
+    try:
+        with bar:
+            watch = run(go)
+    finally:
+        telemetry.tracer_provider.force_flush()  # this command's spans leave before it exits
     if watch.state == "failed":
         raise RestoreFailed(f"restore of {url} failed: {watch.reason}")
     if as_json:

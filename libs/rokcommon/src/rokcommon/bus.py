@@ -24,6 +24,7 @@ from rokcommon.errors import TemporaryError
 from rokcommon.events import Event
 from rokcommon.settings import RokSettings
 from rokcommon.streams import DLQ, MAX_DELIVERIES_ADVISORY, stream_for_subject
+from rokcommon.telemetry import event_attributes
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("rokcommon.bus")
@@ -82,6 +83,7 @@ async def publish(js: JetStreamContext, event: Event, *, timeout: float = 10.0) 
             "messaging.operation.type": "publish",
             "messaging.destination.name": subject,
             "messaging.message.id": event.event_id,
+            **event_attributes(event),
         },
     ):
         ack = await js.publish(

@@ -36,19 +36,20 @@ from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
-from faststream.nats.opentelemetry import NatsTelemetryMiddleware
 from faststream.security import SASLPlaintext
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
 from rokcommon import bus, credentials, streams
+from rokcommon.broker_telemetry import nats_telemetry
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import Event, invalid_event, model_for_subject
+from rokcommon.health import Health, HealthServer, consumer_checks, nats_checks
 from rokcommon.logs import current_event_id, setup_logging
 from rokcommon.settings import RokSettings
 from rokcommon.streams import ConsumerSpec
-from rokcommon.telemetry import instruments, setup_telemetry
+from rokcommon.telemetry import annotate_current_span, instruments, setup_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +73,21 @@ class Service:
             graceful_timeout=graceful_timeout,
             **_broker_credentials(settings),
             middlewares=(
-                NatsTelemetryMiddleware(
-                    tracer_provider=self.telemetry.tracer_provider,
-                    meter_provider=self.telemetry.meter_provider,
-                ),
+                nats_telemetry(self.telemetry),
                 self._failure_policy,
             ),
             logger=logging.getLogger(f"rok.{name}.broker"),
         )
         self.app = FastStream(self.broker, logger=logging.getLogger(f"rok.{name}"))
+        # /livez and /readyz: the bus and the consumers here; each composition root adds what else it needs
+        self.health = Health()
+        nats_checks(self.health, self._connection)
+        consumer_checks(self.health, self.broker, self.consumers, lambda: self.js)
+        self.health_server: HealthServer | None = None
+        if settings.health_port is not None:
+            self.health_server = HealthServer(self.health, settings.health_host, settings.health_port)
+            self.app.on_startup(self.health_server.start)
+            self.app.after_shutdown(self.health_server.stop)
         self.app.on_startup(self.declare)
         self.app.after_startup(self._ready)
         self.app.on_shutdown(self._stopping)
@@ -144,6 +151,12 @@ class Service:
         async def forward(msg: NatsMessage) -> None:
             await bus.forward_max_deliveries(self.js, msg.raw_message)
             self.instruments.add("rok.bus.dead_letters", 1, {"consumer": spec.durable})
+
+    def _connection(self) -> Any:
+        try:
+            return self.broker.connection
+        except Exception:  # FastStream's "not connected yet" state raises on access
+            return None
 
     @property
     def js(self) -> JetStreamContext:
@@ -262,7 +275,9 @@ async def decode_event(msg: StreamMessage[Any]) -> Event:
     subject no event is published on) is an :class:`~rokcommon.errors.InvalidEvent` naming the reason, which
     the failure policy dead-letters.
     """
-    return model_for_subject(msg.raw_message.subject).decode(msg.body)
+    event = model_for_subject(msg.raw_message.subject).decode(msg.body)
+    annotate_current_span(event)  # rok.run_id, rok.step, rok.namespace on the consumer's span
+    return event
 
 
 class _Named:

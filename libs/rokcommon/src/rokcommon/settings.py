@@ -38,6 +38,13 @@ class RokSettings(BaseSettings):
     max_deliver: int = Field(5, ge=1, description="deliveries of one message before it is dead-lettered")
     ack_wait: float = Field(30.0, gt=0, description="seconds JetStream waits for an ack before redelivering")
     retry_delay: float = Field(2.0, ge=0, description="first delay (seconds) before a failed message is retried")
+    health_host: str = Field("127.0.0.1", description="address of the /livez and /readyz server")
+    health_port: int | None = Field(
+        None, ge=0, le=65535, description="port of the /livez and /readyz server; unset: none (0: any free port)"
+    )
+    health_cache: float = Field(
+        10.0, ge=0, description="seconds a remote check's answer (the object store's) is reused by later probes"
+    )
 
     @property
     def repository_url(self) -> str:

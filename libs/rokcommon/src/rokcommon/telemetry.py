@@ -1,9 +1,16 @@
 """OpenTelemetry, set up once per process: a tracer and a meter provider named for the service.
 
-Exporters follow the environment: OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set; JSON lines in a
-file when ``ROK_OTEL_FILE`` is set (one finished span per line, what the cross-process tests read); nothing
-otherwise. The metric instruments every service exports are declared once in :data:`METRICS`, so dashboards,
-alerts and their tests have one list to check against.
+Exporters follow OpenTelemetry's standard variables: OTLP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or the
+signal's own ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``…_METRICS_ENDPOINT`` is set, over the protocol of
+``OTEL_EXPORTER_OTLP[_TRACES|_METRICS]_PROTOCOL`` (``http/protobuf``, the default; ``grpc`` when its exporter
+package is installed); ``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER=none`` turn a signal off and
+``OTEL_SDK_DISABLED=true`` all of it. The resource is ``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME``
+(default ``rok-<service>``). JSON lines go to a file when ``ROK_OTEL_FILE`` is set (one finished span per
+line, what the cross-process tests read). The metric instruments every service exports are declared once in
+:data:`METRICS`, so dashboards, alerts and their tests have one list to check against.
+
+Spans about a run, a step or a restore carry ``rok.run_id``, ``rok.step`` and ``rok.namespace``
+(:func:`event_attributes`), so that a trace backend finds a run's traces by its id.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -21,6 +28,8 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from rokcommon.errors import PermanentError
 
 
 @dataclass(frozen=True)
@@ -102,27 +111,134 @@ class Telemetry:
 _installed: Telemetry | None = None
 
 
+class TelemetrySettingsError(PermanentError):
+    """An ``OTEL_*`` variable asks for what this installation cannot do (a protocol whose exporter is absent)."""
+
+
 def setup_telemetry(service: str, *, metric_readers: Sequence[MetricReader] = ()) -> Telemetry:
     """Install the process's tracer and meter providers (once; later calls return the same)."""
     global _installed
     if _installed is not None:
         return _installed
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"rok-{service}")})
-    tracer_provider = TracerProvider(resource=resource)
-    readers = list(metric_readers)
-    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
-    if path := os.environ.get("ROK_OTEL_FILE"):
-        tracer_provider.add_span_processor(BatchSpanProcessor(JsonLinesSpanExporter(path), schedule_delay_millis=200))
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    tracer_provider = TracerProvider(resource=resource(service))
+    for processor in span_processors():
+        tracer_provider.add_span_processor(processor)
+    readers = [*metric_readers, *exporting_metric_readers()]
+    meter_provider = MeterProvider(resource=tracer_provider.resource, metric_readers=readers)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     _installed = Telemetry(tracer_provider, meter_provider)
     return _installed
+
+
+def span_processors() -> list[BatchSpanProcessor]:
+    """Where finished spans go, as the environment says (none when ``OTEL_SDK_DISABLED=true``)."""
+    if _sdk_disabled():
+        return []
+    processors = []
+    if _wants_otlp("traces"):
+        processors.append(BatchSpanProcessor(_otlp_exporter("traces")))
+    if path := os.environ.get("ROK_OTEL_FILE"):
+        processors.append(BatchSpanProcessor(JsonLinesSpanExporter(path), schedule_delay_millis=200))
+    return processors
+
+
+def exporting_metric_readers() -> list[MetricReader]:
+    """The readers that send metrics, as the environment says (none when ``OTEL_SDK_DISABLED=true``)."""
+    if _sdk_disabled() or not _wants_otlp("metrics"):
+        return []
+    return [PeriodicExportingMetricReader(_otlp_exporter("metrics"))]
+
+
+def resource(service: str) -> Resource:
+    """``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_SERVICE_NAME`` (read by the SDK), named ``rok-<service>`` if neither
+    names the service."""
+    detected = Resource.create()
+    named = os.environ.get("OTEL_SERVICE_NAME") or "service.name=" in os.environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    return detected if named else detected.merge(Resource({"service.name": f"rok-{service}"}))
+
+
+def _sdk_disabled() -> bool:
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _signal_env(name: str, signal: str) -> str:
+    """``OTEL_EXPORTER_OTLP_<SIGNAL>_<NAME>``, else ``OTEL_EXPORTER_OTLP_<NAME>`` (the specification's order)."""
+    return (
+        os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_{name}")
+        or os.environ.get(f"OTEL_EXPORTER_OTLP_{name}")
+        or ""
+    ).strip()
+
+
+def _wants_otlp(signal: str) -> bool:
+    exporter = os.environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp").strip().lower()
+    if exporter == "none":
+        return False
+    if exporter != "otlp":
+        raise TelemetrySettingsError(
+            f"OTEL_{signal.upper()}_EXPORTER={exporter!r} is not supported: rok exports over OTLP (otlp) or not at all "
+            "(none)"
+        )
+    return bool(_signal_env("ENDPOINT", signal))
+
+
+# protocol → module of the OTLP exporters (the http/protobuf one is rokcommon's dependency; grpc is optional)
+_EXPORTERS = {
+    "http/protobuf": ("opentelemetry.exporter.otlp.proto.http", "opentelemetry-exporter-otlp-proto-http"),
+    "grpc": ("opentelemetry.exporter.otlp.proto.grpc", "opentelemetry-exporter-otlp-proto-grpc"),
+}
+
+
+def _otlp_exporter(signal: Literal["traces", "metrics"]) -> Any:
+    """The OTLP exporter of ``signal`` for the configured protocol; it reads its endpoint, headers and timeout
+    from the same variables."""
+    import importlib
+
+    protocol = _signal_env("PROTOCOL", signal) or "http/protobuf"
+    variable = (
+        f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL"
+        if os.environ.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
+        else "OTEL_EXPORTER_OTLP_PROTOCOL"
+    )
+    if protocol not in _EXPORTERS:
+        raise TelemetrySettingsError(
+            f"{variable}={protocol!r} is not supported: use http/protobuf (the collector's port 4318) or grpc (4317)"
+        )
+    package, distribution = _EXPORTERS[protocol]
+    module = "trace_exporter" if signal == "traces" else "metric_exporter"
+    try:
+        exporters = importlib.import_module(f"{package}.{module}")
+    except ImportError:
+        raise TelemetrySettingsError(
+            f"{variable}={protocol!r} needs the {distribution} package, which is not installed; "
+            "install it or use http/protobuf (the collector's port 4318)"
+        ) from None
+    return exporters.OTLPSpanExporter() if signal == "traces" else exporters.OTLPMetricExporter()
+
+
+def event_attributes(event: object) -> dict[str, str]:
+    """``rok.run_id``, ``rok.step`` and ``rok.namespace`` of an event (those it knows), for its spans."""
+    step = getattr(event, "step", None)
+    run = getattr(event, "run", None) or getattr(step, "run", None)
+    found: dict[str, str] = {}
+    if run is not None:
+        found["rok.run_id"] = run.run_id
+        found["rok.namespace"] = run.namespace
+    if step is not None:
+        found["rok.step"] = step.name
+    if isinstance(namespace := getattr(event, "namespace", None), str):
+        found["rok.namespace"] = namespace
+    if isinstance(request_id := getattr(event, "request_id", None), str):
+        found["rok.restore.request_id"] = request_id
+    return found
+
+
+def annotate_current_span(event: object) -> None:
+    """Put the event's rok attributes on the current span (a consumer's, a handler's)."""
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(event_attributes(event))
 
 
 class Instruments:

@@ -43,6 +43,18 @@ import pytest
 
 __all__ = ["FakeKube", "fake_kube"]
 
+# What GET /version answers (every field of the API server's version.Info)
+VERSION = {
+    "major": "1",
+    "minor": "32",
+    "gitVersion": "v1.32.0",
+    "gitCommit": "70d3cc986aa8221cd1dfb1121852688902d3bf53",
+    "gitTreeState": "clean",
+    "buildDate": "2024-12-11T17:59:15Z",
+    "goVersion": "go1.23.3",
+    "compiler": "gc",
+    "platform": "linux/amd64",
+}
 _PATH = re.compile(
     r"^/(?P<api>api/v1|apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)"
     r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$"
@@ -417,6 +429,8 @@ class _Handler(BaseHTTPRequestHandler):
             with kube._lock:
                 kube.requests.append(_Request(method, path, params))
                 kube._lock.notify_all()
+            if method == "GET" and path.rstrip("/") == "/version":
+                return self._send(200, VERSION)
             if method == "GET":
                 _, _, plural, name = _parse(path)
                 if name is not None:

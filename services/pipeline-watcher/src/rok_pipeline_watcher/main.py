@@ -13,10 +13,13 @@ import contextlib
 import logging
 import signal
 from collections.abc import Coroutine
+from functools import partial
 from typing import Any
 
+from nats.js import JetStreamContext
 from rokcommon import bus
 from rokcommon.events import Event
+from rokcommon.health import CheckFailed, Health, HealthServer, nats_checks
 from rokcommon.logs import setup_logging
 from rokcommon.streams import ensure_streams
 from rokcommon.telemetry import instruments, setup_telemetry
@@ -41,15 +44,24 @@ def kubernetes_client(settings: WatcherSettings) -> Any:
 
 
 async def serve(
-    settings: WatcherSettings, stop: asyncio.Event, *, api_client: Any = None, ready: asyncio.Event | None = None
+    settings: WatcherSettings,
+    stop: asyncio.Event,
+    *,
+    api_client: Any = None,
+    ready: asyncio.Event | None = None,
+    health: Health | None = None,
 ) -> None:
     """Run until ``stop`` is set; ``ready`` is set once every source has caught up (its first lists published).
 
-    ``api_client`` overrides how the Kubernetes API is reached (tests).
+    ``api_client`` overrides how the Kubernetes API is reached (tests); ``health`` receives the checks (NATS,
+    JetStream, the Kubernetes API), served on ``ROK_HEALTH_PORT`` when that is set.
     """
+    health = health or Health()
     nc = await bus.connect(settings, name="rok-pipeline-watcher")
     js = nc.jetstream()
     await ensure_streams(js, replicas=settings.stream_replicas)
+    nats_checks(health, lambda: nc)
+    health.add("jetstream", partial(jetstream_answers, js))
 
     published = instruments("rok.pipeline-watcher")
 
@@ -66,6 +78,7 @@ async def serve(
         from rok_pipeline_watcher.kube_source import KubeSource
 
         api_client = api_client or kubernetes_client(settings)
+        health.add("kubernetes", partial(kubernetes_answers, api_client))
         kfp = KfpApi(settings.kfp_api_url, timeout=settings.kfp_api_timeout, token_file=settings.kfp_api_token_file)
         source = KubeSource(
             api_client,
@@ -107,6 +120,11 @@ async def serve(
         )
         cleanups.append(runner.cleanup)
 
+    if settings.health_port is not None:
+        probes = HealthServer(health, settings.health_host, settings.health_port)
+        await probes.start()
+        cleanups.append(probes.stop)
+
     async def announce() -> None:
         await asyncio.gather(*waits)
         log.info(
@@ -132,6 +150,26 @@ async def serve(
         for cleanup in cleanups:
             await cleanup()
         await nc.drain()
+
+
+async def jetstream_answers(js: JetStreamContext) -> None:
+    """JetStream answers this account's requests (what every publish needs)."""
+    try:
+        await js.account_info()
+    except Exception as error:
+        raise CheckFailed(f"JetStream does not answer: {error or type(error).__name__}") from None
+
+
+async def kubernetes_answers(api_client: Any) -> None:
+    """``GET /version`` of the API server answers (any authenticated client may ask it, no RBAC rule needed)."""
+    from kubernetes import client
+
+    host = api_client.configuration.host
+    try:
+        await asyncio.to_thread(client.VersionApi(api_client).get_code, _request_timeout=2)
+    except Exception as error:
+        reason = str(getattr(error, "reason", "") or error).splitlines()[0][:200]
+        raise CheckFailed(f"the Kubernetes API at {host} does not answer: {reason}") from None
 
 
 async def _when(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:

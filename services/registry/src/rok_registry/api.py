@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, Phase
+from rokcommon.health import PROBE_PATHS, Health
 from rokcommon.registry_contract import Bucket, Lineage, Resolved, RunFile, SearchHit, Version
 from rokcommon.urls import format_url
 
@@ -97,10 +98,22 @@ def create_app(
     publish: Callable[[Event], Awaitable[Any]] | None = None,
     nats: Callable[[], Any] | None = None,
     settings: Any = None,
+    health: Health | None = None,
 ) -> FastAPI:
-    """The registry's HTTP app: the JSON API, health, and the web pages if ``rok_registry.web`` exists."""
+    """The registry's HTTP app: the JSON API, health, and the web pages if ``rok_registry.web`` exists.
+
+    ``/livez`` and ``/readyz`` report ``health``'s checks (:mod:`rokcommon.health`: NATS, the consumers, the
+    database); ``/healthz`` answers as long as the process serves HTTP.
+    """
     # FastAPI's docs pages load their scripts from a CDN; ours are served from the package (rok_registry.api_docs)
-    app = FastAPI(title="rok registry", version="1", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    app = FastAPI(
+        title="rok registry",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+        telemetry={"exclude": _is_probe},  # FastAPI traces every request; a probe's would flood the traces
+    )
     add_api_docs(app, openapi_url="/api/openapi.json")
     app.state.queries = queries
     app.state.publish = publish
@@ -114,11 +127,28 @@ def create_app(
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    if health is not None:
+        probes = health
+
+        @app.get("/livez", include_in_schema=False)
+        async def livez() -> JSONResponse:
+            report = await probes.live()
+            return JSONResponse(report.body(), status_code=report.status_code)
+
+        @app.get("/readyz", include_in_schema=False)
+        async def readyz() -> JSONResponse:
+            report = await probes.ready()
+            return JSONResponse(report.body(), status_code=report.status_code)
+
     app.include_router(api_router())
     web = _web_router()
     if web is not None:
         app.include_router(web)
     return app
+
+
+def _is_probe(scope: MutableMapping[str, Any]) -> bool:
+    return scope.get("path") in PROBE_PATHS
 
 
 def _error_handler(status: int, kind: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:

@@ -96,6 +96,15 @@ class Database:
         async with self.engine.connect() as conn:
             return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
 
+    async def ping(self) -> None:
+        """One ``SELECT 1`` (health checks): a database that does not answer is a TemporaryError saying why."""
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except (DBAPIError, OSError) as error:
+            reason = str(getattr(error, "orig", None) or error).splitlines()[0]
+            raise TemporaryError(f"the registry database does not answer: {reason}") from None
+
     async def close(self) -> None:
         await self.engine.dispose()
 

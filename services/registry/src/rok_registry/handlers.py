@@ -27,6 +27,7 @@ from rokcommon.events import (
 )
 from rokcommon.registry_contract import QUERIES, Query, Reply, error_body
 from rokcommon.service import Service
+from rokcommon.telemetry import event_attributes
 
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
@@ -50,7 +51,11 @@ class EventHandlers:
     async def handle(self, event: Event) -> None:
         with tracer.start_as_current_span(
             f"registry record {type(event).__name__}",
-            attributes={"messaging.message.id": event.event_id, "rok.event": type(event).__name__},
+            attributes={
+                "messaging.message.id": event.event_id,
+                "rok.event": type(event).__name__,
+                **event_attributes(event),
+            },
         ):
             commits = await self.recorder.record(event)
             await self.announce(commits)

@@ -40,11 +40,13 @@ def build(settings: RegistrySettings | None = None, *, graceful_timeout: float =
     db = Database(settings.database)
     recorder, queries = Recorder(db), Queries(db)
     handlers.subscribe(service, recorder, queries, workers=settings.registry_workers)
+    service.health.add("database", db.ping)
     app = create_app(
         queries,
         publish=service.publish,
         nats=lambda: service.broker.connection,
         settings=settings,
+        health=service.health,
     )
     http = HttpServer(app, settings.registry_host, settings.registry_port)
     registry = Registry(settings, service, db, recorder, queries, http)

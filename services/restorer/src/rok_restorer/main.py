@@ -6,8 +6,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+from functools import partial
 
+from rokcommon.health import cached
 from rokcommon.service import Service
+from rokstore import open_repository
 
 from rok_restorer import diffs, handlers
 from rok_restorer.outcome_store import KvOutcomes
@@ -41,7 +44,17 @@ def build(settings: RestorerSettings | None = None) -> Service:
     handlers.register(service, restorer, settings)
     catalog = RegistryCatalog(lambda: service.broker.connection, timeout=settings.registry_timeout)
     diffs.register(service, diffs.Differ(catalog, cache_dir=settings.state_dir / "cache"))
+    service.health.add(
+        "store", cached(partial(store_reachable, settings.repository_url), seconds=settings.health_cache)
+    )
     return service
+
+
+async def store_reachable(url: str) -> None:
+    """This cluster's repository (``ROK_REPOSITORY``) answers: its config object is read (and closed again, so
+    that a probe holds no client between its asks)."""
+    repo = await open_repository(url)
+    await repo.close()
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ from opentelemetry import trace
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, PermanentError
 from rokcommon.events import RestoreCompleted, RestoredVolume, RestoreFailed, RestoreProgress, RestoreRequested
 from rokcommon.registry_contract import Resolved
+from rokcommon.telemetry import event_attributes
 from rokstore import CorruptData, Progress, Repository, RestoreStats, open_repository, restore
 
 from rok_restorer.targets import Target, Targets, VolumeToRestore
@@ -105,7 +106,7 @@ class Restorer:
         started = time.monotonic()
         owned: Target | None = None  # a target this request claimed: what is in it is ours to discard
         with tracer.start_as_current_span(
-            "rok.restore", attributes={"rok.restore.request_id": request.request_id, "rok.url": request.url}
+            "rok.restore", attributes={**event_attributes(request), "rok.url": request.url}
         ) as span:
             try:
                 volumes = await self._choose(request)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from rokcommon.errors import PermanentError, TemporaryError
+from rokcommon.health import cached
 from rokcommon.service import Service
 from rokcommon.telemetry import Instruments
 
@@ -40,6 +42,7 @@ def build(
         retry_delay=settings.retry_delay,
     )
     subscribe(service, taker, settings)
+    service.health.add("store", cached(partial(store_reachable, repository), seconds=settings.health_cache))
 
     @service.app.on_startup
     async def open_repository() -> None:
@@ -60,6 +63,12 @@ def build(
     if isinstance(repository, RepositoryHandle):
         service.app.after_shutdown(repository.close)
     return service
+
+
+async def store_reachable(repository: Repositories) -> None:
+    """The repository answers: opened (or created) once, then its config object read again."""
+    repo = await repository.get()
+    await repo.read_config()
 
 
 def main() -> None:

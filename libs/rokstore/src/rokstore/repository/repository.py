@@ -45,6 +45,15 @@ class Repository:
     async def close(self) -> None:
         await self.backend.close()
 
+    async def read_config(self) -> dict[str, Any]:
+        """The config object as stored now: one small read that proves the store answers and still holds this
+        repository (what health checks ask)."""
+        try:
+            data = await self.backend.get(CONFIG_KEY)
+        except ObjectNotFound:
+            raise RepositoryNotFound(f"the rok repository at {self.url} is gone (no config object)") from None
+        return parse_config(data, self.url)
+
     async def lock(self, kind: str) -> Lock:
         return await Lock(self.backend, kind).acquire()
 

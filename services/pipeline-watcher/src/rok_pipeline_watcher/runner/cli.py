@@ -23,6 +23,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
     from rokcommon.connection import connect as connect_or_fail
     from rokcommon.logs import setup_logging
     from rokcommon.permissions import RUNNER
+    from rokcommon.telemetry import setup_telemetry
 
     from rok_pipeline_watcher.runner.engine import Runner
     from rok_pipeline_watcher.runner.nats_bus import NatsBus
@@ -32,6 +33,8 @@ def run(pipeline_file: Path, timeout: float) -> None:
 
     settings = LocalRunSettings()
     setup_logging("run", level="WARNING", fmt="text")
+    # The producer of the run's events: each step event's trace starts at its publish here (OTEL_* variables).
+    telemetry = setup_telemetry("run")
     pipeline = load(pipeline_file)
 
     async def main() -> None:
@@ -61,4 +64,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
                         click.echo(f"  {what:<24} {url}")
 
     # a failed step is a RokError: the rok CLI prints it as one line naming the step, and exits non-zero
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        telemetry.tracer_provider.force_flush()
