@@ -1,10 +1,17 @@
-"""The snapshotter's settings: rok's common ones plus where this node's volumes are and how many to take at once."""
+"""The snapshotter's settings: rok's common ones plus where this node's volumes are and how many to take at once.
+
+What the snapshotter may read is settled here: in a cluster (``ROK_KUBE`` incluster or kubeconfig) only the
+PVCs the kubelet mounted for a run's pod on this node, checked with the Kubernetes API; off a cluster only
+directories under ``ROK_VOLUME_ROOTS``.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from pathlib import Path, PurePosixPath
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from rokcommon.settings import RokSettings, node_name_default
 
 
@@ -12,6 +19,15 @@ class SnapshotterSettings(RokSettings):
     node_name: str = Field(default_factory=node_name_default, description="this node's name (Kubernetes spec.nodeName)")
     kubelet_pods_dir: Path = Field(
         Path("/var/lib/kubelet/pods"), description="the kubelet's pods directory, as mounted into this process"
+    )
+    kube: Literal["off", "incluster", "kubeconfig"] = Field(
+        "off", description="where the Kubernetes API is: off (volumes are local directories), incluster, or kubeconfig"
+    )
+    kubeconfig: Path | None = Field(None, description="kubeconfig file (kube=kubeconfig); default ~/.kube/config")
+    volume_roots: str = Field(
+        "",
+        description="directories (':'-separated) a volume given by path may lie in; default the home directory "
+        "and state_dir off a cluster, none in one (there, the host directories a hostPath PV may name)",
     )
     snapshot_concurrency: int = Field(2, ge=1, description="volume snapshots taken at once on this node")
     ack_wait: float = Field(
@@ -24,6 +40,25 @@ class SnapshotterSettings(RokSettings):
     cache_dir: Path | None = Field(None, description="node-local cache of unchanged files; default <state_dir>/cache")
     records_bucket: str = Field("rok-snapshots", description="NATS KV bucket remembering finished volume snapshots")
 
+    @field_validator("volume_roots")
+    @classmethod
+    def _absolute_roots(cls, value: str) -> str:
+        relative = [r for r in _split(value) if not PurePosixPath(r).is_absolute()]
+        if relative:
+            raise ValueError(f"ROK_VOLUME_ROOTS must list absolute directories, got {', '.join(relative)}")
+        return value
+
+    @property
+    def in_cluster(self) -> bool:
+        return self.kube != "off"
+
+    @property
+    def roots(self) -> tuple[Path, ...]:
+        """The directories a volume given by path (or a hostPath PV, in a cluster) may lie in."""
+        if self.volume_roots.strip():
+            return tuple(Path(r) for r in _split(self.volume_roots))
+        return () if self.in_cluster else (Path.home(), self.state_dir)
+
     @property
     def heartbeat_interval(self) -> float:
         return self.progress_interval or self.ack_wait / 4
@@ -31,3 +66,7 @@ class SnapshotterSettings(RokSettings):
     @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir or self.state_dir / "cache"
+
+
+def _split(value: str) -> list[str]:
+    return [r.strip() for r in value.split(os.pathsep) if r.strip()]
