@@ -111,7 +111,9 @@ class ClusterVolumes:
                 raise VolumeRefused(f"{what} does not exist") from None
             raise TemporaryError(f"cannot read {what} from the Kubernetes API: {error.status} {error.reason}") from None
         except Exception as error:  # unreachable, reset, timed out
-            raise TemporaryError(f"cannot read {what} from the Kubernetes API: {type(error).__name__}: {error}") from None
+            raise TemporaryError(
+                f"cannot read {what} from the Kubernetes API: {type(error).__name__}: {error}"
+            ) from None
         try:
             return dict(json.loads(response.data))
         finally:

@@ -130,14 +130,13 @@ def check_claimed(pod: Object, volume: VolumeRef) -> None:
 def bound_volume(claim: Object, volume: VolumeRef) -> str:
     """The PV the claim is bound to (which the event's ``pv``, when given, must be)."""
     meta = claim.get("metadata") or {}
+    where = f"claim {meta.get('namespace')}/{meta.get('name')}"
     pv = (claim.get("spec") or {}).get("volumeName")
     phase = (claim.get("status") or {}).get("phase")
     if not pv or phase not in (None, "Bound"):
-        raise VolumeRefused(f"volume {volume.name!r}: claim {meta.get('namespace')}/{meta.get('name')} is not bound")
+        raise VolumeRefused(f"volume {volume.name!r}: {where} is not bound")
     if volume.pv and volume.pv != pv:
-        raise VolumeRefused(
-            f"volume {volume.name!r}: claim {meta.get('namespace')}/{meta.get('name')} is bound to {pv}, not {volume.pv}"
-        )
+        raise VolumeRefused(f"volume {volume.name!r}: {where} is bound to {pv}, not {volume.pv}")
     return str(pv)
 
 
