@@ -30,6 +30,7 @@ def system(tmp_path_factory):
         "ROK_STATE_DIR": str(state),
         "ROK_NATS_URL": f"nats://127.0.0.1:{free_port()}",
         "ROK_REGISTRY_PORT": str(free_port()),
+        "ROK_VOLUME_ROOTS": str(tmp_path_factory.getbasetemp()),  # the tests' notebooks are in their tmp_path
     }
     up = subprocess.run([ROK, "up"], env=env, capture_output=True, text=True, timeout=120)
     try:

@@ -80,14 +80,24 @@ async def test_a_pod_volume_is_refused_off_a_cluster(roots: Path) -> None:
         await LocalVolumes([roots]).locate(volume, RUN, None)
 
 
-def test_the_roots_default_to_the_home_and_state_directories_off_a_cluster_and_to_none_in_one(
+def test_the_roots_are_the_home_directory_or_the_configured_ones_and_always_the_state_directory(
     tmp_path: Path,
 ) -> None:
     assert SnapshotterSettings(state_dir=tmp_path).roots == (Path.home(), tmp_path)
-    assert SnapshotterSettings(state_dir=tmp_path, kube="incluster").roots == ()
-    assert SnapshotterSettings(volume_roots=f"/data:{tmp_path}").roots == (Path("/data"), tmp_path)
+    assert SnapshotterSettings(state_dir=tmp_path, volume_roots="/data:/srv/nb").roots == (
+        Path("/data"),
+        Path("/srv/nb"),
+        tmp_path,
+    )
     with pytest.raises(ValueError, match="ROK_VOLUME_ROOTS must list absolute directories, got data"):
         SnapshotterSettings(volume_roots="/srv:data")
+
+
+def test_in_a_cluster_only_the_configured_roots_hold_host_paths(tmp_path: Path) -> None:
+    assert SnapshotterSettings(state_dir=tmp_path, kube="incluster").roots == ()
+    assert SnapshotterSettings(state_dir=tmp_path, kube="incluster", volume_roots="/mnt/local-path").roots == (
+        Path("/mnt/local-path"),
+    )
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,8 @@ class ClusterVolumes:
             )
         namespace, claim = run.namespace, str(volume.pvc)
         pod = await self._read(
-            f"pod {namespace}/{volume.pod_name}", self.core.read_namespaced_pod, volume.pod_name, namespace
+            f"pod {namespace}/{volume.pod_name}",
+            lambda: self.core.read_namespaced_pod(volume.pod_name, namespace, _preload_content=False),
         )
         pod_checks.check_placement(pod, volume, self.node)
         if pod_checks.owned_by_run(pod, run):
@@ -82,10 +83,13 @@ class ClusterVolumes:
             pod_checks.check_notebook(pod, volume, run, await self._workflows(run))
         pod_checks.check_claimed(pod, volume)
         pvc = await self._read(
-            f"claim {namespace}/{claim}", self.core.read_namespaced_persistent_volume_claim, claim, namespace
+            f"claim {namespace}/{claim}",
+            lambda: self.core.read_namespaced_persistent_volume_claim(claim, namespace, _preload_content=False),
         )
         pv_name = pod_checks.bound_volume(pvc, volume)
-        pv = await self._read(f"PV {pv_name}", self.core.read_persistent_volume, pv_name)
+        pv = await self._read(
+            f"PV {pv_name}", lambda: self.core.read_persistent_volume(pv_name, _preload_content=False)
+        )
         mount = pod_checks.mount_of(pv, volume, namespace, claim)
         if mount.plugin is None:
             return directory_in_roots(volume, mount.host_path or "", self.roots, what=f"hostPath PV {pv_name}")
@@ -94,18 +98,21 @@ class ClusterVolumes:
     async def _workflows(self, run: RunRef) -> list[dict[str, Any]]:
         found = await self._read(
             f"the workflows of run {run.namespace}/{run.run_id}",
-            self.custom.list_namespaced_custom_object,
-            ARGO_GROUP,
-            ARGO_VERSION,
-            run.namespace,
-            WORKFLOWS,
-            label_selector=f"{pod_checks.RUN_ID_LABEL}={run.run_id}",
+            lambda: self.custom.list_namespaced_custom_object(
+                ARGO_GROUP,
+                ARGO_VERSION,
+                run.namespace,
+                WORKFLOWS,
+                label_selector=f"{pod_checks.RUN_ID_LABEL}={run.run_id}",
+                _preload_content=False,
+            ),
         )
         return list(found.get("items") or ())
 
-    async def _read(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def _read(self, what: str, call: Callable[[], Any]) -> dict[str, Any]:
+        """The object ``call`` reads (raw, ``_preload_content=False``), as the plain dict the API server sent."""
         try:
-            response = await asyncio.to_thread(call, *args, _preload_content=False, **kwargs)
+            response = await asyncio.to_thread(call)
         except client.ApiException as error:
             if error.status == 404:
                 raise VolumeRefused(f"{what} does not exist") from None

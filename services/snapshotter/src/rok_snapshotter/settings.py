@@ -8,10 +8,10 @@ directories under ``ROK_VOLUME_ROOTS``.
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 from rokcommon.settings import RokSettings, node_name_default
 
 
@@ -24,11 +24,6 @@ class SnapshotterSettings(RokSettings):
         "off", description="where the Kubernetes API is: off (volumes are local directories), incluster, or kubeconfig"
     )
     kubeconfig: Path | None = Field(None, description="kubeconfig file (kube=kubeconfig); default ~/.kube/config")
-    volume_roots: str = Field(
-        "",
-        description="directories (':'-separated) a volume given by path may lie in; default the home directory "
-        "and state_dir off a cluster, none in one (there, the host directories a hostPath PV may name)",
-    )
     snapshot_concurrency: int = Field(2, ge=1, description="volume snapshots taken at once on this node")
     ack_wait: float = Field(
         60.0, gt=0, description="seconds JetStream waits for an ack (or progress) before redelivery"
@@ -40,24 +35,18 @@ class SnapshotterSettings(RokSettings):
     cache_dir: Path | None = Field(None, description="node-local cache of unchanged files; default <state_dir>/cache")
     records_bucket: str = Field("rok-snapshots", description="NATS KV bucket remembering finished volume snapshots")
 
-    @field_validator("volume_roots")
-    @classmethod
-    def _absolute_roots(cls, value: str) -> str:
-        relative = [r for r in _split(value) if not PurePosixPath(r).is_absolute()]
-        if relative:
-            raise ValueError(f"ROK_VOLUME_ROOTS must list absolute directories, got {', '.join(relative)}")
-        return value
-
     @property
     def in_cluster(self) -> bool:
         return self.kube != "off"
 
     @property
     def roots(self) -> tuple[Path, ...]:
-        """The directories a volume given by path (or a hostPath PV, in a cluster) may lie in."""
-        if self.volume_roots.strip():
-            return tuple(Path(r) for r in _split(self.volume_roots))
-        return () if self.in_cluster else (Path.home(), self.state_dir)
+        """The directories a volume given by path may lie in. In a cluster no volume is given by path, and these
+        are where a hostPath PV may lie: only those ``ROK_VOLUME_ROOTS`` names (host directories mounted into
+        the snapshotter at the same path), none by default."""
+        if self.in_cluster:
+            return tuple(Path(r.strip()) for r in self.volume_roots.split(os.pathsep) if r.strip())
+        return self.local_volume_roots
 
     @property
     def heartbeat_interval(self) -> float:
@@ -66,7 +55,3 @@ class SnapshotterSettings(RokSettings):
     @property
     def resolved_cache_dir(self) -> Path:
         return self.cache_dir or self.state_dir / "cache"
-
-
-def _split(value: str) -> list[str]:
-    return [r.strip() for r in value.split(os.pathsep) if r.strip()]

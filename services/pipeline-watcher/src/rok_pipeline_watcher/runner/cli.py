@@ -26,13 +26,14 @@ def run(pipeline_file: Path, timeout: float) -> None:
 
     from rok_pipeline_watcher.runner.engine import Runner
     from rok_pipeline_watcher.runner.nats_bus import NatsBus
-    from rok_pipeline_watcher.runner.pipeline import load
+    from rok_pipeline_watcher.runner.pipeline import check_roots, load
     from rok_pipeline_watcher.runner.progress import follow_progress
     from rok_pipeline_watcher.settings import LocalRunSettings
 
     settings = LocalRunSettings()
     setup_logging("run", level="WARNING", fmt="text")
     pipeline = load(pipeline_file)
+    check_roots(pipeline, settings.local_volume_roots, pipeline_file)
 
     async def main() -> None:
         # the run's own connection retries for ever (right once it runs); without a bus, say so now (exit 75)
