@@ -301,5 +301,7 @@ def test_a_volume_outside_the_snapshotters_roots_is_refused_before_the_run_start
     pipeline = load(path)
     check_roots(pipeline, [tmp_path / "notebook"], path)  # both volumes are in it
 
-    with pytest.raises(PipelineError, match=r"volume 'workspace' is .*/notebook/home, outside .* \(ROK_VOLUME_ROOTS: /srv:"):
+    with pytest.raises(
+        PipelineError, match=r"volume 'workspace' is .*/notebook/home, outside .* \(ROK_VOLUME_ROOTS: /srv:"
+    ):
         check_roots(pipeline, [Path("/srv"), tmp_path / "notebook" / "data"], path)

@@ -41,7 +41,7 @@ class RokSettings(BaseSettings):
     retry_delay: float = Field(2.0, ge=0, description="first delay (seconds) before a failed message is retried")
     volume_roots: str = Field(
         "",
-        description="directories (':'-separated) local volumes may lie in, besides state_dir; default the home directory",
+        description="directories (':'-separated) local volumes may lie in, besides state_dir; default the home dir",
     )
 
     @field_validator("volume_roots")

@@ -16,7 +16,7 @@ import blake3
 
 from rokstore.archiver.known import KnownFiles, ReadJob
 from rokstore.archiver.saver import ChunkSaver
-from rokstore.archiver.tally import Tally
+from rokstore.archiver.tally import Tally, replaced
 from rokstore.chunker import MIN_SIZE, iter_chunks
 from rokstore.repository.manifest import Entry
 from rokstore.xattrs import read_xattrs
@@ -74,6 +74,11 @@ class FileReader:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as error:
             tally.fail(rel, error)
+            return
+        swapped = replaced(st, os.fstat(fd))  # a directory on the way became a symlink since the walk
+        if swapped is not None:
+            os.close(fd)
+            tally.fail(rel, swapped)
             return
         jobs: list[concurrent.futures.Future[str]] = []
         try:
