@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 from rokstore import Repository, init_repository, restore, snapshot
+from rokstore.archiver.reader import FileReader
 from rokstore.archiver.walker import Walker
+from rokstore.repository.manifest import Entry
 
 SECRET = b"the key to everything\n"
 
@@ -71,3 +73,24 @@ async def test_a_directory_swapped_for_a_symlink_during_the_walk_is_not_read_thr
     await restore(repo, stats.snapshot_id, tmp_path / "out")
     assert SECRET not in files_in(tmp_path / "out").values()
     assert stats.incomplete and any(e.startswith("a/b") for e in stats.errors)
+
+
+async def test_a_file_whose_directory_is_swapped_for_a_symlink_before_it_is_read_is_not_read_through(
+    repo: Repository, outside: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume = tmp_path / "volume"
+    (volume / "b").mkdir(parents=True)
+    (volume / "b" / "key").write_bytes(b"ours, and as long as the secret\n")
+    read = FileReader.read
+
+    def swap_then_read(self: FileReader, path: str, rel: str, entry: Entry, st: os.stat_result) -> None:
+        if rel == "b/key":  # listed, queued, and now b/ leads out of the volume
+            os.rename(volume / "b", volume / "b-was")
+            (volume / "b").symlink_to(outside / "b")
+        read(self, path, rel, entry, st)
+
+    monkeypatch.setattr(FileReader, "read", swap_then_read)
+    stats = await snapshot(repo, volume)
+    await restore(repo, stats.snapshot_id, tmp_path / "out")
+    assert SECRET not in files_in(tmp_path / "out").values()
+    assert "b/key: replaced while the snapshot read it; not followed" in stats.errors
