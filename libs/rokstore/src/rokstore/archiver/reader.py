@@ -111,7 +111,7 @@ class FileReader:
                 job.result()
             entry["c"] = content
             entry["s"] = sum(length for _, length in content)
-            xattrs = read_xattrs(path)
+            xattrs = read_xattrs(fd)  # the file read, not whatever the path leads to by now
             if xattrs:
                 entry["x"] = xattrs
             self.known.remember_read(rel, st, content, xattrs)
