@@ -103,6 +103,7 @@ def start_system(root: Path, args: argparse.Namespace) -> tuple[str, list[Proces
     env = {
         "ROK_NATS_URL": nats_url,
         "ROK_NODE_NAME": NODE,
+        "ROK_VOLUME_ROOTS": str(root),
         "ROK_LOG_FORMAT": "json",
         "ROK_LOG_LEVEL": "WARNING",
         "ROK_REPOSITORY": args.s3 or (root / "repo").as_uri(),

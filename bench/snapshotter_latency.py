@@ -71,6 +71,7 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
         "ROK_NATS_URL": url,
         "ROK_NODE_NAME": NODE,
         "ROK_STATE_DIR": str(work / "state"),
+        "ROK_VOLUME_ROOTS": str(work / "volumes"),
         "ROK_LOG_LEVEL": "WARNING",
         "ROK_SNAPSHOT_CONCURRENCY": str(args.concurrency),
     }

@@ -9,6 +9,8 @@ demo=$repo/examples/demo
 export PATH="$repo/.venv/bin:$HOME/.local/bin:$PATH"   # rok, python3 and uv for the steps
 export ROK_STATE_DIR=${ROK_STATE_DIR:-$HOME/.local/state/rok}
 export ROK_DEMO_DIR=$ROK_STATE_DIR/demo                 # where the demo keeps its own files
+# the snapshotter reads local volumes only in these directories (and the state directory): the demo's notebook too
+export ROK_VOLUME_ROOTS=${ROK_VOLUME_ROOTS:-$HOME}:$demo/notebook
 mkdir -p "$ROK_DEMO_DIR"
 
 bold=""; plain=""

@@ -111,6 +111,7 @@ def new_stack(root: Path) -> Stack:
         "ROK_NODE_NAME": NODE,
         "ROK_NAMESPACE": NAMESPACE,
         "ROK_LOG_LEVEL": "INFO",
+        "ROK_VOLUME_ROOTS": str(root.parent),  # pytest's base temporary directory: every test's volumes are in it
     }
     volumes = {"workspace": root / "notebook" / "workspace", "data": root / "notebook" / "data"}
     return Stack(root / "state", env, f"http://127.0.0.1:{web_port}", volumes)

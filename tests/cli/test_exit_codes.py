@@ -149,6 +149,9 @@ CASES: dict[str, Case] = {
     # rok run / rok guard (contributed by the pipeline-watcher)
     "run of a missing pipeline file": Case(lambda s, t: ["run", str(t / "missing.yaml")], USAGE),
     "run without a bus": Case(lambda s, t: ["run", _pipeline(t)], NO_ANSWER, _no_bus),
+    "run of volumes the snapshotter may not read": Case(
+        lambda s, t: ["run", _pipeline(t)], USAGE, lambda s, t: {"ROK_VOLUME_ROOTS": str(t / "elsewhere")}
+    ),
     "guard with an unknown subcommand": Case(lambda s, t: ["guard", "frobnicate"], USAGE),
 }
 

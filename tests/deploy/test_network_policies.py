@@ -99,7 +99,8 @@ PROMETHEUS = Pod("monitoring", {"app": "prometheus"})
 CONNECTIONS = [
     ("rok-snapshotter", "rok-nats", 4222, True),
     ("rok-snapshotter", "rok-otel-collector", 4318, True),
-    ("rok-snapshotter", OUTSIDE, 443, True),  # S3
+    ("rok-snapshotter", OUTSIDE, 443, True),  # S3, the API server
+    ("rok-snapshotter", OUTSIDE, 6443, True),  # the API server (its endpoint's port)
     ("rok-snapshotter", DNS, 53, True),
     ("rok-snapshotter", "rok-registry", 8080, False),
     ("rok-snapshotter", OUTSIDE, 5432, False),

@@ -79,3 +79,19 @@ def test_a_service_without_kubernetes_calls_gets_no_token(overlay: str):
             continue
         (account,) = [a for a in find(objects, "ServiceAccount") if a["metadata"]["name"] == f"rok-{service}"]
         assert account.get("automountServiceAccountToken") is False, f"rok-{service} mounts a token it never uses"
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_a_service_with_kubernetes_calls_gets_its_token(overlay: str):
+    objects = render(OVERLAYS[overlay])
+    workloads = find(objects, "Deployment") + find(objects, "DaemonSet") + find(objects, "StatefulSet")
+    for service, (_, source) in SERVICES.items():
+        needed, _ = permissions(source)
+        if not needed:
+            continue
+        (account,) = [a for a in find(objects, "ServiceAccount") if a["metadata"]["name"] == f"rok-{service}"]
+        (workload,) = [w for w in workloads if w["metadata"]["name"] == f"rok-{service}"]
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == f"rok-{service}"
+        mounted = pod.get("automountServiceAccountToken", account.get("automountServiceAccountToken", True))
+        assert mounted, f"rok-{service} calls the Kubernetes API ({sorted(map(str, needed))}) without a token"

@@ -31,6 +31,7 @@ def make_system(root: Path, nats: NatsServer, s3: S3Server, bucket: str, databas
         **s3.env(),
         "ROK_DATABASE_URL": database,
         "ROK_NODE_NAME": NODE,
+        "ROK_VOLUME_ROOTS": str(root.parent),  # pytest's base temporary directory: every test's volumes are in it
         "ROK_OTEL_FILE": str(spans),
         "ROK_REGISTRY_PORT": str(free_port()),
         "ROK_LOG_FORMAT": "json",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from rok_pipeline_watcher.runner.engine import Runner, StepFailedError
-from rok_pipeline_watcher.runner.pipeline import PipelineError, load
+from rok_pipeline_watcher.runner.pipeline import PipelineError, check_roots, load
 from rokcommon.errors import TemporaryError
 from rokcommon.events import (
     RestoreCompleted,
@@ -294,3 +294,14 @@ def test_a_volume_that_is_not_a_directory_is_refused_naming_it(notebook):
 
     with pytest.raises(PipelineError, match=r"volume 'data' is .*notebook/data, which is not a directory"):
         load(pipeline_file(notebook, "- name: a\n  run: x\n"))
+
+
+def test_a_volume_outside_the_snapshotters_roots_is_refused_before_the_run_starts(notebook, tmp_path):
+    path = pipeline_file(notebook, "- name: a\n  run: x\n")
+    pipeline = load(path)
+    check_roots(pipeline, [tmp_path / "notebook"], path)  # both volumes are in it
+
+    with pytest.raises(
+        PipelineError, match=r"volume 'workspace' is .*/notebook/home, outside .* \(ROK_VOLUME_ROOTS: /srv:"
+    ):
+        check_roots(pipeline, [Path("/srv"), tmp_path / "notebook" / "data"], path)

@@ -37,6 +37,7 @@ def system(tmp_path_factory, otlp_collector: OtlpCollector):
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
         "OTEL_RESOURCE_ATTRIBUTES": "k8s.node.name=test-node,deployment.environment=test",
         "OTEL_BSP_SCHEDULE_DELAY": "200",  # milliseconds between a process's exports
+        "ROK_VOLUME_ROOTS": str(tmp_path_factory.getbasetemp()),  # the tests' notebooks are in their tmp_path
     }
     for variable in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_SDK_DISABLED", "ROK_OTEL_FILE"):
         env.pop(variable, None)

@@ -94,7 +94,11 @@ def test_the_workspace_named_by_the_workflow_comes_first_whatever_the_order_of_t
         "workspace",
         "pvc-0a1b2c3d",
     )
-    assert (workspace.pod_uid, workspace.pod_volume) == (pod["metadata"]["uid"], "pvc-ws")
+    assert (workspace.pod_uid, workspace.pod_name, workspace.pod_volume) == (
+        pod["metadata"]["uid"],
+        pod["metadata"]["name"],
+        "pvc-ws",
+    )
     assert (data.name, data.role, data.pvc, data.pod_volume) == (
         "data-nb-1-run-8xfss",
         "data",
@@ -118,6 +122,7 @@ def test_a_run_named_for_its_notebook_starts_from_the_notebook_volumes_on_the_no
     assert isinstance(started, RunStarted)
     assert [v.name for v in started.volumes] == ["workspace-nb-1", "data-nb-1"]
     assert started.node == notebook_pod["spec"]["nodeName"]
+    assert {(v.pod_name, v.pod_uid) for v in started.volumes} == {("nb-1-0", notebook_pod["metadata"]["uid"])}
     assert (started.pipeline_name, started.pipeline_version, started.experiment) == (
         "ml-pipeline",
         "v3",

@@ -27,6 +27,7 @@ def settings_for(nats_server: NatsServer, tmp_path: Path) -> Callable[..., Snaps
             "state_dir": tmp_path / "state",
             "repository": (tmp_path / "repo").as_uri(),
             "kubelet_pods_dir": tmp_path / "pods",
+            "volume_roots": str(tmp_path),
             "log_format": "text",
             "ack_wait": 10.0,
             "retry_delay": 0.1,

@@ -38,6 +38,7 @@ class Process:
             "ROK_STATE_DIR": str(settings.state_dir),
             "ROK_REPOSITORY": settings.repository_url,
             "ROK_KUBELET_PODS_DIR": str(settings.kubelet_pods_dir),
+            "ROK_VOLUME_ROOTS": settings.volume_roots,
             "ROK_ACK_WAIT": str(settings.ack_wait),
             "ROK_RETRY_DELAY": str(settings.retry_delay),
             "ROK_LOG_FORMAT": "json",

@@ -160,27 +160,6 @@ async def test_an_unreachable_store_is_retried_then_announced_as_failed_after_th
     assert letter.headers[bus.DEAD_DELIVERIES] == "3"  # tried on every delivery before giving up
 
 
-async def test_a_pod_volume_is_read_where_the_kubelet_mounted_it(
-    settings_for: Callable[..., SnapshotterSettings], js: JetStreamContext, tmp_path: Path
-) -> None:
-    pods = tmp_path / "kubelet" / "pods"
-    mount = pods / "6c1d2a40-uid" / "volumes" / "kubernetes.io~csi" / "pvc-1f2e" / "mount"
-    (mount / "lib").mkdir(parents=True)
-    (mount / "lib" / "model.pkl").write_bytes(b"\x80weights" * 1000)
-    (mount.parent / "vol_data.json").write_text('{"driver": "ebs.csi.aws.com"}')  # beside the mount, not in it
-    volume = VolumeRef(
-        name="workspace", role="workspace", pvc="ws", pv="pvc-1f2e", pod_uid="6c1d2a40-uid", pod_volume="ws"
-    )
-    settings = settings_for(kubelet_pods_dir=pods)
-    async with running(build(settings)):
-        await bus.publish(js, started((volume,)))
-        [done] = await snapshot_events(js, 1)
-    assert isinstance(done, SnapshotCompleted)
-    async with await open_repository(settings.repository_url) as repo:
-        await restore(repo, done.snapshot_id, tmp_path / "restored")
-    assert tree(tmp_path / "restored") == {"lib/model.pkl": b"\x80weights" * 1000}
-
-
 async def test_volumes_are_snapshotted_into_an_s3_repository(
     settings_for: Callable[..., SnapshotterSettings],
     js: JetStreamContext,

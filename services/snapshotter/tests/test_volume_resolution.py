@@ -1,124 +1,120 @@
-"""Where a volume named in an event is found on this node: a local directory or the kubelet's pod volume path."""
+"""Off a cluster a volume is a directory under the configured roots, reached by a plain path; the kubelet's
+paths are built only from single path components, and never through a symlink."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from rok_snapshotter.volumes import VolumeNotFound, locate
-from rokcommon.events import VolumeRef
+from rok_snapshotter.settings import SnapshotterSettings
+from rok_snapshotter.volumes import LocalVolumes, VolumeNotFound, VolumeRefused, kubelet_mount
+from rokcommon.events import RunRef, VolumeRef
 
 UID = "0f3c2e9a-8a53-4d7e-9d0c-2b1f6a1c9e11"
+RUN = RunRef(namespace="local", run_id="run-1", workflow_uid="wf-1")
 
 
 @pytest.fixture
-def pods(tmp_path: Path) -> Path:
-    root = tmp_path / "kubelet" / "pods"
-    root.mkdir(parents=True)
+def roots(tmp_path: Path) -> Path:
+    root = tmp_path / "home"
+    (root / "notebook" / "workspace").mkdir(parents=True)
+    (root / "notebook" / "workspace" / "train.py").write_text("print('train')\n")
     return root
 
 
-def mounted(pods: Path, *parts: str) -> Path:
-    path = pods.joinpath(UID, "volumes", *parts)
-    path.mkdir(parents=True)
-    (path / "data.csv").write_text("a,b\n")
-    return path
+async def locate(path: str | Path, *roots: Path) -> Path:
+    return await LocalVolumes(roots).locate(VolumeRef(name="data", path=str(path)), RUN, None)
 
 
-def test_a_local_volume_is_the_directory_the_event_names(tmp_path: Path, pods: Path) -> None:
-    (tmp_path / "workspace").mkdir()
-    volume = VolumeRef(name="workspace", role="workspace", path=str(tmp_path / "workspace"))
-    assert locate(volume, pods) == tmp_path / "workspace"
+async def test_a_local_volume_is_the_directory_the_event_names_under_a_root(roots: Path) -> None:
+    assert await locate(roots / "notebook" / "workspace", roots) == roots / "notebook" / "workspace"
 
 
-def test_a_missing_local_directory_is_a_permanent_error_naming_it(tmp_path: Path, pods: Path) -> None:
-    volume = VolumeRef(name="data", path=str(tmp_path / "gone"))
+async def test_a_path_is_normalised_before_it_is_judged(roots: Path) -> None:
+    assert await locate(f"{roots}//notebook/./workspace/", roots) == roots / "notebook" / "workspace"
+
+
+async def test_a_directory_outside_the_roots_is_refused_naming_them(tmp_path: Path, roots: Path) -> None:
+    (tmp_path / "secret-outside").mkdir()
+    with pytest.raises(VolumeRefused, match=r"secret-outside is not in ROK_VOLUME_ROOTS \(.*/home\)"):
+        await locate(tmp_path / "secret-outside", roots)
+
+
+async def test_a_path_that_climbs_with_dot_dot_is_refused_even_when_it_lands_in_a_root(roots: Path) -> None:
+    with pytest.raises(VolumeRefused, match=r"climbs with '\.\.'"):
+        await locate(f"{roots}/notebook/workspace/../workspace", roots)
+    with pytest.raises(VolumeRefused, match=r"climbs with '\.\.'"):
+        await locate(f"{roots}/notebook/workspace/../../../secret-outside", roots)
+
+
+async def test_a_symlink_in_a_root_leading_out_of_it_is_refused(tmp_path: Path, roots: Path) -> None:
+    (tmp_path / "secret-outside").mkdir()
+    (roots / "notebook" / "link").symlink_to(tmp_path / "secret-outside")
+    with pytest.raises(VolumeRefused, match=r"link \(which leads to .*/secret-outside\) is not in ROK_VOLUME_ROOTS"):
+        await locate(roots / "notebook" / "link", roots)
+
+
+async def test_a_symlink_staying_in_a_root_is_followed(roots: Path) -> None:
+    (roots / "ws").symlink_to(roots / "notebook" / "workspace")
+    assert await locate(roots / "ws", roots) == roots / "notebook" / "workspace"
+
+
+async def test_nothing_is_read_by_path_without_roots(roots: Path) -> None:
+    with pytest.raises(VolumeRefused, match=r"no directory may be read by path here \(ROK_VOLUME_ROOTS is empty\)"):
+        await locate(roots / "notebook" / "workspace")
+
+
+async def test_a_missing_directory_in_a_root_is_a_permanent_error_naming_it(roots: Path) -> None:
     with pytest.raises(VolumeNotFound, match=r"volume 'data': directory .*/gone does not exist"):
-        locate(volume, pods)
+        await locate(roots / "gone", roots)
 
 
-def test_a_local_file_is_not_a_volume(tmp_path: Path, pods: Path) -> None:
-    (tmp_path / "file").write_text("x")
+async def test_a_file_is_not_a_volume(roots: Path) -> None:
     with pytest.raises(VolumeNotFound, match="is not a directory"):
-        locate(VolumeRef(name="data", path=str(tmp_path / "file")), pods)
+        await locate(roots / "notebook" / "workspace" / "train.py", roots)
 
 
-def test_a_csi_volume_is_the_mount_directory_under_its_persistent_volume_name(pods: Path) -> None:
-    mount = mounted(pods, "kubernetes.io~csi", "pvc-8d1f", "mount")
-    volume = VolumeRef(
-        name="workspace", pvc="ws", pv="pvc-8d1f", pod_uid=UID, pod_volume="workspace", plugin="kubernetes.io~csi"
+async def test_a_pod_volume_is_refused_off_a_cluster(roots: Path) -> None:
+    volume = VolumeRef(name="data", pod_uid=UID, pod_name="step-0", pod_volume="data", pvc="data")
+    with pytest.raises(VolumeRefused, match=r"names pod 'step-0', and this snapshotter is not in a cluster"):
+        await LocalVolumes([roots]).locate(volume, RUN, None)
+
+
+def test_the_roots_are_the_home_directory_or_the_configured_ones_and_always_the_state_directory(
+    tmp_path: Path,
+) -> None:
+    assert SnapshotterSettings(state_dir=tmp_path).roots == (Path.home(), tmp_path)
+    assert SnapshotterSettings(state_dir=tmp_path, volume_roots="/data:/srv/nb").roots == (
+        Path("/data"),
+        Path("/srv/nb"),
+        tmp_path,
     )
-    assert locate(volume, pods) == mount
+    with pytest.raises(ValueError, match="ROK_VOLUME_ROOTS must list absolute directories, got data"):
+        SnapshotterSettings(volume_roots="/srv:data")
 
 
-def test_a_plugin_written_with_a_slash_is_escaped_like_the_kubelet_does(pods: Path) -> None:
-    mount = mounted(pods, "kubernetes.io~csi", "pvc-8d1f", "mount")
-    volume = VolumeRef(name="ws", pv="pvc-8d1f", pod_uid=UID, pod_volume="ws", plugin="kubernetes.io/csi")
-    assert locate(volume, pods) == mount
-
-
-def test_a_non_csi_volume_is_the_directory_under_its_pod_volume_name(pods: Path) -> None:
-    scratch = mounted(pods, "kubernetes.io~empty-dir", "scratch")
-    volume = VolumeRef(name="scratch", pod_uid=UID, pod_volume="scratch", plugin="kubernetes.io~empty-dir")
-    assert locate(volume, pods) == scratch
-
-
-def test_an_in_tree_persistent_volume_is_found_under_its_persistent_volume_name(pods: Path) -> None:
-    disk = mounted(pods, "kubernetes.io~local-volume", "local-pv-1")
-    volume = VolumeRef(
-        name="data", pv="local-pv-1", pod_uid=UID, pod_volume="data", plugin="kubernetes.io~local-volume"
+def test_in_a_cluster_only_the_configured_roots_hold_host_paths(tmp_path: Path) -> None:
+    assert SnapshotterSettings(state_dir=tmp_path, kube="incluster").roots == ()
+    assert SnapshotterSettings(state_dir=tmp_path, kube="incluster", volume_roots="/mnt/local-path").roots == (
+        Path("/mnt/local-path"),
     )
-    assert locate(volume, pods) == disk
-
-
-def test_an_unknown_plugin_is_found_by_searching_the_pods_volumes(pods: Path) -> None:
-    mounted(pods, "kubernetes.io~configmap", "settings")
-    mount = mounted(pods, "kubernetes.io~csi", "pvc-77aa", "mount")
-    volume = VolumeRef(name="data", pvc="data", pv="pvc-77aa", pod_uid=UID, pod_volume="data")
-    assert locate(volume, pods) == mount
-
-
-def test_an_unknown_plugin_without_a_persistent_volume_is_found_by_pod_volume_name(pods: Path) -> None:
-    nfs = mounted(pods, "kubernetes.io~nfs", "shared")
-    assert locate(VolumeRef(name="shared", pod_uid=UID, pod_volume="shared"), pods) == nfs
-
-
-def test_a_volume_not_mounted_on_this_node_is_a_permanent_error_saying_where_it_looked(pods: Path) -> None:
-    mounted(pods, "kubernetes.io~csi", "pvc-other", "mount")
-    volume = VolumeRef(name="data", pv="pvc-77aa", pod_uid=UID, pod_volume="data", plugin="kubernetes.io~csi")
-    with pytest.raises(VolumeNotFound) as caught:
-        locate(volume, pods)
-    message = str(caught.value)
-    assert f"{UID}/volumes/kubernetes.io~csi/pvc-77aa/mount" in message
-    assert "ROK_KUBELET_PODS_DIR" in message
-
-
-def test_a_pod_that_is_not_on_this_node_is_a_permanent_error(pods: Path) -> None:
-    with pytest.raises(VolumeNotFound, match=f"is pod {UID} running on this node"):
-        locate(VolumeRef(name="data", pod_uid=UID, pod_volume="data"), pods)
 
 
 @pytest.mark.parametrize(
-    "fields",
-    [
-        {"pod_uid": "..", "pod_volume": "data"},
-        {"pod_uid": UID, "pod_volume": "../../../etc"},
-        {"pod_uid": UID, "pod_volume": "data", "plugin": ".."},
-        {"pod_uid": UID, "pod_volume": "data", "pv": "../x"},
-    ],
-    ids=["pod-uid", "pod-volume", "plugin", "pv"],
+    ("uid", "plugin", "pv"),
+    [("..", "kubernetes.io~csi", "pv-1"), (UID, "../..", "pv-1"), (UID, "kubernetes.io~csi", "../x"), (UID, "a", "")],
+    ids=["pod-uid", "plugin", "pv", "empty"],
 )
-def test_names_that_would_climb_out_of_the_pods_directory_are_refused(pods: Path, fields: dict[str, str]) -> None:
-    with pytest.raises(VolumeNotFound, match="not a single path component"):
-        locate(VolumeRef(name="data", **fields), pods)
+def test_names_that_would_climb_out_of_the_pods_directory_are_refused(
+    tmp_path: Path, uid: str, plugin: str, pv: str
+) -> None:
+    with pytest.raises(VolumeRefused, match="not a single path component"):
+        kubelet_mount(VolumeRef(name="data", path="/x"), tmp_path, uid, plugin, pv)
 
 
-def test_a_symlink_leading_out_of_the_pods_directory_is_refused(tmp_path: Path, pods: Path) -> None:
-    outside = tmp_path / "secrets"
-    outside.mkdir()
-    plugin_dir = pods / UID / "volumes" / "kubernetes.io~empty-dir"
-    plugin_dir.mkdir(parents=True)
-    (plugin_dir / "data").symlink_to(outside)
-    volume = VolumeRef(name="data", pod_uid=UID, pod_volume="data", plugin="kubernetes.io~empty-dir")
-    with pytest.raises(VolumeNotFound, match="outside the kubelet's pods directory"):
-        locate(volume, pods)
+def test_a_kubelet_directory_reached_through_a_symlinked_pods_directory_is_read(tmp_path: Path) -> None:
+    real = tmp_path / "disk" / "kubelet" / "pods"
+    (real / UID / "volumes" / "kubernetes.io~nfs" / "pv-1").mkdir(parents=True)
+    (tmp_path / "pods").symlink_to(real)  # /var/lib/kubelet on another disk
+    found = kubelet_mount(VolumeRef(name="data", path="/x"), tmp_path / "pods", UID, "kubernetes.io~nfs", "pv-1")
+    assert found == real / UID / "volumes" / "kubernetes.io~nfs" / "pv-1"

@@ -6,10 +6,11 @@ its own standard variables (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_SERVICE_NAME
 
 from __future__ import annotations
 
+import os
 import socket
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,6 +46,26 @@ class RokSettings(BaseSettings):
     health_cache: float = Field(
         10.0, ge=0, description="seconds a remote check's answer (the object store's) is reused by later probes"
     )
+    volume_roots: str = Field(
+        "",
+        description="directories (':'-separated) local volumes may lie in, besides state_dir; default the home dir",
+    )
+
+    @field_validator("volume_roots")
+    @classmethod
+    def _absolute_roots(cls, value: str) -> str:
+        relative = [r for r in _split_roots(value) if not PurePosixPath(r).is_absolute()]
+        if relative:
+            raise ValueError(f"ROK_VOLUME_ROOTS must list absolute directories, got {', '.join(relative)}")
+        return value
+
+    @property
+    def local_volume_roots(self) -> tuple[Path, ...]:
+        """The directories the snapshotter reads local volumes in: the configured ones (default the home
+        directory) and the state directory, where ``rok run`` clones a run's volumes. ``rok run`` checks a
+        pipeline's volumes against them before it starts."""
+        given = tuple(Path(r) for r in _split_roots(self.volume_roots)) or (Path.home(),)
+        return (*given, self.state_dir)
 
     @property
     def repository_url(self) -> str:
@@ -53,6 +74,10 @@ class RokSettings(BaseSettings):
     @property
     def nats_servers(self) -> list[str]:
         return [s.strip() for s in self.nats_url.split(",") if s.strip()]
+
+
+def _split_roots(value: str) -> list[str]:
+    return [r.strip() for r in value.split(os.pathsep) if r.strip()]
 
 
 def node_name_default() -> str:

@@ -6,15 +6,17 @@ import base64
 import os
 
 
-def read_xattrs(path: str) -> dict[str, str]:
+def read_xattrs(path: str | int) -> dict[str, str]:
+    """The attributes of ``path``, or of the open file ``path`` when it is a descriptor."""
+    follow = {} if isinstance(path, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(path, follow_symlinks=False)
+        names = os.listxattr(path, **follow)
     except OSError:
         return {}
     out: dict[str, str] = {}
     for name in names:
         try:
-            out[name] = base64.b64encode(os.getxattr(path, name, follow_symlinks=False)).decode()
+            out[name] = base64.b64encode(os.getxattr(path, name, **follow)).decode()
         except OSError:
             continue
     return out

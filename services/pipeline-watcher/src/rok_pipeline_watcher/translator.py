@@ -188,7 +188,7 @@ def volume_refs(
     names = [m.claim or m.pod_volume for m in mounted]
     if workspace not in names and not any(m.pod_volume == workspace for m in mounted):
         workspace = names[0] if names else None
-    pod_uid = argo.metadata(pod).get("uid")
+    pod_uid, pod_name = argo.metadata(pod).get("uid"), argo.metadata(pod).get("name")
     refs = []
     for m, name in zip(mounted, names, strict=True):
         role = "workspace" if workspace in (name, m.pod_volume) else "data"
@@ -200,6 +200,7 @@ def volume_refs(
                     pvc=m.claim,
                     pv=claims.get(m.claim),
                     pod_uid=pod_uid,
+                    pod_name=pod_name,
                     pod_volume=m.pod_volume,
                 )
             )

@@ -2,15 +2,17 @@
 
 from rok_snapshotter.plan import SnapshotPlan, plan_for
 from rok_snapshotter.settings import SnapshotterSettings
-from rok_snapshotter.snapshots import SnapshotTaker
-from rok_snapshotter.volumes import VolumeNotFound, kubelet_volume_path, locate
+from rok_snapshotter.snapshots import SnapshotTaker, Volumes
+from rok_snapshotter.volumes import LocalVolumes, UnsupportedVolume, VolumeNotFound, VolumeRefused
 
 __all__ = [
+    "LocalVolumes",
     "SnapshotPlan",
     "SnapshotTaker",
     "SnapshotterSettings",
+    "UnsupportedVolume",
     "VolumeNotFound",
-    "kubelet_volume_path",
-    "locate",
+    "VolumeRefused",
+    "Volumes",
     "plan_for",
 ]

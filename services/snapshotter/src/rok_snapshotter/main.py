@@ -1,10 +1,15 @@
-"""The snapshotter's composition root: settings → repository, records, snapshot taker → one durable consumer."""
+"""The snapshotter's composition root: settings → repository, records, volumes, snapshot taker → its consumers.
+
+Volumes are local directories under ``ROK_VOLUME_ROOTS`` (``ROK_KUBE=off``, the default), or, in a cluster,
+the claims of the runs' pods on this node, checked with the Kubernetes API.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from functools import partial
+from typing import Any
 
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.health import cached
@@ -15,7 +20,8 @@ from rok_snapshotter.handlers import subscribe
 from rok_snapshotter.records import SnapshotRecords
 from rok_snapshotter.repository import RepositoryHandle
 from rok_snapshotter.settings import SnapshotterSettings
-from rok_snapshotter.snapshots import Repositories, SnapshotTaker
+from rok_snapshotter.snapshots import Repositories, SnapshotTaker, Volumes
+from rok_snapshotter.volumes import LocalVolumes
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +33,10 @@ def build(
     *,
     instruments: Instruments | None = None,
     repository: Repositories | None = None,
+    api_client: Any = None,
 ) -> Service:
-    """The snapshotter service; ``instruments`` and ``repository`` replace the defaults (tests observe through them)."""
+    """The snapshotter service; ``instruments`` and ``repository`` replace the defaults (tests observe through them),
+    ``api_client`` how the Kubernetes API is reached (tests)."""
     settings = settings or SnapshotterSettings()
     service = Service("snapshotter", settings, graceful_timeout=settings.graceful_timeout)
     repository = repository or RepositoryHandle(settings.repository_url, cache_dir=settings.resolved_cache_dir)
@@ -36,7 +44,7 @@ def build(
         repository=repository,
         records=SnapshotRecords(lambda: service.js, settings.records_bucket),
         publish=service.publish,
-        pods_dir=settings.kubelet_pods_dir,
+        volumes=volumes(settings, api_client),
         concurrency=settings.snapshot_concurrency,
         instruments=instruments or service.instruments,
         retry_delay=settings.retry_delay,
@@ -69,6 +77,22 @@ async def store_reachable(repository: Repositories) -> None:
     """The repository answers: opened (or created) once, then its config object read again."""
     repo = await repository.get()
     await repo.read_config()
+
+
+def volumes(settings: SnapshotterSettings, api_client: Any = None) -> Volumes:
+    """Where this snapshotter may read volumes: in a cluster the run pods' claims, else directories in its roots."""
+    if not settings.in_cluster:
+        log.info("volumes are directories in %s", ", ".join(map(str, settings.roots)) or "no directory")
+        return LocalVolumes(settings.roots)
+    log.info("volumes are the claims of run pods on node %s, under %s", settings.node_name, settings.kubelet_pods_dir)
+    from rok_snapshotter.kube import ClusterVolumes, kubernetes_client
+
+    return ClusterVolumes(
+        api_client or kubernetes_client(settings),
+        node=settings.node_name,
+        pods_dir=settings.kubelet_pods_dir,
+        roots=settings.roots,
+    )
 
 
 def main() -> None:

@@ -7,6 +7,11 @@ recorded, then announced, with a summary of what changed since the volume's prev
 different snapshot of the same fact. Volumes run in parallel, at most ``concurrency`` at once on this node,
 whatever event they belong to.
 
+Which directory a volume is, and whether this snapshotter may read it at all, is the :class:`Volumes`' to say
+(:class:`rok_snapshotter.volumes.LocalVolumes` off a cluster, :class:`rok_snapshotter.kube.ClusterVolumes` in
+one). A volume it refuses is not announced at all (the event is not to be trusted, and a ``SnapshotFailed``
+would write into the lineage of whatever run it claims); the event is dead-lettered with the reason.
+
 Failures are per volume: one that cannot be fixed by retrying (the volume is not there) is announced as
 ``SnapshotFailed`` at once; one that may be transient (the store is unreachable) is retried by delivering the
 event again, and announced as failed only on the last delivery. Volumes that succeeded are not taken again.
@@ -22,14 +27,14 @@ from pathlib import Path
 from typing import Protocol
 
 from rokcommon.errors import PermanentError, TemporaryError
-from rokcommon.events import Event, SnapshotCompleted, VolumeRef, now
+from rokcommon.events import Event, RunRef, SnapshotCompleted, StepRef, VolumeRef, now
 from rokcommon.keepalive import Heartbeat
 from rokcommon.telemetry import Instruments
 from rokstore import Progress, Repository, SnapshotDiff, SnapshotStats
 
 from rok_snapshotter.changes import Latest, changes_since
 from rok_snapshotter.plan import NodeEvent, SnapshotPlan, plan_for, stats_model
-from rok_snapshotter.volumes import locate
+from rok_snapshotter.volumes import VolumeRefused
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,12 @@ log = logging.getLogger(__name__)
 class Records(Latest, Protocol):
     async def get(self, key: str) -> SnapshotCompleted | None: ...
     async def put(self, key: str, event: SnapshotCompleted) -> None: ...
+
+
+class Volumes(Protocol):
+    """Where a volume of a run's (or step's) event is on this node, if this snapshotter may read it."""
+
+    async def locate(self, volume: VolumeRef, run: RunRef, step: StepRef | None) -> Path: ...
 
 
 class Repositories(Protocol):
@@ -56,7 +67,7 @@ class SnapshotTaker:
         repository: Repositories,
         records: Records,
         publish: Callable[[Event], Awaitable[object]],
-        pods_dir: Path,
+        volumes: Volumes,
         concurrency: int,
         instruments: Instruments,
         retry_delay: float = 2.0,
@@ -64,7 +75,7 @@ class SnapshotTaker:
         self.repository = repository
         self.records = records
         self.publish = publish
-        self.pods_dir = pods_dir
+        self.volumes = volumes
         self.instruments = instruments
         self.retry_delay = retry_delay
         self._slots = asyncio.Semaphore(concurrency)
@@ -95,6 +106,9 @@ class SnapshotTaker:
             await self._snapshot_once(plan, volume, heartbeat)
         except asyncio.CancelledError:
             raise
+        except VolumeRefused as error:
+            log.error("refusing volume %s of event %s: %s", volume.name, plan.event_id, error)
+            raise
         except PermanentError as error:
             await self._failed(plan, volume, str(error))
             raise
@@ -113,7 +127,7 @@ class SnapshotTaker:
                 log.info("volume %s already snapshotted as %s; announcing it again", volume.name, recorded.snapshot_id)
                 await self.publish(recorded)
                 return
-            path = locate(volume, self.pods_dir)
+            path = await self.volumes.locate(volume, plan.run, plan.step)
             async with self._slot(heartbeat):
                 completed = await self._take(plan, volume, path, heartbeat)
             await self.records.put(key, completed)

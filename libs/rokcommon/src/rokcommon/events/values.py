@@ -19,9 +19,11 @@ from rokcommon.versions import Phase, VersionKey
 class VolumeRef(Model):
     """One volume a run or step uses. ``name`` is unique within the run; the workspace volume comes first.
 
-    Locally ``path`` is the directory. In Kubernetes the snapshotter finds the volume under the kubelet's pods
-    directory from ``pod_uid`` and ``pod_volume``; ``pv`` (the bound PersistentVolume) identifies the volume
-    across pods, for the node-local cache.
+    Locally ``path`` is the directory. In Kubernetes the volume is the claim ``pvc`` that the pod ``pod_name``
+    (uid ``pod_uid``, in the run's namespace) mounts as its volume ``pod_volume``: the snapshotter checks all of
+    that with the Kubernetes API and reads the volume where the kubelet mounted it for that pod. ``pv`` (the bound
+    PersistentVolume) identifies the volume across pods, for the node-local cache. ``pod_name`` is optional in the
+    contract (events from before it was added lack it), but a snapshotter in a cluster refuses a volume without it.
     """
 
     name: str
@@ -30,6 +32,7 @@ class VolumeRef(Model):
     pvc: str | None = None
     pv: str | None = None
     pod_uid: str | None = None
+    pod_name: str | None = None
     pod_volume: str | None = None
     plugin: str | None = None  # kubelet volume plugin directory, e.g. "kubernetes.io~csi"
 

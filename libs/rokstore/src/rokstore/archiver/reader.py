@@ -16,7 +16,7 @@ import blake3
 
 from rokstore.archiver.known import KnownFiles, ReadJob
 from rokstore.archiver.saver import ChunkSaver
-from rokstore.archiver.tally import Tally
+from rokstore.archiver.tally import Tally, replaced
 from rokstore.chunker import MIN_SIZE, iter_chunks
 from rokstore.repository.manifest import Entry
 from rokstore.xattrs import read_xattrs
@@ -75,6 +75,11 @@ class FileReader:
         except OSError as error:
             tally.fail(rel, error)
             return
+        swapped = replaced(st, os.fstat(fd))  # a directory on the way became a symlink since the walk
+        if swapped is not None:
+            os.close(fd)
+            tally.fail(rel, swapped)
+            return
         jobs: list[concurrent.futures.Future[str]] = []
         try:
             with tally.lock:
@@ -106,7 +111,7 @@ class FileReader:
                 job.result()
             entry["c"] = content
             entry["s"] = sum(length for _, length in content)
-            xattrs = read_xattrs(path)
+            xattrs = read_xattrs(fd)  # the file read, not whatever the path leads to by now
             if xattrs:
                 entry["x"] = xattrs
             self.known.remember_read(rel, st, content, xattrs)

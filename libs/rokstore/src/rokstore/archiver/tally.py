@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 from collections.abc import Callable
 
@@ -39,3 +41,11 @@ class Tally:
     def report(self) -> None:
         if self.progress is not None:
             self.progress(Progress(self.phase, self.bytes_read, self.bytes_scanned, self.files_done))
+
+
+def replaced(listed: os.stat_result, opened: os.stat_result) -> OSError | None:
+    """The failure to record when what was opened is not what the walk listed under that name: the entry was
+    swapped (for a symlink out of the volume, say) in between, and is not read through."""
+    if (listed.st_dev, listed.st_ino) == (opened.st_dev, opened.st_ino):
+        return None
+    return OSError(errno.ESTALE, "replaced while the snapshot read it; not followed")

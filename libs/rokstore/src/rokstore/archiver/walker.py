@@ -14,7 +14,7 @@ from pathlib import Path
 
 from rokstore.archiver.known import KnownFiles
 from rokstore.archiver.reader import BATCH, FileReader
-from rokstore.archiver.tally import Tally
+from rokstore.archiver.tally import Tally, replaced
 from rokstore.errors import StorePermanentError
 from rokstore.repository.manifest import Entry
 from rokstore.xattrs import read_xattrs
@@ -38,6 +38,7 @@ class Walker:
         self.thread_errors = thread_errors
         self.entries: list[Entry] = []
         self.missed = False  # set when a file is queued for reading
+        self._listed: dict[str, os.stat_result] = {}  # each directory as its parent's listing saw it, by path
 
     def walk(self) -> None:
         """List the tree with a few threads (stat calls release the GIL), then put the entries in order.
@@ -53,6 +54,7 @@ class Walker:
         if not stat.S_ISDIR(st.st_mode):
             raise StorePermanentError(f"{root} is not a directory; snapshot a volume's directory")
         self.entries.append(self._entry(".", root, st, "d"))
+        self._listed[""] = st
         self.tally.dirs += 1
         if st.st_ctime_ns < self.known.racy_after:
             self.known.others["."] = (st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
@@ -141,6 +143,10 @@ class Walker:
             self.tally.fail(rel or ".", error)
             return entries, []
         try:
+            swapped = replaced(self._listed.pop(rel), os.fstat(dir_fd))  # opened by path: a parent may be a link now
+            if swapped is not None:
+                self.tally.fail(rel or ".", swapped)
+                return entries, []
             try:
                 names = sorted(os.listdir(dir_fd))
             except OSError as error:
@@ -184,6 +190,7 @@ class Walker:
                 if stat.S_ISDIR(mode):
                     entries.append(self._entry(child, child_path, cst, "d"))
                     dirs += 1
+                    self._listed[child] = cst
                     subdirs.append((child_path, child))
                 elif stat.S_ISLNK(mode):
                     entry = self._entry(child, child_path, cst, "l")

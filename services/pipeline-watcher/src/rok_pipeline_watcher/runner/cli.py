@@ -27,7 +27,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
 
     from rok_pipeline_watcher.runner.engine import Runner
     from rok_pipeline_watcher.runner.nats_bus import NatsBus
-    from rok_pipeline_watcher.runner.pipeline import load
+    from rok_pipeline_watcher.runner.pipeline import check_roots, load
     from rok_pipeline_watcher.runner.progress import follow_progress
     from rok_pipeline_watcher.settings import LocalRunSettings
 
@@ -36,6 +36,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
     # The producer of the run's events: each step event's trace starts at its publish here (OTEL_* variables).
     telemetry = setup_telemetry("run")
     pipeline = load(pipeline_file)
+    check_roots(pipeline, settings.local_volume_roots, pipeline_file)
 
     async def main() -> None:
         # the run's own connection retries for ever (right once it runs); without a bus, say so now (exit 75)

@@ -17,7 +17,9 @@ steps:
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -128,3 +130,16 @@ def load(path: Path) -> Pipeline:
         if not volume.path.is_dir():
             raise PipelineError(f"{path}: volume {volume.name!r} is {volume.path}, which is not a directory")
     return pipeline
+
+
+def check_roots(pipeline: Pipeline, roots: Sequence[Path], source: Path) -> None:
+    """Every volume lies in one of ``roots``, the directories the snapshotter reads local volumes in: a volume
+    elsewhere would be refused by it, and the run would wait for a snapshot that never comes."""
+    for volume in pipeline.volumes:
+        real = Path(os.path.realpath(volume.path))
+        if not any(real.is_relative_to(os.path.realpath(root)) for root in roots):
+            raise PipelineError(
+                f"{source}: volume {volume.name!r} is {volume.path}, outside the directories the snapshotter reads "
+                f"(ROK_VOLUME_ROOTS: {os.pathsep.join(map(str, roots))}); add its directory to ROK_VOLUME_ROOTS, "
+                "for `rok up` as well"
+            )
