@@ -3,20 +3,52 @@
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
 from rokstore import CorruptData, Repository, SnapshotNotFound, TargetNotEmpty, UnsafePath, check, restore, snapshot
-from rokstore.repository.manifest import encode_manifest, encode_record, manifest_key, snapshot_key
+from rokstore.repository.index import encode_index, index_key
+from rokstore.repository.manifest import encode_record, snapshot_key
+from rokstore.repository.packs import build_pack, pack_key
+from rokstore.repository.trees import encode_tree
 
 
 async def _forge(repo: Repository, entries: list[dict]) -> str:
-    """Store a hand-crafted manifest and a snapshot record pointing at it; return the snapshot id."""
-    manifest_id, data = encode_manifest(entries)
-    await repo.backend.put(manifest_key(manifest_id), data)
+    """Store hand-crafted trees and a snapshot record pointing at them; return the snapshot id.
+
+    Each entry goes into its parent directory's tree; one whose path names no directory of the snapshot goes
+    into the root's tree under its whole path as its name — as a hostile writer could store it.
+    """
+    dirs = {e["p"] for e in entries if e["t"] == "d"}
+    children: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+    for entry in entries[1:]:
+        parent, _, name = entry["p"].rpartition("/")
+        if (parent or ".") not in dirs:
+            parent, name = "", entry["p"]
+        children[parent or "."].append((name, entry))
+    blobs: list[tuple[bytes, bytes, int, int]] = []
+
+    def build(directory: str) -> bytes:
+        tree = []
+        for name, entry in children[directory]:
+            child = {k: v for k, v in entry.items() if k != "p"} | {"n": name}
+            if entry["t"] == "d":
+                child["tree"] = build(entry["p"]).hex()
+            tree.append(child)
+        tree_id, data = encode_tree(tree)
+        blobs.append((tree_id, data, len(data), 0))
+        return tree_id
+
+    root = build(".")
+    pack = build_pack(blobs)
+    await repo.backend.put(pack_key(pack.pack_id), pack.data)
+    index_id, data = encode_index([(pack.pack_id, pack.blobs)])
+    await repo.backend.put(index_key(index_id), data)
     record = {
-        "version": 1,
-        "manifest": manifest_id,
+        "version": 2,
+        "tree": root.hex(),
+        "root": {k: v for k, v in entries[0].items() if k not in ("p", "t")},
         "time": "2026-01-01T00:00:00+00:00",
         "hostname": "evil",
         "path": "/x",
@@ -27,7 +59,7 @@ async def _forge(repo: Repository, entries: list[dict]) -> str:
         "bytes_new": 0,
         "incomplete": False,
         "errors": [],
-        "index": [],
+        "index": [index_id],
     }
     snapshot_id, data = encode_record(record)
     await repo.backend.put(snapshot_key(snapshot_id), data)
@@ -53,7 +85,7 @@ def _file(path: str) -> dict:
     ],
     ids=["dotdot", "nested-dotdot", "absolute", "file-under-symlink", "duplicate-path", "hardlink-outside"],
 )
-async def test_hand_crafted_manifest_cannot_write_outside_target(
+async def test_hand_crafted_trees_cannot_write_outside_target(
     file_repo_url: str, tmp_path: Path, entries: list[dict]
 ) -> None:
     from rokstore import init_repository
@@ -134,17 +166,17 @@ async def test_check_names_snapshots_that_lost_a_pack(repo: Repository, source: 
     assert second.snapshot_id not in missing[0].snapshots
 
 
-async def test_check_finds_chunks_missing_from_the_index(repo: Repository, source: Path) -> None:
+async def test_check_finds_snapshots_whose_blobs_are_in_no_index(repo: Repository, source: Path) -> None:
     stats = await snapshot(repo, source)
     for info in await repo.backend.list("index/"):
         await repo.backend.delete(info.key)
     report = await check(repo)
-    assert [p.kind for p in report.problems] == ["missing-chunk"]
+    assert [p.kind for p in report.problems] == ["missing-tree"]  # without an index, not even its trees are found
     assert report.problems[0].snapshots == [stats.snapshot_id]
 
 
 async def _entries(repo: Repository, snapshot_id: str) -> list[dict]:
-    return await repo.load_manifest((await repo.load_record(snapshot_id))["manifest"])
+    return await repo.load_entries(await repo.load_record(snapshot_id))
 
 
 def _first_chunk(entries: list[dict], path: str) -> str:

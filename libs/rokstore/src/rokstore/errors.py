@@ -46,7 +46,7 @@ class CorruptData(StorePermanentError):
 
 
 class UnsafePath(CorruptData):
-    """A manifest entry would escape the restore target (``..``, absolute path, path under a symlink)."""
+    """A snapshot entry would escape the restore target (``..``, absolute path, path under a symlink)."""
 
 
 class TargetNotEmpty(StorePermanentError):
@@ -55,6 +55,16 @@ class TargetNotEmpty(StorePermanentError):
 
 class RepositoryLocked(StoreError, TemporaryError):
     """Another process holds a conflicting lock (gc vs. snapshot); retry when it is done."""
+
+
+class MissingBlob(CorruptData):
+    """A blob (a tree or a chunk) a snapshot uses is in no index file of the repository."""
+
+    def __init__(self, blob: bytes, what: str = "blob") -> None:
+        super().__init__(
+            f"{what} {blob.hex()} is in no index file of the repository; run 'rok repo check' to see what is affected"
+        )
+        self.blob = blob
 
 
 class ObjectNotFound(CorruptData):

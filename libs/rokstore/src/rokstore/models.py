@@ -60,7 +60,7 @@ class SnapshotInfo(_AsDict):
     bytes: int  # logical size of the files
     bytes_new: int
     incomplete: bool
-    manifest: str
+    tree: str  # the root directory's tree id
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class SnapshotDiff(_AsDict):
 
 @dataclass(frozen=True)
 class Problem(_AsDict):
-    kind: str  # missing-pack, dangling-index-entry, missing-chunk, missing-manifest, corrupt-chunk, corrupt-pack
+    # missing-pack, dangling-index-entry, missing-chunk, missing-tree, corrupt-tree, corrupt-chunk, corrupt-pack
+    kind: str
     object: str
     message: str
     snapshots: list[str] = field(default_factory=list)
@@ -102,5 +103,4 @@ class GcReport(_AsDict):
     chunks_kept: int
     chunks_deleted: int
     index_files_rewritten: int
-    manifests_deleted: int
     seconds: float

@@ -1,6 +1,7 @@
 """``restore``: a snapshot into an empty directory: safe paths, verified chunks, parallel pack fetches.
 
-Order: check every manifest path (``manifest.check_paths``), create directories, create regular files at
+Order: read the snapshot's trees into the walk-order list of entries, check every path
+(``manifest.check_paths``), create directories, create regular files at
 their size (holes stay holes), fetch packs — a few in flight, each with one (ranged) GET — and write every
 chunk after checking it against its BLAKE3 id, then hard links, fifos and devices, then symlinks (last, so
 that no path is ever resolved through one), then metadata: owner (as root), mode, xattrs, mtime; directories
@@ -55,7 +56,7 @@ async def restore(
     lock = await repo.lock("shared")
     try:
         record = await repo.load_record(full_id)
-        entries = await repo.load_manifest(record["manifest"])
+        entries = await repo.load_entries(record)
         check_paths(entries)  # before anything is created
         target = Path(target).absolute()
         await asyncio.to_thread(prepare_target, target)
