@@ -49,6 +49,14 @@ class UnsafePath(CorruptData):
     """A manifest entry would escape the restore target (``..``, absolute path, path under a symlink)."""
 
 
+class RestoreFailed(StorePermanentError):
+    """The restore could not write a path of its target (no space, a file too large for the file system, ...)."""
+
+
+class TargetChanged(RestoreFailed):
+    """A path the restore created was replaced while it ran (a directory swapped for a symlink, say)."""
+
+
 class TargetNotEmpty(StorePermanentError):
     """Restore refuses to write into a directory that already holds something."""
 

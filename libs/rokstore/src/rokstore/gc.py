@@ -49,6 +49,11 @@ async def _gc(repo: Repository, dry_run: bool, started: float) -> GcReport:
         )
     live = set(users)
     index = await repo.load_index()
+    if index.damaged:
+        # Its chunks are unknown: the packs holding them would look like garbage.
+        raise CorruptData(
+            f"gc stopped: {index.warnings[0]}; rebuild the index with 'rok repo repair-index' before collecting"
+        )
     pack_sizes = {bytes.fromhex(i.key.rsplit("/", 1)[-1]): i.size for i in await repo.backend.list("packs/")}
     keep: dict[bytes, Location] = {}
     for chunk in live:
