@@ -20,6 +20,7 @@ import secrets
 import stat
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 from rokstore.errors import RestoreFailed, TargetChanged, TargetNotEmpty
@@ -308,10 +309,14 @@ class Staging:
                 f"cannot restore into {target}: {error.strerror}; give a directory this user may write"
             ) from None
 
-    def commit(self) -> None:
-        """Put the restored tree in place."""
+    def commit(self, verify: Callable[[], None]) -> None:
+        """``verify`` the tree (its paths walked afresh), then put it in place."""
         self.tree.forget()
+        verify()
         try:
+            ours, there = os.fstat(self.root_fd), os.stat(self.name, dir_fd=self.home_fd, follow_symlinks=False)
+            if (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino):
+                raise TargetChanged(f"the restore's staging directory beside {self.target} was replaced; not using it")
             if self.inside:
                 self._move_up()
             else:
@@ -373,23 +378,33 @@ def _xattr_names(fd: int) -> list[str]:
         return []
 
 
-def remove_tree(parent_fd: int, name: str) -> None:
-    """Remove ``name`` under ``parent_fd`` and all it holds, read-only directories too, following no symlink."""
+def remove_tree(parent_fd: int, name: str, passes: int = 10) -> None:
+    """Remove ``name`` under ``parent_fd`` and all it holds, read-only directories too, following no symlink
+    (entries that vanish or appear meanwhile are taken in stride, a few passes over)."""
     try:
         fd = os.open(name, O_DIR, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return
     except OSError as error:
         if error.errno not in (errno.ENOTDIR, errno.ELOOP):
             raise
-        os.unlink(name, dir_fd=parent_fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=parent_fd)
         return
     try:
         with contextlib.suppress(OSError):
             os.fchmod(fd, 0o700)
-        for child in os.listdir(fd):
-            if stat.S_ISDIR(os.stat(child, dir_fd=fd, follow_symlinks=False).st_mode):
-                remove_tree(fd, child)
-            else:
-                os.unlink(child, dir_fd=fd)
+        for _ in range(passes):
+            for child in os.listdir(fd):
+                try:
+                    if stat.S_ISDIR(os.stat(child, dir_fd=fd, follow_symlinks=False).st_mode):
+                        remove_tree(fd, child, passes)
+                    else:
+                        os.unlink(child, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+            if not os.listdir(fd):
+                break
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=parent_fd)

@@ -6,8 +6,8 @@ holes), fetch packs — a few in flight, each with one (ranged) GET — and writ
 against its BLAKE3 id; read every file back and check what was written against its chunks' ids; then hard
 links, fifos and (when asked) devices, then symlinks (last, so that no path is ever resolved through one),
 then metadata: owner (as root), mode (set-uid and set-gid bits of files only when asked), xattrs, mtime,
-directories deepest first; check that the tree holds exactly the snapshot's names and types; and only then
-put it in place. Every path is opened relative to its parent's descriptor, never following a symlink
+directories deepest first; and, right before putting it in place, check that the tree holds exactly the
+snapshot's names and types. Every path is opened relative to its parent's descriptor, never following a symlink
 (``confined.ConfinedTree``). A restore that fails removes what it wrote and names the first damaged path.
 """
 
@@ -71,7 +71,7 @@ async def restore(
         try:
             restorer = TreeRestorer(repo, full_id, entries, staging.tree, progress, devices, keep_setuid)
             stats = await restorer.run()
-            await asyncio.to_thread(staging.commit)
+            await asyncio.to_thread(staging.commit, restorer.verify_structure)
         except BaseException:
             await asyncio.to_thread(staging.discard)
             raise
@@ -126,8 +126,6 @@ class TreeRestorer:
             self.tree.forget()  # from here on every path is walked again, component by component
             await asyncio.to_thread(_in_parallel, self._verify_files, [e for e in self.entries if e["t"] == "f"])
             await asyncio.to_thread(self._finish_tree)
-            self.tree.forget()
-            await asyncio.to_thread(self._verify_structure)
             span.set_attribute("rok.bytes", self.bytes_done)
         return RestoreStats(
             snapshot_id=self.snapshot_id,
@@ -337,8 +335,9 @@ class TreeRestorer:
         owner = (entry["u"], entry["g"]) if as_root else None
         self.warnings += self.tree.apply(entry["p"], kind, mode, owner, entry["mt"], entry.get("x") or {})
 
-    def _verify_structure(self) -> None:
-        """The staging tree holds exactly the snapshot's names, each of its type (nothing swapped or added)."""
+    def verify_structure(self) -> None:
+        """The staging tree holds exactly the snapshot's names, each of its type (nothing swapped or added);
+        checked right before the tree is put in place."""
         as_root = os.geteuid() == 0
         children: dict[str, set[str]] = defaultdict(set)
         for entry in self.entries:
