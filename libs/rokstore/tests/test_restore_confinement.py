@@ -16,6 +16,7 @@ from rokstore import CorruptData, Repository, RestoreFailed, restore, snapshot
 from rokstore.confined import Staging
 from rokstore.repository.manifest import encode_manifest, encode_record, manifest_key, snapshot_key
 
+
 def settle() -> None:
     time.sleep(0.06)  # past the racy window, as in conftest.settle
 
@@ -172,7 +173,7 @@ async def test_a_restore_with_a_damaged_chunk_names_it_and_leaves_nothing_behind
     assert not new.exists()
     existing = tmp_path / "mounted"  # an existing empty directory, as a volume's mount point is
     existing.mkdir()
-    with pytest.raises(CorruptData, match="'dir/big.bin'"):
+    with pytest.raises(CorruptData, match=r"'dir/big\.bin'"):
         await restore(repo, stats.snapshot_id, existing)
     assert list(existing.iterdir()) == []
     assert [p.name for p in tmp_path.iterdir() if "rok-restore" in p.name] == []
@@ -234,9 +235,9 @@ def test_the_restore_command_takes_devices_and_keep_setuid(file_repo_url: str, s
     )
     snapshot_id = json.loads(created.stdout)["snapshot_id"]
     out = tmp_path / "out"
+    flags = ["--devices", "--keep-setuid", "--json"]
     restored = subprocess.run(
-        [*ROK, "snapshot", "restore", snapshot_id, "--repo", file_repo_url, "--to", str(out), "--devices"]
-        + ["--keep-setuid", "--json"],
+        [*ROK, "snapshot", "restore", snapshot_id, "--repo", file_repo_url, "--to", str(out), *flags],
         capture_output=True,
         text=True,
         timeout=60,
