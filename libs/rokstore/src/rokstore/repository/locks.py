@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
@@ -26,6 +27,8 @@ import time
 from rokstore.errors import ObjectNotFound, RepositoryLocked
 from rokstore.models import LockInfo
 from rokstore.repository.backends import Backend, ObjectInfo
+
+log = logging.getLogger(__name__)
 
 
 def lease_seconds() -> float:
@@ -64,12 +67,23 @@ class Lock:
 
     async def acquire(self) -> Lock:
         deadline = time.monotonic() + wait_seconds()
+        told = False
         while True:
             await self._write()
             others = await self._others()
             if self.kind == "shared":
-                if not any(o.key.startswith("locks/exclusive-") for o in others):
+                blocking = [o.key for o in others if o.key.startswith("locks/exclusive-")]
+                if not blocking:
                     break
+                if not told:
+                    told = True
+                    log.warning(
+                        "waiting for %s on %s (gc or repair-index); 'rok repo locks' shows who holds it, and a lock "
+                        "whose holder died counts as stale after %gs",
+                        blocking[0],
+                        self.backend.url,
+                        2 * lease_seconds(),
+                    )
                 await self.backend.delete(self.key)
                 if time.monotonic() > deadline:
                     raise RepositoryLocked(f"gc holds the repository {self.backend.url}; retry when it is done")
@@ -80,6 +94,13 @@ class Lock:
                 await self.backend.delete(self.key)
                 raise RepositoryLocked(f"another gc is running on {self.backend.url}; retry when it is done")
             while others:
+                if not told:
+                    told = True
+                    log.warning(
+                        "gc waits for %d locks on %s (snapshots, restores, checks); 'rok repo locks' shows them",
+                        len(others),
+                        self.backend.url,
+                    )
                 if time.monotonic() > deadline:
                     await self.backend.delete(self.key)
                     raise RepositoryLocked(
