@@ -3,68 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from rokstore import CorruptData, Repository, SnapshotNotFound, TargetNotEmpty, UnsafePath, check, restore, snapshot
-from rokstore.repository.index import encode_index, index_key
-from rokstore.repository.manifest import encode_record, snapshot_key
-from rokstore.repository.packs import build_pack, pack_key
-from rokstore.repository.trees import encode_tree
-
-
-async def _forge(repo: Repository, entries: list[dict]) -> str:
-    """Store hand-crafted trees and a snapshot record pointing at them; return the snapshot id.
-
-    Each entry goes into its parent directory's tree; one whose path names no directory of the snapshot goes
-    into the root's tree under its whole path as its name — as a hostile writer could store it.
-    """
-    dirs = {e["p"] for e in entries if e["t"] == "d"}
-    children: dict[str, list[tuple[str, dict]]] = defaultdict(list)
-    for entry in entries[1:]:
-        parent, _, name = entry["p"].rpartition("/")
-        if (parent or ".") not in dirs:
-            parent, name = "", entry["p"]
-        children[parent or "."].append((name, entry))
-    blobs: list[tuple[bytes, bytes, int, int]] = []
-
-    def build(directory: str) -> bytes:
-        tree = []
-        for name, entry in children[directory]:
-            child = {k: v for k, v in entry.items() if k != "p"} | {"n": name}
-            if entry["t"] == "d":
-                child["tree"] = build(entry["p"]).hex()
-            tree.append(child)
-        tree_id, data = encode_tree(tree)
-        blobs.append((tree_id, data, len(data), 0))
-        return tree_id
-
-    root = build(".")
-    pack = build_pack(blobs)
-    await repo.backend.put(pack_key(pack.pack_id), pack.data)
-    index_id, data = encode_index([(pack.pack_id, pack.blobs)])
-    await repo.backend.put(index_key(index_id), data)
-    record = {
-        "version": 2,
-        "tree": root.hex(),
-        "root": {k: v for k, v in entries[0].items() if k not in ("p", "t")},
-        "time": "2026-01-01T00:00:00+00:00",
-        "hostname": "evil",
-        "path": "/x",
-        "tags": {},
-        "files": 1,
-        "dirs": 1,
-        "bytes": 0,
-        "bytes_new": 0,
-        "incomplete": False,
-        "errors": [],
-        "index": [index_id],
-    }
-    snapshot_id, data = encode_record(record)
-    await repo.backend.put(snapshot_key(snapshot_id), data)
-    return snapshot_id
-
 
 ROOT = {"p": ".", "t": "d", "m": 0o755, "u": 0, "g": 0, "mt": 0}
 
@@ -86,7 +29,7 @@ def _file(path: str) -> dict:
     ids=["dotdot", "nested-dotdot", "absolute", "file-under-symlink", "duplicate-path", "hardlink-outside"],
 )
 async def test_hand_crafted_trees_cannot_write_outside_target(
-    file_repo_url: str, tmp_path: Path, entries: list[dict]
+    file_repo_url: str, tmp_path: Path, entries: list[dict], forge: Callable[[Repository, list[dict]], Awaitable[str]]
 ) -> None:
     from rokstore import init_repository
 
@@ -94,7 +37,7 @@ async def test_hand_crafted_trees_cannot_write_outside_target(
     outside.mkdir()
     entries = json.loads(json.dumps(entries).replace("{outside}", str(outside)))
     async with await init_repository(file_repo_url) as repo:
-        snapshot_id = await _forge(repo, entries)
+        snapshot_id = await forge(repo, entries)
         target = tmp_path / "target" / "inner"
         with pytest.raises(UnsafePath):
             await restore(repo, snapshot_id, target)

@@ -49,6 +49,14 @@ class UnsafePath(CorruptData):
     """A snapshot entry would escape the restore target (``..``, absolute path, path under a symlink)."""
 
 
+class RestoreFailed(StorePermanentError):
+    """The restore could not write a path of its target (no space, a file too large for the file system, ...)."""
+
+
+class TargetChanged(RestoreFailed):
+    """A path the restore created was replaced while it ran (a directory swapped for a symlink, say)."""
+
+
 class TargetNotEmpty(StorePermanentError):
     """Restore refuses to write into a directory that already holds something."""
 
@@ -58,13 +66,14 @@ class RepositoryLocked(StoreError, TemporaryError):
 
 
 class MissingBlob(CorruptData):
-    """A blob (a tree or a chunk) a snapshot uses is in no index file of the repository."""
+    """A blob (a tree or a chunk) a snapshot uses is in no pack that exists, as far as the index says."""
 
-    def __init__(self, blob: bytes, what: str = "blob") -> None:
+    def __init__(self, blob: bytes, what: str = "blob", where: str = "") -> None:
         super().__init__(
-            f"{what} {blob.hex()} is in no index file of the repository; run 'rok repo check' to see what is affected"
+            f"{what} {blob.hex()}{where} is not in any pack that exists; run 'rok repo check' to see what is affected"
         )
         self.blob = blob
+        self.what = what
 
 
 class ObjectNotFound(CorruptData):

@@ -42,6 +42,12 @@ async def collect_garbage(repo: Repository, *, dry_run: bool = False) -> GcRepor
 
 
 async def _gc(repo: Repository, dry_run: bool, started: float) -> GcReport:
+    index = await repo.load_index()
+    if index.damaged:
+        # Its chunks are unknown: the packs holding them would look like garbage.
+        raise CorruptData(
+            f"gc stopped: {index.warnings[0]}; rebuild the index with 'rok repo repair-index' before collecting"
+        )
     ids, users, problems = await load_references(repo)
     if problems:
         raise CorruptData(
@@ -49,7 +55,6 @@ async def _gc(repo: Repository, dry_run: bool, started: float) -> GcReport:
             "unknown — run 'rok repo check'"
         )
     live = set(users)
-    index = await repo.load_index()
     pack_sizes = {bytes.fromhex(i.key.rsplit("/", 1)[-1]): i.size for i in await repo.backend.list("packs/")}
     keep: dict[bytes, Location] = {}
     for chunk in live:

@@ -104,3 +104,24 @@ class GcReport(_AsDict):
     chunks_deleted: int
     index_files_rewritten: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class RepairReport(_AsDict):
+    packs: int  # packs in storage
+    packs_read: int  # packs whose header was read (not already described by the index)
+    chunks: int  # chunks the new index names
+    entries_dropped: int  # index entries that pointed at missing packs
+    index_files_removed: int
+    index_written: str  # id of the new index file ("" when there was nothing to index)
+    warnings: list[str] = field(default_factory=list)  # one line per pack whose header could not be read
+
+
+@dataclass(frozen=True)
+class LockInfo(_AsDict):
+    key: str  # locks/<kind>-<random>
+    kind: str  # shared (snapshot, restore, check) or exclusive (gc, repair-index)
+    host: str
+    pid: int
+    age: float  # seconds since its holder last refreshed it
+    stale: str  # why it is stale ("" while it is held): its holder stopped refreshing it, or its process is gone

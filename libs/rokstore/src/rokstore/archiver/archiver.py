@@ -92,7 +92,9 @@ class Archiver:
             span.set_attribute("rok.source", str(self.source))
             lock = await self.repo.lock("shared")
             try:
-                index = await self.repo.load_index()
+                # Checked against one listing of the packs: chunks of lost packs count as not stored, so this
+                # snapshot stores them again instead of committing a reference to data that is gone.
+                index = await self.repo.load_index(verify_packs=True)
                 known = await KnownFiles.load(self.cache, index, racy_after)
                 thread_errors: list[BaseException] = []
                 saver = ChunkSaver(self.repo.backend, index.chunks, tally)
@@ -151,7 +153,7 @@ class Archiver:
             seconds=round(time.monotonic() - started, 3),
             incomplete=bool(tally.errors),
             errors=sorted(tally.errors),
-            warnings=tally.warnings,
+            warnings=[*index.warnings, *tally.warnings],
             files_opened=tally.files_opened,
         )
 

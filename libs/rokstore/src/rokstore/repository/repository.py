@@ -66,8 +66,14 @@ class Repository:
     async def lock(self, kind: str) -> Lock:
         return await Lock(self.backend, kind).acquire()
 
-    async def load_index(self, *, fresh: bool = True) -> Index:
-        """All index files, merged; immutable files come from the node-local cache when present."""
+    async def load_index(self, *, fresh: bool = True, verify_packs: bool = False) -> Index:
+        """All index files, merged; immutable files come from the node-local cache when present.
+
+        A damaged index file is left out (``Index.damaged``): only snapshots that need its chunks are affected.
+        With ``verify_packs`` one listing of the packs checks what the index claims, and chunks whose packs are
+        gone count as not stored (``Index.missing_packs``): a snapshot stores them again instead of referring
+        to lost data, and a restore looks for them in another pack.
+        """
         if self._index is not None and not fresh:
             return self._index
         cache = IndexCache(self.cache_dir, self.id)
@@ -79,20 +85,48 @@ class Repository:
             if data is None:
                 missing.append(name)
             else:
-                index.add_file(name, decode_index(data, name))
+                index.add_file(name, decode_index(data, name))  # verified against its id by the cache
         sem = asyncio.Semaphore(16)
 
-        async def fetch(name: str) -> tuple[str, bytes]:
+        async def fetch(name: str) -> tuple[str, bytes | None]:
             async with sem:
-                return name, await self.backend.get(index_key(name))
+                try:
+                    return name, await self.backend.get(index_key(name))
+                except ObjectNotFound:  # removed by gc since the listing
+                    return name, None
 
         for name, data in await asyncio.gather(*(fetch(n) for n in missing)):
-            index.add_file(name, decode_index(data, name))
+            if data is None:
+                continue
+            try:
+                if blake3.blake3(data).hexdigest() != name:
+                    raise CorruptData(f"index file {name!r} does not match its BLAKE3 id; run 'rok repo repair-index'")
+                entries = decode_index(data, name)
+            except CorruptData as error:
+                index.damaged[name] = str(error)
+                continue
+            index.add_file(name, entries)
             await asyncio.to_thread(cache.put, name, data)
         if missing or len(names) != len(index.files):
             await asyncio.to_thread(cache.prune, set(names))
+        if verify_packs:
+            gone = index.packs() - set(await self.pack_sizes())
+            if gone:
+                index = index.without_packs(gone)
         self._index = index
         return index
+
+    async def pack_sizes(self) -> dict[bytes, int]:
+        """Every pack in storage and its size, from one listing."""
+        out: dict[bytes, int] = {}
+        for info in await self.backend.list("packs/"):
+            name = info.key.rsplit("/", 1)[-1]
+            if len(name) == 64:
+                try:
+                    out[bytes.fromhex(name)] = info.size
+                except ValueError:
+                    continue
+        return out
 
     def remember_index(self, index_id: str, data: bytes, entries: list[tuple[bytes, Location]]) -> None:
         IndexCache(self.cache_dir, self.id).put(index_id, data)
@@ -209,8 +243,14 @@ class Repository:
         return await asyncio.to_thread(flatten, root_entry(record), root, trees)
 
     async def list_snapshots(self) -> list[SnapshotInfo]:
+        """The snapshots whose records can be read, oldest first (see :meth:`scan_snapshots`)."""
+        return (await self.scan_snapshots())[0]
+
+    async def scan_snapshots(self) -> tuple[list[SnapshotInfo], list[str]]:
+        """The snapshots whose records can be read, oldest first, and one line per record that was skipped."""
         ids = await self.snapshot_ids()
         sem = asyncio.Semaphore(16)
+        skipped: list[str] = []
 
         async def one(sid: str) -> SnapshotInfo | None:
             async with sem:
@@ -218,22 +258,29 @@ class Repository:
                     r = await self.load_record(sid)
                 except ObjectNotFound:  # removed meanwhile
                     return None
-            return SnapshotInfo(
-                id=sid,
-                time=r["time"],
-                hostname=r["hostname"],
-                path=r["path"],
-                tags=r.get("tags", {}),
-                files=r.get("files", 0),
-                dirs=r.get("dirs", 0),
-                bytes=r.get("bytes", 0),
-                bytes_new=r.get("bytes_new", 0),
-                incomplete=r.get("incomplete", False),
-                tree=r["tree"],
-            )
+                except CorruptData as error:
+                    skipped.append(f"skipped snapshot {sid[:16]}: {error}")
+                    return None
+            try:
+                return SnapshotInfo(
+                    id=sid,
+                    time=str(r["time"]),
+                    hostname=str(r["hostname"]),
+                    path=str(r["path"]),
+                    tags=dict(r.get("tags", {})),
+                    files=int(r.get("files", 0)),
+                    dirs=int(r.get("dirs", 0)),
+                    bytes=int(r.get("bytes", 0)),
+                    bytes_new=int(r.get("bytes_new", 0)),
+                    incomplete=bool(r.get("incomplete", False)),
+                    tree=str(r["tree"]),
+                )
+            except (KeyError, TypeError, ValueError) as error:
+                skipped.append(f"skipped snapshot {sid[:16]}: its record lacks or garbles {error}")
+                return None
 
         infos = [i for i in await asyncio.gather(*(one(s) for s in ids)) if i is not None]
-        return sorted(infos, key=lambda i: (i.time, i.id))
+        return sorted(infos, key=lambda i: (i.time, i.id)), sorted(skipped)
 
 
 async def init_repository(url: str, *, cache_dir: Path | None = None) -> Repository:
