@@ -1,8 +1,9 @@
 """rok's store engine against restic (local disk and loopback S3) and borg (local disk).
 
-Run: ``uv run python bench/store_bench.py [--size 1GiB] [--backend file|s3|both] [--workdir DIR]``.
+Run: ``uv run python bench/store_bench.py [--size 1GiB] [--backend file|s3|both] [--runs 3] [--workdir DIR]``.
 Measures initial snapshot, unchanged re-snapshot, small-change re-snapshot, restore, repository size and peak
-RSS of each tool's process, and prints a table with peer/rok ratios. Every tool runs as a child process and
+RSS of each tool's process, and prints a table per backend: the median of each figure over the runs, its
+spread (min–max) and peer/rok ratios of the medians. Every tool runs as a child process and
 is timed from its start to its exit. restic gets a password (RESTIC_PASSWORD, its repositories are always
 encrypted) and its default compression; borg runs with ``--encryption none`` and its default (lz4).
 """
@@ -14,9 +15,11 @@ import contextlib
 import os
 import secrets
 import shutil
+import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,25 +195,35 @@ def bench_backend(backend: str, data: Path, work: Path) -> dict[str, Result]:
         return results
 
 
-def table(backend: str, results: dict[str, Result]) -> str:
-    peers = [n for n in results if n != "rok"]
-    head = f"{'backend ' + backend:<22}{'rok':>10}" + "".join(f"{p:>10}{p + '/rok':>12}" for p in peers)
+def table(backend: str, runs: list[dict[str, Result]]) -> str:
+    """Medians over the runs, each with its spread, and the peers' medians over rok's."""
+    names = list(runs[0])
+    peers = [n for n in names if n != "rok"]
+
+    def figures(name: str, value: Callable[[Result], float]) -> tuple[float, float, float]:
+        values = [value(run[name]) for run in runs]
+        return statistics.median(values), min(values), max(values)
+
+    def cell(med: float, low: float, high: float, digits: int) -> str:
+        return f"{med:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+
+    head = f"{'backend ' + backend + f', {len(runs)} runs':<24}{'rok':>22}" + "".join(
+        f"{p:>22}{p + '/rok':>12}" for p in peers
+    )
     lines = [head, "-" * len(head)]
-    rok = results["rok"]
-    for phase in PHASES:
-        row = f"{phase + ' (s)':<22}{rok.seconds[phase]:>10.2f}"
+    rows: list[tuple[str, Callable[[Result], float], int]] = [
+        *((f"{phase} (s)", lambda r, ph=phase: r.seconds[ph], 2) for phase in PHASES),
+        ("repo size (MiB)", lambda r: r.repo_bytes / 2**20, 1),
+        ("peak RSS (MiB)", lambda r: max(r.rss.values()) / 1024, 1),
+    ]
+    for label, value, digits in rows:
+        rok = figures("rok", value)
+        row = f"{label:<24}{cell(*rok, digits):>22}"
         for p in peers:
-            row += f"{results[p].seconds[phase]:>10.2f}{results[p].seconds[phase] / rok.seconds[phase]:>11.1f}x"
+            peer = figures(p, value)
+            ratio = peer[0] / rok[0] if rok[0] else float("nan")
+            row += f"{cell(*peer, digits):>22}{ratio:>11.2f}x"
         lines.append(row)
-    row = f"{'repo size (MiB)':<22}{rok.repo_bytes / 2**20:>10.1f}"
-    for p in peers:
-        row += f"{results[p].repo_bytes / 2**20:>10.1f}{results[p].repo_bytes / rok.repo_bytes:>11.2f}x"
-    lines.append(row)
-    row = f"{'peak RSS (MiB)':<22}{max(rok.rss.values()) / 1024:>10.1f}"
-    for p in peers:
-        peak = max(results[p].rss.values())
-        row += f"{peak / 1024:>10.1f}{peak / max(rok.rss.values()):>11.2f}x"
-    lines.append(row)
     return "\n".join(lines)
 
 
@@ -226,6 +239,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1GiB", help="data set size (default 1GiB)")
     parser.add_argument("--backend", choices=["file", "s3", "both"], default="both")
+    parser.add_argument("--runs", type=int, default=3, help="runs per backend; the table shows medians (default 3)")
     parser.add_argument("--workdir", default="/tmp/rok-bench", help="scratch directory on the disk to measure")
     args = parser.parse_args()
     missing = [t for t in ("restic", "borg") if shutil.which(t) is None]
@@ -245,12 +259,15 @@ def main() -> None:
         "borg: --encryption none, default lz4; page cache dropped before initial snapshots and restores",
     ]
     for backend in backends:
-        # each backend starts from the same data: rebuild after the small change of the previous run
-        shutil.rmtree(data)
-        dataset.build(data, size)
-        results = bench_backend(backend, data, work)
+        runs = []
+        for number in range(args.runs):
+            # every run starts from the same data: rebuild after the small change of the previous run
+            shutil.rmtree(data)
+            dataset.build(data, size)
+            print(f"{backend}: run {number + 1} of {args.runs}", file=sys.stderr)
+            runs.append(bench_backend(backend, data, work))
         out.append("")
-        out.append(table(backend, results))
+        out.append(table(backend, runs))
     print("\n".join(out))
 
 

@@ -6,12 +6,19 @@ import os
 import random
 import stat
 import time
-from collections.abc import Callable
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from rokstore import Repository, init_repository
+from rokstore.repository.index import encode_index, index_key
+from rokstore.repository.manifest import encode_record, snapshot_key
+from rokstore.repository.packs import build_pack, pack_key
+from rokstore.repository.trees import encode_tree
+
+Forge = Callable[[Repository, list[dict[str, Any]]], Awaitable[str]]
 
 
 @pytest.fixture(autouse=True)
@@ -111,3 +118,61 @@ def assert_same_tree(a: Path, b: Path) -> None:
 def same_tree() -> Callable[[Path, Path], None]:
     """assert_same_tree(a, b): content, types, modes, owners, ns mtimes, xattrs, links and hard links match."""
     return assert_same_tree
+
+
+async def forge_snapshot(repo: Repository, entries: list[dict[str, Any]]) -> str:
+    """Store hand-crafted trees and a snapshot record pointing at them; return the snapshot id.
+
+    Each entry goes into its parent directory's tree; one whose path names no directory of the snapshot goes
+    into the root's tree under its whole path as its name — as a hostile writer could store it.
+    """
+    dirs = {e["p"] for e in entries if e["t"] == "d"}
+    children: dict[str, list[tuple[str, dict[str, Any]]]] = defaultdict(list)
+    for entry in entries[1:]:
+        parent, _, name = entry["p"].rpartition("/")
+        if (parent or ".") not in dirs:
+            parent, name = "", entry["p"]
+        children[parent or "."].append((name, entry))
+    blobs: list[tuple[bytes, bytes, int, int]] = []
+
+    def build(directory: str) -> bytes:
+        tree = []
+        for name, entry in children[directory]:
+            child = {k: v for k, v in entry.items() if k != "p"} | {"n": name}
+            if entry["t"] == "d":
+                child["tree"] = build(entry["p"]).hex()
+            tree.append(child)
+        tree_id, data = encode_tree(tree)
+        blobs.append((tree_id, data, len(data), 0))
+        return tree_id
+
+    root = build(".")
+    pack = build_pack(blobs)
+    await repo.backend.put(pack_key(pack.pack_id), pack.data)
+    index_id, data = encode_index([(pack.pack_id, pack.blobs)])
+    await repo.backend.put(index_key(index_id), data)
+    record = {
+        "version": 2,
+        "tree": root.hex(),
+        "root": {k: v for k, v in entries[0].items() if k not in ("p", "t")},
+        "time": "2026-01-01T00:00:00+00:00",
+        "hostname": "evil",
+        "path": "/x",
+        "tags": {},
+        "files": 1,
+        "dirs": 1,
+        "bytes": 0,
+        "bytes_new": 0,
+        "incomplete": False,
+        "errors": [],
+        "index": [index_id],
+    }
+    snapshot_id, data = encode_record(record)
+    await repo.backend.put(snapshot_key(snapshot_id), data)
+    return snapshot_id
+
+
+@pytest.fixture
+def forge() -> Forge:
+    """Store a hand-crafted snapshot (as a hostile writer could): ``await forge(repo, entries)`` → its id."""
+    return forge_snapshot

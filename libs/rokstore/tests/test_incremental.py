@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from rokstore import Repository, check, collect_garbage, restore, snapshot
+from rokstore import Repository, check, collect_garbage, diff, restore, snapshot
 
 
 async def _pack_count(repo: Repository) -> int:
@@ -23,7 +23,7 @@ async def test_unchanged_file_is_not_read_again(repo: Repository, source: Path) 
     assert second.bytes_read == 0
     assert second.bytes_new == 0
     assert await _pack_count(repo) == packs
-    # only the manifest and the snapshot record: a few KiB, no pack, no index file
+    # only the snapshot record: the root tree is the cached one, so no tree, no pack, no index file
     assert second.bytes_uploaded < 8192
     assert len(await repo.backend.list("index/")) == 1
 
@@ -37,7 +37,7 @@ async def test_changed_file_is_read_and_only_its_new_chunk_uploaded(repo: Reposi
     assert stats.files_opened == 2
     # FastCDC: appending a byte changes only the last chunk of the 3.4 MB file (random data: its length varies
     # from run to run, up to the 4 MiB maximum, so compare with the chunk itself rather than a fixed bound)
-    entries = await repo.load_manifest((await repo.load_record(stats.snapshot_id))["manifest"])
+    entries = await repo.load_entries(await repo.load_record(stats.snapshot_id))
     big = next(e for e in entries if e["p"] == "dir/big.bin")
     assert len(big["c"]) > 1
     assert stats.bytes_new == big["c"][-1][1]
@@ -90,14 +90,14 @@ async def test_cache_entries_for_chunks_gc_removed_are_not_trusted(repo: Reposit
     assert report.ok, report.problems
 
 
-async def test_unchanged_tree_reuses_the_manifest_and_any_change_gives_a_new_one(
+async def test_unchanged_tree_is_reused_and_any_change_gives_a_new_one(
     repo: Repository, source: Path, tmp_path: Path, same_tree: Callable[[Path, Path], None]
 ) -> None:
-    """The cached manifest is reused only when every entry matches: each kind of change restores as made."""
+    """The cached tree is reused only when every entry matches: each kind of change restores as made."""
     first = await snapshot(repo, source)
     again = await snapshot(repo, source)
     records = [await repo.load_record(s.snapshot_id) for s in (first, again)]
-    assert records[0]["manifest"] == records[1]["manifest"]
+    assert records[0]["tree"] == records[1]["tree"]
     changes: list[Callable[[], None]] = [
         lambda: (source / "new-dir").mkdir(),
         lambda: os.chmod(source / "dir", 0o700),
@@ -109,16 +109,50 @@ async def test_unchanged_tree_reuses_the_manifest_and_any_change_gives_a_new_one
         lambda: (source / "empty-dir" / "added.txt").write_text("new\n"),
         lambda: os.rmdir(source / "new-dir"),
     ]
-    manifests = {records[0]["manifest"]}
+    roots = {records[0]["tree"]}
     for number, change in enumerate(changes):
         change()
         time.sleep(0.06)  # past the racy window, as in conftest.settle
         stats = await snapshot(repo, source)
         unchanged = await snapshot(repo, source)
-        manifest = (await repo.load_record(stats.snapshot_id))["manifest"]
-        assert manifest not in manifests, f"change {number} kept the old manifest"
-        assert (await repo.load_record(unchanged.snapshot_id))["manifest"] == manifest
-        manifests.add(manifest)
+        root = (await repo.load_record(stats.snapshot_id))["tree"]
+        assert root not in roots, f"change {number} kept the old root tree"
+        assert (await repo.load_record(unchanged.snapshot_id))["tree"] == root
+        roots.add(root)
         target = tmp_path / f"restored-{number}"
         await restore(repo, unchanged.snapshot_id, target)
         same_tree(source, target)
+
+
+async def test_a_change_deep_in_the_tree_writes_only_the_trees_on_its_path(repo: Repository, tmp_path: Path) -> None:
+    """Siblings keep their tree ids without being encoded again, and a diff reads only the changed path."""
+    volume = tmp_path / "deep"
+    for branch in ("a", "b", "c"):
+        for leaf in ("x", "y"):
+            (volume / branch / leaf).mkdir(parents=True)
+            (volume / branch / leaf / "f.txt").write_text(f"{branch}/{leaf}\n")
+    time.sleep(0.06)  # past the racy window, as in conftest.settle
+    before = await snapshot(repo, volume)
+    blobs_before = set((await repo.load_index()).chunks)
+    (volume / "b" / "y" / "f.txt").write_text("changed\n")
+    time.sleep(0.06)
+    after = await snapshot(repo, volume)
+    assert after.files_opened == 1
+    new = set((await repo.load_index()).chunks) - blobs_before
+    trees_after = await repo.load_tree_closure(bytes.fromhex((await repo.load_record(after.snapshot_id))["tree"]))
+    # the changed file's one chunk, and the trees of b/y, b and the root: nothing else was stored
+    assert len(new) == 4 and len(new & trees_after.keys()) == 3
+
+    read: list[bytes] = []
+    load = repo.load_trees
+
+    async def counting(ids: Iterable[bytes]) -> dict[bytes, list[dict[str, object]]]:
+        ids = list(ids)
+        read.extend(ids)
+        return await load(ids)
+
+    repo._trees.clear()  # nothing from memory: count what the diff reads
+    repo.load_trees = counting  # type: ignore[method-assign]
+    changes = await diff(repo, before.snapshot_id, after.snapshot_id)
+    assert (changes.added, changes.removed, changes.changed) == ([], [], ["b/y/f.txt"])
+    assert len(read) == 6  # the two roots, the two trees of b, the two of b/y: a and c are never read

@@ -3,36 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from rokstore import CorruptData, Repository, SnapshotNotFound, TargetNotEmpty, UnsafePath, check, restore, snapshot
-from rokstore.repository.manifest import encode_manifest, encode_record, manifest_key, snapshot_key
-
-
-async def _forge(repo: Repository, entries: list[dict]) -> str:
-    """Store a hand-crafted manifest and a snapshot record pointing at it; return the snapshot id."""
-    manifest_id, data = encode_manifest(entries)
-    await repo.backend.put(manifest_key(manifest_id), data)
-    record = {
-        "version": 1,
-        "manifest": manifest_id,
-        "time": "2026-01-01T00:00:00+00:00",
-        "hostname": "evil",
-        "path": "/x",
-        "tags": {},
-        "files": 1,
-        "dirs": 1,
-        "bytes": 0,
-        "bytes_new": 0,
-        "incomplete": False,
-        "errors": [],
-        "index": [],
-    }
-    snapshot_id, data = encode_record(record)
-    await repo.backend.put(snapshot_key(snapshot_id), data)
-    return snapshot_id
-
 
 ROOT = {"p": ".", "t": "d", "m": 0o755, "u": 0, "g": 0, "mt": 0}
 
@@ -53,8 +28,8 @@ def _file(path: str) -> dict:
     ],
     ids=["dotdot", "nested-dotdot", "absolute", "file-under-symlink", "duplicate-path", "hardlink-outside"],
 )
-async def test_hand_crafted_manifest_cannot_write_outside_target(
-    file_repo_url: str, tmp_path: Path, entries: list[dict]
+async def test_hand_crafted_trees_cannot_write_outside_target(
+    file_repo_url: str, tmp_path: Path, entries: list[dict], forge: Callable[[Repository, list[dict]], Awaitable[str]]
 ) -> None:
     from rokstore import init_repository
 
@@ -62,7 +37,7 @@ async def test_hand_crafted_manifest_cannot_write_outside_target(
     outside.mkdir()
     entries = json.loads(json.dumps(entries).replace("{outside}", str(outside)))
     async with await init_repository(file_repo_url) as repo:
-        snapshot_id = await _forge(repo, entries)
+        snapshot_id = await forge(repo, entries)
         target = tmp_path / "target" / "inner"
         with pytest.raises(UnsafePath):
             await restore(repo, snapshot_id, target)
@@ -134,17 +109,17 @@ async def test_check_names_snapshots_that_lost_a_pack(repo: Repository, source: 
     assert second.snapshot_id not in missing[0].snapshots
 
 
-async def test_check_finds_chunks_missing_from_the_index(repo: Repository, source: Path) -> None:
+async def test_check_finds_snapshots_whose_blobs_are_in_no_index(repo: Repository, source: Path) -> None:
     stats = await snapshot(repo, source)
     for info in await repo.backend.list("index/"):
         await repo.backend.delete(info.key)
     report = await check(repo)
-    assert [p.kind for p in report.problems] == ["missing-chunk"]
+    assert [p.kind for p in report.problems] == ["missing-tree"]  # without an index, not even its trees are found
     assert report.problems[0].snapshots == [stats.snapshot_id]
 
 
 async def _entries(repo: Repository, snapshot_id: str) -> list[dict]:
-    return await repo.load_manifest((await repo.load_record(snapshot_id))["manifest"])
+    return await repo.load_entries(await repo.load_record(snapshot_id))
 
 
 def _first_chunk(entries: list[dict], path: str) -> str:

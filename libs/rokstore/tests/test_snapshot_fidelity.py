@@ -104,13 +104,22 @@ async def test_sockets_are_skipped_with_a_warning(repo: Repository, source: Path
     assert not stats.incomplete
 
 
-async def test_device_files_are_recorded_and_restored_as_root(repo: Repository, source: Path, tmp_path: Path) -> None:
+async def test_device_files_are_recorded_and_restored_only_when_asked(
+    repo: Repository, source: Path, tmp_path: Path
+) -> None:
     os.mknod(source / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
     stats = await snapshot(repo, source)
-    await restore(repo, stats.snapshot_id, tmp_path / "out")
+    by_default = await restore(repo, stats.snapshot_id, tmp_path / "default")
+    assert not os.path.lexists(tmp_path / "default" / "null")
+    assert [w for w in by_default.warnings if w.startswith("null:")] == [
+        "null: device file skipped (restore with --devices to create it)"
+    ]
+    await restore(repo, stats.snapshot_id, tmp_path / "out", devices=True)
     st = os.lstat(tmp_path / "out" / "null")
     assert stat.S_ISCHR(st.st_mode)
     assert st.st_rdev == os.makedev(1, 3)
+    original = os.lstat(source / "null")
+    assert (st.st_mode, st.st_mtime_ns) == (original.st_mode, original.st_mtime_ns)
 
 
 async def test_diff_lists_added_removed_and_changed_paths(repo: Repository, source: Path) -> None:

@@ -44,7 +44,7 @@ async def test_the_store_operations_are_children_of_the_consumer_span_in_the_pub
     [snapshot] = [s for s in spans if s.name == "rok.store.snapshot"]
     assert snapshot.parent is not None and snapshot.parent.span_id == consumer.context.span_id
     assert snapshot.attributes and snapshot.attributes["rok.snapshot.id"] == done.snapshot_id
-    assert {"rok.store.pack.upload", "rok.store.manifest.write", "rok.store.snapshot_record.write"} <= names
+    assert {"rok.store.pack.upload", "rok.store.trees", "rok.store.snapshot_record.write"} <= names
     [announce] = [s for s in spans if s.name == "rok.snapshot.completed.v1 publish"]
     assert announce.parent is not None and announce.parent.span_id == consumer.context.span_id
 

@@ -13,8 +13,6 @@ from importlib import import_module
 import click
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
 
-from rokcli.versions import print_version_option
-
 # "module:attribute" of every built-in command, imported lazily so that `rok --help` stays fast.
 COMMANDS: dict[str, str] = {
     "up": "rokcli.local:up",
@@ -62,13 +60,20 @@ class _LazyGroup(click.Group):
         return None
 
 
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:  # imported only when asked: the version table needs the registry's models (pydantic)
+        from rokcli.versions import print_version_option
+
+        print_version_option(ctx, param, value)
+
+
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--version",
     is_flag=True,
     expose_value=False,
     is_eager=True,
-    callback=print_version_option,
+    callback=_print_version,
     help="Show the version of rok and of each of its parts, and exit.",
 )
 def cli() -> None:

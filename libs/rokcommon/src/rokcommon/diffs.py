@@ -29,7 +29,7 @@ from rokcommon.urls import parse_url
 
 tracer = trace.get_tracer("rokcommon.diffs")
 
-DIFF_TIMEOUT = 60.0  # seconds: a diff reads two manifests per volume from the store
+DIFF_TIMEOUT = 60.0  # seconds: a diff reads the trees that differ, per volume, from the store
 
 
 class VolumeChanges(Model):

@@ -2,7 +2,8 @@
 
 In layers, each importing only those below it: ``commands`` (``rok repo``, ``rok snapshot``); the operations on
 a repository, one module each — ``archiver`` (:func:`snapshot`), ``restorer`` (:func:`restore`), ``checker``
-(:func:`check`), ``gc`` (:func:`collect_garbage`), ``differ`` (:func:`diff`); the ``repository`` layer
+(:func:`check`), ``gc`` (:func:`collect_garbage`), ``differ`` (:func:`diff`), ``repairer``
+(:func:`repair_index`); the ``repository`` layer
 (:class:`Repository`: backends, config, packs, index, manifests and records, locks, caches); and plain values and
 helpers (``models``, ``errors``, ``chunker``, ``xattrs``, ``memory``).
 """
@@ -18,9 +19,11 @@ from rokstore.errors import (
     RepositoryExists,
     RepositoryLocked,
     RepositoryNotFound,
+    RestoreFailed,
     SnapshotNotFound,
     StoreError,
     StoreUnavailable,
+    TargetChanged,
     TargetNotEmpty,
     UnsafePath,
     UnsupportedFormat,
@@ -29,14 +32,18 @@ from rokstore.gc import collect_garbage
 from rokstore.models import (
     CheckReport,
     GcReport,
+    LockInfo,
     Problem,
     Progress,
+    RepairReport,
     RestoreStats,
     SnapshotDiff,
     SnapshotInfo,
     SnapshotStats,
 )
+from rokstore.repairer import repair_index
 from rokstore.repository import Repository, init_repository, open_repository
+from rokstore.repository.locks import list_locks, remove_locks
 from rokstore.restorer import restore
 
 __all__ = [
@@ -45,13 +52,16 @@ __all__ = [
     "CorruptData",
     "GcReport",
     "InvalidRepositoryUrl",
+    "LockInfo",
     "ObjectNotFound",
     "Problem",
     "Progress",
+    "RepairReport",
     "Repository",
     "RepositoryExists",
     "RepositoryLocked",
     "RepositoryNotFound",
+    "RestoreFailed",
     "RestoreStats",
     "SnapshotDiff",
     "SnapshotInfo",
@@ -59,6 +69,7 @@ __all__ = [
     "SnapshotStats",
     "StoreError",
     "StoreUnavailable",
+    "TargetChanged",
     "TargetNotEmpty",
     "UnsafePath",
     "UnsupportedFormat",
@@ -66,7 +77,10 @@ __all__ = [
     "collect_garbage",
     "diff",
     "init_repository",
+    "list_locks",
     "open_repository",
+    "remove_locks",
+    "repair_index",
     "restore",
     "snapshot",
 ]

@@ -32,9 +32,14 @@ async def _check(repo: Repository, read_data: bool) -> CheckReport:
     for info in await repo.backend.list("index/"):
         name = info.key.removeprefix("index/")
         try:
-            entries = decode_index(await repo.backend.get(index_key(name)), name)
+            data = await repo.backend.get(index_key(name))
+            if blake3.blake3(data).hexdigest() != name:
+                raise CorruptData(f"index file {name!r} does not match its BLAKE3 id")
+            entries = decode_index(data, name)
+        except ObjectNotFound:  # removed by gc since the listing
+            continue
         except CorruptData as error:
-            problems.append(Problem("corrupt-index", name, str(error)))
+            problems.append(Problem("corrupt-index", name, f"{error}; rebuild the index with 'rok repo repair-index'"))
             continue
         for chunk, loc in entries:
             locations[chunk].append(loc)
@@ -55,7 +60,8 @@ async def _check(repo: Repository, read_data: bool) -> CheckReport:
                 Problem(
                     "missing-pack",
                     pack.hex(),
-                    f"pack {pack.hex()[:16]} named by the index is missing",
+                    f"pack {pack.hex()[:16]} is missing: {len(blobs)} index entries point at it; "
+                    "rebuild the index with 'rok repo repair-index'",
                     affected(lost),
                 )
             )

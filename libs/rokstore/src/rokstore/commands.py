@@ -166,6 +166,74 @@ def repo_gc(url: str, dry_run: bool, as_json: bool) -> None:
     )
 
 
+@repo.command("repair-index")
+@repo_option
+@click.option("--read-all-packs", is_flag=True, help="Read every pack's header, not only those the index misses.")
+@json_option
+def repo_repair_index(url: str, read_all_packs: bool, as_json: bool) -> None:
+    """Rebuild the index from the packs (drops entries of missing packs, replaces damaged index files)."""
+    from rokstore import open_repository, repair_index
+
+    async def go() -> Any:
+        async with await open_repository(url) as r:
+            return await repair_index(r, read_all_packs=read_all_packs)
+
+    report = _run(go())
+
+    def human(rep: Any) -> None:
+        for warning in rep.warnings:
+            click.echo(f"warning: {warning}", err=True)
+        click.echo(
+            f"index rebuilt: {rep.chunks} chunks in {rep.packs} packs ({rep.packs_read} read), "
+            f"{rep.entries_dropped} entries of missing packs dropped, {rep.index_files_removed} index files replaced"
+        )
+
+    _emit(report, as_json, human)
+
+
+@repo.command("locks")
+@repo_option
+@json_option
+def repo_locks(url: str, as_json: bool) -> None:
+    """List the repository's locks: who holds them, and which are stale."""
+    from rokstore import list_locks, open_repository
+
+    async def go() -> Any:
+        async with await open_repository(url) as r:
+            return await list_locks(r.backend)
+
+    locks = _run(go())
+    if as_json:
+        click.echo(json.dumps([lock.to_dict() for lock in locks], separators=(",", ":")))
+        return
+    for lock in locks:
+        state = f"stale: {lock.stale}" if lock.stale else "held"
+        click.echo(f"{lock.key}  {lock.kind}  {lock.host}  pid {lock.pid}  {lock.age:.0f}s ago  {state}")
+    if not locks:
+        click.echo("no locks")
+
+
+@repo.command("unlock")
+@repo_option
+@click.option("--remove-all", is_flag=True, help="Remove every lock, also those still held (only if none is).")
+@json_option
+def repo_unlock(url: str, remove_all: bool, as_json: bool) -> None:
+    """Remove stale locks (left by processes that died), or every lock with --remove-all."""
+    from rokstore import open_repository, remove_locks
+
+    async def go() -> Any:
+        async with await open_repository(url) as r:
+            return await remove_locks(r.backend, remove_all=remove_all)
+
+    removed = _run(go())
+    if as_json:
+        click.echo(json.dumps([lock.to_dict() for lock in removed], separators=(",", ":")))
+        return
+    for lock in removed:
+        click.echo(f"removed {lock.key} ({lock.stale or 'held'})")
+    click.echo(f"{len(removed)} locks removed")
+
+
 @click.group()
 def snapshot() -> None:
     """Take, list, compare and restore snapshots."""
@@ -213,9 +281,11 @@ def snapshot_ls(url: str, as_json: bool) -> None:
 
     async def go() -> Any:
         async with await open_repository(url) as r:
-            return await r.list_snapshots()
+            return await r.scan_snapshots()
 
-    infos = _run(go())
+    infos, skipped = _run(go())
+    for line in skipped:
+        click.echo(f"warning: {line}", err=True)
     if as_json:
         click.echo(json.dumps([i.to_dict() for i in infos], separators=(",", ":")))
         return
@@ -231,15 +301,17 @@ def snapshot_ls(url: str, as_json: bool) -> None:
 @click.argument("snapshot_id")
 @repo_option
 @click.option("--to", "target", required=True, type=click.Path(path_type=Path), help="An empty or new directory.")
+@click.option("--devices", is_flag=True, help="Create the snapshot's device files (as root); skipped otherwise.")
+@click.option("--keep-setuid", is_flag=True, help="Keep set-uid and set-gid bits of files; cleared otherwise.")
 @json_option
-def snapshot_restore(snapshot_id: str, url: str, target: Path, as_json: bool) -> None:
+def snapshot_restore(snapshot_id: str, url: str, target: Path, devices: bool, keep_setuid: bool, as_json: bool) -> None:
     """Restore SNAPSHOT_ID into the directory given by --to."""
     from rokstore import open_repository, restore
 
     async def go() -> Any:
         async with await open_repository(url) as r:
             with _Bar(not as_json, "restore") as bar:
-                return await restore(r, snapshot_id, target, progress=bar)
+                return await restore(r, snapshot_id, target, progress=bar, devices=devices, keep_setuid=keep_setuid)
 
     stats = _run(go())
     if as_json:

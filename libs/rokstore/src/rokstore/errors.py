@@ -46,7 +46,15 @@ class CorruptData(StorePermanentError):
 
 
 class UnsafePath(CorruptData):
-    """A manifest entry would escape the restore target (``..``, absolute path, path under a symlink)."""
+    """A snapshot entry would escape the restore target (``..``, absolute path, path under a symlink)."""
+
+
+class RestoreFailed(StorePermanentError):
+    """The restore could not write a path of its target (no space, a file too large for the file system, ...)."""
+
+
+class TargetChanged(RestoreFailed):
+    """A path the restore created was replaced while it ran (a directory swapped for a symlink, say)."""
 
 
 class TargetNotEmpty(StorePermanentError):
@@ -55,6 +63,17 @@ class TargetNotEmpty(StorePermanentError):
 
 class RepositoryLocked(StoreError, TemporaryError):
     """Another process holds a conflicting lock (gc vs. snapshot); retry when it is done."""
+
+
+class MissingBlob(CorruptData):
+    """A blob (a tree or a chunk) a snapshot uses is in no pack that exists, as far as the index says."""
+
+    def __init__(self, blob: bytes, what: str = "blob", where: str = "") -> None:
+        super().__init__(
+            f"{what} {blob.hex()}{where} is not in any pack that exists; run 'rok repo check' to see what is affected"
+        )
+        self.blob = blob
+        self.what = what
 
 
 class ObjectNotFound(CorruptData):

@@ -2,7 +2,8 @@
 
 gc holds the exclusive lock (see ``locks``) for its whole run, so no snapshot is in flight while it decides
 what is garbage. Crash-safe order: write new packs, write the new index (one file naming every live chunk),
-delete the old index files, and only then delete packs and manifests — an index never names a deleted pack.
+delete the old index files, and only then delete packs — an index never names a deleted pack. Trees are blobs
+like chunks: live while a snapshot reaches them.
 """
 
 from __future__ import annotations
@@ -41,14 +42,19 @@ async def collect_garbage(repo: Repository, *, dry_run: bool = False) -> GcRepor
 
 
 async def _gc(repo: Repository, dry_run: bool, started: float) -> GcReport:
+    index = await repo.load_index()
+    if index.damaged:
+        # Its chunks are unknown: the packs holding them would look like garbage.
+        raise CorruptData(
+            f"gc stopped: {index.warnings[0]}; rebuild the index with 'rok repo repair-index' before collecting"
+        )
     ids, users, problems = await load_references(repo)
     if problems:
         raise CorruptData(
-            f"gc stopped: {problems[0].message}; a snapshot's manifest cannot be read, so what is garbage is "
+            f"gc stopped: {problems[0].message}; a snapshot's trees cannot be read, so what is garbage is "
             "unknown — run 'rok repo check'"
         )
     live = set(users)
-    index = await repo.load_index()
     pack_sizes = {bytes.fromhex(i.key.rsplit("/", 1)[-1]): i.size for i in await repo.backend.list("packs/")}
     keep: dict[bytes, Location] = {}
     for chunk in live:
@@ -70,12 +76,6 @@ async def _gc(repo: Repository, dry_run: bool, started: float) -> GcReport:
         elif used < blob_bytes.get(pack, size) * REPACK_BELOW:
             repack.append(pack)
     dead_chunks = len(index.chunks) - len(keep)
-    manifests_live = set()
-    for sid in ids:
-        manifests_live.add((await repo.load_record(sid))["manifest"])
-    dead_manifests = [
-        i.key for i in await repo.backend.list("manifests/") if i.key.rsplit("/", 1)[-1] not in manifests_live
-    ]
     freed = sum(pack_sizes[p] for p in delete) + sum(pack_sizes[p] - live_bytes[p] for p in repack)
     written: list[tuple[bytes, list[BlobRef]]] = []
     rewrite_index = bool(delete or repack or dead_chunks or len(index.files) > 1)
@@ -130,7 +130,6 @@ async def _gc(repo: Repository, dry_run: bool, started: float) -> GcReport:
         # A repacked pack can come out byte-identical to an old one (same blobs): never delete what was written.
         new_packs = {pack for pack, _ in written}
         await asyncio.gather(*(remove(pack_key(p)) for p in [*delete, *repack] if p not in new_packs))
-        await asyncio.gather(*(remove(k) for k in dead_manifests))
     return GcReport(
         dry_run=dry_run,
         snapshots=len(ids),
@@ -141,6 +140,5 @@ async def _gc(repo: Repository, dry_run: bool, started: float) -> GcReport:
         chunks_kept=len(keep),
         chunks_deleted=dead_chunks,
         index_files_rewritten=len(index.files) if rewrite_index else 0,
-        manifests_deleted=len(dead_manifests),
         seconds=round(time.monotonic() - started, 3),
     )

@@ -60,7 +60,7 @@ class SnapshotInfo(_AsDict):
     bytes: int  # logical size of the files
     bytes_new: int
     incomplete: bool
-    manifest: str
+    tree: str  # the root directory's tree id
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,8 @@ class SnapshotDiff(_AsDict):
 
 @dataclass(frozen=True)
 class Problem(_AsDict):
-    kind: str  # missing-pack, dangling-index-entry, missing-chunk, missing-manifest, corrupt-chunk, corrupt-pack
+    # missing-pack, dangling-index-entry, missing-chunk, missing-tree, corrupt-tree, corrupt-chunk, corrupt-pack
+    kind: str
     object: str
     message: str
     snapshots: list[str] = field(default_factory=list)
@@ -102,5 +103,25 @@ class GcReport(_AsDict):
     chunks_kept: int
     chunks_deleted: int
     index_files_rewritten: int
-    manifests_deleted: int
     seconds: float
+
+
+@dataclass(frozen=True)
+class RepairReport(_AsDict):
+    packs: int  # packs in storage
+    packs_read: int  # packs whose header was read (not already described by the index)
+    chunks: int  # chunks the new index names
+    entries_dropped: int  # index entries that pointed at missing packs
+    index_files_removed: int
+    index_written: str  # id of the new index file ("" when there was nothing to index)
+    warnings: list[str] = field(default_factory=list)  # one line per pack whose header could not be read
+
+
+@dataclass(frozen=True)
+class LockInfo(_AsDict):
+    key: str  # locks/<kind>-<random>
+    kind: str  # shared (snapshot, restore, check) or exclusive (gc, repair-index)
+    host: str
+    pid: int
+    age: float  # seconds since its holder last refreshed it
+    stale: str  # why it is stale ("" while it is held): its holder stopped refreshing it, or its process is gone

@@ -1,16 +1,22 @@
 """``restore``: a snapshot into an empty directory: safe paths, verified chunks, parallel pack fetches.
 
-Order: check every manifest path (``manifest.check_paths``), create directories, create regular files at
-their size (holes stay holes), fetch packs — a few in flight, each with one (ranged) GET — and write every
-chunk after checking it against its BLAKE3 id, then hard links, fifos and devices, then symlinks (last, so
-that no path is ever resolved through one), then metadata: owner (as root), mode, xattrs, mtime; directories
-deepest first.
+Order: read the snapshot's trees into the walk-order list of entries and check every path
+(``manifest.check_paths``); open a private staging directory on the target's
+file system (``confined.Staging``); create directories, create regular files at their size (holes stay
+holes), fetch packs — a few in flight, each with one (ranged) GET — and write every chunk after checking it
+against its BLAKE3 id; read every file back and check what was written against its chunks' ids; then hard
+links, fifos and (when asked) devices, then symlinks (last, so that no path is ever resolved through one),
+then metadata: owner (as root), mode (set-uid and set-gid bits of files only when asked), xattrs, mtime,
+directories deepest first; and, right before putting it in place, check that the tree holds exactly the
+snapshot's names and types. Every path is opened relative to its parent's descriptor, never following a symlink
+(``confined.ConfinedTree``). A restore that fails removes what it wrote and names the first damaged path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import errno
 import os
 import stat
 import time
@@ -21,72 +27,92 @@ from pathlib import Path
 import blake3
 from opentelemetry import trace
 
-from rokstore.errors import CorruptData, TargetNotEmpty
+from rokstore.confined import O_READ, O_WRITE, ConfinedTree, Staging, kind_matches
+from rokstore.errors import CorruptData, MissingBlob, ObjectNotFound, RestoreFailed
 from rokstore.memory import tune_malloc
 from rokstore.models import Progress, RestoreStats
 from rokstore.repository import Repository
 from rokstore.repository.index import Location
 from rokstore.repository.manifest import Entry, check_paths
 from rokstore.repository.packs import decompress, pack_key
-from rokstore.xattrs import write_xattrs
 
 tracer = trace.get_tracer("rokstore")
 
 PACKS_IN_FLIGHT = 4
 WORKERS = 3
-_O_WRITE = os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_FILE_SIZE = 1 << 50  # 1 PiB: no volume holds a larger file; a manifest that claims one is damaged
+_SET_ID = stat.S_ISUID | stat.S_ISGID
 
-
-def prepare_target(target: Path) -> None:
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
-        raise TargetNotEmpty(f"restore target {target} is not a directory; give an empty or new directory")
-    if target.exists():
-        if any(target.iterdir()):
-            raise TargetNotEmpty(f"restore target {target} is not empty; give an empty or new directory")
-    else:
-        target.mkdir(parents=True)
+Targets = list[tuple[str, int]]  # (path relative to the target, offset) where a chunk goes
+Plan = dict[bytes, dict[bytes, tuple[Location, Targets]]]  # pack -> chunk -> (location, targets)
 
 
 async def restore(
-    repo: Repository, snapshot_id: str, target: Path, *, progress: Callable[[Progress], None] | None = None
+    repo: Repository,
+    snapshot_id: str,
+    target: Path,
+    *,
+    progress: Callable[[Progress], None] | None = None,
+    devices: bool = False,
+    keep_setuid: bool = False,
 ) -> RestoreStats:
-    """Restore snapshot ``snapshot_id`` (an id or a unique prefix) into ``target``, an empty or new directory."""
+    """Restore snapshot ``snapshot_id`` (an id or a unique prefix) into ``target``, an empty or new directory.
+
+    Device files are created only with ``devices`` (and as root); set-uid and set-gid bits of files are
+    restored only with ``keep_setuid``. Nothing is in place at ``target`` until every file verified.
+    """
     full_id = await repo.resolve(snapshot_id)
     lock = await repo.lock("shared")
     try:
         record = await repo.load_record(full_id)
-        entries = await repo.load_manifest(record["manifest"])
+        try:
+            entries = await repo.load_entries(record)
+        except MissingBlob as error:
+            raise MissingBlob(error.blob, error.what, f" in snapshot {full_id[:12]}") from None
         check_paths(entries)  # before anything is created
         target = Path(target).absolute()
-        await asyncio.to_thread(prepare_target, target)
-        return await TreeRestorer(repo, full_id, entries, target, progress).run()
+        staging = await asyncio.to_thread(Staging.open, target)
+        try:
+            restorer = TreeRestorer(repo, full_id, entries, staging.tree, progress, devices, keep_setuid)
+            stats = await restorer.run()
+            await asyncio.to_thread(staging.commit, restorer.verify_structure)
+        except BaseException:
+            await asyncio.to_thread(staging.discard)
+            raise
+        finally:
+            staging.close()
+        if progress:
+            progress(Progress("done", stats.bytes, stats.bytes, stats.files))
+        return stats
     finally:
         await lock.release()
 
 
 class TreeRestorer:
-    """One restore of one snapshot's tree into a prepared target: plan, create, fetch and write, finish."""
+    """One restore of one snapshot's tree into a staging tree: plan, create, fetch and write, verify, finish."""
 
     def __init__(
         self,
         repo: Repository,
         snapshot_id: str,
         entries: list[Entry],
-        target: Path,
+        tree: ConfinedTree,
         progress: Callable[[Progress], None] | None,
+        devices: bool = False,
+        keep_setuid: bool = False,
     ) -> None:
         self.repo = repo
         self.snapshot_id = snapshot_id
         self.entries = entries
-        self.target = str(target)
+        self.tree = tree
+        self.target = tree.where
         self.progress = progress
+        self.devices = devices
+        self.keep_setuid = keep_setuid
         self.bytes_done = 0
         self.bytes_total = 0
         self.files = 0
         self.warnings: list[str] = []
-
-    def _abs(self, rel: str) -> str:
-        return self.target if rel == "." else os.path.join(self.target, rel)
 
     async def run(self) -> RestoreStats:
         started = time.monotonic()
@@ -94,14 +120,17 @@ class TreeRestorer:
         check_paths(self.entries)
         with tracer.start_as_current_span("rok.store.restore") as span:
             span.set_attribute("rok.snapshot.id", self.snapshot_id)
-            index = await self.repo.load_index()
+            # Checked against one listing of the packs: a chunk is fetched from a pack that exists, and one
+            # that no existing pack holds is named before anything is fetched.
+            index = await self.repo.load_index(verify_packs=True)
+            self.warnings += index.warnings
             plan = self._plan(index.chunks)
             await asyncio.to_thread(self._create_tree)
             await self._fetch_all(plan)
+            self.tree.forget()  # from here on every path is walked again, component by component
+            await asyncio.to_thread(_in_parallel, self._verify_files, [e for e in self.entries if e["t"] == "f"])
             await asyncio.to_thread(self._finish_tree)
             span.set_attribute("rok.bytes", self.bytes_done)
-        if self.progress:
-            self.progress(Progress("done", self.bytes_done, self.bytes_total, self.files))
         return RestoreStats(
             snapshot_id=self.snapshot_id,
             files=self.files,
@@ -110,9 +139,9 @@ class TreeRestorer:
             warnings=self.warnings,
         )
 
-    def _plan(self, chunks: dict[bytes, Location]) -> dict[bytes, dict[bytes, tuple[Location, list[tuple[str, int]]]]]:
+    def _plan(self, chunks: dict[bytes, Location]) -> Plan:
         """pack -> chunk -> (location, [(file, offset), ...])."""
-        plan: dict[bytes, dict[bytes, tuple[Location, list[tuple[str, int]]]]] = defaultdict(dict)
+        plan: Plan = defaultdict(dict)
         for entry in self.entries:
             if entry["t"] not in ("f", "h"):
                 continue
@@ -120,7 +149,7 @@ class TreeRestorer:
             if entry["t"] != "f":
                 continue
             offset = 0
-            path = self._abs(entry["p"])
+            path = entry["p"]
             for chunk_hex, length in entry.get("c", ()):
                 if chunk_hex is not None:
                     chunk = bytes.fromhex(chunk_hex)
@@ -128,7 +157,7 @@ class TreeRestorer:
                     if location is None:
                         raise CorruptData(
                             f"chunk {chunk_hex} of {entry['p']!r} in snapshot {self.snapshot_id[:12]} is not in "
-                            "the repository's index; run 'rok repo check'"
+                            "any pack that exists; run 'rok repo check'"
                         )
                     slot = plan[location.pack].get(chunk)
                     if slot is None:
@@ -144,7 +173,7 @@ class TreeRestorer:
         for entry in self.entries:
             kind, rel = entry["t"], entry["p"]
             if kind == "d" and rel != ".":
-                os.mkdir(self._abs(rel), 0o700)
+                self.tree.mkdir(rel)
             elif kind == "f":
                 files.append(entry)
         # Creating files is kernel work that releases the GIL: a few threads, in slices.
@@ -152,22 +181,22 @@ class TreeRestorer:
 
     def _create_files(self, entries: list[Entry]) -> None:
         for entry in entries:
-            fd = os.open(self._abs(entry["p"]), _O_WRITE | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                size = entry.get("s", 0)
-                if size:
-                    os.ftruncate(fd, size)
-            finally:
-                os.close(fd)
+            size = entry.get("s", 0)
+            if not isinstance(size, int) or not 0 <= size <= MAX_FILE_SIZE:
+                raise CorruptData(
+                    f"file {entry['p']!r} of snapshot {self.snapshot_id[:12]} claims a size of {size!r} bytes, "
+                    f"more than any volume holds: the snapshot is damaged; nothing was restored into {self.target}"
+                )
+            self.tree.create(entry["p"], size)
 
-    async def _fetch_all(self, plan: dict[bytes, dict[bytes, tuple[Location, list[tuple[str, int]]]]]) -> None:
+    async def _fetch_all(self, plan: Plan) -> None:
         loop = asyncio.get_running_loop()
         backend = self.repo.backend
         get_sync = getattr(backend, "get_sync", None)
         slots = asyncio.Semaphore(PACKS_IN_FLIGHT)
         with concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="rok-restore") as pool:
 
-            async def one(pack: bytes, wanted: dict[bytes, tuple[Location, list[tuple[str, int]]]]) -> None:
+            async def one(pack: bytes, wanted: dict[bytes, tuple[Location, Targets]]) -> None:
                 async with slots:
                     with tracer.start_as_current_span("rok.store.pack.download") as span:
                         span.set_attribute("rok.pack.id", pack.hex())
@@ -175,11 +204,20 @@ class TreeRestorer:
                         end = max(loc.offset + loc.length for loc, _ in wanted.values())
                         span.set_attribute("rok.bytes", end - start)
                         key = pack_key(pack)
-                        if get_sync is not None:
-                            await loop.run_in_executor(pool, self._read_and_write, get_sync, key, start, end, wanted)
-                        else:
-                            data = await backend.get_range(key, start, end - start)
-                            await loop.run_in_executor(pool, self._write_blobs, data, start, wanted)
+                        try:
+                            if get_sync is not None:
+                                await loop.run_in_executor(
+                                    pool, self._read_and_write, get_sync, key, start, end, wanted
+                                )
+                            else:
+                                data = await backend.get_range(key, start, end - start)
+                                await loop.run_in_executor(pool, self._write_blobs, data, start, wanted)
+                        except ObjectNotFound:
+                            first = min(path for _, targets in wanted.values() for path, _ in targets)
+                            raise CorruptData(
+                                f"pack {pack.hex()[:16]} is missing from the repository (restoring {first!r} of "
+                                f"snapshot {self.snapshot_id[:12]}); run 'rok repo check'"
+                            ) from None
                     if self.progress:
                         self.progress(Progress("restore", self.bytes_done, self.bytes_total, self.files))
 
@@ -197,13 +235,11 @@ class TreeRestorer:
         key: str,
         start: int,
         end: int,
-        wanted: dict[bytes, tuple[Location, list[tuple[str, int]]]],
+        wanted: dict[bytes, tuple[Location, Targets]],
     ) -> None:
         self._write_blobs(get_sync(key, start, end - start), start, wanted)
 
-    def _write_blobs(
-        self, data: bytes, start: int, wanted: dict[bytes, tuple[Location, list[tuple[str, int]]]]
-    ) -> None:
+    def _write_blobs(self, data: bytes, start: int, wanted: dict[bytes, tuple[Location, Targets]]) -> None:
         view = memoryview(data)
         for chunk, (loc, targets) in wanted.items():
             blob = view[loc.offset - start : loc.offset - start + loc.length]
@@ -214,41 +250,72 @@ class TreeRestorer:
             if len(raw) != loc.raw_length or blake3.blake3(raw).digest() != chunk:
                 raise CorruptData(
                     f"chunk {chunk.hex()} in pack {loc.pack.hex()[:16]} does not match its BLAKE3 id "
-                    f"(restoring {os.path.relpath(targets[0][0], self.target)!r}); the repository is damaged: "
+                    f"(restoring {targets[0][0]!r}); the repository is damaged: "
                     "run 'rok repo check --read-data'"
                 )
             for path, offset in targets:
-                fd = os.open(path, _O_WRITE)
+                fd = self.tree.open(path, O_WRITE)
                 try:
-                    os.pwrite(fd, raw, offset)
+                    if os.pwrite(fd, raw, offset) != len(raw):
+                        raise RestoreFailed(f"cannot write {path!r} in {self.target}: short write")
+                except OSError as error:
+                    raise self.tree.failed("write", path, error) from None
                 finally:
                     os.close(fd)
                 self.bytes_done += len(raw)
 
+    def _verify_files(self, entries: list[Entry]) -> None:
+        """Read every restored file back: its size, and each chunk against its id (a chunk never written, a
+        write that went astray or a file that was swapped fails here, naming the file and the chunk)."""
+        for entry in entries:
+            rel = entry["p"]
+            fd = self.tree.open(rel, O_READ)
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode) or st.st_size != entry.get("s", 0):
+                    raise CorruptData(
+                        f"restored file {rel!r} in {self.target} is not the snapshot's ({st.st_size} bytes, "
+                        f"{entry.get('s', 0)} expected); nothing was left in {self.target}"
+                    )
+                offset = 0
+                for chunk_hex, length in entry.get("c", ()):
+                    if chunk_hex is not None:
+                        data = os.pread(fd, length, offset)
+                        if blake3.blake3(data).hexdigest() != chunk_hex:
+                            raise CorruptData(
+                                f"restored file {rel!r} does not hold chunk {chunk_hex} at offset {offset} "
+                                f"(snapshot {self.snapshot_id[:12]}); nothing was left in {self.target}"
+                            )
+                    offset += length
+            finally:
+                os.close(fd)
+
     def _finish_tree(self) -> None:
         as_root = os.geteuid() == 0
+        tree = self.tree
         for entry in self.entries:
             kind, rel = entry["t"], entry["p"]
-            path = self._abs(rel)
             if kind == "h":
-                os.link(self._abs(entry["h"]), path, follow_symlinks=False)
+                tree.link(entry["h"], rel)
             elif kind == "p":
-                os.mkfifo(path, 0o600)
+                tree.mkfifo(rel)
             elif kind in ("c", "b"):
-                if not as_root:
+                if not self.devices:
+                    self.warnings.append(f"{rel}: device file skipped (restore with --devices to create it)")
+                elif not as_root:
                     self.warnings.append(f"{rel}: device file skipped (restoring devices needs root)")
-                    continue
-                os.mknod(path, 0o600 | (stat.S_IFCHR if kind == "c" else stat.S_IFBLK), entry.get("r", 0))
+                else:
+                    tree.mknod(rel, stat.S_IFCHR if kind == "c" else stat.S_IFBLK, entry.get("r", 0))
         for entry in self.entries:
             if entry["t"] == "l":
-                os.symlink(entry["l"], self._abs(entry["p"]))
+                tree.symlink(entry["l"], entry["p"])
         dirs: list[Entry] = []
         others: list[Entry] = []
         for entry in self.entries:
             kind = entry["t"]
             if kind == "d":
                 dirs.append(entry)
-            elif kind != "h" and not (kind in ("c", "b") and not as_root):
+            elif kind != "h" and self._created(entry, as_root):
                 others.append(entry)
 
         def apply(part: list[Entry]) -> None:
@@ -259,21 +326,37 @@ class TreeRestorer:
         for entry in reversed(dirs):  # deepest first, after everything inside them
             self._metadata(entry, as_root)
 
+    def _created(self, entry: Entry, as_root: bool) -> bool:
+        return entry["t"] not in ("c", "b") or (self.devices and as_root)
+
     def _metadata(self, entry: Entry, as_root: bool) -> None:
-        path = self._abs(entry["p"])
-        is_link = entry["t"] == "l"
-        if as_root:
-            try:
-                os.chown(path, entry["u"], entry["g"], follow_symlinks=False)
-            except OSError as error:
-                self.warnings.append(f"{entry['p']}: owner not restored ({error.strerror})")
-        if not is_link:
-            os.chmod(path, entry["m"])
-        if entry.get("x"):
-            for name in write_xattrs(path, entry["x"]):
-                self.warnings.append(f"{entry['p']}: extended attribute {name} not restored")
-        mtime = entry["mt"]
-        os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+        kind, mode = entry["t"], entry["m"]
+        if kind != "d" and mode & _SET_ID and not self.keep_setuid:
+            mode &= ~_SET_ID
+            self.warnings.append(
+                f"{entry['p']}: set-uid/set-gid bits cleared (restore with --keep-setuid to keep them)"
+            )
+        owner = (entry["u"], entry["g"]) if as_root else None
+        self.warnings += self.tree.apply(entry["p"], kind, mode, owner, entry["mt"], entry.get("x") or {})
+
+    def verify_structure(self) -> None:
+        """The staging tree holds exactly the snapshot's names, each of its type (nothing swapped or added);
+        checked right before the tree is put in place."""
+        as_root = os.geteuid() == 0
+        children: dict[str, set[str]] = defaultdict(set)
+        for entry in self.entries:
+            rel = entry["p"]
+            if rel == "." or not self._created(entry, as_root):
+                continue
+            parent, _, name = rel.rpartition("/")
+            children[parent or "."].add(name)
+            if not kind_matches(entry["t"], self.tree.kind_of(rel)):
+                raise self.tree.failed("verify", rel, OSError(errno.ELOOP, "its type changed"))
+        for entry in self.entries:
+            if entry["t"] == "d" and self.tree.names(entry["p"]) != children.get(entry["p"], set()):
+                raise self.tree.failed(
+                    "verify", entry["p"], OSError(errno.ELOOP, "it holds names the snapshot does not")
+                )
 
 
 def _in_parallel(work: Callable[[list[Entry]], object], items: list[Entry], threads: int = 4) -> None:

@@ -22,12 +22,12 @@ def read_xattrs(path: str | int) -> dict[str, str]:
     return out
 
 
-def write_xattrs(path: str, xattrs: dict[str, str]) -> list[str]:
-    """Set the attributes; returns the names that could not be set."""
+def write_xattrs(path: str | int, xattrs: dict[str, str]) -> list[str]:
+    """Set the attributes of a path (never following a symlink) or an open descriptor; the names not set."""
     failed: list[str] = []
     for name, value in xattrs.items():
         try:
-            os.setxattr(path, name, base64.b64decode(value), follow_symlinks=False)
+            os.setxattr(path, name, base64.b64decode(value), follow_symlinks=isinstance(path, int))
         except OSError:
             failed.append(name)
     return failed

@@ -3,7 +3,7 @@
 The registry and the CLI cannot read the store; the restorer can. A :class:`~rokcommon.diffs.DiffRequest` names
 two version URLs and a namespace: both are resolved through the registry (so a URL of another namespace is
 refused as it would be for a restore), their volumes are matched by name and each pair of snapshots is compared by
-the store engine, which reads only the two manifests. A volume that only one version holds is reported as added or
+the store engine, which reads only the trees that differ. A volume that only one version holds is reported as added or
 removed whole. Every replica answers in one queue group, so each request is answered once.
 """
 

@@ -4,7 +4,7 @@ The previous snapshot of a volume is the latest one any snapshotter took of the 
 ``cache_key``: the PV in a cluster, the path locally) into the same repository; :class:`Latest` remembers it (the
 snapshotter's records bucket, kept as long as its entries live: a volume not snapshotted for longer than that
 counts as snapshotted for the first time).
-The summary is computed by the store engine's diff, which reads only the two manifests. A summary that cannot be
+The summary is computed by the store engine's diff, which reads only the trees that differ. A summary that cannot be
 computed (the store did not answer) is left out rather than failing the snapshot: the snapshot itself is stored.
 """
 
@@ -27,7 +27,7 @@ class Latest(Protocol):
 
 
 class Differ(Protocol):
-    """What compares two snapshots of the repository (the store engine's diff, reading only their manifests)."""
+    """What compares two snapshots of the repository (the store engine's diff, reading only the trees that differ)."""
 
     async def diff(self, a: str, b: str) -> SnapshotDiff: ...
 

@@ -4,7 +4,9 @@ The walk (``walker``) runs in one thread and hands files that must be read to a 
 readers cut and hash chunks (FastCDC and BLAKE3 release the GIL) and hand them to the chunk saver (``saver``),
 which compresses new ones (zstd, in a second pool for big files) and packs them; full packs are uploaded by the
 event loop with a bounded number in flight. Files the node-local cache knows unchanged (``known``) are not read.
-Commit order (``committer``): packs, then the index file naming them, then the manifest, then the record.
+Then the trees of the changed directories are encoded and packed (``committer.TreeSaver``; an unchanged
+directory's tree is reused by id). Commit order (``committer``): packs, then the index file naming them, then
+the record.
 """
 
 from __future__ import annotations
@@ -90,7 +92,9 @@ class Archiver:
             span.set_attribute("rok.source", str(self.source))
             lock = await self.repo.lock("shared")
             try:
-                index = await self.repo.load_index()
+                # Checked against one listing of the packs: chunks of lost packs count as not stored, so this
+                # snapshot stores them again instead of committing a reference to data that is gone.
+                index = await self.repo.load_index(verify_packs=True)
                 known = await KnownFiles.load(self.cache, index, racy_after)
                 thread_errors: list[BaseException] = []
                 saver = ChunkSaver(self.repo.backend, index.chunks, tally)
@@ -103,31 +107,33 @@ class Archiver:
                     interval = sys.getswitchinterval()
                     sys.setswitchinterval(0.001)
                     try:
-                        reuse = await asyncio.to_thread(self._walk_and_read, walker, reader, known)
+                        unchanged = await asyncio.to_thread(self._walk_and_read, walker, reader, known)
                     finally:
                         sys.setswitchinterval(interval)
                     tally.phase = "upload"
                     tally.report()
+                    await saver.flush_data()
+                    trees = TreeSaver(saver)
+                    with tracer.start_as_current_span("rok.store.trees") as trees_span:
+                        root = await asyncio.to_thread(trees.save, walker.listed, unchanged, tally.failed)
+                        trees_span.set_attribute("rok.trees.new", len(trees.written))
+                        trees_span.set_attribute("rok.trees.reused", len(unchanged))
                     await saver.flush()
                 finally:
                     ticker.cancel()
                     await saver.close()
                 tally.phase = "commit"
                 tally.report()
-                entries = walker.entries
-                if tally.failed:
-                    failed = tally.failed
-                    entries = [e for e in entries if e["p"] not in failed and e.get("h") not in failed]
                 committer = Committer(self.repo, tally)
                 index_ids = await committer.write_index(lock, saver.written)
-                manifest = await TreeSaver(self.repo, tally).save(entries, known.state.manifest if reuse else None)
-                snapshot_id = await committer.write_record(manifest[0], index_ids, self.source, self.tags)
+                snapshot_id = await committer.write_record(root, walker.entries[0], index_ids, self.source, self.tags)
+                self.repo.remember_trees(trees.written)
                 span.set_attribute("rok.snapshot.id", snapshot_id)
                 span.set_attribute("rok.bytes", tally.bytes_uploaded)
             finally:
                 await lock.release()
-        if not (reuse and known.trusted):
-            await asyncio.to_thread(known.save, list(index.files), manifest if tally.clean else None)
+        if not ("" in unchanged and known.trusted):
+            await asyncio.to_thread(known.save, list(index.files), {rel: t.hex() for rel, t in trees.ids.items()})
         tally.phase = "done"
         tally.report()
         # Drop the per-file structures now: the packer's callback makes the saver part of a reference cycle,
@@ -135,6 +141,7 @@ class Archiver:
         saver.release()
         known.release()
         walker.entries = []
+        walker.listed = {}
         return SnapshotStats(
             snapshot_id=snapshot_id,
             files=tally.files,
@@ -146,22 +153,20 @@ class Archiver:
             seconds=round(time.monotonic() - started, 3),
             incomplete=bool(tally.errors),
             errors=sorted(tally.errors),
-            warnings=tally.warnings,
+            warnings=[*index.warnings, *tally.warnings],
             files_opened=tally.files_opened,
         )
 
-    def _walk_and_read(self, walker: Walker, reader: FileReader, known: KnownFiles) -> bool:
-        """Walk and read (in threads); whether the cached manifest is this snapshot's."""
+    def _walk_and_read(self, walker: Walker, reader: FileReader, known: KnownFiles) -> dict[str, bytes]:
+        """Walk and read (in threads); the unchanged directories, whose cached trees are this snapshot's."""
         reader.start()
         try:
             walker.walk()
-            reuse = known.manifest_reusable(
-                nothing_read=not walker.missed and self.tally.files_opened == 0, clean=self.tally.clean
-            )
-            if not reuse:
-                known.fill_hits(reader.read)
+            unchanged = known.unchanged_dirs(walker.listed, walker.linked, self.tally.failed)
+            if "" not in unchanged:
+                known.fill_hits(reader.read, skip=unchanged)
         finally:
             reader.stop()
         if walker.thread_errors:
             raise walker.thread_errors[0]
-        return reuse
+        return unchanged

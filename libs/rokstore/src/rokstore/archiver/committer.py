@@ -1,46 +1,69 @@
-"""Making a snapshot visible, in the crash-safe order: packs (already stored), then the index file naming
-them, then the manifest (the tree), then the snapshot record. A crash before the record leaves only garbage.
+"""Making a snapshot visible, in the crash-safe order: packs (file data, then trees), then the index file naming
+them, then the snapshot record. A crash before the record leaves only garbage.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import socket
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from opentelemetry import trace
 
+from rokstore.archiver.saver import ChunkSaver
 from rokstore.archiver.tally import Tally
 from rokstore.errors import RepositoryLocked
 from rokstore.repository import Repository
 from rokstore.repository.index import Location, encode_index, index_key
 from rokstore.repository.locks import Lock
-from rokstore.repository.manifest import Entry, encode_manifest, encode_record, manifest_key, snapshot_key
+from rokstore.repository.manifest import RECORD_VERSION, Entry, encode_record, snapshot_key
 from rokstore.repository.packs import SealedPack
+from rokstore.repository.trees import encode_tree
 
 tracer = trace.get_tracer("rokstore")
 
 
 class TreeSaver:
-    """Stores the tree a snapshot holds: today one manifest of every entry, in path order."""
+    """Encodes the trees of the changed directories, deepest first, and packs the new ones; an unchanged
+    directory's tree (``unchanged``, from the node-local cache) is reused by its id without being encoded."""
 
-    def __init__(self, repo: Repository, tally: Tally) -> None:
-        self.repo = repo
-        self.tally = tally
+    def __init__(self, saver: ChunkSaver) -> None:
+        self.saver = saver
+        self.ids: dict[str, bytes] = {}  # every directory ("" the root) -> its tree id
+        self.written: dict[bytes, list[Entry]] = {}  # the trees this snapshot added, decoded
 
-    async def save(self, entries: list[Entry], cached: tuple[str, bytes] | None) -> tuple[str, bytes]:
-        """(manifest id, bytes) of ``entries``, stored; ``cached`` is the same manifest, already encoded."""
-        if cached is not None:
-            manifest_id, data = cached  # the same entries: the same manifest (checked on load)
-        else:
-            manifest_id, data = await asyncio.to_thread(encode_manifest, entries)
-        with tracer.start_as_current_span("rok.store.manifest.write") as span:
-            span.set_attribute("rok.manifest.id", manifest_id)
-            span.set_attribute("rok.bytes", len(data))
-            await self.repo.backend.put(manifest_key(manifest_id), data)
-        self.tally.bytes_uploaded += len(data)
-        return manifest_id, data
+    def save(
+        self,
+        listed: Mapping[str, tuple[list[Entry], list[str]]],
+        unchanged: Mapping[str, bytes],
+        failed: Collection[str],
+    ) -> bytes:
+        """The root tree's id, once every tree below it is encoded (or reused) and handed to the packer."""
+        ids = self.ids
+        for rel in sorted(listed, key=lambda r: r.count("/") + (r != ""), reverse=True):  # deepest first
+            reused = unchanged.get(rel)
+            if reused is not None:
+                ids[rel] = reused
+                continue
+            children: list[Entry] = []
+            for entry in listed[rel][0]:
+                path = entry["p"]
+                if failed and (path in failed or entry.get("h") in failed):
+                    continue  # could not be read: left out, named in the record's errors
+                child = {k: v for k, v in entry.items() if k != "p"}
+                child["n"] = path.rpartition("/")[2]
+                if entry["t"] == "d":
+                    subtree = ids.get(path)
+                    if subtree is None:  # its listing never ran (a walker thread failed, and the snapshot with it)
+                        continue
+                    child["tree"] = subtree.hex()
+                children.append(child)
+            tree_id, data = encode_tree(children)
+            ids[rel] = tree_id
+            if self.saver.save_tree(tree_id, data):
+                self.written[tree_id] = children
+        return ids[""]
 
 
 class Committer:
@@ -65,12 +88,16 @@ class Committer:
         self.repo.remember_index(index_id, data, _locations(packs))
         return [index_id]
 
-    async def write_record(self, manifest_id: str, index_ids: list[str], source: Path, tags: dict[str, str]) -> str:
-        """The snapshot record, last: from here on the snapshot exists. Its id."""
+    async def write_record(
+        self, tree: bytes, root: Entry, index_ids: list[str], source: Path, tags: dict[str, str]
+    ) -> str:
+        """The snapshot record, last: from here on the snapshot exists. Its id. ``root`` is the root directory's
+        own entry, whose metadata no tree holds."""
         tally = self.tally
         record = {
-            "version": 1,
-            "manifest": manifest_id,
+            "version": RECORD_VERSION,
+            "tree": tree.hex(),
+            "root": {k: v for k, v in root.items() if k not in ("p", "t")},
             "time": datetime.datetime.now(datetime.UTC).isoformat(),
             "hostname": socket.gethostname(),
             "path": str(source),

@@ -1,15 +1,16 @@
 """The node-local files cache as one snapshot uses it: what the last snapshot knew, what this one learns.
 
 A file whose stat signature is the cached one is not read again: its chunks come from the cache (checked
-against the index unless the cache is trusted, see :meth:`KnownFiles.load`). Only what was seen outside the
-racy window is remembered for next time.
+against the index unless the cache is trusted, see :meth:`KnownFiles.load`); a directory whose entries all
+match is its cached tree again (:meth:`KnownFiles.unchanged_dirs`). Only what was seen outside the racy window
+is remembered for next time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 
 from rokstore.repository.cache import CachedState, Content, FileCache, Signature
 from rokstore.repository.index import Index, Location
@@ -61,7 +62,7 @@ class KnownFiles:
             and (self._content is None or self._chunks_stored(rel))
         ):
             # Same ctime: neither content nor xattrs changed since the cached read. The content ("c", "x") is
-            # filled in after the walk, and only if the cached manifest cannot be reused (see fill_hits).
+            # filled in after the walk, and only if its directory's cached tree cannot be reused (see fill_hits).
             entry["s"] = cst.st_size
             self.files[rel] = cached
             self.hits.append((path, rel, entry, cst))
@@ -80,26 +81,57 @@ class KnownFiles:
         # else: changed just before the snapshot started, within the file system's timestamp granularity;
         # a write right after our read could leave (size, mtime, ctime) unchanged, so read it again next time.
 
-    def manifest_reusable(self, *, nothing_read: bool, clean: bool) -> bool:
-        """Whether the cached manifest is this snapshot's.
+    def unchanged_dirs(
+        self, listed: Mapping[str, tuple[list[Entry], list[str]]], linked: Collection[str], failed: Collection[str]
+    ) -> dict[str, bytes]:
+        """The directories (relative path, root ``""``) whose tree is the cached one, with its id.
 
-        It is when nothing was read, nothing failed, every file the cache knew was found unchanged (so no file
-        was added or removed either) and every other entry has the signature it had (a directory's mtime and
-        ctime change when a name is added, removed or renamed in it, or its mode, owner or xattrs change).
+        A directory is unchanged when its own signature is the cached one (its mtime changes when a name is
+        added, removed or renamed in it; its ctime when its mode, owner or xattrs change), every file in it is a
+        hit, every other entry in it has its cached signature, it holds no file with several links (those name
+        their first path across directories), nothing in it failed, every subdirectory is unchanged, and the
+        cached tree is still in the index.
         """
-        state = self.state
-        return (
-            state.manifest is not None
-            and nothing_read
-            and clean
-            and len(self.hits) == len(state.files)
-            and self.others == state.others
-        )
+        cached_trees, cached_others, others = self.state.trees, self.state.others, self.others
+        if not cached_trees:
+            return {}
+        hits = {rel for _, rel, _, _ in self.hits}
+        failed_in = {path.rpartition("/")[0] for path in failed if path != "."}  # a failed entry is in no listing
 
-    def fill_hits(self, read: Callable[[str, str, Entry, os.stat_result], None]) -> None:
-        """Give the unchanged files their cached content; ``read`` those the (damaged) cache lacks after all."""
-        content = self.state.content()
+        def same(entry: Entry) -> bool:
+            kind, path = entry["t"], entry["p"]
+            if kind == "f":
+                return path in hits
+            if kind == "d":
+                return True  # judged on its own, before its parent
+            signature = others.get(path)
+            return signature is not None and signature == cached_others.get(path)
+
+        unchanged: dict[str, bytes] = {}
+        for rel in sorted(listed, key=lambda r: r.count("/") + (r != ""), reverse=True):  # deepest first
+            tree = cached_trees.get(rel)
+            key = rel or "."
+            signature = others.get(key)
+            if tree is None or signature is None or signature != cached_others.get(key):
+                continue
+            entries, subdirs = listed[rel]
+            if rel in linked or key in failed or rel in failed_in or not all(sub in unchanged for sub in subdirs):
+                continue
+            if all(same(e) for e in entries):
+                tree_id = bytes.fromhex(tree)
+                if tree_id in self._chunks:
+                    unchanged[rel] = tree_id
+        return unchanged
+
+    def fill_hits(self, read: Callable[[str, str, Entry, os.stat_result], None], skip: Collection[str]) -> None:
+        """Give the unchanged files their cached content, except in the directories ``skip`` (whose cached tree
+        is reused); ``read`` those the (damaged) cache lacks after all."""
+        content: dict[str, Content] | None = None
         for path, rel, entry, st in self.hits:
+            if skip and rel.rpartition("/")[0] in skip:
+                continue
+            if content is None:
+                content = self.state.content()
             found = content.get(rel)
             if found is None:  # damaged cache: read the file after all
                 del self.files[rel]
@@ -109,9 +141,9 @@ class KnownFiles:
             if found[1]:
                 entry["x"] = found[1]
 
-    def save(self, index_files: list[str], manifest: tuple[str, bytes] | None) -> None:
+    def save(self, index_files: list[str], trees: dict[str, str]) -> None:
         content = self.state.parts_with(self.read, [rel for _, rel, _, _ in self.hits])
-        self.cache.save(self.files, content, self.others, index_files, manifest)
+        self.cache.save(self.files, content, self.others, index_files, trees)
 
     def release(self) -> None:
         self.hits = []

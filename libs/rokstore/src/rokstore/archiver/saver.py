@@ -42,21 +42,37 @@ class ChunkSaver:
         self._context = contextvars.copy_context()
         self._cpu = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="rok-zstd")
         self.packer = Packer(self._emit)
+        self.tree_packer = Packer(self._emit)  # trees apart from file data: reading them fetches few bytes
 
     def save(self, chunk: bytes, data: bytes | memoryview) -> None:
         """Compress and pack a chunk unless the repository or this snapshot already has it."""
-        if chunk in self._stored:
-            return
+        if self._is_new(chunk, len(data)):
+            self._add(self.packer, chunk, data)
+
+    def save_tree(self, tree_id: bytes, data: bytes) -> bool:
+        """Pack a tree object unless it is already stored; whether it was new."""
+        if not self._is_new(tree_id, 0):
+            return False
+        self._add(self.tree_packer, tree_id, data)
+        return True
+
+    def _is_new(self, blob: bytes, logical: int) -> bool:
+        if blob in self._stored:
+            return False
         tally = self.tally
         with tally.lock:
-            if chunk in self._pending:
-                return
-            self._pending.add(chunk)
-            tally.bytes_new += len(data)
+            if blob in self._pending:
+                return False
+            self._pending.add(blob)
+            tally.bytes_new += logical
+        return True
+
+    @staticmethod
+    def _add(packer: Packer, blob: bytes, data: bytes | memoryview) -> None:
         stored, flags = compress(data)
         if isinstance(stored, memoryview):
             stored = bytes(stored)
-        self.packer.add(chunk, stored, len(data), flags)
+        packer.add(blob, stored, len(data), flags)
 
     def submit(self, data: memoryview) -> concurrent.futures.Future[str]:
         """Hash and save a chunk of a large file in the CPU pool; the future gives its id (hex)."""
@@ -96,9 +112,14 @@ class ChunkSaver:
         # Reader threads have an empty context: schedule the upload in the snapshot span's context.
         self._uploads.append(self._context.copy().run(asyncio.run_coroutine_threadsafe, upload(), self._loop))
 
-    async def flush(self) -> None:
-        """Seal the last, partly filled pack and wait until every pack is stored."""
+    async def flush_data(self) -> None:
+        """Seal the last, partly filled pack of file data (so that its uploads overlap the encoding of trees)."""
         await asyncio.to_thread(self.packer.flush)
+
+    async def flush(self) -> None:
+        """Seal the last, partly filled packs and wait until every pack is stored."""
+        await asyncio.to_thread(self.packer.flush)
+        await asyncio.to_thread(self.tree_packer.flush)
         for upload in list(self._uploads):
             await asyncio.wrap_future(upload)
 

@@ -22,7 +22,7 @@ class Tally:
         self.files_done = self.files_opened = 0
         self.errors: list[str] = []
         self.warnings: list[str] = []
-        self.failed: set[str] = set()  # paths that could not be read: left out of the manifest
+        self.failed: set[str] = set()  # paths that could not be read: left out of the snapshot
 
     def fail(self, rel: str, error: OSError) -> None:
         with self.lock:

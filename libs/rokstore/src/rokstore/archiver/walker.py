@@ -1,6 +1,7 @@
-"""Walking the tree for a snapshot: list and stat with a few threads, then put the entries in manifest order.
+"""Walking the tree for a snapshot: list and stat with a few threads, then put the entries in walk order.
 
-It fills ``entries`` and hands files that must be read to the :class:`~rokstore.archiver.reader.FileReader`;
+It fills ``entries`` (walk order) and ``listed`` (each directory's entries) and hands files that must be read
+to the :class:`~rokstore.archiver.reader.FileReader`;
 files the node-local cache knows unchanged (:class:`~rokstore.archiver.known.KnownFiles`) are not read.
 """
 
@@ -36,7 +37,9 @@ class Walker:
         self.known = known
         self.reader = reader
         self.thread_errors = thread_errors
-        self.entries: list[Entry] = []
+        self.entries: list[Entry] = []  # walk order: depth first, names sorted within a directory
+        self.listed: dict[str, tuple[list[Entry], list[str]]] = {}  # directory ("" the root) -> entries, subdirs
+        self.linked: set[str] = set()  # directories holding a file with several links
         self.missed = False  # set when a file is queued for reading
         self._listed: dict[str, os.stat_result] = {}  # each directory as its parent's listing saw it, by path
 
@@ -58,7 +61,7 @@ class Walker:
         self.tally.dirs += 1
         if st.st_ctime_ns < self.known.racy_after:
             self.known.others["."] = (st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-        listed: dict[str, tuple[list[Entry], list[str]]] = {}
+        listed = self.listed
         outstanding = [1]
         done = threading.Event()
         pool = concurrent.futures.ThreadPoolExecutor(WALKERS, thread_name_prefix="rok-walk")
@@ -93,7 +96,7 @@ class Walker:
             entries, subdirs = listed.get(rel, ([], []))
             self.entries.extend(entries)
             stack.extend(reversed(subdirs))
-        # Hard links: the first name in manifest order holds the content, later ones point at it.
+        # Hard links: the first name in walk order holds the content, later ones point at it.
         links: dict[tuple[int, int], str] = {}
         batch: list[tuple[str, str, Entry, os.stat_result]] = []
         for entry in self.entries:
@@ -180,6 +183,7 @@ class Walker:
                     if cst.st_nlink > 1:
                         # decided once all names are known and in order (see _walk)
                         entry["_link"] = ((cst.st_dev, cst.st_ino), child_path, cst)
+                        self.linked.add(rel)
                         continue
                     scanned += cst.st_size
                     if self._cached_or_queued(child_path, child, entry, cst, batch):

@@ -4,9 +4,9 @@ Files cache: one file per (repository, volume) under ``<cache_dir>/files/``. It 
 volume to the stat signature ``(size, mtime_ns, ctime_ns, inode)`` the file had when it was read and, apart,
 to ``(content, xattrs)``; a file whose stat matches is not opened again, and its chunks are reused only if the
 repository's index still holds them (gc may have removed them). It also keeps the signature
-``(mode, mtime_ns, ctime_ns, inode)`` of every other entry (directories, symlinks, ...) and the manifest the
-last snapshot wrote: when every entry of the tree matches, that manifest is the one this snapshot would encode.
-The content part is decoded only when needed (an unchanged tree never needs it); it is a list of pickled
+``(mode, mtime_ns, ctime_ns, inode)`` of every other entry (directories, symlinks, ...) and the tree id each
+directory had: a directory whose entries all match is that tree again, reused without being encoded.
+The content part is decoded only when needed (an unchanged directory never needs it); it is a list of pickled
 dicts, later ones overriding earlier ones, so that a snapshot which read a few files appends what it read
 instead of pickling every file's content again (the list is compacted once it grows).
 Index cache: ``<cache_dir>/index/<repository id>/<index id>``, verified against its BLAKE3 id when read.
@@ -30,7 +30,7 @@ Signature = tuple[
 ]  # files: (size, mtime_ns, ctime_ns, inode); others: (mode, mtime_ns, ctime_ns, inode)
 Content = tuple[Any, dict[str, str]]  # ([[chunk hex | None, length], ...], xattrs)
 FileRecord = tuple[Any, ...]  # (size, mtime_ns, ctime_ns, inode, content, xattrs)
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 MAX_CONTENT_PARTS = 8
 
 
@@ -62,7 +62,7 @@ class CachedState:
     files: dict[str, Signature] = field(default_factory=dict)
     others: dict[str, Signature] = field(default_factory=dict)
     index: frozenset[str] = frozenset()
-    manifest: tuple[str, bytes] | None = None
+    trees: dict[str, str] = field(default_factory=dict)  # directory (relative path, root "") -> tree id hex
     parts: list[bytes] = field(default_factory=list)
     _content: dict[str, Content] | None = None
 
@@ -99,10 +99,9 @@ class FileCache:
             doc = _loads(data)
             if doc.get("version") != CACHE_VERSION:
                 return CachedState()
-            manifest = doc["manifest"]
-            if manifest is not None and blake3.blake3(manifest[1]).hexdigest() != manifest[0]:
-                manifest = None
-            return CachedState(doc["files"], doc["others"], frozenset(doc["index"]), manifest, list(doc["content"]))
+            return CachedState(
+                doc["files"], doc["others"], frozenset(doc["index"]), dict(doc["trees"]), list(doc["content"])
+            )
         except Exception:
             return CachedState()
 
@@ -112,7 +111,7 @@ class FileCache:
         content: list[bytes],
         others: dict[str, Signature],
         index_files: list[str],
-        manifest: tuple[str, bytes] | None,
+        trees: dict[str, str],
     ) -> None:
         try:
             doc = {
@@ -121,7 +120,7 @@ class FileCache:
                 "content": content,
                 "others": others,
                 "index": sorted(index_files),
-                "manifest": manifest,
+                "trees": trees,
             }
             data = zstandard.ZstdCompressor(level=1).compress(pickle.dumps(doc, protocol=5))
             _atomic_write(self.path, data)

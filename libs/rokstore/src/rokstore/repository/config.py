@@ -12,7 +12,7 @@ from rokstore.errors import CorruptData, UnsupportedFormat
 from rokstore.repository.packs import PACK_TARGET, ZSTD_LEVEL
 
 FORMAT = "rok-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_KEY = "config"
 
 
@@ -43,6 +43,12 @@ def parse_config(data: bytes, url: str) -> dict[str, Any]:
         raise CorruptData(f"the config object of {url} is not valid JSON; the repository is damaged") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise UnsupportedFormat(f"{url} does not hold a rok repository (config format {config.get('format')!r})")
+    if config.get("version") == 1:
+        raise UnsupportedFormat(
+            f"repository {url} uses format version 1 (one manifest per snapshot); this rok reads version "
+            f"{FORMAT_VERSION} (tree objects): restore what you still need with the rok that wrote it, then "
+            "snapshot it into a new repository ('rok repo init')"
+        )
     if config.get("version") != FORMAT_VERSION:
         raise UnsupportedFormat(
             f"repository {url} uses format version {config.get('version')!r}, this rok reads version "

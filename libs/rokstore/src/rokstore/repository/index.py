@@ -72,19 +72,66 @@ def decode_index(data: bytes, name: str = "") -> list[tuple[bytes, Location]]:
 
 
 class Index:
-    """All index files of a repository, merged in memory."""
+    """All index files of a repository, merged in memory.
+
+    ``damaged`` and ``missing_packs`` say what a reader left out: index files that could not be decoded (their
+    chunks are unknown) and, when the index was checked against a listing of the packs, the packs it names that
+    are gone (their chunks are unknown unless another pack holds them too). ``warnings`` says so, one line each.
+    """
 
     def __init__(self) -> None:
         self.chunks: dict[bytes, Location] = {}
         self.files: dict[str, list[bytes]] = {}  # index id -> packs it names
+        self.more: dict[bytes, list[Location]] = {}  # further locations of chunks stored in more than one pack
+        self.damaged: dict[str, str] = {}  # index id -> why it could not be read
+        self.missing_packs: dict[bytes, int] = {}  # pack id -> index entries that point at it
 
     def add_file(self, index_id: str, entries: list[tuple[bytes, Location]]) -> None:
         packs: dict[bytes, None] = {}
         chunks = self.chunks
         for chunk, location in entries:
-            chunks.setdefault(chunk, location)
+            first = chunks.setdefault(chunk, location)
+            if first is not location and first.pack != location.pack:
+                self.more.setdefault(chunk, []).append(location)
             packs[location.pack] = None
         self.files[index_id] = list(packs)
+
+    def packs(self) -> set[bytes]:
+        """Every pack some index file names."""
+        return {pack for packs in self.files.values() for pack in packs}
+
+    def without_packs(self, missing: set[bytes]) -> Index:
+        """The index as far as it holds when the packs ``missing`` are gone: a chunk is kept only where some
+        pack that exists holds it, and an index file that names a missing pack no longer counts as whole (so a
+        node-local cache saved against it is not trusted wholesale)."""
+        live = Index()
+        live.files = {name: packs for name, packs in self.files.items() if missing.isdisjoint(packs)}
+        live.damaged = dict(self.damaged)
+        counts: dict[bytes, int] = dict.fromkeys(missing, 0)
+        more = self.more
+        for chunk, location in self.chunks.items():
+            places = [location, *more.get(chunk, ())]
+            kept = [loc for loc in places if loc.pack not in missing]
+            for loc in places:
+                if loc.pack in missing:
+                    counts[loc.pack] += 1
+            if kept:
+                live.chunks[chunk] = kept[0]
+                if len(kept) > 1:
+                    live.more[chunk] = kept[1:]
+        live.missing_packs = counts
+        return live
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per object this index left out."""
+        lines = [f"skipped index file {name[:16]}: {why}" for name, why in sorted(self.damaged.items())]
+        lines += [
+            f"pack {pack.hex()[:16]} is missing ({count} index entries point at it): its chunks count as not "
+            "stored; run 'rok repo repair-index'"
+            for pack, count in sorted(self.missing_packs.items())
+        ]
+        return lines
 
     def __contains__(self, chunk: object) -> bool:
         return chunk in self.chunks

@@ -18,13 +18,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import secrets
 import socket
 import time
 
 from rokstore.errors import ObjectNotFound, RepositoryLocked
+from rokstore.models import LockInfo
 from rokstore.repository.backends import Backend, ObjectInfo
+
+log = logging.getLogger(__name__)
 
 
 def lease_seconds() -> float:
@@ -63,12 +67,23 @@ class Lock:
 
     async def acquire(self) -> Lock:
         deadline = time.monotonic() + wait_seconds()
+        told = False
         while True:
             await self._write()
             others = await self._others()
             if self.kind == "shared":
-                if not any(o.key.startswith("locks/exclusive-") for o in others):
+                blocking = [o.key for o in others if o.key.startswith("locks/exclusive-")]
+                if not blocking:
                     break
+                if not told:
+                    told = True
+                    log.warning(
+                        "waiting for %s on %s (gc or repair-index); 'rok repo locks' shows who holds it, and a lock "
+                        "whose holder died counts as stale after %gs",
+                        blocking[0],
+                        self.backend.url,
+                        2 * lease_seconds(),
+                    )
                 await self.backend.delete(self.key)
                 if time.monotonic() > deadline:
                     raise RepositoryLocked(f"gc holds the repository {self.backend.url}; retry when it is done")
@@ -79,6 +94,13 @@ class Lock:
                 await self.backend.delete(self.key)
                 raise RepositoryLocked(f"another gc is running on {self.backend.url}; retry when it is done")
             while others:
+                if not told:
+                    told = True
+                    log.warning(
+                        "gc waits for %d locks on %s (snapshots, restores, checks); 'rok repo locks' shows them",
+                        len(others),
+                        self.backend.url,
+                    )
                 if time.monotonic() > deadline:
                     await self.backend.delete(self.key)
                     raise RepositoryLocked(
@@ -106,6 +128,53 @@ class Lock:
             self._refresher = None
         with contextlib.suppress(Exception):
             await self.backend.delete(self.key)
+
+
+async def list_locks(backend: Backend) -> list[LockInfo]:
+    """Every lock in the repository, with its holder and whether (and why) it is stale.
+
+    A lock is stale when its holder has not refreshed it for ``2 × lease`` (what every other party goes by), or
+    when it was taken on this host by a process that no longer runs (what ``rok repo unlock`` also removes;
+    others still wait out the lease, since a process id means nothing on another host or in another container).
+    """
+    now = time.time()
+    here = socket.gethostname()
+    out: list[LockInfo] = []
+    for info in sorted(await backend.list("locks/"), key=lambda i: i.key):
+        try:
+            body = json.loads(await backend.get(info.key))
+            host, pid = str(body.get("host", "")), int(body.get("pid", 0))
+        except ObjectNotFound:  # released meanwhile
+            continue
+        except (ValueError, TypeError, AttributeError):
+            host, pid = "", 0
+        age = max(0.0, now - info.mtime)
+        stale = ""
+        if age >= 2 * lease_seconds():
+            stale = f"not refreshed for {age:.0f}s (the lease is {lease_seconds():g}s)"
+        elif host == here and pid > 0 and not _running(pid):
+            stale = f"process {pid} on {host} is gone"
+        kind = info.key.removeprefix("locks/").split("-", 1)[0]
+        out.append(LockInfo(info.key, kind, host, pid, round(age, 1), stale))
+    return out
+
+
+async def remove_locks(backend: Backend, *, remove_all: bool = False) -> list[LockInfo]:
+    """Remove the stale locks (every lock with ``remove_all``); the locks removed."""
+    removed = [lock for lock in await list_locks(backend) if remove_all or lock.stale]
+    for lock in removed:
+        await backend.delete(lock.key)
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 async def remove_stale_locks(backend: Backend) -> int:

@@ -94,20 +94,36 @@ def build_pack(blobs: list[tuple[bytes, bytes | memoryview, int, int]]) -> Seale
 
 def parse_pack(data: bytes) -> list[BlobRef]:
     """The blobs a pack says it holds (raises CorruptData when the trailer is damaged)."""
-    if len(data) < TRAILER.size:
+    start, length = header_span(data, len(data))
+    return parse_header(data[start : start + length], start)
+
+
+def header_span(tail: bytes | memoryview, size: int) -> tuple[int, int]:
+    """(offset, length) of the header of a pack of ``size`` bytes, read from its last bytes ``tail``."""
+    if size < TRAILER.size or len(tail) < TRAILER.size:
         raise CorruptData("a pack is too short to hold a header; run 'rok repo check --read-data'")
-    count, magic = TRAILER.unpack_from(data, len(data) - TRAILER.size)
-    header_start = len(data) - TRAILER.size - count * HEADER_ENTRY.size
-    if magic != PACK_MAGIC or header_start < 0:
+    count, magic = TRAILER.unpack_from(tail, len(tail) - TRAILER.size)
+    start = size - TRAILER.size - count * HEADER_ENTRY.size
+    if magic != PACK_MAGIC or start < 0:
         raise CorruptData("a pack has a damaged header; run 'rok repo check --read-data'")
+    return start, count * HEADER_ENTRY.size
+
+
+def parse_header(header: bytes | memoryview, start: int) -> list[BlobRef]:
+    """The blobs named by a pack's header, which begins at offset ``start`` (where its blobs end)."""
     refs: list[BlobRef] = []
     offset = 0
-    for chunk, length, raw_length, flags in HEADER_ENTRY.iter_unpack(data[header_start : len(data) - TRAILER.size]):
+    for chunk, length, raw_length, flags in HEADER_ENTRY.iter_unpack(header):
         refs.append(BlobRef(chunk, offset, length, raw_length, flags))
         offset += length
-    if offset != header_start:
+    if offset != start:
         raise CorruptData("a pack's header does not add up to its size; run 'rok repo check --read-data'")
     return refs
+
+
+def pack_size(blobs: list[BlobRef]) -> int:
+    """The size of a pack that holds exactly ``blobs``."""
+    return sum(b.length for b in blobs) + len(blobs) * HEADER_ENTRY.size + TRAILER.size
 
 
 class Packer:

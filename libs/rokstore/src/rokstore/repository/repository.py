@@ -8,18 +8,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from rokstore.errors import ObjectNotFound, RepositoryExists, RepositoryNotFound, SnapshotNotFound
+import blake3
+
+from rokstore.errors import (
+    CorruptData,
+    MissingBlob,
+    ObjectNotFound,
+    RepositoryExists,
+    RepositoryNotFound,
+    SnapshotNotFound,
+)
 from rokstore.models import SnapshotInfo
 from rokstore.repository.backends import Backend, open_backend
 from rokstore.repository.cache import IndexCache, default_cache_dir
 from rokstore.repository.config import CONFIG_KEY, new_config, parse_config
 from rokstore.repository.index import Index, Location, decode_index, index_key
 from rokstore.repository.locks import Lock
-from rokstore.repository.manifest import Entry, decode_manifest, decode_record, manifest_key, snapshot_key
+from rokstore.repository.manifest import Entry, decode_record, snapshot_key
+from rokstore.repository.packs import decompress, pack_key
+from rokstore.repository.trees import decode_tree, flatten, root_entry, subtrees
+
+PACKS_IN_FLIGHT = 8  # ranged GETs of tree packs at once
+TREE_MEMORY = 200_000  # entries of decoded trees kept in memory (reused by the next diff or snapshot)
 
 
 class Repository:
@@ -33,6 +49,8 @@ class Repository:
         self.url = backend.url
         self.cache_dir = cache_dir or default_cache_dir()
         self._index: Index | None = None
+        self._trees: OrderedDict[bytes, list[Entry]] = OrderedDict()  # recently read or written, newest last
+        self._tree_entries = 0
 
     async def __aenter__(self) -> Repository:
         return self
@@ -57,8 +75,14 @@ class Repository:
     async def lock(self, kind: str) -> Lock:
         return await Lock(self.backend, kind).acquire()
 
-    async def load_index(self, *, fresh: bool = True) -> Index:
-        """All index files, merged; immutable files come from the node-local cache when present."""
+    async def load_index(self, *, fresh: bool = True, verify_packs: bool = False) -> Index:
+        """All index files, merged; immutable files come from the node-local cache when present.
+
+        A damaged index file is left out (``Index.damaged``): only snapshots that need its chunks are affected.
+        With ``verify_packs`` one listing of the packs checks what the index claims, and chunks whose packs are
+        gone count as not stored (``Index.missing_packs``): a snapshot stores them again instead of referring
+        to lost data, and a restore looks for them in another pack.
+        """
         if self._index is not None and not fresh:
             return self._index
         cache = IndexCache(self.cache_dir, self.id)
@@ -70,20 +94,48 @@ class Repository:
             if data is None:
                 missing.append(name)
             else:
-                index.add_file(name, decode_index(data, name))
+                index.add_file(name, decode_index(data, name))  # verified against its id by the cache
         sem = asyncio.Semaphore(16)
 
-        async def fetch(name: str) -> tuple[str, bytes]:
+        async def fetch(name: str) -> tuple[str, bytes | None]:
             async with sem:
-                return name, await self.backend.get(index_key(name))
+                try:
+                    return name, await self.backend.get(index_key(name))
+                except ObjectNotFound:  # removed by gc since the listing
+                    return name, None
 
         for name, data in await asyncio.gather(*(fetch(n) for n in missing)):
-            index.add_file(name, decode_index(data, name))
+            if data is None:
+                continue
+            try:
+                if blake3.blake3(data).hexdigest() != name:
+                    raise CorruptData(f"index file {name!r} does not match its BLAKE3 id; run 'rok repo repair-index'")
+                entries = decode_index(data, name)
+            except CorruptData as error:
+                index.damaged[name] = str(error)
+                continue
+            index.add_file(name, entries)
             await asyncio.to_thread(cache.put, name, data)
         if missing or len(names) != len(index.files):
             await asyncio.to_thread(cache.prune, set(names))
+        if verify_packs:
+            gone = index.packs() - set(await self.pack_sizes())
+            if gone:
+                index = index.without_packs(gone)
         self._index = index
         return index
+
+    async def pack_sizes(self) -> dict[bytes, int]:
+        """Every pack in storage and its size, from one listing."""
+        out: dict[bytes, int] = {}
+        for info in await self.backend.list("packs/"):
+            name = info.key.rsplit("/", 1)[-1]
+            if len(name) == 64:
+                try:
+                    out[bytes.fromhex(name)] = info.size
+                except ValueError:
+                    continue
+        return out
 
     def remember_index(self, index_id: str, data: bytes, entries: list[tuple[bytes, Location]]) -> None:
         IndexCache(self.cache_dir, self.id).put(index_id, data)
@@ -109,13 +161,105 @@ class Repository:
     async def load_record(self, snapshot_id: str) -> dict[str, Any]:
         return decode_record(await self.backend.get(snapshot_key(snapshot_id)), snapshot_id)
 
-    async def load_manifest(self, manifest_id: str) -> list[Entry]:
-        data = await self.backend.get(manifest_key(manifest_id))
-        return await asyncio.to_thread(decode_manifest, data, manifest_id)
+    async def read_blobs(self, blobs: Iterable[bytes], what: str = "blob") -> dict[bytes, bytes]:
+        """The raw bytes of ``blobs``, each checked against its id: one ranged GET per pack, a few at once."""
+        wanted = set(blobs)
+        index = await self.load_index(fresh=False)
+        if any(b not in index.chunks for b in wanted):  # written since the index was loaded?
+            index = await self.load_index()
+        by_pack: dict[bytes, list[tuple[bytes, Location]]] = defaultdict(list)
+        for blob in wanted:
+            location = index.chunks.get(blob)
+            if location is None:
+                raise MissingBlob(blob, what)
+            by_pack[location.pack].append((blob, location))
+        slots = asyncio.Semaphore(PACKS_IN_FLIGHT)
+        out: dict[bytes, bytes] = {}
+
+        async def one(pack: bytes, located: list[tuple[bytes, Location]]) -> None:
+            start = min(loc.offset for _, loc in located)
+            end = max(loc.offset + loc.length for _, loc in located)
+            async with slots:
+                data = await self.backend.get_range(pack_key(pack), start, end - start)
+            for blob, loc in located:
+                stored = data[loc.offset - start : loc.offset - start + loc.length]
+                try:
+                    raw = bytes(decompress(stored, loc.flags, loc.raw_length))
+                except CorruptData:  # damaged compressed bytes: the same failure as a hash mismatch
+                    raw = b""
+                if len(raw) != loc.raw_length or blake3.blake3(raw).digest() != blob:
+                    raise CorruptData(
+                        f"{what} {blob.hex()} in pack {pack.hex()[:16]} does not match its BLAKE3 id; the repository "
+                        "is damaged: run 'rok repo check --read-data'"
+                    )
+                out[blob] = raw
+
+        await asyncio.gather(*(one(pack, located) for pack, located in by_pack.items()))
+        return out
+
+    async def load_trees(self, tree_ids: Iterable[bytes], *, from_storage: bool = False) -> dict[bytes, list[Entry]]:
+        """The decoded trees ``tree_ids``: from memory when this process read or wrote them lately, unless
+        ``from_storage`` (check and gc judge what the repository holds, not what this process remembers)."""
+        found: dict[bytes, list[Entry]] = {}
+        missing: list[bytes] = []
+        for tree_id in set(tree_ids):
+            entries = None if from_storage else self._trees.get(tree_id)
+            if entries is None:
+                missing.append(tree_id)
+            else:
+                self._trees.move_to_end(tree_id)
+                found[tree_id] = entries
+        if missing:
+            raw = await self.read_blobs(missing, "tree")
+            decoded = await asyncio.to_thread(lambda: {t: decode_tree(raw[t], t) for t in missing})
+            self.remember_trees(decoded)
+            found.update(decoded)
+        return found
+
+    def remember_trees(self, trees: dict[bytes, list[Entry]]) -> None:
+        """Keep recently used trees in memory, up to ``TREE_MEMORY`` entries in all (they are immutable)."""
+        for tree_id, entries in trees.items():
+            if tree_id not in self._trees:
+                self._trees[tree_id] = entries
+                self._tree_entries += len(entries)
+        while self._tree_entries > TREE_MEMORY and len(self._trees) > 1:
+            _, dropped = self._trees.popitem(last=False)
+            self._tree_entries -= len(dropped)
+
+    async def load_tree_closure(
+        self, root: bytes, known: dict[bytes, list[Entry]] | None = None, *, from_storage: bool = False
+    ) -> dict[bytes, list[Entry]]:
+        """Every tree reachable from ``root``, read level by level (one batch of GETs per level); trees
+        already in ``known`` are not read again, and ``known`` is filled with what was read."""
+        trees = known if known is not None else {}
+        level = {root}
+        reached: dict[bytes, list[Entry]] = {}
+        while level:
+            need = [t for t in level if t not in trees]
+            if need:
+                trees.update(await self.load_trees(need, from_storage=from_storage))
+            following: set[bytes] = set()
+            for tree_id in level:
+                reached[tree_id] = trees[tree_id]
+                following.update(s for s in subtrees(trees[tree_id]) if s not in reached)
+            level = following
+        return reached
+
+    async def load_entries(self, record: dict[str, Any]) -> list[Entry]:
+        """A snapshot's entries in walk order, each with its path ``p`` (``"."`` is the root)."""
+        root = bytes.fromhex(record["tree"])
+        trees = await self.load_tree_closure(root)
+        return await asyncio.to_thread(flatten, root_entry(record), root, trees)
 
     async def list_snapshots(self) -> list[SnapshotInfo]:
+        """The snapshots whose records can be read, oldest first (see :meth:`scan_snapshots`)."""
+        return (await self.scan_snapshots())[0]
+
+    async def scan_snapshots(self) -> tuple[list[SnapshotInfo], list[str]]:
+        """The snapshots whose records can be read, oldest first, and one line per record that was skipped."""
         ids = await self.snapshot_ids()
         sem = asyncio.Semaphore(16)
+        skipped: list[str] = []
 
         async def one(sid: str) -> SnapshotInfo | None:
             async with sem:
@@ -123,22 +267,29 @@ class Repository:
                     r = await self.load_record(sid)
                 except ObjectNotFound:  # removed meanwhile
                     return None
-            return SnapshotInfo(
-                id=sid,
-                time=r["time"],
-                hostname=r["hostname"],
-                path=r["path"],
-                tags=r.get("tags", {}),
-                files=r.get("files", 0),
-                dirs=r.get("dirs", 0),
-                bytes=r.get("bytes", 0),
-                bytes_new=r.get("bytes_new", 0),
-                incomplete=r.get("incomplete", False),
-                manifest=r["manifest"],
-            )
+                except CorruptData as error:
+                    skipped.append(f"skipped snapshot {sid[:16]}: {error}")
+                    return None
+            try:
+                return SnapshotInfo(
+                    id=sid,
+                    time=str(r["time"]),
+                    hostname=str(r["hostname"]),
+                    path=str(r["path"]),
+                    tags=dict(r.get("tags", {})),
+                    files=int(r.get("files", 0)),
+                    dirs=int(r.get("dirs", 0)),
+                    bytes=int(r.get("bytes", 0)),
+                    bytes_new=int(r.get("bytes_new", 0)),
+                    incomplete=bool(r.get("incomplete", False)),
+                    tree=str(r["tree"]),
+                )
+            except (KeyError, TypeError, ValueError) as error:
+                skipped.append(f"skipped snapshot {sid[:16]}: its record lacks or garbles {error}")
+                return None
 
         infos = [i for i in await asyncio.gather(*(one(s) for s in ids)) if i is not None]
-        return sorted(infos, key=lambda i: (i.time, i.id))
+        return sorted(infos, key=lambda i: (i.time, i.id)), sorted(skipped)
 
 
 async def init_repository(url: str, *, cache_dir: Path | None = None) -> Repository:

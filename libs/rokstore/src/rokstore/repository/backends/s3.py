@@ -7,7 +7,9 @@ them, reject them on ranged GETs, and every byte is verified against its BLAKE3 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 from typing import Any
 
@@ -19,6 +21,11 @@ from rokstore.errors import (
     StoreUnavailable,
 )
 from rokstore.repository.backends import ObjectInfo
+
+log = logging.getLogger(__name__)
+
+READ_ATTEMPTS = 4  # reads of a body cut short, before the failure counts
+READ_BACKOFF = 0.2  # seconds before the second attempt, doubling
 
 _DENIED = {
     "AccessDenied",
@@ -114,28 +121,34 @@ class S3Backend:
         return os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
 
     async def get(self, key: str) -> bytes:
-        try:
-            c = await self._c()
-            response = await c.get_object(Bucket=self.bucket, Key=self._key(key))
-            async with response["Body"] as body:
-                return await body.read()
-        except StoreError:
-            raise
-        except Exception as error:
-            raise self._translate(error, key) from None
+        return await self._read(key)
 
     async def get_range(self, key: str, offset: int, length: int) -> bytes:
-        try:
-            c = await self._c()
-            response = await c.get_object(
-                Bucket=self.bucket, Key=self._key(key), Range=f"bytes={offset}-{offset + length - 1}"
-            )
-            async with response["Body"] as body:
-                return await body.read()
-        except StoreError:
-            raise
-        except Exception as error:
-            raise self._translate(error, key) from None
+        return await self._read(key, Range=f"bytes={offset}-{offset + length - 1}")
+
+    async def _read(self, key: str, **range_: str) -> bytes:
+        """One object (or a range of it). botocore retries the request; a body cut short on the way (a dropped
+        connection: aiohttp's "Response payload is not completed", an incomplete read) is retried here."""
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                c = await self._c()
+                response = await c.get_object(Bucket=self.bucket, Key=self._key(key), **range_)
+            except Exception as error:
+                raise self._translate(error, key) from None
+            try:
+                async with response["Body"] as body:
+                    data: bytes = await body.read()
+                expected = response.get("ContentLength")
+                if expected is not None and len(data) != expected:
+                    raise StoreUnavailable(f"the body of {key} ended after {len(data)} of {expected} bytes")
+                return data
+            except Exception as error:
+                translated = error if isinstance(error, StoreError) else self._translate(error, key)
+                if not isinstance(translated, StoreUnavailable) or attempt == READ_ATTEMPTS:
+                    raise translated from None
+                log.info("reading %s was cut short (%s); attempt %d of %d", key, error, attempt + 1, READ_ATTEMPTS)
+                await asyncio.sleep(READ_BACKOFF * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None:
         try:
