@@ -35,6 +35,7 @@ lint: ## ruff (format check + lint), mypy and the import-layer contracts
 bench: setup ## store engine vs restic/borg, and event-to-version latency
 	@bash tools/install-parts.sh bench
 	@$(VENV)/bin/python bench/store_bench.py
+	@$(VENV)/bin/python bench/step_wait.py
 	@$(VENV)/bin/python bench/latency.py
 
 images: ## build the container images, tagged as deploy/ names them (needs a Docker engine)
