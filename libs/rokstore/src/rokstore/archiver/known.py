@@ -126,12 +126,11 @@ class KnownFiles:
     def fill_hits(self, read: Callable[[str, str, Entry, os.stat_result], None], skip: Collection[str]) -> None:
         """Give the unchanged files their cached content, except in the directories ``skip`` (whose cached tree
         is reused); ``read`` those the (damaged) cache lacks after all."""
-        content: dict[str, Content] | None = None
-        for path, rel, entry, st in self.hits:
-            if skip and rel.rpartition("/")[0] in skip:
-                continue
-            if content is None:
-                content = self.state.content()
+        wanted = [hit for hit in self.hits if hit[1].rpartition("/")[0] not in skip]
+        if not wanted:
+            return
+        content = self.state.content_in({rel.rpartition("/")[0] for _, rel, _, _ in wanted})
+        for path, rel, entry, st in wanted:
             found = content.get(rel)
             if found is None:  # damaged cache: read the file after all
                 del self.files[rel]

@@ -6,9 +6,11 @@ to ``(content, xattrs)``; a file whose stat matches is not opened again, and its
 repository's index still holds them (gc may have removed them). It also keeps the signature
 ``(mode, mtime_ns, ctime_ns, inode)`` of every other entry (directories, symlinks, ...) and the tree id each
 directory had: a directory whose entries all match is that tree again, reused without being encoded.
-The content part is decoded only when needed (an unchanged directory never needs it); it is a list of pickled
-dicts, later ones overriding earlier ones, so that a snapshot which read a few files appends what it read
-instead of pickling every file's content again (the list is compacted once it grows).
+The content part is decoded only when needed, and only for the directories that need it (an unchanged
+directory never does): it is a list of parts, later ones overriding earlier ones, each a pickled dict of
+directory -> its files' content pickled on its own, so that a snapshot which read a few files appends what it
+read instead of pickling every file's content again (the list is compacted once it grows), and one that must
+encode a few changed directories decodes only theirs.
 Index cache: ``<cache_dir>/index/<repository id>/<index id>``, verified against its BLAKE3 id when read.
 """
 
@@ -18,6 +20,7 @@ import gc
 import os
 import pickle
 import secrets
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +33,7 @@ Signature = tuple[
 ]  # files: (size, mtime_ns, ctime_ns, inode); others: (mode, mtime_ns, ctime_ns, inode)
 Content = tuple[Any, dict[str, str]]  # ([[chunk hex | None, length], ...], xattrs)
 FileRecord = tuple[Any, ...]  # (size, mtime_ns, ctime_ns, inode, content, xattrs)
-CACHE_VERSION = 4
+CACHE_VERSION = 5
 MAX_CONTENT_PARTS = 8
 
 
@@ -64,27 +67,49 @@ class CachedState:
     index: frozenset[str] = frozenset()
     trees: dict[str, str] = field(default_factory=dict)  # directory (relative path, root "") -> tree id hex
     parts: list[bytes] = field(default_factory=list)
-    _content: dict[str, Content] | None = None
+    _decoded: list[dict[str, bytes]] | None = None
+
+    def _directories(self) -> list[dict[str, bytes]]:
+        if self._decoded is None:
+            self._decoded = [_loads(part) for part in self.parts]
+        return self._decoded
+
+    def content_in(self, directories: Collection[str]) -> dict[str, Content]:
+        """The cached content of the files in ``directories`` (relative paths, the root ``""``)."""
+        content: dict[str, Content] = {}
+        try:
+            for part in self._directories():
+                for directory in directories:
+                    blob = part.get(directory)
+                    if blob is not None:
+                        content.update(_loads(blob))
+        except Exception:  # damaged: the files it would have described are read again
+            return {}
+        return content
 
     def content(self) -> dict[str, Content]:
-        if self._content is None:
-            content: dict[str, Content] = {}
-            try:
-                for part in self.parts:
-                    content.update(_loads(part))
-            except Exception:  # damaged: the files it would have described are read again
-                content = {}
-            self._content = content
-        return self._content
+        """The cached content of every file."""
+        try:
+            return self.content_in({d for part in self._directories() for d in part})
+        except Exception:
+            return {}
 
     def parts_with(self, new: dict[str, Content], reused: list[str]) -> list[bytes]:
         """The content parts to save: this snapshot's reads appended, or everything still used in one part."""
         if self.parts and len(self.parts) < MAX_CONTENT_PARTS and len(new) * 8 <= len(reused):
-            return [*self.parts, pickle.dumps(new, protocol=5)] if new else list(self.parts)
+            return [*self.parts, _part(new)] if new else list(self.parts)
         old = self.content()
         content = {rel: old[rel] for rel in reused if rel in old}
         content.update(new)
-        return [pickle.dumps(content, protocol=5)]
+        return [_part(content)]
+
+
+def _part(content: dict[str, Content]) -> bytes:
+    """One content part: the files grouped by directory, each directory's content pickled on its own."""
+    grouped: dict[str, dict[str, Content]] = {}
+    for rel, value in content.items():
+        grouped.setdefault(rel.rpartition("/")[0], {})[rel] = value
+    return pickle.dumps({d: pickle.dumps(files, protocol=5) for d, files in grouped.items()}, protocol=5)
 
 
 class FileCache:
