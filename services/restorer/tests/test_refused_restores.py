@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from restorer_testkit import NAMESPACE, VERSION_URL, FakeRegistry, Outcomes, Stored, ask, request, settled, tree
 from rok_restorer.main import build
 from rok_restorer.settings import RestorerSettings
-from rokcommon import streams, subjects
+from rokcommon import bus, streams, subjects
 from rokcommon.events import NotebookTarget, PvcTarget, RestoreCompleted, RestoreFailed
 from rokcommon.service import Service
 from rokcommon.urls import format_url
@@ -48,9 +48,14 @@ async def test_another_namespaces_version_is_refused(
 ) -> None:
     await ask(js, request("r-foreign", tmp_path / "t", namespace="team-b"))
     outcome = await failed(outcomes, "r-foreign")
-    assert f"{VERSION_URL} is not in namespace 'team-b'" in outcome.reason
-    assert "belongs to namespace 'team-a'" in outcome.reason
-    await assert_settled_without_retry(js)
+    assert outcome.reason == (
+        f"restore r-foreign refused: {VERSION_URL} is in namespace 'team-a', not in 'team-b' as the request says"
+    )
+    assert registry.asked == []  # refused before anything was resolved
+    letters = await js.pull_subscribe(f"{subjects.DEAD_LETTER}.>", stream=streams.DLQ.name)
+    [letter] = await letters.fetch(1, timeout=10)
+    assert letter.headers[bus.DEAD_REASON] == outcome.reason
+    assert not (tmp_path / "t").exists()
 
 
 async def test_a_malformed_url_is_refused_before_asking_the_registry(

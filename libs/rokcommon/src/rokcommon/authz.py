@@ -174,7 +174,7 @@ class KubernetesAccess:
         key = hashlib.sha256(token.encode()).hexdigest()  # the cache never holds the token itself
         hit, cached = self._tokens.get(key)
         if hit:
-            return cached  # type: ignore[no-any-return]
+            return cached
         body = self._client.V1TokenReview(spec=self._client.V1TokenReviewSpec(token=token, audiences=self._audiences))
         status = (await self._call(self._authentication.create_token_review, body)).status
         who = None

@@ -70,7 +70,10 @@ def _binding(name: str, role: str, subject: dict[str, str]) -> dict[str, Any]:
 
 def add_profile(kube: FakeKube, namespace: str, owner: str) -> None:
     """A profile namespace owned by ``owner``, with its default service accounts bound as Kubeflow binds them."""
-    kube.create("/api/v1/namespaces", {"metadata": {"name": namespace, "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"}}})
+    kube.create(
+        "/api/v1/namespaces",
+        {"metadata": {"name": namespace, "labels": {"app.kubernetes.io/part-of": "kubeflow-profile"}}},
+    )
     bindings = f"{RBAC_API}/namespaces/{namespace}/rolebindings"
     kube.create(bindings, _binding("namespaceAdmin", "kubeflow-admin", {"kind": "User", "name": owner}))
     for account, role in (("default-editor", "kubeflow-edit"), ("default-viewer", "kubeflow-view")):

@@ -124,7 +124,12 @@ def _cluster_role_rules(objects: Objects, name: str, seen: set[str]) -> list[dic
         wanted = selector.get("matchLabels") or {}
         for (api, plural, _, other), obj in objects.items():
             labels = (obj.get("metadata") or {}).get("labels") or {}
-            if api == RBAC and plural == "clusterroles" and wanted and all(labels.get(k) == v for k, v in wanted.items()):
+            if (
+                api == RBAC
+                and plural == "clusterroles"
+                and wanted
+                and all(labels.get(k) == v for k, v in wanted.items())
+            ):
                 rules += _cluster_role_rules(objects, other, seen)
     return rules
 

@@ -17,13 +17,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, Phase
 from rokcommon.registry_contract import Bucket, Lineage, Resolved, RunFile, SearchHit, Version
 from rokcommon.urls import format_url
 
+from rok_registry import gate as gates
 from rok_registry.api_docs import add_api_docs
 from rok_registry.queries import Queries
 
@@ -41,7 +42,8 @@ def get_queries(request: Request) -> Queries:
 
 
 def api_router() -> APIRouter:
-    router = APIRouter(prefix=API, tags=["registry"])
+    # every route reads its namespace: the caller must hold READ there (rok_registry.gate)
+    router = APIRouter(prefix=API, tags=["registry"], dependencies=[Depends(gates.read_namespace)])
 
     @router.get("/buckets")
     async def list_buckets(namespace: str, request: Request) -> list[Bucket]:
@@ -97,8 +99,12 @@ def create_app(
     publish: Callable[[Event], Awaitable[Any]] | None = None,
     nats: Callable[[], Any] | None = None,
     settings: Any = None,
+    gate: gates.Gate | None = None,
 ) -> FastAPI:
-    """The registry's HTTP app: the JSON API, health, and the web pages if ``rok_registry.web`` exists."""
+    """The registry's HTTP app: the JSON API, health, and the web pages if ``rok_registry.web`` exists.
+
+    ``gate`` identifies callers (:mod:`rok_registry.gate`); without one, only health and static files answer.
+    """
     # FastAPI's docs pages load their scripts from a CDN; ours are served from the package (rok_registry.api_docs)
     app = FastAPI(title="rok registry", version="1", docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
     add_api_docs(app, openapi_url="/api/openapi.json")
@@ -106,6 +112,7 @@ def create_app(
     app.state.publish = publish
     app.state.nats = nats
     app.state.settings = settings
+    gates.install(app, gate or gates.locked())
 
     for error_type, status in _STATUS.items():
         app.add_exception_handler(error_type, _error_handler(status, _KIND[error_type]))

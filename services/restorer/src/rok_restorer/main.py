@@ -7,9 +7,11 @@ import importlib
 import importlib.util
 import logging
 
+from rokcommon.authz import access_for
 from rokcommon.service import Service
 
 from rok_restorer import diffs, handlers
+from rok_restorer.authority import Authority
 from rok_restorer.outcome_store import KvOutcomes
 from rok_restorer.registry import RegistryCatalog
 from rok_restorer.restoring import Restorer
@@ -38,7 +40,8 @@ def build(settings: RestorerSettings | None = None) -> Service:
         cache_dir=settings.state_dir / "cache",
         meter=service.instruments,
     )
-    handlers.register(service, restorer, settings)
+    authority = Authority(access_for(settings), settings.roots)
+    handlers.register(service, restorer, settings, authority)
     catalog = RegistryCatalog(lambda: service.broker.connection, timeout=settings.registry_timeout)
     diffs.register(service, diffs.Differ(catalog, cache_dir=settings.state_dir / "cache"))
     return service

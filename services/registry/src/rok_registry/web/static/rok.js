@@ -1,6 +1,11 @@
-// rok web pages: copy a version's URL, and restore a version while showing the restore's progress.
+// rok web pages: switch namespace, copy a version's URL, and restore a version while showing its progress.
 (function () {
   "use strict";
+
+  document.addEventListener("change", (event) => {
+    const select = event.target.closest("header form.namespace select");
+    if (select) select.form.submit();
+  });
 
   async function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
