@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -133,6 +134,19 @@ class FakeKube:
         configuration.host = self.url
         self.api_client = client.ApiClient(configuration)
         return self
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig pointing at this server (JSON, which is YAML), for settings or processes that read one."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "rok", "user": {"token": "rok-service-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "rok"}}],
+            "current-context": "fake",
+        }
+        path.write_text(json.dumps(config))
+        return path
 
     def stop(self) -> None:
         with self._lock:
