@@ -13,7 +13,11 @@ namespace holds one recorded run (an initial version, a step's before- and after
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import os
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
@@ -22,11 +26,16 @@ from datetime import UTC, datetime, timedelta
 from email.message import Message
 from typing import Any, TypeVar
 
+import rokcli
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from rok_registry.main import Registry
+from rokcommon import streams, subjects
 from rokcommon.events import (
     Event,
+    RestoreCompleted,
+    RestoreFailed,
     RunFinished,
     RunRef,
     RunStarted,
@@ -165,3 +174,68 @@ async def eventually(probe: Callable[[], Awaitable[R]], *, timeout: float = 20.0
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"{probe} stayed false for {timeout}s")
         await asyncio.sleep(0.05)
+
+
+class Outcomes:
+    """Every restore outcome published on the bus, by request id (watched as the admin user)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, RestoreCompleted | RestoreFailed] = {}
+
+    async def start(self, nc: Client) -> None:
+        async def on_failed(msg: Msg) -> None:
+            event = RestoreFailed.model_validate_json(msg.data)
+            self.seen[event.request_id] = event
+
+        async def on_completed(msg: Msg) -> None:
+            event = RestoreCompleted.model_validate_json(msg.data)
+            self.seen[event.request_id] = event
+
+        await nc.subscribe(subjects.RESTORE_FAILED, cb=on_failed)
+        await nc.subscribe(subjects.RESTORE_COMPLETED, cb=on_completed)
+        await nc.flush()
+
+    async def of(self, request_id: str) -> RestoreCompleted | RestoreFailed:
+        return await eventually(lambda: _now(self.seen.get(request_id)))
+
+
+async def _now(value: R) -> R:
+    return value
+
+
+async def dead_letters(js: JetStreamContext, request_id: str) -> list[Msg]:
+    """The dead letters of the restore request ``request_id`` (their payload is the request as it came)."""
+    sub = await js.subscribe(f"{subjects.DEAD_LETTER}.>", stream=streams.DLQ.name, ordered_consumer=True)
+    found: list[Msg] = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=1.0)
+            except TimeoutError:
+                return found
+            if json.loads(msg.data).get("request_id") == request_id:
+                found.append(msg)
+    finally:
+        await sub.unsubscribe()
+
+
+def rok(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+    """``rok ARGS`` in this process with exactly the ``ROK_*`` settings in ``env``: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    argv, saved = sys.argv, {k: v for k, v in os.environ.items() if k.startswith("ROK_")}
+    for key in saved:
+        del os.environ[key]
+    os.environ.update(env)
+    sys.argv = ["rok", *args]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rokcli.main()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = argv
+        for key in env:
+            os.environ.pop(key, None)
+        os.environ.update(saved)
+    return code, out.getvalue(), err.getvalue()
