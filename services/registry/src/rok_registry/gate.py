@@ -179,7 +179,7 @@ def _sign_in(gate: Gate) -> str:
 
 
 def _refusal(request: Request, status: int, kind: str, message: str) -> Response:
-    if request.url.path.startswith("/api/"):
+    if request.url.path.startswith(("/api/", "/restores")) or request.method not in SAFE_METHODS:
         return JSONResponse({"error": {"kind": kind, "message": message}}, status_code=status)
     body = f"<!doctype html><title>rok</title><h1>{status}</h1><p>{html.escape(message)}</p>"
     return Response(body, status_code=status, media_type="text/html")
