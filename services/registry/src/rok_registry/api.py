@@ -43,7 +43,7 @@ def get_queries(request: Request) -> Queries:
 
 def api_router() -> APIRouter:
     # every route reads its namespace: the caller must hold READ there (rok_registry.gate)
-    router = APIRouter(prefix=API, tags=["registry"], dependencies=[Depends(gates.read_namespace)])
+    router = APIRouter(prefix=API, tags=["registry"], dependencies=[Depends(gates.readable_namespace)])
 
     @router.get("/buckets")
     async def list_buckets(namespace: str, request: Request) -> list[Bucket]:

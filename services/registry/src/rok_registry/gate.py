@@ -20,7 +20,7 @@ The app's middleware (:func:`install`) runs before any handler and, in this orde
 Each handler then names its namespace and what it does there: :func:`authorize` checks the permission
 (:mod:`rokcommon.authz`) and raises :class:`~rokcommon.errors.Forbidden` (403), whose message says what is
 missing and nothing of what the namespace holds. The JSON API does that once for all its routes (a dependency of
-its router, :func:`read_namespace`).
+its router, :func:`readable_namespace`).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ async def authorize(request: Request, namespace: str, permission: Permission = R
     return who
 
 
-async def read_namespace(request: Request, namespace: str) -> None:
+async def readable_namespace(request: Request, namespace: str) -> None:
     """A dependency of every route under ``/api/v1/namespaces/{namespace}``: the caller may read there."""
     await authorize(request, namespace)
 
