@@ -129,6 +129,11 @@ async def test_pages_of_another_namespace_are_403_and_the_switcher_offers_only_o
     bobs = await http(stage.web + "/?ns=team-b", headers=as_user(BOB))
     assert bobs.status == 200 and 'value="team-a"' not in bobs.body and "alpha" not in bobs.body
     assert "rok_ns=team-b" in bobs.headers.get("set-cookie", "")  # the choice is remembered
+    # without a choice a page shows the first namespace one may read (the configured one is alice's)
+    unchosen = await http(stage.web + "/", headers=as_user(BOB))
+    assert unchosen.status == 200 and "bravo-secret-experiment" in unchosen.body and "alpha" not in unchosen.body
+    # in a cluster the restore dialog offers a new PVC or notebook server, never a directory
+    assert 'id="restore-kind"' in home.body and "Target directory" not in home.body
 
 
 async def test_a_host_name_not_configured_is_refused_before_anything_else(stage: Stage) -> None:

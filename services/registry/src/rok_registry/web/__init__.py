@@ -26,7 +26,14 @@ from rokcommon.registry_contract import Lineage, Step
 from rokcommon.urls import InvalidUrl, parse_url
 
 from rok_registry.gate import authorize, identity
-from rok_registry.web.access import NAMESPACE_COOKIE, namespaces, page_namespace, registry, web_bus
+from rok_registry.web.access import (
+    NAMESPACE_COOKIE,
+    chosen_namespace,
+    namespaces,
+    page_namespace,
+    registry,
+    web_bus,
+)
 from rok_registry.web.changes import StepVolumeChanges, step_changes
 from rok_registry.web.restores import RestoreForm, audit, authorized_target
 
@@ -42,12 +49,19 @@ templates.env.filters["when"] = when
 
 
 async def _switcher(request: Request) -> None:
-    """Every page's namespace, and the namespaces its switcher offers (those the caller may read)."""
+    """Every page's namespace, and the namespaces its switcher offers (those the caller may read).
+
+    Without a choice a page shows the configured namespace if the caller may read it, else the first they may.
+    """
+    chosen = chosen_namespace(request)
     request.state.namespace = page_namespace(request)
     request.state.namespaces = [request.state.namespace]
     if request.method == "GET" and not request.url.path.startswith(("/static/", "/restores")):
         with contextlib.suppress(RokError):  # the switcher is a convenience: a page still answers without it
-            request.state.namespaces = await namespaces(request)
+            offered = await namespaces(request)
+            if chosen is None and offered and request.state.namespace not in offered:
+                request.state.namespace = offered[0]
+            request.state.namespaces = offered or [request.state.namespace]
 
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(_switcher)])
@@ -56,7 +70,8 @@ router = APIRouter(include_in_schema=False, dependencies=[Depends(_switcher)])
 def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     context.setdefault("query", "")
     namespace = request.state.namespace
-    shown = {"namespace": namespace, "namespaces": request.state.namespaces, **context}
+    mode = request.app.state.gate.access.mode  # what a restore may go into: a directory, or a PVC or notebook
+    shown = {"namespace": namespace, "namespaces": request.state.namespaces, "mode": mode, **context}
     response = templates.TemplateResponse(request, name, shown, status_code=status_code)
     if request.query_params.get("ns") == namespace:  # chosen with the switcher: remembered for the next pages
         response.set_cookie(NAMESPACE_COOKIE, namespace, httponly=True, samesite="strict", path="/")

@@ -172,12 +172,19 @@ class _Bound:
         return checked
 
 
-def page_namespace(request: Request) -> str:
-    """The namespace a page shows: ``?ns=``, else the one remembered from the switcher, else the configured one."""
+def chosen_namespace(request: Request) -> str | None:
+    """The namespace asked for: ``?ns=``, else the one remembered from the switcher; None if neither."""
     for chosen in (request.query_params.get("ns"), request.cookies.get(NAMESPACE_COOKIE)):
         if chosen and _NAME.match(chosen):
             return chosen
-    return web_bus(request).namespace
+    return None
+
+
+def page_namespace(request: Request) -> str:
+    """The namespace a page shows: the one chosen, else the page's default (the first the caller may read, as
+    the switcher found it), else the configured one."""
+    decided: str | None = getattr(request.state, "namespace", None)
+    return decided or chosen_namespace(request) or web_bus(request).namespace
 
 
 async def registry(request: Request) -> Any:
@@ -198,6 +205,6 @@ async def namespaces(request: Request) -> list[str]:
     caller may read, each checked as a page of it would be."""
     queries = getattr(request.app.state, "queries", None)
     known = set(await queries.namespaces()) if queries is not None else set()
-    known |= {page_namespace(request), web_bus(request).namespace}
+    known |= {page_namespace(request)}
     access, who = request.app.state.gate.access, identity(request)
     return [ns for ns in sorted(known) if await access.allowed(who, ns, READ)]
