@@ -132,9 +132,12 @@ async def test_a_forged_restore_request_on_the_bus_is_refused_by_the_restorer_an
     assert stage.kube.list_objects(f"/api/v1/namespaces/{TEAM_A}/persistentvolumeclaims") == []
 
 
-async def test_a_step_pod_can_neither_ask_the_registry_nor_request_a_restore(stage: Stage) -> None:
+async def test_a_step_pod_can_neither_ask_the_registry_nor_request_a_restore_nor_forge_lineage(stage: Stage) -> None:
     guard = await stage.nats.connect(permissions.GUARD)  # the credentials every KFP step pod holds
     before = (await stage.js.stream_info(streams.RESTORES.name)).state.messages
+    recorded = {
+        s.name: (await stage.js.stream_info(s.name)).state.messages for s in (streams.PIPELINE, streams.SNAPSHOTS)
+    }
     try:
         with pytest.raises((NatsError, TimeoutError)):
             await guard.request(
@@ -149,9 +152,17 @@ async def test_a_step_pod_can_neither_ask_the_registry_nor_request_a_restore(sta
         )
         with pytest.raises((NatsError, TimeoutError)):
             await guard.jetstream().publish(subjects.RESTORE_REQUESTED, event.model_dump_json().encode(), timeout=2)
+        mine = stage.version(TEAM_A)
+        with pytest.raises((NatsError, TimeoutError)):  # a full diff, answered by the restorer from the store
+            await guard.request(subjects.STORE_DIFF, json.dumps({"a": mine.url, "b": mine.url}).encode(), timeout=2)
+        # nor can it forge lineage: the events of a step's end or of a snapshot are not its to publish
+        for event_subject in (f"{subjects.STEP_FINISHED}.node-a", subjects.SNAPSHOT_COMPLETED):
+            with pytest.raises((NatsError, TimeoutError)):
+                await guard.jetstream().publish(event_subject, b"{}", timeout=2)
     finally:
         await guard.close()
     assert (await stage.js.stream_info(streams.RESTORES.name)).state.messages == before
+    assert {name: (await stage.js.stream_info(name)).state.messages for name in recorded} == recorded
 
 
 async def test_the_cli_with_a_step_pods_credentials_reads_and_restores_nothing(stage: Stage, tmp_path: Path) -> None:
