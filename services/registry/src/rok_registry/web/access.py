@@ -207,4 +207,6 @@ async def namespaces(request: Request) -> list[str]:
     known = set(await queries.namespaces()) if queries is not None else set()
     known |= {page_namespace(request)}
     access, who = request.app.state.gate.access, identity(request)
-    return [ns for ns in sorted(known) if await access.allowed(who, ns, READ)]
+    ordered = sorted(known)
+    answers = await asyncio.gather(*(access.allowed(who, ns, READ) for ns in ordered))  # each cached a while
+    return [ns for ns, allowed in zip(ordered, answers, strict=True) if allowed]
