@@ -40,7 +40,8 @@ def build(settings: RestorerSettings | None = None) -> Service:
         cache_dir=settings.state_dir / "cache",
         meter=service.instruments,
     )
-    authority = Authority(access_for(settings), settings.roots)
+    # restores go under the roots, and a local run's clones under the state directory's runs/
+    authority = Authority(access_for(settings), (*settings.roots, settings.state_dir / "runs"))
     handlers.register(service, restorer, settings, authority)
     catalog = RegistryCatalog(lambda: service.broker.connection, timeout=settings.registry_timeout)
     diffs.register(service, diffs.Differ(catalog, cache_dir=settings.state_dir / "cache"))
