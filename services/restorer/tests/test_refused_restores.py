@@ -165,3 +165,18 @@ async def test_a_registry_that_never_answers_ends_in_a_failure_on_the_last_attem
     assert "no registry answers" in outcome.reason
     info = await settled(js)
     assert info.num_ack_pending == 0 and info.delivered.consumer_seq == settings.max_deliver
+
+
+async def test_a_directory_outside_the_restore_roots_is_refused_even_through_a_symlink(
+    registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext, tmp_path: Path
+) -> None:
+    (tmp_path / "escape").symlink_to("/")  # inside tmp (a root by default), pointing out of it
+    await ask(js, request("r-escape", tmp_path / "escape" / "etc" / "rok-restored"))
+    outcome = await failed(outcomes, "r-escape")
+    assert outcome.reason.startswith("restore r-escape refused: restore target ")
+    assert "is outside the directories restores may write" in outcome.reason
+    assert registry.asked == []
+    letters = await js.pull_subscribe(f"{subjects.DEAD_LETTER}.>", stream=streams.DLQ.name)
+    [letter] = await letters.fetch(1, timeout=10)
+    assert letter.headers[bus.DEAD_REASON] == outcome.reason
+    assert not Path("/etc/rok-restored").exists()
