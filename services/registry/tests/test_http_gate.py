@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from rok_registry.api import create_app
 from rok_registry.database import Database
@@ -25,15 +27,19 @@ def test_host_names_are_compared_without_their_port_and_loopback_is_always_allow
     assert Gate(LocalAccess("t"), hosts=("*",)).host_allowed("anything.example")
 
 
-def _status(url: str, headers: list[tuple[str, str]]) -> int:
+def _answer(url: str, headers: list[tuple[str, str]]) -> tuple[int, str]:
     request = urllib.request.Request(url)
     for name, value in headers:
         request.add_header(name, value)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
-            return int(response.status)
+            return int(response.status), response.read().decode()
     except urllib.error.HTTPError as error:
-        return int(error.code)
+        return int(error.code), error.read().decode()
+
+
+def _status(url: str, headers: list[tuple[str, str]]) -> int:
+    return _answer(url, headers)[0]
 
 
 async def test_the_gateways_prefix_is_stripped_and_a_header_without_it_names_nobody(
@@ -52,3 +58,21 @@ async def test_the_gateways_prefix_is_stripped_and_a_header_without_it_names_nob
     finally:
         await http.stop()
     assert statuses == [200, 401, 401]
+
+
+async def test_an_unexpected_failure_answers_500_and_tells_the_caller_nothing_of_the_internals(tmp_path: Path) -> None:
+    unmigrated = Database(f"sqlite:///{tmp_path / 'empty.db'}")  # no tables: every query fails as nobody planned
+    http = HttpServer(create_app(Queries(unmigrated), gate=Gate(LocalAccess("t"))), "127.0.0.1", 0)
+    await http.start()
+    try:
+        answers = [
+            await asyncio.to_thread(_answer, f"{http.url}{path}", [("Authorization", "Bearer t")])
+            for path in ("/api/v1/namespaces/local/buckets", "/")
+        ]
+    finally:
+        await http.stop()
+        await unmigrated.close()
+    for status, body in answers:
+        assert status == 500
+        assert "Traceback" not in body and "sqlite" not in body.lower() and "no such table" not in body
+    assert json.loads(answers[0][1])["error"]["message"] == "the registry could not answer; its log says why"

@@ -116,6 +116,7 @@ def create_app(
 
     for error_type, status in _STATUS.items():
         app.add_exception_handler(error_type, _error_handler(status, _KIND[error_type]))
+    app.add_exception_handler(Exception, _unexpected)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -133,6 +134,13 @@ def _error_handler(status: int, kind: str) -> Callable[[Request, Exception], Awa
         return JSONResponse({"error": {"kind": kind, "message": str(error)}}, status_code=status)
 
     return handle
+
+
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    """A failure nobody foresaw: the reason goes to the log, the caller learns only that it happened."""
+    log.error("unexpected error answering %s %s", request.method, request.url.path, exc_info=error)
+    body = {"error": {"kind": "internal", "message": "the registry could not answer; its log says why"}}
+    return JSONResponse(body, status_code=500)
 
 
 def _web_router() -> APIRouter | None:
