@@ -4,7 +4,11 @@ Buckets → files (runs) → versions (step, phase, tags, size, new bytes, a cop
 lineage (its steps in order, their before- and after-versions, and what each step changed, from the summaries
 recorded with the snapshots); the full comparison of two versions (``/compare?a=URL&b=URL``, asked of the service
 that holds the store); a search box for a bucket, a run or a URL; and a restore action that asks for a target
-directory and shows the restore's progress by polling ``/restores/<id>``. The registry's app includes :data:`router`.
+(a directory on one machine, a new PVC or notebook server in a cluster) and shows the restore's progress by polling
+``/restores/<id>``. The registry's app includes :data:`router`.
+
+Every page shows one namespace, chosen with the switcher in its header (the namespaces the caller may read), and
+asks nothing of it before the caller's permission there is checked (:mod:`rok_registry.gate`).
 """
 
 from __future__ import annotations
