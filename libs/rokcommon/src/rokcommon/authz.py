@@ -223,6 +223,13 @@ async def require(access: Access, who: Identity, namespace: str, permission: Per
     same whether or not anything asked for exists there.
     """
     if not await access.allowed(who, namespace, permission):
+        log.info(
+            "access refused: %s may not %s in namespace %s",
+            who.user,
+            permission,
+            namespace,
+            extra={"user": who.user, "namespace": namespace, "permission": str(permission)},
+        )
         raise Forbidden(
             f"{who.user} may not {permission.what or permission} in namespace {namespace!r} "
             f"(it needs {permission} there)"

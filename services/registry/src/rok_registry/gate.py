@@ -91,6 +91,7 @@ def install(app: FastAPI, gate: Gate) -> None:
         if path in OPEN or path.startswith("/static/"):
             return await call_next(request)
         if not gate.host_allowed(request.headers.get("host", "")):
+            log.warning("refused a request for host %r", request.headers.get("host", ""), extra={"refused": "host"})
             return _refusal(request, 400, "invalid", "this registry does not answer to that host name")
         refused = _bounds(request)
         if refused is not None:
@@ -101,6 +102,8 @@ def install(app: FastAPI, gate: Gate) -> None:
         if how == "query" and request.method == "GET":
             return _with_cookie(request)
         if request.method not in SAFE_METHODS and how != "bearer" and not _same_origin(request):
+            origin = request.headers.get("origin") or request.headers.get("referer")
+            log.warning("refused a cross-site %s %s from %r", request.method, path, origin, extra={"user": who.user})
             return _refusal(request, 403, "forbidden", "a state-changing request must come from this site's pages")
         request.state.identity = who
         return await call_next(request)
