@@ -76,3 +76,22 @@ async def test_an_unexpected_failure_answers_500_and_tells_the_caller_nothing_of
         assert status == 500
         assert "Traceback" not in body and "sqlite" not in body.lower() and "no such table" not in body
     assert json.loads(answers[0][1])["error"]["message"] == "the registry could not answer; its log says why"
+
+
+async def test_when_the_api_server_does_not_answer_nobody_is_let_in_and_the_answer_is_503(
+    fake_kube: FakeKube, database: Database
+) -> None:
+    gate = Gate(KubernetesAccess(fake_kube.api_client, ttl=0))
+    fake_kube.stop()  # neither TokenReview nor SubjectAccessReview can be asked now
+    http = HttpServer(create_app(Queries(database), gate=gate), "127.0.0.1", 0)
+    await http.start()
+    try:
+        url = f"{http.url}/api/v1/namespaces/team-a/buckets"
+        bearer = await asyncio.to_thread(_answer, url, [("Authorization", "Bearer some-token")])
+        header = await asyncio.to_thread(_answer, url, [("kubeflow-userid", "alice@example.com")])
+    finally:
+        await http.stop()
+    for status, body in (bearer, header):
+        assert status == 503, body
+        assert json.loads(body)["error"]["kind"] == "unavailable"
+        assert "access review" in json.loads(body)["error"]["message"]

@@ -205,6 +205,7 @@ class KubernetesAccess:
 
     async def _call(self, method: Any, body: Any) -> Any:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         try:
             return await asyncio.to_thread(method, body)
@@ -212,8 +213,10 @@ class KubernetesAccess:
             raise TemporaryError(
                 f"the Kubernetes API did not answer an access review ({error.status} {error.reason}); try again"
             ) from None
-        except OSError as error:  # urllib3's connection errors are OSErrors
-            raise TemporaryError(f"cannot reach the Kubernetes API for an access review ({error}); try again") from None
+        except (OSError, HTTPError) as error:  # the connection failed (urllib3 gave up retrying)
+            raise TemporaryError(
+                f"cannot reach the Kubernetes API for an access review ({type(error).__name__}); try again"
+            ) from None
 
 
 async def require(access: Access, who: Identity, namespace: str, permission: Permission) -> None:

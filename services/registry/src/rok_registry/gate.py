@@ -34,6 +34,7 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from rokcommon.authz import READ, Access, Identity, LocalAccess, Permission, require
+from rokcommon.errors import TemporaryError
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +97,10 @@ def install(app: FastAPI, gate: Gate) -> None:
         refused = _bounds(request)
         if refused is not None:
             return refused
-        who, how = await gate.identify(request)
+        try:
+            who, how = await gate.identify(request)
+        except TemporaryError as error:  # the API server did not answer a TokenReview: nobody is let in meanwhile
+            return _refusal(request, 503, "unavailable", str(error))
         if who is None:
             return _refusal(request, 401, "unauthenticated", _sign_in(gate))
         if how == "query" and request.method == "GET":
