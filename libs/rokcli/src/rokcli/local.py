@@ -51,9 +51,10 @@ class LocalSettings(RokSettings):
 
     @property
     def web_url(self) -> str:
-        """The web pages' address with the local user's token (made on first use), to open as it is."""
-        token = web_token(_state_dir(self))
-        return f"http://{self.registry_host}:{self.registry_port}/?token={token}"
+        """The web pages' address with the local user's token (once rok up made it), to open as it is."""
+        token = web_token(_state_dir(self), create=False)
+        address = f"http://{self.registry_host}:{self.registry_port}/"
+        return f"{address}?token={token}" if token else address
 
 
 def _state_dir(settings: LocalSettings) -> Path:

@@ -77,8 +77,9 @@ def local_config(state_dir: Path) -> Path:
 WEB_TOKEN = "web-token"
 
 
-def web_token(state_dir: Path) -> str:
-    """The local user's token for the registry's API and pages, ``<state>/web-token`` (mode 0600), made once.
+def web_token(state_dir: Path, *, create: bool = True) -> str:
+    """The local user's token for the registry's API and pages, ``<state>/web-token`` (mode 0600), made once
+    (``create=False``: "" if it was not made yet).
 
     ``rok up`` puts it into the web address it prints (``?token=…``, as Jupyter does); the CLI and the registry
     read it here. Other users of the machine cannot read it, and a page in the browser cannot guess it.
@@ -88,7 +89,7 @@ def web_token(state_dir: Path) -> str:
         stored = path.read_text().strip()
     except FileNotFoundError:
         stored = ""
-    if stored:
+    if stored or not create:
         return stored
     path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
