@@ -9,7 +9,7 @@ The app's middleware (:func:`install`) runs before any handler and, in this orde
 3. bounds the request: a query string over :data:`MAX_QUERY` bytes is 414, a body over :data:`MAX_BODY` 413,
    a body of unknown length 411;
 4. identifies the caller (:class:`Gate`): in a cluster by the gateway's header (``kubeflow-userid``, its prefix
-   stripped) or a bearer token checked by TokenReview (service accounts); on one machine by the token ``rok up``
+   stripped), else a bearer token checked by TokenReview (service accounts); on one machine by the token ``rok up``
    wrote into the state directory, given as a bearer token, as ``?token=`` once (answered with a cookie, HttpOnly
    and SameSite=Strict, and a redirect to the same address without it, as Jupyter does) or as that cookie.
    Nobody identified: 401;
@@ -65,16 +65,24 @@ class Gate:
         return self._any_host or name in LOOPBACK or name in self.hosts
 
     async def identify(self, request: Request) -> tuple[Identity | None, str]:
-        """The caller, and how they proved it: "bearer", "header", "cookie", "query"; (None, "") if unknown."""
+        """The caller, and how they proved it: "header", "bearer", "cookie", "query"; (None, "") if unknown.
+
+        In a cluster the gateway's header comes first, then a bearer token, as KFP's API server takes them: the
+        gateway may pass the person's own token along with its header, and that token need not be one the API
+        server knows.
+        """
+        if self.access.mode == "cluster":
+            values = request.headers.getlist(self.header)
+            if values:
+                if len(values) != 1 or not values[0].startswith(self.prefix):
+                    return None, ""
+                user = values[0][len(self.prefix) :].strip()
+                return (Identity(user), "header") if user else (None, "")
         bearer = _bearer(request.headers.get("authorization", ""))
         if bearer:
             return await self.access.authenticate(bearer), "bearer"
         if self.access.mode == "cluster":
-            values = request.headers.getlist(self.header)
-            if len(values) != 1 or not values[0].startswith(self.prefix):
-                return None, ""
-            user = values[0][len(self.prefix) :].strip()
-            return (Identity(user), "header") if user else (None, "")
+            return None, ""
         token = request.query_params.get("token")
         if token:
             return await self.access.authenticate(token), "query"
