@@ -203,20 +203,18 @@ async def _now(value: R) -> R:
     return value
 
 
-async def dead_letters(js: JetStreamContext, request_id: str) -> list[Msg]:
-    """The dead letters of the restore request ``request_id`` (their payload is the request as it came)."""
+async def dead_letters(js: JetStreamContext) -> dict[str, list[Msg]]:
+    """Every dead letter so far, by the request id in its payload (the message as it came)."""
+    stored = (await js.stream_info(streams.DLQ.name)).state.messages
     sub = await js.subscribe(f"{subjects.DEAD_LETTER}.>", stream=streams.DLQ.name, ordered_consumer=True)
-    found: list[Msg] = []
+    found: dict[str, list[Msg]] = {}
     try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=1.0)
-            except TimeoutError:
-                return found
-            if json.loads(msg.data).get("request_id") == request_id:
-                found.append(msg)
+        for _ in range(stored):
+            msg = await sub.next_msg(timeout=5.0)
+            found.setdefault(json.loads(msg.data).get("request_id", ""), []).append(msg)
     finally:
         await sub.unsubscribe()
+    return found
 
 
 def rok(env: dict[str, str], *args: str) -> tuple[int, str, str]:
