@@ -24,7 +24,7 @@ import pytest
 from nats.js.api import DeliverPolicy
 from rokcli import main
 from rokcommon import bus, streams, subjects
-from rokcommon.credentials import connect_options
+from rokcommon.credentials import connect_options, web_token
 from rokcommon.events import (
     RunFinished,
     RunRef,
@@ -94,6 +94,11 @@ class Stack:
     @property
     def nats_url(self) -> str:
         return self.env["ROK_NATS_URL"]
+
+    @property
+    def token(self) -> str:
+        """The local user's web token, as ``rok up`` wrote it (the pages and the HTTP API ask for it)."""
+        return web_token(self.state_dir)
 
     def rok(self, *args: str, **overrides: str) -> Result:
         """``rok ARGS`` with this stack's settings (``overrides`` replace some of them)."""

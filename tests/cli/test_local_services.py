@@ -35,7 +35,7 @@ def test_status_shows_every_service_running_with_its_pid_log_and_the_web_address
         assert Path(rows[name]["log"]).is_relative_to(stack.state_dir)
         assert Path(rows[name]["log"]).stat().st_size > 0
     assert rows["nats-server"]["managed"] is True  # nothing answered at ROK_NATS_URL, so rok up started one
-    assert report["web"].rstrip("/") == stack.web_url
+    assert report["web"] == f"{stack.web_url}/?token={stack.token}"  # the address opens the pages as it is
 
 
 def test_status_on_a_terminal_is_a_table_naming_each_service(stack: Stack) -> None:

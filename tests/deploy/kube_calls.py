@@ -72,6 +72,8 @@ def _api_groups() -> dict[str, set[str]]:
 
 _GROUP_OF_CLASS = {
     "Apps": "apps",
+    "Authentication": "authentication.k8s.io",
+    "Authorization": "authorization.k8s.io",
     "Batch": "batch",
     "Coordination": "coordination.k8s.io",
     "Networking": "networking.k8s.io",

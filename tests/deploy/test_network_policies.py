@@ -111,7 +111,8 @@ CONNECTIONS = [
     (OUTSIDE, "rok-pipeline-watcher", 8443, True),  # the API server calls the webhook
     ("rok-registry", "rok-nats", 4222, True),
     ("rok-registry", OUTSIDE, 5432, True),
-    ("rok-registry", OUTSIDE, 443, False),
+    ("rok-registry", OUTSIDE, 443, True),  # the API server: access reviews
+    ("rok-registry", OUTSIDE, 9000, False),
     (PROMETHEUS, "rok-registry", 8080, True),
     ("rok-restorer", OUTSIDE, 443, True),
     ("rok-restorer", "rok-nats", 4222, True),

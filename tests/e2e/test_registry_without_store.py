@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rokcommon.credentials import web_token
 from roktesting.nats import NatsServer
 from roktesting.s3 import S3Server
 
@@ -45,16 +46,18 @@ async def storeless(
         await system.close()
 
 
-def _get(url: str) -> tuple[int, str]:
+def _get(url: str, token: str) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(url, timeout=60) as response:
+        with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
 
 
 async def get(system: System, path: str) -> tuple[int, str]:
-    return await asyncio.to_thread(_get, f"http://127.0.0.1:{system.env['ROK_REGISTRY_PORT']}{path}")
+    token = web_token(system.root / "state-registry")  # the registry's state directory: its local user's token
+    return await asyncio.to_thread(_get, f"http://127.0.0.1:{system.env['ROK_REGISTRY_PORT']}{path}", token)
 
 
 def rok_diff(system: System, a: str, b: str) -> dict[str, Any]:

@@ -48,6 +48,8 @@ def browser(stack: Stack) -> Iterator[Browser]:
 @pytest.fixture
 def page(browser: Browser, stack: Stack) -> Iterator[Page]:
     context = browser.new_context(base_url=stack.web_url, viewport={"width": 1400, "height": 900})
+    # as after the first visit to the address rok up printed: the token is a cookie
+    context.add_cookies([{"name": "rok_token", "value": stack.token, "url": stack.web_url}])
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=stack.web_url)
     page = context.new_page()
     page.set_default_timeout(15_000)

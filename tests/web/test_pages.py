@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cli.stack import Stack, tree  # on sys.path through conftest.py
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Browser, Page, expect
 
 from .screens import shot
 
@@ -147,3 +147,21 @@ def test_searching_a_run_id_finds_its_run(page: Page, stack: Stack) -> None:
     expect(hit).to_have_count(1)
     hit.click()
     expect(page.locator("#versions tr.version")).to_have_count(len(stack.committed))
+
+
+def test_the_address_rok_up_prints_lets_the_browser_in_and_a_cookie_keeps_it_in(browser: Browser, stack: Stack) -> None:
+    context = browser.new_context(base_url=stack.web_url)  # a browser that never visited: no cookie
+    try:
+        page = context.new_page()
+        refused = page.goto("/")
+        assert refused is not None and refused.status == 401
+        page.goto(f"/?token={stack.token}")
+        assert "token" not in page.url  # the token leaves the address bar (and the history)
+        expect(page.locator("#buckets a.bucket").first).to_be_visible()
+        page.locator("#buckets a.bucket").first.click()  # the next page needs no token: the cookie carries it
+        expect(page.locator("h1")).to_contain_text("demo-experiment")
+        [cookie] = [c for c in context.cookies() if c["name"] == "rok_token"]
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        assert page.evaluate("document.cookie").find(stack.token) == -1  # the page's scripts cannot read it
+    finally:
+        context.close()

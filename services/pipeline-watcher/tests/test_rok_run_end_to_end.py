@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from rokcommon.credentials import web_token
 from roktesting.otlp import OtlpCollector
 from roktesting.ports import free_port
 
@@ -57,7 +58,9 @@ def tags(env, url):
     """A version's tags, as the registry's HTTP API answers."""
     query = urllib.parse.urlencode({"url": url})
     address = f"http://127.0.0.1:{env['ROK_REGISTRY_PORT']}/api/v1/namespaces/local/version?{query}"
-    with urllib.request.urlopen(address, timeout=10) as response:
+    token = web_token(Path(env["ROK_STATE_DIR"]))  # the local user's, as rok up wrote it
+    request = urllib.request.Request(address, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.load(response)["tags"]
 
 

@@ -21,6 +21,7 @@ from registry_testkit import RunScript, eventually
 from rok_registry.main import Registry, build
 from rok_registry.settings import RegistrySettings
 from rokcommon import bus, streams, subjects
+from rokcommon.credentials import web_token
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import SnapshotCompleted, SnapshotFailed, VersionCommitted
 from rokcommon.registry_client import RegistryClient
@@ -224,9 +225,10 @@ async def _committed(client: RegistryClient) -> bool:
     return version is not None and version.committed
 
 
-def http_get(url: str) -> tuple[int, object]:
+def http_get(url: str, token: str = "") -> tuple[int, object]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
@@ -247,7 +249,7 @@ async def test_the_http_api_answers_the_same_queries_with_status_codes_for_error
 
         results = await asyncio.gather(
             *(
-                asyncio.to_thread(http_get, url)
+                asyncio.to_thread(http_get, url, web_token(settings.state_dir))
                 for url in [
                     f"{registry.http.url}/healthz",
                     f"{api}/buckets",

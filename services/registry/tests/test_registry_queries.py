@@ -12,10 +12,12 @@ import pytest
 from registry_testkit import RunScript
 from rok_registry.api import create_app
 from rok_registry.database import Database
+from rok_registry.gate import Gate
 from rok_registry.handlers import reply
 from rok_registry.http_server import HttpServer
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
+from rokcommon.authz import LocalAccess
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, SnapshotCompleted
 from rokcommon.registry_contract import Lineage, ListBuckets, raise_error
@@ -91,10 +93,10 @@ async def test_another_namespaces_version_is_refused_with_a_clear_error(lineage:
     [their_run] = await queries.list_files("team-b", theirs.name)
     their_version = (await queries.list_versions("team-b", theirs.name, their_run.name))[0]
     forged = format_url("team-a", lineage.file.bucket, lineage.file.name, their_version.id)
-    with pytest.raises(Forbidden, match=f"version {their_version.id} belongs to another namespace"):
+    # as unknown as an id that does not exist: the answer reveals nothing of the other namespace
+    with pytest.raises(NotFound, match=f"no version '{their_version.id}' in namespace 'team-a'"):
         await queries.resolve("team-a", forged)
-    with pytest.raises(Forbidden):
-        await queries.find_version("team-a", "wf-9", None, "initial")
+    assert await queries.find_version("team-a", "wf-9", None, "initial") is None
 
 
 async def test_unknown_and_malformed_urls_say_what_is_wrong(lineage: Lineage, queries: Queries) -> None:
@@ -187,11 +189,11 @@ def test_urls_round_trip_and_malformed_ones_are_refused_with_the_reason() -> Non
 
 async def test_a_registry_whose_database_is_down_answers_unavailable_on_nats_and_503_on_http() -> None:
     down = Database(f"postgresql://rok@127.0.0.1:{free_port()}/rok")
-    http = HttpServer(create_app(Queries(down)), "127.0.0.1", 0)
+    http = HttpServer(create_app(Queries(down), gate=Gate(LocalAccess("t"))), "127.0.0.1", 0)
     await http.start()
     try:
         answer = await reply(Queries(down), ListBuckets, b'{"namespace": "team-a"}')
-        status, body = await asyncio.to_thread(http_get, f"{http.url}/api/v1/namespaces/team-a/buckets")
+        status, body = await asyncio.to_thread(http_get, f"{http.url}/api/v1/namespaces/team-a/buckets", "t")
     finally:
         await http.stop()
         await down.close()
@@ -202,9 +204,10 @@ async def test_a_registry_whose_database_is_down_answers_unavailable_on_nats_and
     assert status == 503 and body["error"]["kind"] == "unavailable"
 
 
-def http_get(url: str) -> tuple[int, Any]:
+def http_get(url: str, token: str) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
     try:
-        with urllib.request.urlopen(url, timeout=5) as response:
+        with urllib.request.urlopen(request, timeout=5) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from restorer_testkit import NAMESPACE, VERSION_URL, FakeRegistry, Outcomes, Stored, ask, request, settled, tree
 from rok_restorer.main import build
 from rok_restorer.settings import RestorerSettings
-from rokcommon import streams, subjects
+from rokcommon import bus, streams, subjects
 from rokcommon.events import NotebookTarget, PvcTarget, RestoreCompleted, RestoreFailed
 from rokcommon.service import Service
 from rokcommon.urls import format_url
@@ -48,9 +48,14 @@ async def test_another_namespaces_version_is_refused(
 ) -> None:
     await ask(js, request("r-foreign", tmp_path / "t", namespace="team-b"))
     outcome = await failed(outcomes, "r-foreign")
-    assert f"{VERSION_URL} is not in namespace 'team-b'" in outcome.reason
-    assert "belongs to namespace 'team-a'" in outcome.reason
-    await assert_settled_without_retry(js)
+    assert outcome.reason == (
+        f"restore r-foreign refused: {VERSION_URL} is in namespace 'team-a', not in 'team-b' as the request says"
+    )
+    assert registry.asked == []  # refused before anything was resolved
+    letters = await js.pull_subscribe(f"{subjects.DEAD_LETTER}.>", stream=streams.DLQ.name)
+    [letter] = await letters.fetch(1, timeout=10)
+    assert letter.headers[bus.DEAD_REASON] == outcome.reason
+    assert not (tmp_path / "t").exists()
 
 
 async def test_a_malformed_url_is_refused_before_asking_the_registry(
@@ -160,3 +165,18 @@ async def test_a_registry_that_never_answers_ends_in_a_failure_on_the_last_attem
     assert "no registry answers" in outcome.reason
     info = await settled(js)
     assert info.num_ack_pending == 0 and info.delivered.consumer_seq == settings.max_deliver
+
+
+async def test_a_directory_outside_the_restore_roots_is_refused_even_through_a_symlink(
+    registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext, tmp_path: Path
+) -> None:
+    (tmp_path / "escape").symlink_to("/")  # inside tmp (a root by default), pointing out of it
+    await ask(js, request("r-escape", tmp_path / "escape" / "etc" / "rok-restored"))
+    outcome = await failed(outcomes, "r-escape")
+    assert outcome.reason.startswith("restore r-escape refused: restore target ")
+    assert "is outside the directories restores may write" in outcome.reason
+    assert registry.asked == []
+    letters = await js.pull_subscribe(f"{subjects.DEAD_LETTER}.>", stream=streams.DLQ.name)
+    [letter] = await letters.fetch(1, timeout=10)
+    assert letter.headers[bus.DEAD_REASON] == outcome.reason
+    assert not Path("/etc/rok-restored").exists()

@@ -6,6 +6,9 @@ waits until each has logged that it is ready. Running it again starts only what 
 Pids and logs live under ``ROK_STATE_DIR`` (default ``~/.local/state/rok``): ``run/*.pid`` and ``logs/*.log``.
 The nats-server it starts requires a user per component (``nats-auth/nats.conf``, random passwords, mode 0600);
 each service gets its own through ``ROK_NATS_USER``/``ROK_NATS_PASSWORD``, and ``rok`` commands read theirs there.
+The web pages and the HTTP API admit the local user by a token, ``web-token`` in the state directory (mode 0600):
+the address ``rok up`` and ``rok status`` print carries it (``?token=…``, as Jupyter's does), and the browser keeps
+it as a cookie after the first visit.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import click
 from pydantic import Field
-from rokcommon.credentials import generate_local, local_config
+from rokcommon.credentials import generate_local, local_config, web_token
 from rokcommon.errors import PermanentError
 from rokcommon.settings import RokSettings
 
@@ -48,7 +51,10 @@ class LocalSettings(RokSettings):
 
     @property
     def web_url(self) -> str:
-        return f"http://{self.registry_host}:{self.registry_port}/"
+        """The web pages' address with the local user's token (once rok up made it), to open as it is."""
+        token = web_token(_state_dir(self), create=False)
+        address = f"http://{self.registry_host}:{self.registry_port}/"
+        return f"{address}?token={token}" if token else address
 
 
 def _state_dir(settings: LocalSettings) -> Path:
@@ -115,6 +121,7 @@ def _bring_up(settings: LocalSettings) -> dict[str, Any]:
     started: list[str] = []
     host, port = nats_address(settings.nats_url)
     passwords = generate_local(state)  # one NATS user per component, random passwords, files mode 0600
+    web_token(state)  # the local user's token for the web pages and the HTTP API, mode 0600
     nats = nats_process(settings)
     if not port_open(port, host):
         if host not in ("127.0.0.1", "localhost", "::1"):

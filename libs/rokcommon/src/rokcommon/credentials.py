@@ -1,4 +1,4 @@
-"""The NATS credentials a process connects with, and the local ones ``rok up`` generates.
+"""The NATS credentials a process connects with, the local ones ``rok up`` generates, and the web token.
 
 A process connects as ``ROK_NATS_USER`` with ``ROK_NATS_PASSWORD`` (a service in Kubernetes gets both from its
 Secret; ``rok up`` hands them to the services it starts). A command on the machine that ran ``rok up`` sets
@@ -72,3 +72,26 @@ def generate_local(state_dir: Path) -> dict[str, str]:
 
 def local_config(state_dir: Path) -> Path:
     return auth_dir(state_dir) / CONFIG
+
+
+WEB_TOKEN = "web-token"
+
+
+def web_token(state_dir: Path, *, create: bool = True) -> str:
+    """The local user's token for the registry's API and pages, ``<state>/web-token`` (mode 0600), made once
+    (``create=False``: "" if it was not made yet).
+
+    ``rok up`` puts it into the web address it prints (``?token=…``, as Jupyter does); the CLI and the registry
+    read it here. Other users of the machine cannot read it, and a page in the browser cannot guess it.
+    """
+    path = state_dir.expanduser() / WEB_TOKEN
+    try:
+        stored = path.read_text().strip()
+    except FileNotFoundError:
+        stored = ""
+    if stored or not create:
+        return stored
+    path.parent.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    _write_private(path, token + "\n")
+    return token

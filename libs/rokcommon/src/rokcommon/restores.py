@@ -26,6 +26,7 @@ from rokcommon.events import (
     RestoreFailed,
     RestoreProgress,
     RestoreRequested,
+    RestoreTarget,
 )
 from rokcommon.follow import Follower, restores
 
@@ -102,14 +103,19 @@ async def request_restore(
     *,
     namespace: str,
     url: str,
-    target_dir: str,
+    target_dir: str = "",
+    target: RestoreTarget | None = None,
     volumes: tuple[str, ...] = (),
     requested_by: str | None = None,
     on_update: Callable[[RestoreWatch], None] | None = None,
 ) -> RestoreWatch:
-    """Publish a restore request and return a watch that follows it until ``watch.done`` is set."""
+    """Publish a restore request and return a watch that follows it until ``watch.done`` is set.
+
+    The target is ``target`` (a directory, a PVC or a notebook server), or the directory ``target_dir``.
+    """
     request_id = uuid.uuid4().hex
-    watch = RestoreWatch(request_id=request_id, url=url, target=target_dir)
+    model = target if target is not None else DirectoryTarget(path=target_dir)
+    watch = RestoreWatch(request_id=request_id, url=url, target=_described(model))
 
     def changed() -> None:
         if on_update is not None:
@@ -142,7 +148,7 @@ async def request_restore(
         namespace=namespace,
         url=url,
         volumes=volumes,
-        target=DirectoryTarget(path=target_dir),
+        target=model,
         requested_by=requested_by,
     )
     try:
@@ -152,3 +158,10 @@ async def request_restore(
         raise
     watch._waiting = asyncio.create_task(wait_for_outcome())
     return watch
+
+
+def _described(target: RestoreTarget) -> str:
+    """A target as a person names it: a directory's path, ``namespace/name`` of a PVC or notebook server."""
+    if isinstance(target, DirectoryTarget):
+        return target.path
+    return f"{target.namespace}/{target.name}"

@@ -15,6 +15,9 @@ Nothing real can run a Kubernetes API server here, so this one speaks the protoc
   ``DELETE`` removes; every change is a watch event. Any path of the form
   ``/api/v1[/namespaces/NS]/PLURAL[/NAME[/status]]`` or ``/apis/GROUP/VERSION[/namespaces/NS]/PLURAL[/NAME]``
   works, so custom resources (Argo ``workflows``, Kubeflow ``notebooks``) need no registration.
+* ``POST`` a TokenReview (``authentication.k8s.io/v1``) or a SubjectAccessReview (``authorization.k8s.io/v1``)
+  → the answer a real API server gives, from the tokens a test registered (``fake_kube.tokens``) and the RBAC
+  objects stored here (Roles, ClusterRoles, RoleBindings, ClusterRoleBindings; see :mod:`roktesting.rbac`).
 
 Faults for tests: :meth:`drop_watches` breaks every open watch mid-stream (a half-sent chunk, then the
 socket closes); :meth:`hold_watches` makes new watch requests wait until the block ends.
@@ -36,10 +39,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from roktesting import rbac
 
 __all__ = ["FakeKube", "fake_kube"]
 
@@ -72,6 +78,10 @@ _KINDS = {
     "notebooks": "Notebook",
     "statefulsets": "StatefulSet",
     "deployments": "Deployment",
+    "roles": "Role",
+    "rolebindings": "RoleBinding",
+    "clusterroles": "ClusterRole",
+    "clusterrolebindings": "ClusterRoleBinding",
 }
 
 Key = tuple[str, str, str | None, str]  # api, plural, namespace, name
@@ -100,6 +110,7 @@ class FakeKube:
     objects: dict[Key, dict[str, Any]] = field(default_factory=dict)
     requests: list[_Request] = field(default_factory=list)
     reactions: dict[str, list[Callable[[dict[str, Any]], None]]] = field(default_factory=dict)
+    tokens: rbac.Tokens = field(default_factory=rbac.Tokens)
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -135,6 +146,19 @@ class FakeKube:
         configuration.host = self.url
         self.api_client = client.ApiClient(configuration)
         return self
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        """A kubeconfig pointing at this server (JSON, which is YAML), for settings or processes that read one."""
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
+            "users": [{"name": "rok", "user": {"token": "rok-service-token"}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "rok"}}],
+            "current-context": "fake",
+        }
+        path.write_text(json.dumps(config))
+        return path
 
     def stop(self) -> None:
         with self._lock:
@@ -235,6 +259,16 @@ class FakeKube:
                 for k, o in sorted(self.objects.items(), key=lambda kv: int(kv[1]["metadata"]["resourceVersion"]))
                 if _in(k, api, plural, ns) and _selected(o, label_selector, field_selector)
             ]
+
+    def review(self, path: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The answer to a TokenReview or SubjectAccessReview posted at ``path``; None for any other path."""
+        api, _, plural, _ = _parse(path)
+        if (api, plural) == rbac.TOKEN_REVIEWS:
+            return self.tokens.review(body)
+        if (api, plural) == rbac.ACCESS_REVIEWS:
+            with self._lock:
+                return rbac.access_review(dict(self.objects), body)
+        return None
 
     def react(self, plural: str, reaction: Callable[[dict[str, Any]], None]) -> None:
         """Let a test play a controller: ``reaction(obj)`` may change every new object of ``plural``."""
@@ -448,7 +482,9 @@ class _Handler(BaseHTTPRequestHandler):
                     },
                 )
             if method == "POST":
-                return self._send(201, kube.create(path, self._body()))
+                body = self._body()
+                review = kube.review(path, body)
+                return self._send(201, review if review is not None else kube.create(path, body))
             if method == "PUT":
                 return self._send(200, kube.replace(path.removesuffix("/status"), self._body(), check_version=True))
             if method == "PATCH":

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, Phase
@@ -25,6 +25,7 @@ from rokcommon.health import PROBE_PATHS, Health
 from rokcommon.registry_contract import Bucket, Lineage, Resolved, RunFile, SearchHit, Version
 from rokcommon.urls import format_url
 
+from rok_registry import gate as gates
 from rok_registry.api_docs import add_api_docs
 from rok_registry.queries import Queries
 
@@ -42,7 +43,8 @@ def get_queries(request: Request) -> Queries:
 
 
 def api_router() -> APIRouter:
-    router = APIRouter(prefix=API, tags=["registry"])
+    # every route reads its namespace: the caller must hold READ there (rok_registry.gate)
+    router = APIRouter(prefix=API, tags=["registry"], dependencies=[Depends(gates.readable_namespace)])
 
     @router.get("/buckets")
     async def list_buckets(namespace: str, request: Request) -> list[Bucket]:
@@ -99,11 +101,13 @@ def create_app(
     nats: Callable[[], Any] | None = None,
     settings: Any = None,
     health: Health | None = None,
+    gate: gates.Gate | None = None,
 ) -> FastAPI:
     """The registry's HTTP app: the JSON API, health, and the web pages if ``rok_registry.web`` exists.
 
     ``/livez`` and ``/readyz`` report ``health``'s checks (:mod:`rokcommon.health`: NATS, the consumers, the
-    database); ``/healthz`` answers as long as the process serves HTTP.
+    database); ``/healthz`` answers as long as the process serves HTTP. ``gate`` identifies callers
+    (:mod:`rok_registry.gate`); without one, only health and static files answer.
     """
     # FastAPI's docs pages load their scripts from a CDN; ours are served from the package (rok_registry.api_docs)
     app = FastAPI(
@@ -119,9 +123,11 @@ def create_app(
     app.state.publish = publish
     app.state.nats = nats
     app.state.settings = settings
+    gates.install(app, gate or gates.locked())
 
     for error_type, status in _STATUS.items():
         app.add_exception_handler(error_type, _error_handler(status, _KIND[error_type]))
+    app.add_exception_handler(Exception, _unexpected)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -156,6 +162,13 @@ def _error_handler(status: int, kind: str) -> Callable[[Request, Exception], Awa
         return JSONResponse({"error": {"kind": kind, "message": str(error)}}, status_code=status)
 
     return handle
+
+
+async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+    """A failure nobody foresaw: the reason goes to the log, the caller learns only that it happened."""
+    log.error("unexpected error answering %s %s", request.method, request.url.path, exc_info=error)
+    body = {"error": {"kind": "internal", "message": "the registry could not answer; its log says why"}}
+    return JSONResponse(body, status_code=500)
 
 
 def _web_router() -> APIRouter | None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from rokcommon.authz import access_for
+from rokcommon.credentials import web_token
 from rokcommon.service import Service
 
 from rok_registry import handlers
 from rok_registry.api import create_app
 from rok_registry.database import Database
+from rok_registry.gate import Gate
 from rok_registry.http_server import HttpServer
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
@@ -47,6 +51,7 @@ def build(settings: RegistrySettings | None = None, *, graceful_timeout: float =
         nats=lambda: service.broker.connection,
         settings=settings,
         health=service.health,
+        gate=gate_for(settings),
     )
     http = HttpServer(app, settings.registry_host, settings.registry_port)
     registry = Registry(settings, service, db, recorder, queries, http)
@@ -55,6 +60,13 @@ def build(settings: RegistrySettings | None = None, *, graceful_timeout: float =
     service.app.on_shutdown(registry.http.stop)
     service.app.after_shutdown(registry.db.close)
     return registry
+
+
+def gate_for(settings: RegistrySettings, *, api_client: Any = None) -> Gate:
+    """Local: the token in the state directory (made on first use); cluster: the Kubernetes API's reviews."""
+    token = web_token(settings.state_dir) if settings.auth == "local" else ""
+    access = access_for(settings, local_token=token, api_client=api_client)
+    return Gate(access, header=settings.userid_header, prefix=settings.userid_prefix, hosts=settings.hosts)
 
 
 def main() -> None:

@@ -79,6 +79,11 @@ class Queries:
 
     # --- lists --------------------------------------------------------------------------------------------
 
+    async def namespaces(self) -> list[str]:
+        """Every namespace the registry holds lineage of (for the pages' namespace switcher)."""
+        async with self.db.reading() as s:
+            return list((await s.execute(select(NamespaceRow.name).order_by(NamespaceRow.name))).scalars())
+
     async def list_buckets(self, namespace: str) -> list[Bucket]:
         async with self.db.reading() as s:
             runs = select(RunRow.bucket_id, func.count().label("n")).group_by(RunRow.bucket_id).subquery()
@@ -138,10 +143,8 @@ class Queries:
         """The version of a run's step and phase (latest attempt unless one is given), or None if not recorded."""
         async with self.db.reading() as s:
             run = (await s.execute(select(RunRow).where(RunRow.workflow_uid == workflow_uid))).scalar_one_or_none()
-            if run is None or run.bucket_id is None:
-                return None
-            if run.namespace.name != namespace:
-                raise Forbidden(f"run {workflow_uid} belongs to another namespace than {namespace!r}")
+            if run is None or run.bucket_id is None or run.namespace.name != namespace:
+                return None  # another namespace's run is as unknown here as one not recorded
             query = select(VersionRow).where(
                 VersionRow.file_id == run.id, VersionRow.step_key == (step_id or ""), VersionRow.phase == phase
             )
@@ -249,10 +252,9 @@ class Queries:
             raise InvalidRequest(f"{url!r} names no version: add ?version=<id>")
         row = (await s.execute(select(VersionRow).where(VersionRow.id == where.version))).scalar_one_or_none()
         run = row.run if row else None
-        if row is None or run is None or run.bucket is None:
+        # another namespace's version is as unknown here as one that does not exist: the answer reveals nothing
+        if row is None or run is None or run.bucket is None or run.namespace.name != namespace:
             raise NotFound(f"no version {where.version!r} in namespace {namespace!r} ({url})")
-        if run.namespace.name != namespace:
-            raise Forbidden(f"version {where.version} belongs to another namespace than {namespace!r}")
         if run.bucket.name != where.bucket or run.name != where.file:
             actual = views.version(row).url
             raise NotFound(f"version {where.version} is not in {where.bucket}/{where.file}: it is {actual}")

@@ -15,10 +15,12 @@ from types import TracebackType
 from faststream.nats import NatsMessage
 from nats.aio.client import Client
 from rokcommon import streams, subjects
-from rokcommon.events import RestoreProgress, RestoreRequested
+from rokcommon.errors import PermanentError
+from rokcommon.events import RestoreFailed, RestoreProgress, RestoreRequested
 from rokcommon.keepalive import Heartbeat
 from rokcommon.service import Service
 
+from rok_restorer.authority import Authority
 from rok_restorer.restoring import Restorer
 from rok_restorer.settings import RestorerSettings
 
@@ -27,7 +29,7 @@ log = logging.getLogger(__name__)
 DURABLE = "restorer"
 
 
-def register(service: Service, restorer: Restorer, settings: RestorerSettings) -> None:
+def register(service: Service, restorer: Restorer, settings: RestorerSettings, authority: Authority) -> None:
     spec = service.consumer_spec(
         streams.RESTORES,
         DURABLE,
@@ -42,12 +44,25 @@ def register(service: Service, restorer: Restorer, settings: RestorerSettings) -
     @service.consumer(spec, max_workers=settings.restore_workers)
     async def on_restore_requested(event: RestoreRequested, msg: NatsMessage) -> None:
         deliveries = msg.raw_message.metadata.num_delivered
+        audit = {"audit": "restore", "request_id": event.request_id, "user": event.requested_by, "source": event.url}
+        try:
+            await authority.check(event)
+        except PermanentError as refusal:
+            # the sender learns it was refused; the failure policy dead-letters the message with the reason
+            log.warning("%s", refusal, extra={**audit, "refused": True})
+            reason = str(refusal)
+            failed = RestoreFailed.make(
+                request_id=event.request_id, namespace=event.namespace, url=event.url, reason=reason
+            )
+            await service.publish(failed)
+            raise
         log.info(
-            "restoring %s into %s (delivery %d)",
+            "restoring %s into %s for %s (delivery %d)",
             event.url,
             event.target.kind,
+            event.requested_by,
             deliveries,
-            extra={"request_id": event.request_id},
+            extra={**audit, "target": event.target.model_dump_json()},
         )
         heartbeat = Heartbeat(msg.in_progress, max(settings.ack_wait / 3, settings.restore_progress_interval))
         async with (

@@ -8,11 +8,13 @@ import importlib.util
 import logging
 from functools import partial
 
+from rokcommon.authz import access_for
 from rokcommon.health import cached
 from rokcommon.service import Service
 from rokstore import open_repository
 
 from rok_restorer import diffs, handlers
+from rok_restorer.authority import Authority
 from rok_restorer.outcome_store import KvOutcomes
 from rok_restorer.registry import RegistryCatalog
 from rok_restorer.restoring import Restorer
@@ -41,7 +43,9 @@ def build(settings: RestorerSettings | None = None) -> Service:
         cache_dir=settings.state_dir / "cache",
         meter=service.instruments,
     )
-    handlers.register(service, restorer, settings)
+    # restores go under the roots, and a local run's clones under the state directory's runs/
+    authority = Authority(access_for(settings), (*settings.roots, settings.state_dir / "runs"))
+    handlers.register(service, restorer, settings, authority)
     catalog = RegistryCatalog(lambda: service.broker.connection, timeout=settings.registry_timeout)
     diffs.register(service, diffs.Differ(catalog, cache_dir=settings.state_dir / "cache"))
     service.health.add(

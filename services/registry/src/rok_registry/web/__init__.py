@@ -4,27 +4,42 @@ Buckets → files (runs) → versions (step, phase, tags, size, new bytes, a cop
 lineage (its steps in order, their before- and after-versions, and what each step changed, from the summaries
 recorded with the snapshots); the full comparison of two versions (``/compare?a=URL&b=URL``, asked of the service
 that holds the store); a search box for a bucket, a run or a URL; and a restore action that asks for a target
-directory and shows the restore's progress by polling ``/restores/<id>``. The registry's app includes :data:`router`.
+(a directory on one machine, a new PVC or notebook server in a cluster) and shows the restore's progress by polling
+``/restores/<id>``. The registry's app includes :data:`router`.
+
+Every page shows one namespace, chosen with the switcher in its header (the namespaces the caller may read), and
+asks nothing of it before the caller's permission there is checked (:mod:`rok_registry.gate`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel, Field
+from rokcommon.authz import READ
 from rokcommon.diffs import VolumeChanges, request_diff
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
 from rokcommon.humanize import size, when
 from rokcommon.registry_contract import Lineage, Step
 from rokcommon.urls import InvalidUrl, parse_url
 
-from rok_registry.web.access import WebBus, registry, web_bus
+from rok_registry.gate import authorize, identity
+from rok_registry.web.access import (
+    NAMESPACE_COOKIE,
+    chosen_namespace,
+    namespaces,
+    page_namespace,
+    registry,
+    web_bus,
+)
 from rok_registry.web.changes import StepVolumeChanges, step_changes
+from rok_registry.web.restores import RestoreForm, audit, authorized_target
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -36,13 +51,35 @@ DIFF_LINES = 200  # paths the compare page lists per volume and kind; the rest i
 templates.env.filters["size"] = size
 templates.env.filters["when"] = when
 
-router = APIRouter(include_in_schema=False)
+
+async def _switcher(request: Request) -> None:
+    """Every page's namespace, and the namespaces its switcher offers (those the caller may read).
+
+    Without a choice a page shows the configured namespace if the caller may read it, else the first they may.
+    """
+    chosen = chosen_namespace(request)
+    request.state.namespace = page_namespace(request)
+    request.state.namespaces = [request.state.namespace]
+    if request.method == "GET" and not request.url.path.startswith(("/static/", "/restores")):
+        with contextlib.suppress(RokError):  # the switcher is a convenience: a page still answers without it
+            offered = await namespaces(request)
+            if chosen is None and offered and request.state.namespace not in offered:
+                request.state.namespace = offered[0]
+            request.state.namespaces = offered or [request.state.namespace]
+
+
+router = APIRouter(include_in_schema=False, dependencies=[Depends(_switcher)])
 
 
 def _page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    bus: WebBus = web_bus(request)
     context.setdefault("query", "")
-    return templates.TemplateResponse(request, name, {"namespace": bus.namespace, **context}, status_code=status_code)
+    namespace = request.state.namespace
+    mode = request.app.state.gate.access.mode  # what a restore may go into: a directory, or a PVC or notebook
+    shown = {"namespace": namespace, "namespaces": request.state.namespaces, "mode": mode, **context}
+    response = templates.TemplateResponse(request, name, shown, status_code=status_code)
+    if request.query_params.get("ns") == namespace:  # chosen with the switcher: remembered for the next pages
+        response.set_cookie(NAMESPACE_COOKIE, namespace, httponly=True, samesite="strict", path="/")
+    return response
 
 
 def _error_page(request: Request, error: Exception) -> HTMLResponse:
@@ -121,8 +158,9 @@ async def compare_page(request: Request, a: str = "", b: str = "") -> Response:
     try:
         parse_url(a)
         parse_url(b)
-        bus = web_bus(request)
-        changes: list[VolumeChanges] = await request_diff(await bus.nc(), bus.namespace, a, b)
+        namespace = request.state.namespace
+        await authorize(request, namespace, READ)
+        changes: list[VolumeChanges] = await request_diff(await web_bus(request).nc(), namespace, a, b)
     except RokError as error:
         return _error_page(request, error)
     return _page(request, "compare.html", a=a, b=b, changes=changes, limit=DIFF_LINES)
@@ -138,11 +176,12 @@ async def search_page(request: Request, q: str = "", queries: Any = Depends(regi
             url = parse_url(text)
         except InvalidUrl as error:
             return _error_page(request, error)
+        in_namespace = f"ns={quote(url.namespace)}"
         if url.file is None:
-            return RedirectResponse(f"/buckets/{url.bucket}", status_code=303)
-        where = f"/buckets/{url.bucket}/{url.file}"
+            return RedirectResponse(f"/buckets/{quote(url.bucket)}?{in_namespace}", status_code=303)
+        where = f"/buckets/{quote(url.bucket)}/{quote(url.file)}?{in_namespace}"
         if url.version:
-            where += f"?version={url.version}#v-{url.version}"
+            where += f"&version={quote(url.version)}#v-{quote(url.version)}"
         return RedirectResponse(where, status_code=303)
     try:
         hits = await queries.search(text)
@@ -151,29 +190,25 @@ async def search_page(request: Request, q: str = "", queries: Any = Depends(regi
     return _page(request, "search.html", hits=hits, query=text)
 
 
-class RestoreForm(BaseModel):
-    url: str
-    target: str = Field(min_length=1)
-    volumes: list[str] = Field(default_factory=list)
-
-
 @router.post("/restores")
 async def start_restore(request: Request, form: RestoreForm) -> JSONResponse:
-    target = form.target.strip()
-    if not PurePosixPath(target).is_absolute():
-        return JSONResponse({"error": f"target {target!r} must be an absolute directory path"}, status_code=400)
+    """Restore a version the caller may read into a target they may create (rok_registry.web.restores)."""
     try:
-        parse_url(form.url)
-        watch = await web_bus(request).restore(form.url, target, tuple(v for v in form.volumes if v))
+        source = parse_url(form.url).namespace
+        who = await authorize(request, source, READ)
+        target = await authorized_target(request, form, source)
+        volumes = tuple(v for v in form.volumes if v)
+        watch = await web_bus(request).restore(form.url, target, volumes, namespace=source, requested_by=who.user)
     except RokError as error:
         return JSONResponse({"error": str(error)}, status_code=_status(error))
+    audit(who, form.url, target, watch.request_id)
     return JSONResponse(watch.to_dict(), status_code=202)
 
 
 @router.get("/restores/{request_id}")
 async def restore_progress(request: Request, request_id: str) -> JSONResponse:
     try:
-        watch = web_bus(request).watch(request_id)
+        watch = web_bus(request).watch(request_id, identity(request).user)
     except NotFound as error:
         return JSONResponse({"error": str(error)}, status_code=404)
     return JSONResponse(watch.to_dict())

@@ -1,6 +1,11 @@
-// rok web pages: copy a version's URL, and restore a version while showing the restore's progress.
+// rok web pages: switch namespace, copy a version's URL, and restore a version while showing its progress.
 (function () {
   "use strict";
+
+  document.addEventListener("change", (event) => {
+    const select = event.target.closest("header form.namespace select");
+    if (select) select.form.submit();
+  });
 
   async function copyText(text) {
     if (navigator.clipboard && window.isSecureContext) {
@@ -101,12 +106,16 @@
       clearTimeout(polling);
       const target = document.getElementById("restore-target").value.trim();
       const volume = document.getElementById("restore-volume").value;
+      const kind = document.getElementById("restore-kind");
       startButton.disabled = true;
       message.className = "message"; message.textContent = "Requesting…";
       const response = await fetch("/restores", {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ url: currentUrl, target: target, volumes: volume ? [volume] : [] }),
+        body: JSON.stringify(Object.assign(
+          { url: currentUrl, target: target, volumes: volume ? [volume] : [] },
+          kind ? { kind: kind.value } : {},  // in a cluster: a new PVC or notebook server, never a directory
+        )),
       });
       const status = await response.json();
       if (!response.ok) {
