@@ -39,6 +39,7 @@ def system(tmp_path_factory, otlp_collector: OtlpCollector):
         "OTEL_RESOURCE_ATTRIBUTES": "k8s.node.name=test-node,deployment.environment=test",
         "OTEL_BSP_SCHEDULE_DELAY": "200",  # milliseconds between a process's exports
         "ROK_VOLUME_ROOTS": str(tmp_path_factory.getbasetemp()),  # the tests' notebooks are in their tmp_path
+        "ROK_RESTORE_ROOTS": str(tmp_path_factory.getbasetemp()),  # and so are the web page's restores
     }
     for variable in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_SDK_DISABLED", "ROK_OTEL_FILE"):
         env.pop(variable, None)
@@ -206,7 +207,10 @@ def test_each_step_event_is_one_trace_from_rok_run_to_the_registry_commit_and_a_
         urllib.request.Request(
             f"http://127.0.0.1:{system['ROK_REGISTRY_PORT']}/restores",
             data=json.dumps({"url": urls["write/before"], "target": str(tmp_path / "from-web")}).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {web_token(Path(system['ROK_STATE_DIR']))}",  # the local user's
+            },
             method="POST",
         ),
         timeout=10,

@@ -43,6 +43,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from rokcommon.errors import Forbidden, TemporaryError
+from rokcommon.settings import split_roots
 
 log = logging.getLogger(__name__)
 
@@ -88,13 +89,13 @@ class AccessSettings(BaseSettings):
     kubeconfig: Path | None = Field(None, description="kubeconfig file (kube=kubeconfig); default ~/.kube/config")
     access_cache_seconds: float = Field(30.0, ge=0, description="seconds an access review's answer is reused")
     restore_roots: str = Field(
-        "", description="local mode: directories restores may write under, comma-separated; default: home and tmp"
+        "", description="local mode: directories (':'-separated) restores may write under; default: home and tmp"
     )
 
     @property
     def roots(self) -> tuple[Path, ...]:
         """The directories a local restore may write under (never a symlink out of them)."""
-        given = [Path(p.strip()).expanduser() for p in self.restore_roots.split(",") if p.strip()]
+        given = [Path(p).expanduser() for p in split_roots(self.restore_roots)]
         return tuple(given or (Path.home(), Path(tempfile.gettempdir())))
 
 

@@ -54,7 +54,7 @@ class RokSettings(BaseSettings):
     @field_validator("volume_roots")
     @classmethod
     def _absolute_roots(cls, value: str) -> str:
-        relative = [r for r in _split_roots(value) if not PurePosixPath(r).is_absolute()]
+        relative = [r for r in split_roots(value) if not PurePosixPath(r).is_absolute()]
         if relative:
             raise ValueError(f"ROK_VOLUME_ROOTS must list absolute directories, got {', '.join(relative)}")
         return value
@@ -64,7 +64,7 @@ class RokSettings(BaseSettings):
         """The directories the snapshotter reads local volumes in: the configured ones (default the home
         directory) and the state directory, where ``rok run`` clones a run's volumes. ``rok run`` checks a
         pipeline's volumes against them before it starts."""
-        given = tuple(Path(r) for r in _split_roots(self.volume_roots)) or (Path.home(),)
+        given = tuple(Path(r) for r in split_roots(self.volume_roots)) or (Path.home(),)
         return (*given, self.state_dir)
 
     @property
@@ -76,7 +76,8 @@ class RokSettings(BaseSettings):
         return [s.strip() for s in self.nats_url.split(",") if s.strip()]
 
 
-def _split_roots(value: str) -> list[str]:
+def split_roots(value: str) -> list[str]:
+    """Directories listed as in PATH (':'-separated), as ROK_VOLUME_ROOTS and ROK_RESTORE_ROOTS give them."""
     return [r.strip() for r in value.split(os.pathsep) if r.strip()]
 
 
