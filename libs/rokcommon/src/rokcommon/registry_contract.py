@@ -260,5 +260,20 @@ def error_body(error: Exception) -> ErrorBody:
     return ErrorBody(kind=kind, message=str(error))
 
 
+REPLY_HEADROOM = 4096  # bytes of a reply's message left for the headers a responder adds
+
+
+def encode_reply(reply: Reply, limit: int) -> bytes:
+    """The reply as sent; one larger than a message may be (``limit``: the server's ``max_payload``) becomes an
+    ``invalid`` error that says so, for the asker to narrow the request, instead of a reply that never arrives."""
+    data = reply.model_dump_json().encode()
+    if len(data) <= limit - REPLY_HEADROOM:
+        return data
+    too_large = InvalidRequest(
+        f"the answer is {len(data)} bytes, more than one NATS message carries ({limit} bytes); ask for less"
+    )
+    return Reply(error=error_body(too_large)).model_dump_json().encode()
+
+
 def raise_error(body: ErrorBody) -> None:
     raise dict(ERROR_KINDS)[body.kind](body.message)

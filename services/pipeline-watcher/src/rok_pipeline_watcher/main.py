@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Coroutine
 from typing import Any
 
@@ -47,7 +48,14 @@ async def serve(
 
     ``api_client`` overrides how the Kubernetes API is reached (tests).
     """
-    nc = await bus.connect(settings, name="rok-pipeline-watcher")
+    lost = asyncio.Event()
+    stopping = False
+
+    async def closed() -> None:
+        if not stopping:
+            lost.set()
+
+    nc = await bus.connect(settings, name="rok-pipeline-watcher", closed_cb=closed)
     js = nc.jetstream()
     await ensure_streams(js, replicas=settings.stream_replicas)
 
@@ -116,13 +124,20 @@ async def serve(
         if ready is not None:
             ready.set()
 
-    helpers: list[asyncio.Task[Any]] = [asyncio.create_task(announce()), asyncio.create_task(stop.wait())]
+    helpers: list[asyncio.Task[Any]] = [
+        asyncio.create_task(announce()),
+        asyncio.create_task(stop.wait()),
+        asyncio.create_task(lost.wait()),
+    ]
     try:
-        await asyncio.wait([helpers[1], *tasks], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*helpers[1:], *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             if task.done():
                 task.result()  # a source that died: say why
+        if lost.is_set():
+            raise bus.BusConnectionLost(f"the NATS connection closed for good: {nc.last_error or 'by the server'}")
     finally:
+        stopping = True
         log.info("stopping")
         for task in [*helpers, *tasks]:
             task.cancel()
@@ -131,7 +146,8 @@ async def serve(
                 await task
         for cleanup in cleanups:
             await cleanup()
-        await nc.drain()
+        if not nc.is_closed:
+            await nc.drain()
 
 
 async def _when(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
@@ -158,5 +174,8 @@ def main() -> None:
 
     try:
         asyncio.run(run())
+    except bus.BusConnectionLost as error:
+        log.critical("%s; exiting to be restarted", error)
+        sys.exit(bus.EXIT_BUS_LOST)
     finally:
         telemetry.shutdown()
