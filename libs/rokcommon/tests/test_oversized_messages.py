@@ -13,7 +13,7 @@ import pytest
 from faststream.nats import NatsMessage
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from rokcommon import bus, payloads, streams, subjects
+from rokcommon import bus, dead_letters, payloads, streams, subjects
 from rokcommon.events import RunFinished, RunRef, RunStarted, VolumeRef
 from rokcommon.service import Service
 from rokcommon.settings import RokSettings
@@ -99,7 +99,8 @@ async def test_a_poison_message_just_under_max_payload_is_dead_lettered_bounded_
     async def on_finished(event: RunFinished) -> None:
         await handled.put(event)
 
-    poison = b"{" + b"x" * (SMALL_MAX_PAYLOAD - 8)  # not JSON, a few bytes under the limit with no headers
+    # not JSON, with no headers 300 bytes under the limit: too large for a dead letter's headers, not for a replay's
+    poison = b"{" + b"x" * (SMALL_MAX_PAYLOAD - 301)
     try:
         async with running(service):
             ack = await js.publish(subjects.RUN_FINISHED, poison)
@@ -109,8 +110,15 @@ async def test_a_poison_message_just_under_max_payload_is_dead_lettered_bounded_
             await bus.publish(js, good)
             assert await asyncio.wait_for(handled.get(), 10) == good
         info = await js.consumer_info(streams.PIPELINE.name, "test-poison")
+        # a replay of the cut letter republishes the whole original, which its stream still holds
+        [kept] = await dead_letters.letters(js)
+        again = await dead_letters.replay(js, kept)
+        replayed = await js.get_msg(streams.PIPELINE.name, again.sequence)
+        assert (await dead_letters.letter(js, kept.id)).replayed == again
     finally:
         await nc.close()
+    assert kept.truncated and kept.size == len(poison)
+    assert replayed.data == poison and again.sequence == ack.seq + 2
     assert letter.headers[bus.DEAD_TRUNCATED] == "true"
     assert letter.headers[bus.DEAD_SIZE] == str(len(poison))
     assert letter.data == poison[: bus.DEAD_PREFIX]
@@ -178,8 +186,8 @@ async def test_a_connection_the_server_closes_for_good_ends_the_service_with_an_
     async def on_finished(event: RunFinished) -> None: ...
 
     serving = asyncio.create_task(service.serve())
-    for _ in range(100):
-        if service.connected:
+    for _ in range(100):  # until its consumers are bound
+        if service.connected and service.broker.running:
             break
         await asyncio.sleep(0.1)
     assert service.connected

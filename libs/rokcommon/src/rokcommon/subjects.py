@@ -20,7 +20,7 @@ RESTORE_REQUESTED = "rok.restore.requested.v1"
 RESTORE_COMPLETED = "rok.restore.completed.v1"
 RESTORE_FAILED = "rok.restore.failed.v1"
 RESTORE_PROGRESS = "rok.restore.progress.v1"  # + .<request id>; core NATS only, never stored
-DEAD_LETTER = "rok.dlq.v1"  # + .<stream>.<consumer>
+DEAD_LETTER = "rok.dlq.v1"  # + .<stream>.<consumer>; + .replayed.<letter>: that letter was replayed
 
 # Request-reply: the full diff between two versions, answered by a service that holds the store (the restorer)
 STORE_DIFF = "rok.store.diff.v1"
@@ -73,3 +73,8 @@ def restore_progress(request_id: str) -> str:
 
 def dead_letter(stream: str, consumer: str) -> str:
     return f"{DEAD_LETTER}.{stream}.{consumer}"
+
+
+def dead_letter_replayed(letter: int | str) -> str:
+    """The subject of the mark that dead letter ``letter`` (its sequence in the dead-letter stream) was replayed."""
+    return f"{DEAD_LETTER}.replayed.{letter}"
