@@ -19,6 +19,7 @@ from typing import Any
 from rokcommon import bus
 from rokcommon.events import Event
 from rokcommon.logs import setup_logging
+from rokcommon.settings import InvalidSettings, load
 from rokcommon.streams import ensure_streams
 from rokcommon.telemetry import instruments, setup_telemetry
 
@@ -161,7 +162,10 @@ async def _when(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
 
 
 def main() -> None:
-    settings = WatcherSettings()
+    try:
+        settings = load(WatcherSettings)
+    except InvalidSettings as error:
+        sys.exit(f"rok-pipeline-watcher: {error}")
     setup_logging("pipeline-watcher", level=settings.log_level, fmt=settings.log_format)
     telemetry = setup_telemetry("pipeline-watcher")
 

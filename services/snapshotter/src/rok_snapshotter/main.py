@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.service import Service
+from rokcommon.settings import InvalidSettings, load
 from rokcommon.telemetry import Instruments
 
 from rok_snapshotter.handlers import subscribe
@@ -63,4 +65,8 @@ def build(
 
 
 def main() -> None:
-    build().run()
+    try:
+        settings = load(SnapshotterSettings)
+    except InvalidSettings as error:
+        sys.exit(f"rok-snapshotter: {error}")
+    build(settings).run()

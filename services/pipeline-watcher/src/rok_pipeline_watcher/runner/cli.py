@@ -23,6 +23,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
     from rokcommon.connection import connect as connect_or_fail
     from rokcommon.logs import setup_logging
     from rokcommon.permissions import RUNNER
+    from rokcommon.settings import load as load_settings
 
     from rok_pipeline_watcher.runner.engine import Runner
     from rok_pipeline_watcher.runner.nats_bus import NatsBus
@@ -30,7 +31,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
     from rok_pipeline_watcher.runner.progress import follow_progress
     from rok_pipeline_watcher.settings import LocalRunSettings
 
-    settings = LocalRunSettings()
+    settings = load_settings(LocalRunSettings)
     setup_logging("run", level="WARNING", fmt="text")
     pipeline = load(pipeline_file)
 
