@@ -209,8 +209,11 @@ class FindVersion(Query):
     attempt: int | None = None
 
 
+SEARCH_TEXT_MAX = 500  # characters of a search query: longer than any name, URL or id it could match
+
+
 class Search(Query):
-    text: str = Field(min_length=1, max_length=500)
+    text: str = Field(min_length=1, max_length=SEARCH_TEXT_MAX)
     limit: int = Field(50, ge=1, le=500)
 
 
