@@ -144,7 +144,7 @@ async def dead_letter(
     }
     letter = subjects.dead_letter(stream, consumer)
     ours[EXPECTED_STREAM] = DLQ.name
-    most = payloads.limit(client(js))
+    most = payloads.limit(payloads.connection(js))
     if payloads.message_size(payload, {**keep, **ours}) > most:
         ours[DEAD_TRUNCATED] = "true"
         if payloads.header_size({**keep, **ours}) + DEAD_PREFIX > most:
@@ -174,19 +174,13 @@ async def publish_checked(
     """``js.publish`` to ``stream``, measured first: a message the server would refuse is a
     :class:`~rokcommon.payloads.MessageTooLarge` here, and the connection stays up."""
     complete = {**(headers or {}), EXPECTED_STREAM: stream}  # js.publish adds it: count it too
-    payloads.check(client(js), subject, payload, complete)
+    payloads.check(payloads.connection(js), subject, payload, complete)
     return await js.publish(subject, payload, stream=stream, headers=complete, timeout=timeout)
 
 
 def dead_letter_id(stream: str, sequence: int, consumer: str) -> str:
     """The de-duplication id of one consumer's dead letter of one message."""
     return f"dlq:{stream}:{sequence}:{consumer}"
-
-
-def client(js: JetStreamContext) -> Client:
-    """The connection a JetStream context publishes on (nats-py keeps it private)."""
-    nc: Client = js._nc
-    return nc
 
 
 async def forward_max_deliveries(js: JetStreamContext, advisory: Msg) -> None:

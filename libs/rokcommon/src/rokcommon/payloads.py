@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from nats.aio.client import Client
+from nats.js import JetStreamContext
 
 from rokcommon.errors import PermanentError
 
@@ -53,3 +54,9 @@ def check(nc: Client, subject: str, payload: bytes, headers: Mapping[str, str] |
     size, most = message_size(payload, headers), limit(nc)
     if size > most:
         raise MessageTooLarge(subject, size, most)
+
+
+def connection(js: JetStreamContext) -> Client:
+    """The connection a JetStream context publishes on (nats-py keeps it private)."""
+    nc: Client = js._nc
+    return nc
