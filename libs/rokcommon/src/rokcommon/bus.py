@@ -96,7 +96,6 @@ async def publish(js: JetStreamContext, event: Event, *, timeout: float = 10.0) 
     """Publish an event to its stream; a re-publish of the same fact is dropped by the stream (``ack.duplicate``)."""
     subject = event.subject_for()
     stream = stream_for_subject(subject).name
-    payload, headers = event.model_dump_json().encode(), event_headers(event)
     with tracer.start_as_current_span(
         f"{subject} publish",
         kind=SpanKind.PRODUCER,
@@ -107,6 +106,7 @@ async def publish(js: JetStreamContext, event: Event, *, timeout: float = 10.0) 
             "messaging.message.id": event.event_id,
         },
     ):
+        payload, headers = event.model_dump_json().encode(), event_headers(event)  # in the span: its traceparent
         ack = await publish_checked(js, subject, payload, stream=stream, headers=headers, timeout=timeout)
     log.debug("published", extra={"event_id": event.event_id, "subject": subject, "duplicate": ack.duplicate})
     return ack
