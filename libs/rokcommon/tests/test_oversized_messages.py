@@ -196,3 +196,32 @@ async def test_a_connection_the_server_closes_for_good_ends_the_service_with_an_
     with pytest.raises(bus.BusConnectionLost, match="closed for good"):
         await asyncio.wait_for(serving, 20)
     assert not service.connected
+
+
+SERVICE_THAT_SENDS_AN_UNGUARDED_MESSAGE = """
+import sys
+from rokcommon.service import Service
+from rokcommon.settings import RokSettings
+
+service = Service("unguarded", RokSettings(nats_url=sys.argv[1], log_format="text"), graceful_timeout=2.0)
+
+@service.app.after_startup
+async def send() -> None:  # payload under the limit, headers over it: the server closes the connection
+    await service.broker.connection.publish("test.x", b"z" * (int(sys.argv[2]) - 10), headers={"H": "v" * 100})
+
+service.run()
+"""
+
+
+def test_a_service_process_whose_connection_closes_for_good_exits_with_code_70(small_payload_nats: NatsServer) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", SERVICE_THAT_SENDS_AN_UNGUARDED_MESSAGE, small_payload_nats.url, str(SMALL_MAX_PAYLOAD)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == bus.EXIT_BUS_LOST == 70, done.stderr[-2000:]
+    assert "the NATS connection closed for good" in done.stderr
