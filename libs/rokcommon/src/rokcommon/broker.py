@@ -36,3 +36,13 @@ class ServiceBroker(NatsBroker):
         await connection.connect(**self._connection_kwargs)
         self.config.connect(connection)
         return connection
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now: False before it connects, while it reconnects, once it closed."""
+        return self._connection is not None and self._connection.is_connected
+
+    @property
+    def last_error(self) -> Exception | None:
+        """Why the connection last failed (nats-py keeps the server's error, e.g. a maximum payload violation)."""
+        return self._connection.last_error if self._connection is not None else None

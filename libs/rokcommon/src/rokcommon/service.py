@@ -184,8 +184,7 @@ class Service:
     def connected(self) -> bool:
         """Whether the broker's connection to NATS is up now (for readiness): False before it connects, while
         it reconnects, and once it closed."""
-        connection = self.broker._connection
-        return connection is not None and connection.is_connected
+        return self.broker.connected
 
     async def _disconnected(self) -> None:
         if self.broker.running:
@@ -198,8 +197,7 @@ class Service:
         """nats-py gave the connection up (the server closed it with an error): stop, so that run() fails."""
         if not self.broker.running:
             return  # our own shutdown drained it
-        error = self.broker._connection.last_error if self.broker._connection else None
-        self.lost = f"{error or 'closed by the server'}"
+        self.lost = f"{self.broker.last_error or 'closed by the server'}"
         log.error("%s: the NATS connection closed for good (%s); exiting to be restarted", self.name, self.lost)
         self.app.exit()
 
