@@ -20,7 +20,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 from pydantic import ValidationError
 
-from rokcommon import subjects
+from rokcommon import payloads, subjects
 from rokcommon.errors import InvalidRequest, TemporaryError
 from rokcommon.events import Model, Phase, invalid_event
 from rokcommon.registry_contract import (
@@ -103,10 +103,10 @@ class RegistryClient:
         ):
             headers: dict[str, str] = {}
             propagate.inject(headers)
+            data = request.model_dump_json().encode()
+            payloads.check(self.nc, subject, data, headers)
             try:
-                msg = await self.nc.request(
-                    subject, request.model_dump_json().encode(), timeout=self.timeout, headers=headers
-                )
+                msg = await self.nc.request(subject, data, timeout=self.timeout, headers=headers)
             except NoRespondersError:
                 raise TemporaryError(
                     f"no registry answers on {subject}: is rok-registry running (rok up)?", delay=1.0
