@@ -133,7 +133,9 @@ CASES: dict[str, Case] = {
     "dlq show of a malformed id": Case(lambda s, t: ["dlq", "show", "first"], USAGE),
     "dlq replay of an unknown letter": Case(lambda s, t: ["dlq", "replay", "999999"], NOT_FOUND),
     "dlq replay without an id, --all or --subject": Case(lambda s, t: ["dlq", "replay"], USAGE),
-    "dlq replay --all of nothing new": Case(lambda s, t: ["dlq", "replay", "--subject", "rok.none.v1", "--json"], DONE),
+    "dlq replay --subject with nothing to replay": Case(
+        lambda s, t: ["dlq", "replay", "--subject", "rok.none.v1", "--json"], DONE
+    ),
     "dlq ls without a bus": Case(lambda s, t: ["dlq", "ls"], NO_ANSWER, _no_bus),
     # rok repo / rok snapshot: the store engine alone
     "repo init": Case(lambda s, t: ["repo", "init", "--repo", _repo(t)], DONE),

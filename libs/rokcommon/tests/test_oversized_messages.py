@@ -168,6 +168,12 @@ async def test_a_reply_over_max_payload_is_not_sent_and_the_responder_stays_conn
     nc = await nats.connect(small_payload_nats.url)
     try:
         async with running(service):
+            for _ in range(50):  # until the server knows the responder's subscription
+                try:
+                    await nc.request("test.echo", b"1", timeout=5)
+                    break
+                except nats.errors.NoRespondersError:
+                    await asyncio.sleep(0.1)
             with pytest.raises(nats.errors.TimeoutError):
                 await nc.request("test.echo", str(SMALL_MAX_PAYLOAD - 10).encode(), timeout=2)
             assert service.connected
