@@ -127,6 +127,16 @@ CASES: dict[str, Case] = {
     "diff with an unknown version": Case(lambda s, t: ["diff", _url(s), _unknown(s)], NOT_FOUND),
     "diff of a malformed URL": Case(lambda s, t: ["diff", _url(s), "nope"], USAGE),
     "diff without a bus": Case(lambda s, t: ["diff", _url(s), _url(s)], NO_ANSWER, _no_bus),
+    # rok dlq
+    "dlq ls": Case(lambda s, t: ["dlq", "ls", "--json"], DONE),
+    "dlq show of an unknown letter": Case(lambda s, t: ["dlq", "show", "999999"], NOT_FOUND),
+    "dlq show of a malformed id": Case(lambda s, t: ["dlq", "show", "first"], USAGE),
+    "dlq replay of an unknown letter": Case(lambda s, t: ["dlq", "replay", "999999"], NOT_FOUND),
+    "dlq replay without an id, --all or --subject": Case(lambda s, t: ["dlq", "replay"], USAGE),
+    "dlq replay --subject with nothing to replay": Case(
+        lambda s, t: ["dlq", "replay", "--subject", "rok.none.v1", "--json"], DONE
+    ),
+    "dlq ls without a bus": Case(lambda s, t: ["dlq", "ls"], NO_ANSWER, _no_bus),
     # rok repo / rok snapshot: the store engine alone
     "repo init": Case(lambda s, t: ["repo", "init", "--repo", _repo(t)], DONE),
     "repo init of an existing repository": Case(lambda s, t: ["repo", "init", "--repo", _made_repo(s, t)], FAILED),

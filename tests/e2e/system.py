@@ -25,6 +25,7 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from rokcommon import bus, streams, subjects
+from rokcommon.errors import InvalidEvent
 from rokcommon.events import (
     DirectoryTarget,
     Event,
@@ -164,7 +165,8 @@ class System:
                 await asyncio.sleep(0.1)
                 continue
             for msg in messages:
-                self._record(msg.subject, msg.data, msg.metadata.sequence.stream)
+                with contextlib.suppress(InvalidEvent):  # a test's poison message is no event to record
+                    self._record(msg.subject, msg.data, msg.metadata.sequence.stream)
                 with contextlib.suppress(Exception):
                     await msg.ack()
 

@@ -14,7 +14,7 @@ import nats.errors
 import pytest
 from faststream.nats import NatsMessage
 from nats.aio.client import Client
-from rokcommon import permissions, streams, subjects
+from rokcommon import bus, dead_letters, permissions, streams, subjects
 from rokcommon.events import RestoreRequested
 from rokcommon.service import Service
 from rokcommon.settings import RokSettings
@@ -240,3 +240,31 @@ def test_every_user_replies_on_its_own_inbox_only() -> None:
         assert f'"_INBOX.{user}.>"' in rendered
     assert '"_INBOX.>"' not in rendered
     assert '">"' not in rendered
+
+
+async def test_the_operator_reads_and_replays_dead_letters_but_forges_no_version(
+    nats_with_users: UsersNats, admin: Client
+) -> None:
+    await bus.dead_letter(
+        admin.jetstream(),
+        payload=b"{}",
+        subject=subjects.RUN_FINISHED,
+        stream=streams.PIPELINE.name,
+        consumer="registry-pipeline",
+        sequence=7,
+        deliveries=1,
+        reason="invalid RunFinished",
+    )
+    async with login(nats_with_users, permissions.OPERATOR) as operator:
+        js = operator.nc.jetstream()
+        [letter] = await dead_letters.letters(js)
+        again = await dead_letters.replay(js, letter)
+        assert (await dead_letters.letter(js, letter.id)).replayed == again
+        await operator.nc.publish(subjects.VERSION_COMMITTED, b"{}")
+        await operator.refused("publish", subjects.VERSION_COMMITTED)
+    assert await stored(admin, streams.PIPELINE.name) == 1
+    assert await stored(admin, streams.VERSIONS.name) == 0
+    # a person's cli may not replay: it cannot read the dead letters
+    async with login(nats_with_users, permissions.CLI) as cli:
+        await cli.nc.publish(f"{permissions.API}.STREAM.MSG.GET.{streams.DLQ.name}", b"{}")
+        await cli.refused("publish", f"$JS.API.STREAM.MSG.GET.{streams.DLQ.name}")

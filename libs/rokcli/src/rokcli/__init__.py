@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "show": "rokcli.user:show",
     "restore": "rokcli.restore:restore",
     "diff": "rokcli.user:diff",
+    "dlq": "rokcli.dlq:dlq",
     "version": "rokcli.versions:version_command",
     "completion": "rokcli.completion:completion",
 }

@@ -1,7 +1,9 @@
 """Talking to NATS JetStream with nats-py: connect, publish an event, dead-letter a message.
 
 Services consume through FastStream (:mod:`rokcommon.service`); this module is what publishers outside a
-FastStream handler (the pipeline-watcher, the CLI, tests) and the dead-letter machinery use.
+FastStream handler (the pipeline-watcher, the CLI, tests) and the dead-letter machinery use. Every publish here
+is measured against the server's ``max_payload`` first (:mod:`rokcommon.payloads`): an oversized message is an
+error of that publish, never a closed connection.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 import nats
 from nats.aio.client import Client
@@ -19,8 +22,8 @@ from nats.js.api import PubAck
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from rokcommon import credentials
-from rokcommon.errors import TemporaryError
+from rokcommon import credentials, payloads, subjects
+from rokcommon.errors import RokError, TemporaryError
 from rokcommon.events import Event
 from rokcommon.settings import RokSettings
 from rokcommon.streams import DLQ, MAX_DELIVERIES_ADVISORY, stream_for_subject
@@ -30,13 +33,32 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer("rokcommon.bus")
 
 MSG_ID = "Nats-Msg-Id"
-# Headers of a dead letter: why it died and where it came from; the payload is the original, untouched.
+EXPECTED_STREAM = "Nats-Expected-Stream"
+# Headers of a dead letter: why it died, where it came from, which consumer gave up on it and when. The payload
+# is the original, untouched, unless the whole would not fit in a message: then it is the first
+# DEAD_PREFIX bytes, DEAD_TRUNCATED says so, and the original stays in its stream at its sequence.
 DEAD_REASON = "Rok-Dead-Reason"
 DEAD_SUBJECT = "Rok-Original-Subject"
 DEAD_STREAM = "Rok-Original-Stream"
 DEAD_CONSUMER = "Rok-Original-Consumer"
 DEAD_SEQUENCE = "Rok-Original-Sequence"
 DEAD_DELIVERIES = "Rok-Deliveries"
+DEAD_AT = "Rok-Dead-At"
+DEAD_SIZE = "Rok-Original-Size"
+DEAD_TRUNCATED = "Rok-Payload-Truncated"
+DEAD_PREFIX = 16 * 1024  # bytes of an oversized payload a dead letter keeps
+
+
+EXIT_BUS_LOST = 70  # a process's exit code when its NATS connection closed for good (EX_SOFTWARE)
+
+
+class BusConnectionLost(RokError):
+    """A long-running process's NATS connection was closed for good: the process must be restarted.
+
+    nats-py reconnects by itself after a network failure or a server restart; it gives a connection up only when
+    the server closed it with an error (a message over ``max_payload``, an authorization change). A service that
+    went on without it would look alive and hear nothing.
+    """
 
 
 async def connect(
@@ -86,13 +108,8 @@ async def publish(js: JetStreamContext, event: Event, *, timeout: float = 10.0) 
             **event_attributes(event),
         },
     ):
-        ack = await js.publish(
-            subject,
-            event.model_dump_json().encode(),
-            stream=stream,
-            headers=event_headers(event),
-            timeout=timeout,
-        )
+        payload, headers = event.model_dump_json().encode(), event_headers(event)  # in the span: its traceparent
+        ack = await publish_checked(js, subject, payload, stream=stream, headers=headers, timeout=timeout)
     log.debug("published", extra={"event_id": event.event_id, "subject": subject, "duplicate": ack.duplicate})
     return ack
 
@@ -111,22 +128,31 @@ async def dead_letter(
 ) -> None:
     """Keep a message that can never be processed, with the reason, in ``ROK_DLQ``.
 
-    The id is the original's stream and sequence, so the consumer's own dead-lettering and the advisory
-    forwarder never store the same message twice.
+    The id is the original's stream and sequence and the consumer that gave up: every consumer's rejection of
+    a message is kept, and a consumer's own dead-lettering and the advisory forwarder never store the same one
+    twice. A letter that would not fit in a message keeps its headers and the first :data:`DEAD_PREFIX` bytes.
     """
     keep = {k: v for k, v in (headers or {}).items() if k != MSG_ID}
-    keep.update(
-        {
-            MSG_ID: f"dlq:{stream}:{sequence}",
-            DEAD_REASON: reason.replace("\r", " ").replace("\n", " ")[:1000],
-            DEAD_SUBJECT: subject,
-            DEAD_STREAM: stream,
-            DEAD_CONSUMER: consumer,
-            DEAD_SEQUENCE: str(sequence),
-            DEAD_DELIVERIES: str(deliveries),
-        }
-    )
-    await js.publish(f"{DLQ.subjects[0][:-2]}.{stream}.{consumer}", payload, stream=DLQ.name, headers=keep)
+    ours = {
+        MSG_ID: dead_letter_id(stream, sequence, consumer),
+        DEAD_REASON: reason.replace("\r", " ").replace("\n", " ")[:1000],
+        DEAD_SUBJECT: subject,
+        DEAD_STREAM: stream,
+        DEAD_CONSUMER: consumer,
+        DEAD_SEQUENCE: str(sequence),
+        DEAD_DELIVERIES: str(deliveries),
+        DEAD_AT: datetime.now(UTC).isoformat(),
+        DEAD_SIZE: str(len(payload)),
+    }
+    letter = subjects.dead_letter(stream, consumer)
+    ours[EXPECTED_STREAM] = DLQ.name
+    most = payloads.limit(payloads.connection(js))
+    if payloads.message_size(payload, {**keep, **ours}) > most:
+        ours[DEAD_TRUNCATED] = "true"
+        if payloads.header_size({**keep, **ours}) + DEAD_PREFIX > most:
+            keep = {}  # the original's own headers are what made it too large: ours say where it is
+        payload = payload[: max(0, min(DEAD_PREFIX, most - payloads.header_size({**keep, **ours})))]
+    await publish_checked(js, letter, payload, stream=DLQ.name, headers={**keep, **ours})
     log.warning(
         "dead-lettered %s #%d from %s/%s: %s",
         subject,
@@ -134,8 +160,29 @@ async def dead_letter(
         stream,
         consumer,
         reason,
-        extra={"stream": stream, "consumer": consumer, "sequence": sequence},
+        extra={"stream": stream, "consumer": consumer, "sequence": sequence, "truncated": DEAD_TRUNCATED in ours},
     )
+
+
+async def publish_checked(
+    js: JetStreamContext,
+    subject: str,
+    payload: bytes,
+    *,
+    stream: str,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+) -> PubAck:
+    """``js.publish`` to ``stream``, measured first: a message the server would refuse is a
+    :class:`~rokcommon.payloads.MessageTooLarge` here, and the connection stays up."""
+    complete = {**(headers or {}), EXPECTED_STREAM: stream}  # js.publish adds it: count it too
+    payloads.check(payloads.connection(js), subject, payload, complete)
+    return await js.publish(subject, payload, stream=stream, headers=complete, timeout=timeout)
+
+
+def dead_letter_id(stream: str, sequence: int, consumer: str) -> str:
+    """The de-duplication id of one consumer's dead letter of one message."""
+    return f"dlq:{stream}:{sequence}:{consumer}"
 
 
 async def forward_max_deliveries(js: JetStreamContext, advisory: Msg) -> None:

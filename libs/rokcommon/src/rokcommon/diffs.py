@@ -21,7 +21,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
-from rokcommon import subjects
+from rokcommon import payloads, subjects
 from rokcommon.errors import TemporaryError
 from rokcommon.events import Model, Name
 from rokcommon.registry_contract import Reply, raise_error
@@ -87,10 +87,10 @@ async def request_diff(
         span.set_attribute("messaging.destination.name", subjects.STORE_DIFF)
         headers: dict[str, str] = {}
         propagate.inject(headers)
+        data = request.model_dump_json().encode()
+        payloads.check(nc, subjects.STORE_DIFF, data, headers)
         try:
-            msg = await nc.request(
-                subjects.STORE_DIFF, request.model_dump_json().encode(), timeout=timeout, headers=headers
-            )
+            msg = await nc.request(subjects.STORE_DIFF, data, timeout=timeout, headers=headers)
         except NoRespondersError:
             raise TemporaryError(
                 f"no service answers diffs on {subjects.STORE_DIFF}: is rok-restorer running (rok up)?", delay=1.0

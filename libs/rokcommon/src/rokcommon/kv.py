@@ -15,6 +15,7 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from rokcommon import payloads
 from rokcommon.errors import TemporaryError
 
 
@@ -63,6 +64,8 @@ class LazyBucket:
         return entry.value or None
 
     async def put(self, key: str, value: bytes) -> None:
+        """Keep ``value`` under ``key``; a value too large for a message is a ``MessageTooLarge``, not retried."""
+        payloads.check(payloads.connection(self._jetstream()), f"$KV.{self.name}.{key}", value)
         try:
             await (await self.bucket()).put(key, value)
         except Exception as error:

@@ -19,17 +19,18 @@ from dataclasses import dataclass
 
 from rokcommon import streams, subjects
 
-WATCHER, SNAPSHOTTER, REGISTRY, RESTORER, GUARD, CLI, RUNNER = (
+WATCHER, SNAPSHOTTER, REGISTRY, RESTORER, GUARD, CLI, OPERATOR, RUNNER = (
     "pipeline-watcher",
     "snapshotter",
     "registry",
     "restorer",
     "guard",
     "cli",
+    "operator",
     "runner",
 )
 # the users of a cluster; the local runner (``rok run``) exists on one machine only
-CLUSTER_USERS = (WATCHER, SNAPSHOTTER, REGISTRY, RESTORER, GUARD, CLI)
+CLUSTER_USERS = (WATCHER, SNAPSHOTTER, REGISTRY, RESTORER, GUARD, CLI, OPERATOR)
 LOCAL_USERS = (*CLUSTER_USERS, RUNNER)
 
 API = "$JS.API"
@@ -213,6 +214,26 @@ def cli() -> Permissions:
     )
 
 
+def operator() -> Permissions:
+    """Whoever runs ``rok dlq``: reads the dead letters (and the originals of truncated ones), and replays them
+    to the subjects rok's consumers take — which is why it is a user of its own, not a person's ``cli``."""
+    dlq = streams.DLQ.name
+    return Permissions(
+        OPERATOR,
+        "inspects and replays dead letters (rok dlq)",
+        (
+            *RUN_AND_STEP_EVENTS,
+            *SNAPSHOT_RESULTS,
+            subjects.RESTORE_REQUESTED,
+            subjects.dead_letter_replayed("*"),
+            *manage_streams(),
+            *(f"{API}.STREAM.MSG.GET.{stream}" for stream in ROK_STREAMS),
+            f"{API}.STREAM.INFO.{dlq}",
+        ),
+        (),
+    )
+
+
 def runner() -> Permissions:
     """The local runner (``rok run``), which plays KFP and the watcher: run and step events, the clone's restore."""
     return Permissions(
@@ -240,6 +261,7 @@ def table(users: Iterable[str] = CLUSTER_USERS, *, node: str | None = None) -> t
         RESTORER: restorer,
         GUARD: guard,
         CLI: cli,
+        OPERATOR: operator,
         RUNNER: runner,
     }
     return tuple(make[user]() for user in users)

@@ -18,10 +18,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
+from pydantic import ValidationError
 
-from rokcommon import subjects
-from rokcommon.errors import TemporaryError
-from rokcommon.events import Model, Phase
+from rokcommon import payloads, subjects
+from rokcommon.errors import InvalidRequest, TemporaryError
+from rokcommon.events import Model, Phase, invalid_event
 from rokcommon.registry_contract import (
     QUERIES,
     Bucket,
@@ -90,7 +91,10 @@ class RegistryClient:
 
     async def _ask(self, name: str, result: type[T], **fields: Any) -> T:
         request_model, _ = QUERIES[name]
-        request = request_model(namespace=self.namespace, **fields)
+        try:
+            request = request_model(namespace=self.namespace, **fields)
+        except ValidationError as error:  # asked wrongly (a 100 KB search): the asker's error, in one line
+            raise InvalidRequest(str(invalid_event(request_model, error))) from None
         subject = subjects.registry_query(name)
         with tracer.start_as_current_span(
             f"{subject} request",
@@ -99,10 +103,10 @@ class RegistryClient:
         ):
             headers: dict[str, str] = {}
             propagate.inject(headers)
+            data = request.model_dump_json().encode()
+            payloads.check(self.nc, subject, data, headers)
             try:
-                msg = await self.nc.request(
-                    subject, request.model_dump_json().encode(), timeout=self.timeout, headers=headers
-                )
+                msg = await self.nc.request(subject, data, timeout=self.timeout, headers=headers)
             except NoRespondersError:
                 raise TemporaryError(
                     f"no registry answers on {subject}: is rok-registry running (rok up)?", delay=1.0

@@ -209,8 +209,11 @@ class FindVersion(Query):
     attempt: int | None = None
 
 
+SEARCH_TEXT_MAX = 500  # characters of a search query: longer than any name, URL or id it could match
+
+
 class Search(Query):
-    text: str = Field(min_length=1, max_length=500)
+    text: str = Field(min_length=1, max_length=SEARCH_TEXT_MAX)
     limit: int = Field(50, ge=1, le=500)
 
 
@@ -258,6 +261,21 @@ def error_body(error: Exception) -> ErrorBody:
     """The typed error body for an exception the query layer raised (the inverse of :func:`raise_error`)."""
     kind = next((kind for kind, cls in ERROR_KINDS if isinstance(error, cls)), "invalid")
     return ErrorBody(kind=kind, message=str(error))
+
+
+REPLY_HEADROOM = 4096  # bytes of a reply's message left for the headers a responder adds
+
+
+def encode_reply(reply: Reply, limit: int) -> bytes:
+    """The reply as sent; one larger than a message may be (``limit``: the server's ``max_payload``) becomes an
+    ``invalid`` error that says so, for the asker to narrow the request, instead of a reply that never arrives."""
+    data = reply.model_dump_json().encode()
+    if len(data) <= limit - REPLY_HEADROOM:
+        return data
+    too_large = InvalidRequest(
+        f"the answer is {len(data)} bytes, more than one NATS message carries ({limit} bytes); ask for less"
+    )
+    return Reply(error=error_body(too_large)).model_dump_json().encode()
 
 
 def raise_error(body: ErrorBody) -> None:

@@ -22,11 +22,18 @@ Every consumer acks explicitly and decides each failure on purpose (docs/events.
   last allowed delivery, which is dead-lettered with the last error as its reason;
 - the process dies or hangs → JetStream redelivers after ``ack_wait``; once ``max_deliver`` is exhausted the
   server's advisory is forwarded to the dead-letter stream with the original payload.
+
+A lost connection to NATS is re-established for ever (:attr:`Service.connected` says meanwhile whether it is
+up); a connection closed for good (the server refused the client) ends :meth:`Service.run` with a non-zero
+exit, so that the supervisor starts the service again, instead of a process that looks alive but hears nothing.
+Every reply a handler returns is measured against the server's ``max_payload`` before it is sent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -35,14 +42,16 @@ from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException, NackMessage, RejectMessage
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
-from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import JStream, NatsMessage, PullSub
 from faststream.security import SASLPlaintext
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from pydantic import ValidationError
 
-from rokcommon import bus, credentials, streams
+from rokcommon import bus, credentials, payloads, streams
+from rokcommon.broker import ServiceBroker
 from rokcommon.broker_telemetry import nats_telemetry
+from rokcommon.bus import EXIT_BUS_LOST, BusConnectionLost
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import Event, invalid_event, model_for_subject
 from rokcommon.health import Health, HealthServer, consumer_checks, nats_checks
@@ -66,10 +75,14 @@ class Service:
         self.consumers: dict[str, ConsumerSpec] = {}
         # pull subscriptions take their inbox prefix from the subscriber, not the connection
         self._inbox_prefix = f"{credentials.connect_options(settings).get('inbox_prefix', '_INBOX')}.".encode()
-        self.broker = NatsBroker(
+        self.lost: str | None = None  # why the connection closed for good, once it did
+        self.broker = ServiceBroker(
             settings.nats_servers,
             name=f"rok-{name}",
             max_reconnect_attempts=-1,
+            disconnected_cb=self._disconnected,
+            reconnected_cb=self._reconnected,
+            closed_cb=self._closed,
             graceful_timeout=graceful_timeout,
             **_broker_credentials(settings),
             middlewares=(
@@ -178,6 +191,29 @@ class Service:
         finally:
             await nc.close()
 
+    # --- the connection ---------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker's connection to NATS is up now (for readiness): False before it connects, while
+        it reconnects, and once it closed."""
+        return self.broker.connected
+
+    async def _disconnected(self) -> None:
+        if self.broker.running:
+            log.warning("%s lost its NATS connection; reconnecting", self.name)
+
+    async def _reconnected(self) -> None:
+        log.info("%s reconnected to NATS", self.name)
+
+    async def _closed(self) -> None:
+        """nats-py gave the connection up (the server closed it with an error): stop, so that run() fails."""
+        if not self.broker.running:
+            return  # our own shutdown drained it
+        self.lost = f"{self.broker.last_error or 'closed by the server'}"
+        log.error("%s: the NATS connection closed for good (%s); exiting to be restarted", self.name, self.lost)
+        self.app.exit()
+
     async def _ready(self) -> None:
         log.info("%s ready", self.name, extra={"consumers": ",".join(self.consumers)})
 
@@ -189,12 +225,26 @@ class Service:
     def _failure_policy(self, msg: Any, **kwargs: Any) -> BaseMiddleware:
         return _FailurePolicy(msg, service=self, **kwargs)
 
+    async def serve(self) -> None:
+        """Run until SIGTERM or SIGINT; raise :class:`BusConnectionLost` if the connection closed for good."""
+        try:
+            await self.app.run()
+        except Exception as error:
+            if self.lost is None:
+                raise
+            raise BusConnectionLost(f"{self.name}: the NATS connection closed for good: {self.lost}") from error
+        if self.lost is not None:
+            raise BusConnectionLost(f"{self.name}: the NATS connection closed for good: {self.lost}")
+
     def run(self) -> None:
-        """Run until SIGTERM or SIGINT."""
+        """Run until SIGTERM or SIGINT; exit with :data:`EXIT_BUS_LOST` if the connection closed for good."""
         import asyncio
 
         try:
-            asyncio.run(self.app.run())
+            asyncio.run(self.serve())
+        except BusConnectionLost as error:
+            log.critical("%s", error)
+            sys.exit(EXIT_BUS_LOST)
         finally:
             self.telemetry.shutdown()
 
@@ -251,6 +301,13 @@ class _FailurePolicy(BaseMiddleware):
             raise NackMessage(delay=delay) from error
         finally:
             current_event_id.reset(token)
+
+    async def publish_scope(self, call_next: Callable[..., Any], cmd: Any) -> Any:
+        """Measure a reply (or any publish through the broker) before it goes out; too large is an error here."""
+        body = cmd.body if isinstance(cmd.body, bytes) else json.dumps(cmd.body, default=str).encode()
+        headers = {"content-type": "application/json", **cmd.headers_to_publish()}
+        payloads.check(self.service.broker.connection, cmd.destination, body, headers)
+        return await call_next(cmd)
 
     async def _dead_letter(self, raw: Msg, reason: str) -> None:
         meta = raw.metadata

@@ -9,9 +9,16 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path, PurePosixPath
+from typing import Annotated, TypeVar
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rokcommon.errors import RokError
+from rokcommon.subjects import check_node_name
+
+NodeName = Annotated[str, AfterValidator(check_node_name)]
+"""``ROK_NODE_NAME``: a Kubernetes node name (a DNS-1123 subdomain), since it becomes a subject token."""
 
 
 def _default_state_dir() -> Path:
@@ -83,3 +90,25 @@ def split_roots(value: str) -> list[str]:
 
 def node_name_default() -> str:
     return _default_node_name()
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class InvalidSettings(RokError):
+    """A ``ROK_*`` variable whose value cannot be used; the message names the variable and the value."""
+
+    exit_code = 2
+
+
+def load(cls: type[S]) -> S:
+    """``cls()`` from the environment; a bad value is one :class:`InvalidSettings` line, not a traceback."""
+    try:
+        return cls()
+    except ValidationError as error:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        problems = "; ".join(
+            f"{prefix}{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg'].removeprefix('Value error, ')}"
+            for e in error.errors(include_url=False)
+        )
+        raise InvalidSettings(f"invalid settings: {problems}") from None

@@ -20,7 +20,7 @@ RESTORE_REQUESTED = "rok.restore.requested.v1"
 RESTORE_COMPLETED = "rok.restore.completed.v1"
 RESTORE_FAILED = "rok.restore.failed.v1"
 RESTORE_PROGRESS = "rok.restore.progress.v1"  # + .<request id>; core NATS only, never stored
-DEAD_LETTER = "rok.dlq.v1"  # + .<stream>.<consumer>
+DEAD_LETTER = "rok.dlq.v1"  # + .<stream>.<consumer>; + .replayed.<letter>: that letter was replayed
 
 # Request-reply: the full diff between two versions, answered by a service that holds the store (the restorer)
 STORE_DIFF = "rok.store.diff.v1"
@@ -31,19 +31,30 @@ REGISTRY_QUERY_PREFIX = "rok.registry"
 # Subjects whose last token is a node name.
 NODE_ROUTED = (RUN_STARTED, STEP_STARTED, STEP_FINISHED)
 
-_NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+# Kubernetes node names are DNS-1123 subdomains: dot-separated labels of lower-case letters, digits and '-', each
+# starting and ending with a letter or digit, 253 characters at most.
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_NODE_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+
+
+def check_node_name(name: str) -> str:
+    """``name`` if it is a Kubernetes node name (a DNS-1123 subdomain), else a one-line ValueError naming it."""
+    if len(name) > 253 or not _NODE_NAME.fullmatch(name):
+        raise ValueError(
+            f"{name!r} is not a valid node name: a DNS-1123 subdomain of at most 253 characters, "
+            "lower-case letters, digits, '-' and '.', each part starting and ending with a letter or digit"
+        )
+    return name
 
 
 def node_token(node_name: str) -> str:
     """The subject token for a Kubernetes node name: ``ip-10-0-0-12.ec2.internal`` → ``ip-10-0-0-12_ec2_internal``."""
-    if not _NODE_NAME.match(node_name) or len(node_name) > 253:
-        raise ValueError(f"{node_name!r} is not a valid node name (a DNS name: lower-case letters, digits, '-', '.')")
-    return node_name.replace(".", "_")
+    return check_node_name(node_name).replace(".", "_")
 
 
 def node_name(token: str) -> str:
     """The node name a subject token stands for (the inverse of :func:`node_token`)."""
-    return token.replace("_", ".")
+    return check_node_name(token.replace("_", "."))
 
 
 def for_node(subject: str, node_name: str) -> str:
@@ -73,3 +84,8 @@ def restore_progress(request_id: str) -> str:
 
 def dead_letter(stream: str, consumer: str) -> str:
     return f"{DEAD_LETTER}.{stream}.{consumer}"
+
+
+def dead_letter_replayed(letter: int | str) -> str:
+    """The subject of the mark that dead letter ``letter`` (its sequence in the dead-letter stream) was replayed."""
+    return f"{DEAD_LETTER}.replayed.{letter}"

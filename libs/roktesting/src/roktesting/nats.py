@@ -23,7 +23,20 @@ from rokcommon.streams import ensure_streams
 
 from roktesting.ports import free_port, wait_for_port
 
-__all__ = ["ADMIN", "NatsServer", "UsersNats", "js", "nats_env", "nats_server", "nats_with_users", "nc", "running"]
+__all__ = [
+    "ADMIN",
+    "SMALL_MAX_PAYLOAD",
+    "NatsServer",
+    "UsersNats",
+    "js",
+    "nats_env",
+    "nats_server",
+    "nats_with_users",
+    "nc",
+    "running",
+    "small_payload_nats",
+    "small_payload_server",
+]
 
 INSTALL_HINT = "nats-server is not installed: run `make setup` (or `apt-get install nats-server`)"
 
@@ -87,6 +100,26 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     """A fresh JetStream server; ``nats_server.restart()`` keeps its port and its store."""
     root = tmp_path_factory.mktemp("nats")
     server = NatsServer(root / "store")
+    server.start()
+    yield server
+    server.stop()
+
+
+SMALL_MAX_PAYLOAD = 64 * 1024  # a limit small enough that a test reaches it quickly
+
+
+def small_payload_server(root: Path, max_payload: int = SMALL_MAX_PAYLOAD) -> NatsServer:
+    """A JetStream server (not started) whose ``max_payload`` is ``max_payload`` bytes instead of 1 MiB."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "max-payload.conf"
+    config.write_text(f"max_payload: {max_payload}\n")
+    return NatsServer(root / "store", config=config)
+
+
+@pytest.fixture
+def small_payload_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A JetStream server whose ``max_payload`` is :data:`SMALL_MAX_PAYLOAD` (64 KiB)."""
+    server = small_payload_server(tmp_path_factory.mktemp("nats-small"))
     server.start()
     yield server
     server.stop()

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from kubernetes import client
+from rokcommon.errors import PermanentError
 from rokcommon.events import Event
 
 from rok_pipeline_watcher import argo
@@ -251,6 +252,14 @@ class KubeSource:
         while True:
             try:
                 await self.publish(event)
+            except PermanentError as error:  # e.g. an event too large for the bus: retrying cannot help
+                log.error(
+                    "cannot publish %s, skipping it: %s",
+                    event.subject_for(),
+                    error,
+                    extra={"event_id": event.event_id},
+                )
+                return
             except Exception as error:
                 log.warning(
                     "publishing %s failed (%s); retrying",

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Coroutine
 from functools import partial
 from typing import Any
@@ -21,6 +22,7 @@ from rokcommon import bus
 from rokcommon.events import Event
 from rokcommon.health import CheckFailed, Health, HealthServer, nats_checks
 from rokcommon.logs import setup_logging
+from rokcommon.settings import InvalidSettings, load
 from rokcommon.streams import ensure_streams
 from rokcommon.telemetry import instruments, setup_telemetry
 
@@ -57,7 +59,14 @@ async def serve(
     JetStream, the Kubernetes API), served on ``ROK_HEALTH_PORT`` when that is set.
     """
     health = health or Health()
-    nc = await bus.connect(settings, name="rok-pipeline-watcher")
+    lost = asyncio.Event()
+    stopping = False
+
+    async def closed() -> None:
+        if not stopping:
+            lost.set()
+
+    nc = await bus.connect(settings, name="rok-pipeline-watcher", closed_cb=closed)
     js = nc.jetstream()
     await ensure_streams(js, replicas=settings.stream_replicas)
     nats_checks(health, lambda: nc)
@@ -134,13 +143,20 @@ async def serve(
         if ready is not None:
             ready.set()
 
-    helpers: list[asyncio.Task[Any]] = [asyncio.create_task(announce()), asyncio.create_task(stop.wait())]
+    helpers: list[asyncio.Task[Any]] = [
+        asyncio.create_task(announce()),
+        asyncio.create_task(stop.wait()),
+        asyncio.create_task(lost.wait()),
+    ]
     try:
-        await asyncio.wait([helpers[1], *tasks], return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([*helpers[1:], *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
             if task.done():
                 task.result()  # a source that died: say why
+        if lost.is_set():
+            raise bus.BusConnectionLost(f"the NATS connection closed for good: {nc.last_error or 'by the server'}")
     finally:
+        stopping = True
         log.info("stopping")
         for task in [*helpers, *tasks]:
             task.cancel()
@@ -149,7 +165,8 @@ async def serve(
                 await task
         for cleanup in cleanups:
             await cleanup()
-        await nc.drain()
+        if not nc.is_closed:
+            await nc.drain()
 
 
 async def jetstream_answers(js: JetStreamContext) -> None:
@@ -183,7 +200,10 @@ async def _when(event: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
 
 
 def main() -> None:
-    settings = WatcherSettings()
+    try:
+        settings = load(WatcherSettings)
+    except InvalidSettings as error:
+        sys.exit(f"rok-pipeline-watcher: {error}")
     setup_logging("pipeline-watcher", level=settings.log_level, fmt=settings.log_format)
     telemetry = setup_telemetry("pipeline-watcher")
 
@@ -196,5 +216,8 @@ def main() -> None:
 
     try:
         asyncio.run(run())
+    except bus.BusConnectionLost as error:
+        log.critical("%s; exiting to be restarted", error)
+        sys.exit(bus.EXIT_BUS_LOST)
     finally:
         telemetry.shutdown()

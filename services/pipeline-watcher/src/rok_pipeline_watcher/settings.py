@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
-from rokcommon.settings import RokSettings, node_name_default
+from rokcommon.settings import NodeName, RokSettings, node_name_default
 
 
 class WatcherSettings(RokSettings):
@@ -45,4 +45,4 @@ class WatcherSettings(RokSettings):
 class LocalRunSettings(RokSettings):
     """What ``rok run`` reads: it plays this machine's node, the one whose snapshotter takes the snapshots."""
 
-    node_name: str = Field(default_factory=node_name_default, description="this machine's node name")
+    node_name: NodeName = Field(default_factory=node_name_default, description="this machine's node name")

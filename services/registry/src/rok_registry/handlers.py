@@ -7,13 +7,14 @@ Handlers translate messages into calls of the recorder and the query layer, and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from faststream.nats import NatsMessage
 from opentelemetry import trace
 from pydantic import ValidationError
-from rokcommon import streams, subjects
+from rokcommon import payloads, streams, subjects
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import (
     Event,
@@ -25,7 +26,7 @@ from rokcommon.events import (
     StepStarted,
     invalid_event,
 )
-from rokcommon.registry_contract import QUERIES, Query, Reply, error_body
+from rokcommon.registry_contract import QUERIES, Query, Reply, encode_reply, error_body
 from rokcommon.service import Service
 from rokcommon.telemetry import event_attributes
 
@@ -97,13 +98,18 @@ def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers
     async def on_snapshot(event: SnapshotCompleted | SnapshotFailed) -> None:
         await events.handle(event)
 
+    def limit() -> int:
+        return payloads.limit(service.broker.connection)
+
     for name, (request_model, _) in QUERIES.items():
-        service.broker.subscriber(subjects.registry_query(name), queue=QUEUE_GROUP)(_answerer(queries, request_model))
+        service.broker.subscriber(subjects.registry_query(name), queue=QUEUE_GROUP)(
+            _answerer(queries, request_model, limit)
+        )
 
 
-def _answerer(queries: Queries, request_model: type[Query]) -> Any:
-    async def answer(msg: NatsMessage) -> dict[str, Any]:
-        return (await reply(queries, request_model, msg.raw_message.data)).model_dump(mode="json")
+def _answerer(queries: Queries, request_model: type[Query], limit: Callable[[], int]) -> Any:
+    async def answer(msg: NatsMessage) -> bytes:
+        return encode_reply(await reply(queries, request_model, msg.raw_message.data), limit())
 
     answer.__name__ = f"answer_{request_model.__name__}"
     return answer

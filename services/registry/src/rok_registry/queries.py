@@ -15,6 +15,7 @@ from rokcommon.errors import Forbidden, InvalidRequest, NotFound
 from rokcommon.events import Model as Result
 from rokcommon.events import Phase
 from rokcommon.registry_contract import (
+    SEARCH_TEXT_MAX,
     Bucket,
     Buckets,
     Files,
@@ -184,6 +185,8 @@ class Queries:
     async def search(self, namespace: str, text: str, *, limit: int = 50) -> list[SearchHit]:
         """Buckets, runs and versions whose name, experiment, run, pipeline or id contains ``text``, or a URL."""
         text = text.strip()
+        if len(text) > SEARCH_TEXT_MAX:
+            raise InvalidRequest(f"a search query has at most {SEARCH_TEXT_MAX} characters, not {len(text)}")
         if text.startswith("rok://"):
             return [await self._url_hit(namespace, text)]
         needle = text.lower()

@@ -13,15 +13,14 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from faststream.nats import NatsMessage
 from pydantic import ValidationError
-from rokcommon import subjects
+from rokcommon import payloads, subjects
 from rokcommon.diffs import Diff, DiffRequest, VolumeChanges
 from rokcommon.errors import InvalidRequest, RokError, TemporaryError
 from rokcommon.events import invalid_event
-from rokcommon.registry_contract import Member, Reply, error_body
+from rokcommon.registry_contract import Member, Reply, encode_reply, error_body
 from rokcommon.service import Service
 from rokstore import Repository, diff, open_repository
 
@@ -109,5 +108,6 @@ def register(service: Service, differ: Differ) -> None:
     """Answer ``rok.store.diff.v1`` on the service's broker, one replica per request (a core-NATS queue group)."""
 
     @service.broker.subscriber(subjects.STORE_DIFF, queue=QUEUE_GROUP)
-    async def answer_diff(msg: NatsMessage) -> dict[str, Any]:
-        return (await differ.reply(msg.raw_message.data)).model_dump(mode="json")
+    async def answer_diff(msg: NatsMessage) -> bytes:
+        reply = await differ.reply(msg.raw_message.data)
+        return encode_reply(reply, payloads.limit(service.broker.connection))

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from functools import partial
 from typing import Any
 
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.health import cached
 from rokcommon.service import Service
+from rokcommon.settings import InvalidSettings, load
 from rokcommon.telemetry import Instruments
 
 from rok_snapshotter.handlers import subscribe
@@ -96,4 +98,8 @@ def volumes(settings: SnapshotterSettings, api_client: Any = None) -> Volumes:
 
 
 def main() -> None:
-    build().run()
+    try:
+        settings = load(SnapshotterSettings)
+    except InvalidSettings as error:
+        sys.exit(f"rok-snapshotter: {error}")
+    build(settings).run()

@@ -12,11 +12,13 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from rokcommon.settings import RokSettings, node_name_default
+from rokcommon.settings import NodeName, RokSettings, node_name_default
 
 
 class SnapshotterSettings(RokSettings):
-    node_name: str = Field(default_factory=node_name_default, description="this node's name (Kubernetes spec.nodeName)")
+    node_name: NodeName = Field(
+        default_factory=node_name_default, description="this node's name (Kubernetes spec.nodeName)"
+    )
     kubelet_pods_dir: Path = Field(
         Path("/var/lib/kubelet/pods"), description="the kubelet's pods directory, as mounted into this process"
     )

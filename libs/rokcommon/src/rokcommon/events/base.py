@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -22,6 +23,8 @@ from rokcommon.errors import InvalidEvent, UnsupportedSchemaVersion
 SCHEMA_VERSION = 1
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]
+NodeName = Annotated[str, AfterValidator(subjects.check_node_name)]
+"""A Kubernetes node name (a DNS-1123 subdomain): it becomes a subject token, so nothing else may pass."""
 Outcome = Literal["succeeded", "failed", "error"]
 Tag = Literal["initial", "final", "failed"]
 

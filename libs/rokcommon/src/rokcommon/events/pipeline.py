@@ -11,7 +11,7 @@ from pydantic import (
 )
 
 from rokcommon import subjects
-from rokcommon.events.base import Event, Name, Outcome
+from rokcommon.events.base import Event, NodeName, Outcome
 from rokcommon.events.values import RunRef, StepRef, VolumeRef, Volumes
 from rokcommon.versions import VersionKey, stable_id
 
@@ -25,7 +25,7 @@ class RunStarted(Event):
     pipeline_name: str
     pipeline_version: str | None = None
     experiment: str | None = None  # None: the KFP API could not be asked; the registry uses a fallback bucket
-    node: Name
+    node: NodeName
     volumes: Annotated[Volumes, Field(min_length=1)]
     started_at: AwareDatetime
 
@@ -82,7 +82,7 @@ class _StepEvent(Event):
 
     _phase: ClassVar[Literal["before", "after"]]
     step: StepRef
-    node: Name
+    node: NodeName
     volumes: Volumes
     guarded: bool = False
 

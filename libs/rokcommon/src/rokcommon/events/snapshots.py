@@ -11,7 +11,7 @@ from pydantic import (
 )
 
 from rokcommon import subjects
-from rokcommon.events.base import Event, Name, Tag
+from rokcommon.events.base import Event, Name, NodeName, Tag
 from rokcommon.events.values import RunRef, SnapshotChanges, SnapshotStatsModel, StepRef, VolumeRef, version_key
 from rokcommon.versions import Phase, VersionKey
 
@@ -34,7 +34,7 @@ class SnapshotCompleted(Event):
     snapshot_id: Name
     stats: SnapshotStatsModel
     best_effort: bool = False
-    node: Name
+    node: NodeName
     taken_at: AwareDatetime
     changes: SnapshotChanges | None = None  # None: not computed (an older snapshotter, or the diff failed)
 
@@ -86,7 +86,7 @@ class SnapshotFailed(Event):
     volume: VolumeRef
     volumes: tuple[str, ...] = Field(min_length=1)
     reason: str
-    node: Name
+    node: NodeName
 
     @property
     def key(self) -> VersionKey:

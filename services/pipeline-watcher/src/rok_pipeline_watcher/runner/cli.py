@@ -23,6 +23,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
     from rokcommon.connection import connect as connect_or_fail
     from rokcommon.logs import setup_logging
     from rokcommon.permissions import RUNNER
+    from rokcommon.settings import load as load_settings
     from rokcommon.telemetry import setup_telemetry
 
     from rok_pipeline_watcher.runner.engine import Runner
@@ -31,7 +32,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
     from rok_pipeline_watcher.runner.progress import follow_progress
     from rok_pipeline_watcher.settings import LocalRunSettings
 
-    settings = LocalRunSettings()
+    settings = load_settings(LocalRunSettings)
     setup_logging("run", level="WARNING", fmt="text")
     # The producer of the run's events: each step event's trace starts at its publish here (OTEL_* variables).
     telemetry = setup_telemetry("run")

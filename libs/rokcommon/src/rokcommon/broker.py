@@ -1,0 +1,48 @@
+"""The FastStream NATS broker a service runs on, on a connection that cannot spin once it is closed for good.
+
+FastStream's pull consumers fetch in a loop and retry at once when a fetch fails with ``ConnectionClosedError``.
+nats-py raises it without ever yielding to the event loop, so after the server closed a connection for good
+those loops spin at full CPU and starve everything else — the ``closed_cb`` that would stop the service included:
+the process looks alive, hears nothing and never exits. On :class:`ServiceConnection` a call on a closed
+connection first yields for a moment, so the callback runs and the service stops (and its supervisor restarts it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from faststream.nats import NatsBroker
+from nats.aio.client import Client
+
+CLOSED_PAUSE = 0.05  # seconds a call on a closed connection waits before it fails
+
+
+class ServiceConnection(Client):
+    """A nats-py client whose publishes (and so fetches) on a closed connection yield before they fail."""
+
+    async def publish(
+        self, subject: str, payload: bytes = b"", reply: str = "", headers: dict[str, str] | None = None
+    ) -> None:
+        if self.is_closed:
+            await asyncio.sleep(CLOSED_PAUSE)
+        await super().publish(subject, payload, reply, headers)
+
+
+class ServiceBroker(NatsBroker):
+    """A :class:`~faststream.nats.NatsBroker` whose connection is a :class:`ServiceConnection`."""
+
+    async def _connect(self) -> Client:
+        connection = ServiceConnection()
+        await connection.connect(**self._connection_kwargs)
+        self.config.connect(connection)
+        return connection
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection is up now: False before it connects, while it reconnects, once it closed."""
+        return self._connection is not None and self._connection.is_connected
+
+    @property
+    def last_error(self) -> Exception | None:
+        """Why the connection last failed (nats-py keeps the server's error, e.g. a maximum payload violation)."""
+        return self._connection.last_error if self._connection is not None else None
