@@ -86,6 +86,15 @@ class Index:
         self.damaged: dict[str, str] = {}  # index id -> why it could not be read
         self.missing_packs: dict[bytes, int] = {}  # pack id -> index entries that point at it
 
+    def copy(self) -> Index:
+        """A copy to add files to (the index files themselves are immutable: what was read stays true)."""
+        twin = Index()
+        twin.chunks = dict(self.chunks)
+        twin.files = dict(self.files)
+        twin.more = {chunk: list(places) for chunk, places in self.more.items()}
+        twin.damaged = dict(self.damaged)
+        return twin
+
     def add_file(self, index_id: str, entries: list[tuple[bytes, Location]]) -> None:
         packs: dict[bytes, None] = {}
         chunks = self.chunks

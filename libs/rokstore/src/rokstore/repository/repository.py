@@ -48,7 +48,8 @@ class Repository:
         self.id: str = config["id"]
         self.url = backend.url
         self.cache_dir = cache_dir or default_cache_dir()
-        self._index: Index | None = None
+        self._index: Index | None = None  # the last index loaded, as its caller uses it
+        self._read: Index | None = None  # every index file this process has read, merged
         self._trees: OrderedDict[bytes, list[Entry]] = OrderedDict()  # recently read or written, newest last
         self._tree_entries = 0
 
@@ -87,9 +88,15 @@ class Repository:
             return self._index
         cache = IndexCache(self.cache_dir, self.id)
         names = [info.key.removeprefix("index/") for info in await self.backend.list("index/")]
-        index = Index()
+        # Index files are immutable: those this process read already are not decoded again, unless gc removed
+        # some (then the index is rebuilt from what is there now).
+        known = self._read
+        fresh_start = known is None or not (known.files.keys() | known.damaged.keys()) <= set(names)
+        index = Index() if fresh_start or known is None else known.copy()
         missing: list[str] = []
         for name in names:
+            if name in index.files or name in index.damaged:
+                continue
             data = await asyncio.to_thread(cache.get, name)
             if data is None:
                 missing.append(name)
@@ -118,10 +125,13 @@ class Repository:
             await asyncio.to_thread(cache.put, name, data)
         if missing or len(names) != len(index.files):
             await asyncio.to_thread(cache.prune, set(names))
+        self._read = index
         if verify_packs:
             gone = index.packs() - set(await self.pack_sizes())
             if gone:
                 index = index.without_packs(gone)
+        if index is self._read:
+            index = index.copy()  # the caller may add to it (remember_index); what was read stays apart
         self._index = index
         return index
 
@@ -139,8 +149,9 @@ class Repository:
 
     def remember_index(self, index_id: str, data: bytes, entries: list[tuple[bytes, Location]]) -> None:
         IndexCache(self.cache_dir, self.id).put(index_id, data)
-        if self._index is not None:
-            self._index.add_file(index_id, entries)
+        for index in (self._index, self._read):
+            if index is not None and index_id not in index.files:
+                index.add_file(index_id, entries)
 
     async def snapshot_ids(self) -> list[str]:
         return sorted(info.key.removeprefix("snapshots/") for info in await self.backend.list("snapshots/"))
