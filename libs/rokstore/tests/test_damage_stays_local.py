@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from rokstore import CorruptData, Repository, check, collect_garbage, restore, snapshot
+from rokstore import CorruptData, Repository, check, collect_garbage, open_repository, restore, snapshot
 from rokstore.repository.index import index_key
 from rokstore.repository.manifest import snapshot_key
 from rokstore.repository.packs import pack_key
@@ -45,7 +45,13 @@ async def test_a_damaged_index_file_affects_only_the_snapshots_that_need_it(
     data = await repo.backend.get(index_key(a_index))
     await repo.backend.put(index_key(a_index), data[: len(data) // 2])
     shutil.rmtree(os.environ["ROK_CACHE_DIR"] + "/index")  # as on a node that never read it while it was whole
+    async with await open_repository(repo.url) as fresh:  # and in a process that never did either
+        await _damaged_index_stays_local(fresh, a, b, a_index, tmp_path, same_tree)
 
+
+async def _damaged_index_stays_local(
+    repo: Repository, a: dict, b: dict, a_index: str, tmp_path: Path, same_tree
+) -> None:
     restored = await restore(repo, b["id"], tmp_path / "b")
     same_tree(tmp_path / "other", tmp_path / "b")
     assert [w for w in restored.warnings if a_index[:16] in w] == [
