@@ -54,7 +54,6 @@ async def test_a_damaged_index_file_affects_only_the_snapshots_that_need_it(
     ]
     with pytest.raises(CorruptData, match=f"in snapshot {a['id'][:12]} is not in any pack that exists"):
         await restore(repo, a["id"], tmp_path / "a")
-
     report = await check(repo)
     assert [p.object for p in report.problems if p.kind == "corrupt-index"] == [a_index]
     assert all(b["id"] not in p.snapshots for p in report.problems)
@@ -63,6 +62,13 @@ async def test_a_damaged_index_file_affects_only_the_snapshots_that_need_it(
     with pytest.raises(CorruptData, match="repair-index"):
         await collect_garbage(repo)  # its packs would look like garbage: gc refuses rather than delete them
     assert await repo.backend.list("packs/") == packs_before
+
+    again = await snapshot(repo, source)  # its chunks count as not stored: stored again, not referred to
+    assert again.bytes_new > 0
+    assert any(a_index[:16] in w for w in again.warnings)
+    await restore(repo, again.snapshot_id, tmp_path / "again")
+    same_tree(source, tmp_path / "again")
+    await restore(repo, a["id"], tmp_path / "a")  # and the first snapshot of that tree is whole again
 
 
 async def test_a_damaged_pack_affects_only_the_snapshots_that_need_it(
