@@ -160,3 +160,13 @@ async def test_a_registry_that_never_answers_ends_in_a_failure_on_the_last_attem
     assert "no registry answers" in outcome.reason
     info = await settled(js)
     assert info.num_ack_pending == 0 and info.delivered.consumer_seq == settings.max_deliver
+
+
+async def test_device_files_and_set_uid_bits_are_never_restored_into_a_cluster_volume(
+    registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext
+) -> None:
+    await ask(js, request("r-setuid", PvcTarget(namespace=NAMESPACE, name="restored"), keep_setuid=True))
+    outcome = await failed(outcomes, "r-setuid")
+    assert outcome.reason.startswith("device files and set-uid/set-gid bits are restored only into a directory")
+    assert registry.asked == []  # refused before anything was resolved
+    await assert_settled_without_retry(js)

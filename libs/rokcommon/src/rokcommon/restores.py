@@ -106,8 +106,13 @@ async def request_restore(
     volumes: tuple[str, ...] = (),
     requested_by: str | None = None,
     on_update: Callable[[RestoreWatch], None] | None = None,
+    devices: bool = False,
+    keep_setuid: bool = False,
 ) -> RestoreWatch:
-    """Publish a restore request and return a watch that follows it until ``watch.done`` is set."""
+    """Publish a restore request and return a watch that follows it until ``watch.done`` is set.
+
+    ``devices`` and ``keep_setuid`` ask for the snapshot's device files and set-uid/set-gid bits of files,
+    which a restore leaves out by default."""
     request_id = uuid.uuid4().hex
     watch = RestoreWatch(request_id=request_id, url=url, target=target_dir)
 
@@ -144,6 +149,8 @@ async def request_restore(
         volumes=volumes,
         target=DirectoryTarget(path=target_dir),
         requested_by=requested_by,
+        devices=devices,
+        keep_setuid=keep_setuid,
     )
     try:
         await bus.publish(nc.jetstream(), event)
