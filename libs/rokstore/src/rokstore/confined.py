@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import secrets
 import stat
@@ -309,17 +310,17 @@ class Staging:
                 f"cannot restore into {target}: {error.strerror}; give a directory this user may write"
             ) from None
 
-    def commit(self, verify: Callable[[], None]) -> None:
-        """``verify`` the tree (its paths walked afresh), then put it in place."""
+    def commit(self, verify: Callable[[], None]) -> list[str]:
+        """``verify`` the tree (its paths walked afresh), then put it in place; one line per part of the
+        snapshot root's metadata an existing target could not be given."""
         self.tree.forget()
         verify()
         try:
             ours, there = os.fstat(self.root_fd), os.stat(self.name, dir_fd=self.home_fd, follow_symlinks=False)
             if (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino):
                 raise TargetChanged(f"the restore's staging directory beside {self.target} was replaced; not using it")
-            if self.inside:
-                self._move_up()
-            else:
+            problems = self._move_up() if self.inside else []
+            if not self.inside:
                 try:
                     os.lstat(self.target)
                     raise TargetNotEmpty(f"restore target {self.target} appeared while restoring; nothing was changed")
@@ -329,8 +330,9 @@ class Staging:
         except OSError as error:
             raise RestoreFailed(f"cannot put the restored tree in place at {self.target}: {error.strerror}") from None
         self._done = True
+        return problems
 
-    def _move_up(self) -> None:
+    def _move_up(self) -> list[str]:
         st = os.fstat(self.root_fd)  # the snapshot root's metadata, before the moves change its mtime
         as_root = os.geteuid() == 0
         os.fchmod(self.root_fd, 0o700)
@@ -348,15 +350,24 @@ class Staging:
                     os.close(fd)
             else:
                 os.rename(name, name, src_dir_fd=self.root_fd, dst_dir_fd=self.home_fd)
+        xattrs = {attr: os.getxattr(self.root_fd, attr) for attr in _xattr_names(self.root_fd)}
         os.rmdir(self.name, dir_fd=self.home_fd)
+        # Everything is in place: what the target (not made by this restore) refuses is said, not fatal.
+        problems: list[str] = []
+        fd = self.home_fd
+        steps: list[tuple[str, Callable[[], None]]] = []
         if as_root:
-            with contextlib.suppress(OSError):
-                os.fchown(self.home_fd, st.st_uid, st.st_gid)
-        os.fchmod(self.home_fd, stat.S_IMODE(st.st_mode))
-        for attr in _xattr_names(self.root_fd):
-            with contextlib.suppress(OSError):
-                os.setxattr(self.home_fd, attr, os.getxattr(self.root_fd, attr))
-        os.utime(self.home_fd, ns=(st.st_mtime_ns, st.st_mtime_ns))
+            steps.append(("owner", lambda: os.fchown(fd, st.st_uid, st.st_gid)))
+        steps.append(("mode", lambda: os.fchmod(fd, stat.S_IMODE(st.st_mode))))
+        for attr, value in xattrs.items():
+            steps.append((f"extended attribute {attr}", functools.partial(os.setxattr, fd, attr, value)))
+        steps.append(("mtime", lambda: os.utime(fd, ns=(st.st_mtime_ns, st.st_mtime_ns))))
+        for what, step in steps:
+            try:
+                step()
+            except OSError as error:
+                problems.append(f".: {what} of the target {self.target} not restored ({error.strerror})")
+        return problems
 
     def discard(self) -> None:
         """Remove what the restore wrote (never following a symlink)."""

@@ -21,6 +21,7 @@ import stat
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import blake3
@@ -71,7 +72,8 @@ async def restore(
         try:
             restorer = TreeRestorer(repo, full_id, entries, staging.tree, progress, devices, keep_setuid)
             stats = await restorer.run()
-            await asyncio.to_thread(staging.commit, restorer.verify_structure)
+            problems = await asyncio.to_thread(staging.commit, restorer.verify_structure)
+            stats = replace(stats, warnings=[*stats.warnings, *problems])
         except BaseException:
             await asyncio.to_thread(staging.discard)
             raise
