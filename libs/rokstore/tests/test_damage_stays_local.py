@@ -50,7 +50,7 @@ async def test_a_damaged_index_file_affects_only_the_snapshots_that_need_it(
     same_tree(tmp_path / "other", tmp_path / "b")
     assert [w for w in restored.warnings if a_index[:16] in w] == [
         f"skipped index file {a_index[:16]}: index file {a_index!r} does not match its BLAKE3 id; "
-        "run 'rok repo repair-index'"
+        "rebuild the index with 'rok repo repair-index'"
     ]
     with pytest.raises(CorruptData, match=f"in snapshot {a['id'][:12]} is not in any pack that exists"):
         await restore(repo, a["id"], tmp_path / "a")
