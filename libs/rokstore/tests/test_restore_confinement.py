@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 from rokstore import CorruptData, Repository, RestoreFailed, restore, snapshot
-from rokstore.confined import Staging
 from rokstore.repository.manifest import encode_manifest, encode_record, manifest_key, snapshot_key
+from rokstore.staging import Staging
 
 
 def settle() -> None:

@@ -1,7 +1,7 @@
 """``restore``: a snapshot into an empty directory: safe paths, verified chunks, parallel pack fetches.
 
 Order: check every manifest path (``manifest.check_paths``); open a private staging directory on the target's
-file system (``confined.Staging``); create directories, create regular files at their size (holes stay
+file system (``staging.Staging``); create directories, create regular files at their size (holes stay
 holes), fetch packs — a few in flight, each with one (ranged) GET — and write every chunk after checking it
 against its BLAKE3 id; read every file back and check what was written against its chunks' ids; then hard
 links, fifos and (when asked) devices, then symlinks (last, so that no path is ever resolved through one),
@@ -29,7 +29,7 @@ import blake3
 from opentelemetry import trace
 
 from rokstore.chunker import MAX_SIZE
-from rokstore.confined import O_READ, O_WRITE, ConfinedTree, Staging, kind_matches
+from rokstore.confined import O_READ, O_WRITE, ConfinedTree, kind_matches
 from rokstore.errors import CorruptData, ObjectNotFound, RestoreFailed
 from rokstore.memory import tune_malloc
 from rokstore.models import Progress, RestoreStats
@@ -37,6 +37,7 @@ from rokstore.repository import Repository
 from rokstore.repository.index import Location
 from rokstore.repository.manifest import Entry, check_paths
 from rokstore.repository.packs import decompress, pack_key
+from rokstore.staging import Staging
 
 tracer = trace.get_tracer("rokstore")
 
