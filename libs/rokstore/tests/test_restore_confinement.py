@@ -264,3 +264,19 @@ async def test_a_chunk_that_did_not_reach_the_file_fails_the_read_back_naming_fi
     with pytest.raises(CorruptData, match=r"restored file 'dir/big\.bin' does not hold chunk [0-9a-f]{64} at offset"):
         await restore(repo, stats.snapshot_id, tmp_path / "out")
     assert lost and not (tmp_path / "out").exists()
+
+
+async def test_the_path_up_to_the_target_may_go_through_a_symlink(
+    file_repo_url: str, source: Path, tmp_path: Path, same_tree
+) -> None:
+    from rokstore import TargetNotEmpty, init_repository
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real")
+    async with await init_repository(file_repo_url) as repo:
+        stats = await snapshot(repo, source)
+        await restore(repo, stats.snapshot_id, tmp_path / "via" / "out")
+        same_tree(source, tmp_path / "real" / "out")
+        (tmp_path / "link-target").symlink_to(tmp_path / "real")
+        with pytest.raises(TargetNotEmpty, match="is not a directory"):  # the target itself is never a symlink
+            await restore(repo, stats.snapshot_id, tmp_path / "link-target")

@@ -53,7 +53,8 @@ class Staging:
         try:
             if st is None:
                 target.parent.mkdir(parents=True, exist_ok=True)
-                home_fd = os.open(target.parent, O_DIR)
+                # The path up to the target is the caller's to choose (symlinks included); below it nothing is followed.
+                home_fd = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
                 name, inside = f".{target.name}.rok-restore-{token}", False
             else:
                 home_fd = os.open(target, O_DIR)
