@@ -46,21 +46,20 @@ async def test_a_damaged_index_file_affects_only_the_snapshots_that_need_it(
     await repo.backend.put(index_key(a_index), data[: len(data) // 2])
     shutil.rmtree(os.environ["ROK_CACHE_DIR"] + "/index")  # as on a node that never read it while it was whole
     async with await open_repository(repo.url) as fresh:  # and in a process that never did either
-        await _damaged_index_stays_local(fresh, a, b, a_index, tmp_path, same_tree)
+        await _damaged_index_stays_local(fresh, source, a, b, a_index, tmp_path, same_tree)
 
 
 async def _damaged_index_stays_local(
-    repo: Repository, a: dict, b: dict, a_index: str, tmp_path: Path, same_tree
+    repo: Repository, source: Path, a: dict, b: dict, a_index: str, tmp_path: Path, same_tree
 ) -> None:
     restored = await restore(repo, b["id"], tmp_path / "b")
     same_tree(tmp_path / "other", tmp_path / "b")
     assert [w for w in restored.warnings if a_index[:16] in w] == [
         f"skipped index file {a_index[:16]}: index file {a_index!r} does not match its BLAKE3 id; "
-        "run 'rok repo repair-index'"
+        "rebuild the index with 'rok repo repair-index'"
     ]
     with pytest.raises(CorruptData, match=f"in snapshot {a['id'][:12]} is not in any pack that exists"):
         await restore(repo, a["id"], tmp_path / "a")
-
     report = await check(repo)
     assert [p.object for p in report.problems if p.kind == "corrupt-index"] == [a_index]
     assert all(b["id"] not in p.snapshots for p in report.problems)
@@ -69,6 +68,13 @@ async def _damaged_index_stays_local(
     with pytest.raises(CorruptData, match="repair-index"):
         await collect_garbage(repo)  # its packs would look like garbage: gc refuses rather than delete them
     assert await repo.backend.list("packs/") == packs_before
+
+    again = await snapshot(repo, source)  # its chunks count as not stored: stored again, not referred to
+    assert again.bytes_new > 0
+    assert any(a_index[:16] in w for w in again.warnings)
+    await restore(repo, again.snapshot_id, tmp_path / "again")
+    same_tree(source, tmp_path / "again")
+    await restore(repo, a["id"], tmp_path / "a")  # and the first snapshot of that tree is whole again
 
 
 async def test_a_damaged_pack_affects_only_the_snapshots_that_need_it(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from rokstore import CorruptData, Repository, RestoreFailed, restore, snapshot
-from rokstore.confined import Staging
+from rokstore.staging import Staging
 
 
 def settle() -> None:
@@ -236,3 +236,38 @@ def test_the_restore_command_takes_devices_and_keep_setuid(file_repo_url: str, s
     assert restored.returncode == 0, restored.stderr
     assert stat.S_ISCHR(os.lstat(out / "null").st_mode)
     assert stat.S_IMODE(os.lstat(out / "small.txt").st_mode) == 0o4640
+
+
+async def test_a_chunk_that_did_not_reach_the_file_fails_the_read_back_naming_file_and_chunk(
+    repo: Repository, source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stats = await snapshot(repo, source)
+    real_pwrite = os.pwrite
+    lost: list[int] = []
+
+    def lossy_pwrite(fd: int, data: bytes, offset: int) -> int:  # a write the disk acknowledged but lost
+        if not lost and len(data) > 1 << 20:
+            lost.append(offset)
+            return len(data)
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr("rokstore.restorer.os.pwrite", lossy_pwrite)
+    with pytest.raises(CorruptData, match=r"restored file 'dir/big\.bin' does not hold chunk [0-9a-f]{64} at offset"):
+        await restore(repo, stats.snapshot_id, tmp_path / "out")
+    assert lost and not (tmp_path / "out").exists()
+
+
+async def test_the_path_up_to_the_target_may_go_through_a_symlink(
+    file_repo_url: str, source: Path, tmp_path: Path, same_tree
+) -> None:
+    from rokstore import TargetNotEmpty, init_repository
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "via").symlink_to(tmp_path / "real")
+    async with await init_repository(file_repo_url) as repo:
+        stats = await snapshot(repo, source)
+        await restore(repo, stats.snapshot_id, tmp_path / "via" / "out")
+        same_tree(source, tmp_path / "real" / "out")
+        (tmp_path / "link-target").symlink_to(tmp_path / "real")
+        with pytest.raises(TargetNotEmpty, match="is not a directory"):  # the target itself is never a symlink
+            await restore(repo, stats.snapshot_id, tmp_path / "link-target")

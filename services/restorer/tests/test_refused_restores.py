@@ -180,3 +180,13 @@ async def test_a_directory_outside_the_restore_roots_is_refused_even_through_a_s
     [letter] = await letters.fetch(1, timeout=10)
     assert letter.headers[bus.DEAD_REASON] == outcome.reason
     assert not Path("/etc/rok-restored").exists()
+
+
+async def test_device_files_and_set_uid_bits_are_never_restored_into_a_cluster_volume(
+    registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext
+) -> None:
+    await ask(js, request("r-setuid", PvcTarget(namespace=NAMESPACE, name="restored"), keep_setuid=True))
+    outcome = await failed(outcomes, "r-setuid")
+    assert outcome.reason.startswith("device files and set-uid/set-gid bits are restored only into a directory")
+    assert registry.asked == []  # refused before anything was resolved
+    await assert_settled_without_retry(js)

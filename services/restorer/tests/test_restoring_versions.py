@@ -190,3 +190,23 @@ class RecordingMeter:
 
     def add(self, name: str, value: float, attributes: dict[str, str] | None = None) -> None:
         self.records.append((name, value, attributes))
+
+
+async def test_set_uid_bits_come_back_only_when_the_request_asks_for_them(
+    stored: Stored, registry: FakeRegistry, restorer: Service, outcomes: Outcomes, js: JetStreamContext, tmp_path: Path
+) -> None:
+    from rokstore import open_repository, snapshot
+
+    tool = stored.volumes["data"] / "sub" / "deeper" / "run.sh"
+    tool.chmod(0o4755)
+    async with await open_repository(stored.repo_url, cache_dir=tmp_path / "cache") as repo:
+        again = (await snapshot(repo, stored.volumes["data"])).snapshot_id
+    registry.answers[VERSION_URL] = Stored(
+        stored.repo_url, stored.repo_dir, stored.volumes, {**stored.snapshots, "data": again}
+    ).resolved()
+    await ask(js, request("r-plain", tmp_path / "plain", volumes=("data",)))
+    await ask(js, request("r-kept", tmp_path / "kept", volumes=("data",), keep_setuid=True))
+    for request_id in ("r-plain", "r-kept"):
+        assert isinstance(await outcomes.wait(request_id), RestoreCompleted)
+    assert (tmp_path / "plain" / "sub" / "deeper" / "run.sh").stat().st_mode & 0o7777 == 0o755
+    assert (tmp_path / "kept" / "sub" / "deeper" / "run.sh").stat().st_mode & 0o7777 == 0o4755

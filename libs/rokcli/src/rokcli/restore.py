@@ -38,9 +38,13 @@ class RestoreFailed(PermanentError):
 )
 @click.option("--volume", "volumes", multiple=True, help="restore only this volume (repeatable); default: all")
 @click.option("--timeout", default=3600.0, show_default=True, help="seconds to wait for the restore to finish")
+@click.option("--devices", is_flag=True, help="create the snapshot's device files (the restorer runs as root)")
+@click.option("--keep-setuid", is_flag=True, help="keep set-uid and set-gid bits of files (cleared otherwise)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @exit_codes
-def restore(url: str, target: Path, volumes: tuple[str, ...], timeout: float, as_json: bool) -> None:
+def restore(
+    url: str, target: Path, volumes: tuple[str, ...], timeout: float, devices: bool, keep_setuid: bool, as_json: bool
+) -> None:
     """Restore a version (or one volume of it) into a directory, verified, and wait until it is done."""
     check_url(url)
     target = target.expanduser().absolute()
@@ -63,6 +67,8 @@ def restore(url: str, target: Path, volumes: tuple[str, ...], timeout: float, as
                 volumes=volumes,
                 requested_by="rok-cli",
                 on_update=bar.update,
+                devices=devices,
+                keep_setuid=keep_setuid,
             )
             span.set_attribute("rok.restore.request_id", watch.request_id)
             try:

@@ -108,10 +108,14 @@ async def request_restore(
     volumes: tuple[str, ...] = (),
     requested_by: str | None = None,
     on_update: Callable[[RestoreWatch], None] | None = None,
+    devices: bool = False,
+    keep_setuid: bool = False,
 ) -> RestoreWatch:
     """Publish a restore request and return a watch that follows it until ``watch.done`` is set.
 
     The target is ``target`` (a directory, a PVC or a notebook server), or the directory ``target_dir``.
+    ``devices`` and ``keep_setuid`` ask for the snapshot's device files and set-uid/set-gid bits of files,
+    which a restore leaves out by default.
     """
     request_id = uuid.uuid4().hex
     model = target if target is not None else DirectoryTarget(path=target_dir)
@@ -150,6 +154,8 @@ async def request_restore(
         volumes=volumes,
         target=model,
         requested_by=requested_by,
+        devices=devices,
+        keep_setuid=keep_setuid,
     )
     try:
         await bus.publish(nc.jetstream(), event)

@@ -2,10 +2,11 @@
 
 In layers, each importing only those below it: ``commands`` (``rok repo``, ``rok snapshot``); the operations on
 a repository, one module each — ``archiver`` (:func:`snapshot`), ``restorer`` (:func:`restore`), ``checker``
-(:func:`check`), ``gc`` (:func:`collect_garbage`), ``differ`` (:func:`diff`), ``repairer``
-(:func:`repair_index`); the ``repository`` layer
-(:class:`Repository`: backends, config, packs, index, manifests and records, locks, caches); and plain values and
-helpers (``models``, ``errors``, ``chunker``, ``xattrs``, ``memory``).
+(:func:`check`), ``gc`` (:func:`collect_garbage`), ``differ`` (:func:`diff`), ``repairer`` (:func:`repair_index`);
+the ``repository`` layer (:class:`Repository`: backends, config, packs, index, manifests and records, locks,
+caches); the file-system side of a restore (``staging``, ``confined``: every path written through descriptors,
+never through a symlink); and plain values and helpers (``models``, ``errors``, ``chunker``, ``xattrs``,
+``memory``).
 """
 
 from rokstore.archiver import snapshot

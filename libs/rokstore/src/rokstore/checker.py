@@ -34,12 +34,14 @@ async def _check(repo: Repository, read_data: bool) -> CheckReport:
         try:
             data = await repo.backend.get(index_key(name))
             if blake3.blake3(data).hexdigest() != name:
-                raise CorruptData(f"index file {name!r} does not match its BLAKE3 id")
+                raise CorruptData(
+                    f"index file {name!r} does not match its BLAKE3 id; rebuild the index with 'rok repo repair-index'"
+                )
             entries = decode_index(data, name)
         except ObjectNotFound:  # removed by gc since the listing
             continue
         except CorruptData as error:
-            problems.append(Problem("corrupt-index", name, f"{error}; rebuild the index with 'rok repo repair-index'"))
+            problems.append(Problem("corrupt-index", name, str(error)))
             continue
         for chunk, loc in entries:
             locations[chunk].append(loc)

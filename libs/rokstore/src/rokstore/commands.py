@@ -215,7 +215,7 @@ def repo_locks(url: str, as_json: bool) -> None:
 
 @repo.command("unlock")
 @repo_option
-@click.option("--remove-all", is_flag=True, help="Remove every lock, also those still held (only if none is).")
+@click.option("--remove-all", is_flag=True, help="Remove every lock, also those still held: only when nothing runs.")
 @json_option
 def repo_unlock(url: str, remove_all: bool, as_json: bool) -> None:
     """Remove stale locks (left by processes that died), or every lock with --remove-all."""

@@ -30,7 +30,7 @@ class SnapshotStats(_AsDict):
     bytes_scanned: int  # total logical size of the regular files
     bytes_read: int  # bytes actually read from disk (unchanged files are not read)
     bytes_new: int  # logical bytes of chunks the repository did not hold yet
-    bytes_uploaded: int  # bytes written to storage (packs, index, manifest, record)
+    bytes_uploaded: int  # bytes written to storage (packs of data and trees, index, record)
     seconds: float
     incomplete: bool = False
     errors: list[str] = field(default_factory=list)

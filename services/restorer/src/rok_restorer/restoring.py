@@ -30,7 +30,14 @@ from typing import Literal, Protocol, TypeAlias
 
 from opentelemetry import trace
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, PermanentError
-from rokcommon.events import RestoreCompleted, RestoredVolume, RestoreFailed, RestoreProgress, RestoreRequested
+from rokcommon.events import (
+    DirectoryTarget,
+    RestoreCompleted,
+    RestoredVolume,
+    RestoreFailed,
+    RestoreProgress,
+    RestoreRequested,
+)
 from rokcommon.registry_contract import Resolved
 from rokcommon.telemetry import event_attributes
 from rokstore import CorruptData, Progress, Repository, RestoreStats, open_repository, restore
@@ -109,6 +116,11 @@ class Restorer:
             "rok.restore", attributes={**event_attributes(request), "rok.url": request.url}
         ) as span:
             try:
+                if (request.devices or request.keep_setuid) and not isinstance(request.target, DirectoryTarget):
+                    raise Refused(
+                        "device files and set-uid/set-gid bits are restored only into a directory, never into a "
+                        "volume of the cluster; ask again without --devices and --keep-setuid"
+                    )
                 volumes = await self._choose(request)
                 target = self.targets.open(request.target, volumes)
                 if prior is not None:  # our own earlier attempt was cut short: what it wrote is ours to remove
@@ -196,7 +208,14 @@ class Restorer:
                             )
 
                     async def into_directory(path: Path) -> RestoreStats:
-                        return await restore(repo, volume.snapshot_id, path, progress=report)
+                        return await restore(
+                            repo,
+                            volume.snapshot_id,
+                            path,
+                            progress=report,
+                            devices=request.devices,
+                            keep_setuid=request.keep_setuid,
+                        )
 
                     try:
                         restored = await target.restore_volume(volume, into_directory)

@@ -76,6 +76,8 @@ class RestoreRequested(Event):
     volumes: tuple[str, ...] = ()  # empty: every volume of the version (or the one the URL names)
     target: RestoreTarget
     requested_by: str | None = None
+    devices: bool = False  # create the snapshot's device files (a directory target, as root); skipped otherwise
+    keep_setuid: bool = False  # keep the set-uid/set-gid bits of files (a directory target); cleared otherwise
 
     @classmethod
     def make(
@@ -87,6 +89,8 @@ class RestoreRequested(Event):
         target: DirectoryTarget | PvcTarget | NotebookTarget,
         volumes: tuple[str, ...] = (),
         requested_by: str | None = None,
+        devices: bool = False,
+        keep_setuid: bool = False,
     ) -> RestoreRequested:
         return cls(
             event_id=stable_id("restore", request_id, "requested"),
@@ -96,6 +100,8 @@ class RestoreRequested(Event):
             volumes=volumes,
             target=target,
             requested_by=requested_by,
+            devices=devices,
+            keep_setuid=keep_setuid,
         )
 
 

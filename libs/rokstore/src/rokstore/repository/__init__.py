@@ -1,4 +1,4 @@
-"""The repository layer: backends, config, packs, index, manifests and records, locks, the node-local cache.
+"""The repository layer: backends, config, packs, index, trees and records, locks, the node-local cache.
 
 Everything the operations (snapshot, restore, check, gc, diff) build on; it imports none of them.
 """

@@ -51,7 +51,7 @@ def encode_index(packs: Iterable[tuple[bytes, Iterable[BlobRef]]]) -> tuple[str,
 
 def decode_index(data: bytes, name: str = "") -> list[tuple[bytes, Location]]:
     if not data.startswith(INDEX_MAGIC):
-        raise CorruptData(f"index file {name!r} is not a rok index; run 'rok repo check'")
+        raise CorruptData(f"index file {name!r} is not a rok index; rebuild the index with 'rok repo repair-index'")
     try:
         payload = zstandard.ZstdDecompressor().decompress(data[len(INDEX_MAGIC) :], max_output_size=1 << 31)
         (npacks,) = _COUNT.unpack_from(payload, 0)
@@ -68,7 +68,9 @@ def decode_index(data: bytes, name: str = "") -> list[tuple[bytes, Location]]:
             for chunk, number, offset, length, raw, flags in _ENTRY.iter_unpack(body)
         ]
     except (zstandard.ZstdError, struct.error, ValueError, IndexError) as error:
-        raise CorruptData(f"index file {name!r} is damaged ({error}); run 'rok repo check'") from None
+        raise CorruptData(
+            f"index file {name!r} is damaged ({error}); rebuild the index with 'rok repo repair-index'"
+        ) from None
 
 
 class Index:

@@ -116,7 +116,10 @@ class Repository:
                 continue
             try:
                 if blake3.blake3(data).hexdigest() != name:
-                    raise CorruptData(f"index file {name!r} does not match its BLAKE3 id; run 'rok repo repair-index'")
+                    raise CorruptData(
+                        f"index file {name!r} does not match its BLAKE3 id; "
+                        "rebuild the index with 'rok repo repair-index'"
+                    )
                 entries = decode_index(data, name)
             except CorruptData as error:
                 index.damaged[name] = str(error)
