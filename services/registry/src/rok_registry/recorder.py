@@ -12,6 +12,8 @@ first delivery may have been lost between the commit and the publish. The caller
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from rokcommon.events import (
@@ -24,6 +26,7 @@ from rokcommon.events import (
     StepStarted,
 )
 from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from rok_registry import names
 from rok_registry.database import Database
@@ -38,6 +41,13 @@ class Recorder:
     def __init__(self, db: Database) -> None:
         self.db = db
         self.rows = Rows(db.dialect)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A write transaction; what it looked up is remembered (:meth:`Rows.committed`) only once it commits."""
+        async with self.db.writing() as session:
+            yield session
+        self.rows.committed(session)
 
     async def record(self, event: Event) -> list[Commit]:
         """Record any event the registry consumes (others are ignored)."""
@@ -56,7 +66,7 @@ class Recorder:
         return []
 
     async def record_run_started(self, event: RunStarted) -> list[Commit]:
-        async with self.db.writing() as session:
+        async with self.transaction() as session:
             run = await self.rows.run(session, event.run)
             if run.bucket_id is None:
                 bucket = await self.rows.bucket(session, run.namespace_id, event.experiment)
@@ -69,14 +79,14 @@ class Recorder:
             return await settle(session, run, announce_whole=True)
 
     async def record_run_finished(self, event: RunFinished) -> list[Commit]:
-        async with self.db.writing() as session:
+        async with self.transaction() as session:
             run = await self.rows.run(session, event.run)
             run.status = event.outcome
             run.finished_at = event.finished_at
             return await settle(session, run)
 
     async def record_step_started(self, event: StepStarted) -> list[Commit]:
-        async with self.db.writing() as session:
+        async with self.transaction() as session:
             run = await self.rows.run(session, event.step.run)
             step = await self.rows.step(session, run, event.step)
             step.node = event.node
@@ -85,7 +95,7 @@ class Recorder:
             return []  # a step's start changes no version: neither whether it is whole nor its tags
 
     async def record_step_finished(self, event: StepFinished) -> list[Commit]:
-        async with self.db.writing() as session:
+        async with self.transaction() as session:
             run = await self.rows.run(session, event.step.run)
             step = await self.rows.step(session, run, event.step)
             step.node = step.node or event.node
@@ -95,7 +105,7 @@ class Recorder:
             return await settle(session, run, (step.step_id, step.attempt))
 
     async def record_snapshot(self, event: SnapshotCompleted | SnapshotFailed) -> list[Commit]:
-        async with self.db.writing() as session:
+        async with self.transaction() as session:
             run = await self.rows.run(session, event.run)
             step = await self.rows.step(session, run, event.step) if event.step is not None else None
             version = await self.rows.version(session, run, event)

@@ -35,6 +35,9 @@ _FIND_STEP = select(StepRow).where(
 _FIND_VERSION = select(VersionRow).where(VersionRow.id == bindparam("id")).options(*NO_RUN)
 
 
+_PENDING_NAMESPACES = "rok.namespaces"  # session.info: the namespace ids a transaction found, until it commits
+
+
 def now() -> datetime:
     return datetime.now(UTC)
 
@@ -75,9 +78,17 @@ class Rows:
         return run
 
     async def namespace(self, session: AsyncSession, name: str) -> int:
-        """The id of the namespace's row, created if new."""
-        if name not in self._namespaces:  # namespaces are never removed: their ids can be remembered
-            self._namespaces[name] = await get_or_insert(
+        """The id of the namespace's row, created if new.
+
+        Namespaces are never removed, so their ids are remembered, but only once committed (:meth:`committed`):
+        until then another worker's transaction cannot see the row, and a rollback would leave the id pointing at
+        nothing.
+        """
+        if name in self._namespaces:
+            return self._namespaces[name]
+        pending: dict[str, int] = session.info.setdefault(_PENDING_NAMESPACES, {})
+        if name not in pending:
+            pending[name] = await get_or_insert(
                 session,
                 select(NamespaceRow.id).where(NamespaceRow.name == name),
                 {},
@@ -87,7 +98,11 @@ class Rows:
                     .on_conflict_do_nothing(index_elements=["name"])
                 ),
             )
-        return self._namespaces[name]
+        return pending[name]
+
+    def committed(self, session: AsyncSession) -> None:
+        """Remember the namespace ids ``session`` looked up or inserted, now that its transaction has committed."""
+        self._namespaces.update(session.info.pop(_PENDING_NAMESPACES, {}))
 
     async def bucket(self, session: AsyncSession, namespace_id: int, experiment: str | None) -> BucketRow:
         """The experiment's bucket (``None``: the namespace's fallback bucket), named when it is created."""
