@@ -34,7 +34,12 @@ async def test_the_registry_process_logs_ready_answers_and_stops_cleanly_on_sigt
     env.pop("ROK_DATABASE_URL", None)
     async with service_process("rok_registry", env) as registry:
         await registry.read_until('"registry ready"')
-        assert await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/api/v1/namespaces/local/buckets") == []
+        assert await asyncio.to_thread(get_json, f"http://127.0.0.1:{port}/api/v1/namespaces/local/buckets") == {
+            "items": [],
+            "next": None,
+            "prev": None,
+            "total": 0,
+        }
         assert await RegistryClient(nc, "local", timeout=5).list_buckets() == []
         assert (tmp_path / "state" / "registry.db").is_file()
         code, log = await registry.terminate(20)

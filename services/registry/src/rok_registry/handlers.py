@@ -7,6 +7,7 @@ Handlers translate messages into calls of the recorder and the query layer, and 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +15,7 @@ from faststream.nats import NatsMessage
 from opentelemetry import trace
 from pydantic import ValidationError
 from rokcommon import streams, subjects
-from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
+from rokcommon.errors import AnswerTooLarge, Forbidden, InvalidRequest, NotFound, QueryFailed, TemporaryError
 from rokcommon.events import (
     Event,
     RunFinished,
@@ -38,6 +39,7 @@ tracer = trace.get_tracer("rok_registry")
 PIPELINE_CONSUMER = "registry-pipeline"
 SNAPSHOTS_CONSUMER = "registry-snapshots"
 QUEUE_GROUP = "rok-registry"
+REPLY_HEADROOM = 4096  # bytes left in a reply message for its headers (correlation id, trace context)
 
 
 class EventHandlers:
@@ -92,26 +94,55 @@ def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers
     async def on_snapshot(event: SnapshotCompleted | SnapshotFailed) -> None:
         await events.handle(event)
 
+    def max_payload() -> int:
+        return int(service.broker.connection.max_payload)
+
     for name, (request_model, _) in QUERIES.items():
-        service.broker.subscriber(subjects.registry_query(name), queue=QUEUE_GROUP)(_answerer(queries, request_model))
+        service.broker.subscriber(subjects.registry_query(name), queue=QUEUE_GROUP)(
+            _answerer(queries, name, request_model, max_payload)
+        )
 
 
-def _answerer(queries: Queries, request_model: type[Query]) -> Any:
-    async def answer(msg: NatsMessage) -> dict[str, Any]:
-        return (await reply(queries, request_model, msg.raw_message.data)).model_dump(mode="json")
+def _answerer(queries: Queries, name: str, request_model: type[Query], max_payload: Callable[[], int]) -> Any:
+    async def answer(msg: NatsMessage) -> bytes:
+        budget = reply_budget(max_payload())
+        return encoded(name, await reply(queries, request_model, msg.raw_message.data, budget=budget), budget)
 
     answer.__name__ = f"answer_{request_model.__name__}"
     return answer
 
 
-async def reply(queries: Queries, request_model: type[Query], data: bytes) -> Reply:
-    """The reply to one request: its result, or the typed error the query raised."""
+def reply_budget(max_payload: int) -> int:
+    """The bytes a reply's payload may take: the server's limit less room for the reply's headers."""
+    return max(max_payload - REPLY_HEADROOM, max_payload // 2)
+
+
+async def reply(queries: Queries, request_model: type[Query], data: bytes, *, budget: int | None = None) -> Reply:
+    """The reply to one request: its result, or the typed error the query raised (whatever it raised).
+
+    ``budget``: the bytes a reply may take; pages are filled up to it.
+    """
     try:
         request = request_model.model_validate_json(data)
     except ValidationError as error:
         return Reply(error=error_body(InvalidRequest(str(invalid_event(request_model, error)))))
     try:
-        result = await queries.answer(request)
+        result = await queries.answer(request, budget=budget)
     except (NotFound, Forbidden, InvalidRequest, TemporaryError) as error:
         return Reply(error=error_body(error))
+    except Exception as error:  # a fault of ours: the asker hears of it now rather than waiting for a reply
+        log.exception("the registry failed to answer %s", request_model.__name__)
+        return Reply(error=error_body(QueryFailed(f"the registry failed to answer: {error_body(error).message}")))
     return Reply(result=result.model_dump(mode="json"))
+
+
+def encoded(name: str, answer: Reply, budget: int) -> bytes:
+    """The reply as sent; one larger than ``budget`` becomes an error saying so, which always fits."""
+    data = answer.model_dump_json().encode()
+    if len(data) <= budget:
+        return data
+    too_large = AnswerTooLarge(
+        f"the answer to {name} is {len(data)} bytes, more than one bus message carries ({budget} bytes): "
+        "ask for less (a smaller page: limit)"
+    )
+    return Reply(error=error_body(too_large)).model_dump_json().encode()
