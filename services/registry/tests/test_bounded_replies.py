@@ -171,7 +171,7 @@ async def test_a_query_that_fails_unexpectedly_is_an_error_naming_the_failure(
         [bucket] = await client.list_buckets()
         [run] = await client.list_files(bucket.name)
         with pytest.raises(
-            QueryFailed, match="the registry failed to answer: OperationalError.*no such table: members"
+            QueryFailed, match=r"the registry failed to answer: OperationalError.*no such table: members"
         ):
             await client.list_versions(bucket.name, run.name)
         raw = await nc.request(

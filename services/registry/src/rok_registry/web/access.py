@@ -21,6 +21,7 @@ from rokcommon import streams
 from rokcommon.connection import connect
 from rokcommon.errors import NotFound
 from rokcommon.registry_client import RegistryClient
+from rokcommon.registry_contract import GetLineage, ListBuckets, ListFiles, ListVersions
 from rokcommon.restores import RestoreWatch, request_restore
 from rokcommon.settings import RokSettings
 
@@ -106,14 +107,17 @@ class ScopedQueries:
         self.queries = queries
         self.namespace = namespace
 
-    async def list_buckets(self) -> Any:
-        return await self.queries.list_buckets(self.namespace)
+    async def buckets_page(self, **page: Any) -> Any:
+        return await self.queries.buckets(ListBuckets(namespace=self.namespace, **page))
 
-    async def list_files(self, bucket: str) -> Any:
-        return await self.queries.list_files(self.namespace, bucket)
+    async def files_page(self, bucket: str, **page: Any) -> Any:
+        return await self.queries.files(ListFiles(namespace=self.namespace, bucket=bucket, **page))
 
-    async def list_versions(self, bucket: str, file: str) -> Any:
-        return await self.queries.list_versions(self.namespace, bucket, file)
+    async def versions_page(self, bucket: str, file: str, **page: Any) -> Any:
+        return await self.queries.versions(ListVersions(namespace=self.namespace, bucket=bucket, file=file, **page))
+
+    async def lineage_page(self, bucket: str, file: str, **page: Any) -> Any:
+        return await self.queries.lineage_page(GetLineage(namespace=self.namespace, bucket=bucket, file=file, **page))
 
     async def resolve(self, url: str) -> Any:
         return await self.queries.resolve(self.namespace, url)
