@@ -29,6 +29,7 @@ from rokcommon.events import (
 from rokcommon.registry_contract import QUERIES, Query, Reply, error_body
 from rokcommon.service import Service
 
+from rok_registry.batching import GroupCommit
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
 from rok_registry.settling import Commit
@@ -43,18 +44,19 @@ REPLY_HEADROOM = 4096  # bytes left in a reply message for its headers (correlat
 
 
 class EventHandlers:
-    """Record one event, then announce the versions it made whole."""
+    """Record one event (in a transaction with the events delivered with it), then announce what it made whole."""
 
-    def __init__(self, service: Service, recorder: Recorder) -> None:
+    def __init__(self, service: Service, recorder: Recorder, *, batch: int = 64) -> None:
         self.service = service
         self.recorder = recorder
+        self.batches = GroupCommit(recorder.record_batch, size=batch)
 
     async def handle(self, event: Event) -> None:
         with tracer.start_as_current_span(
             f"registry record {type(event).__name__}",
             attributes={"messaging.message.id": event.event_id, "rok.event": type(event).__name__},
         ):
-            commits = await self.recorder.record(event)
+            commits = await self.batches.record(event)
             await self.announce(commits)
 
     async def announce(self, commits: list[Commit]) -> None:
@@ -76,9 +78,12 @@ class EventHandlers:
             )
 
 
-def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers: int = 8) -> None:
-    """Bind the registry's consumers and query handlers to the service's broker."""
-    events = EventHandlers(service, recorder)
+def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers: int = 8, batch: int = 64) -> None:
+    """Bind the registry's consumers and query handlers to the service's broker.
+
+    ``workers``: events of each stream in flight at once; ``batch``: events recorded in one transaction, at most.
+    """
+    events = EventHandlers(service, recorder, batch=batch)
     pipeline = service.consumer_spec(
         streams.PIPELINE, PIPELINE_CONSUMER, "rok.>", description="registry: run and step events"
     )

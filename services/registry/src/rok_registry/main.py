@@ -39,7 +39,7 @@ def build(settings: RegistrySettings | None = None, *, graceful_timeout: float =
     service = Service("registry", settings, graceful_timeout=graceful_timeout)
     db = Database(settings.database)
     recorder, queries = Recorder(db), Queries(db)
-    handlers.subscribe(service, recorder, queries, workers=settings.registry_workers)
+    handlers.subscribe(service, recorder, queries, workers=settings.registry_workers, batch=settings.registry_batch)
     app = create_app(
         queries,
         publish=service.publish,
