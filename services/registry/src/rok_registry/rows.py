@@ -7,9 +7,9 @@ that the events of one run are recorded one after the other.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from rokcommon.errors import PermanentError
 from rokcommon.events import RunRef, SnapshotCompleted, SnapshotFailed, StepRef
@@ -35,7 +35,11 @@ _FIND_STEP = select(StepRow).where(
 _FIND_VERSION = select(VersionRow).where(VersionRow.id == bindparam("id")).options(*NO_RUN)
 
 
+_ROWS = "rok.rows"  # session.info: the rows this transaction found, by natural key
 _PENDING_NAMESPACES = "rok.namespaces"  # session.info: the namespace ids a transaction found, until it commits
+
+
+T = TypeVar("T")
 
 
 def now() -> datetime:
@@ -54,20 +58,24 @@ class Rows:
     async def run(self, session: AsyncSession, ref: RunRef) -> RunRow:
         """The run's row, created if new, locked for this transaction."""
         namespace_id = await self.namespace(session, ref.namespace)
-        run: RunRow = await get_or_insert(
+        run: RunRow = await in_transaction(
             session,
-            self._find_run,
-            {"workflow_uid": ref.workflow_uid},
-            lambda: (
-                self.insert(RunRow)
-                .values(
-                    workflow_uid=ref.workflow_uid,
-                    namespace_id=namespace_id,
-                    run_id=ref.run_id,
-                    status="running",
-                    created_at=now(),
-                )
-                .on_conflict_do_nothing(index_elements=["workflow_uid"])
+            ("run", ref.workflow_uid),
+            lambda: get_or_insert(
+                session,
+                self._find_run,
+                {"workflow_uid": ref.workflow_uid},
+                lambda: (
+                    self.insert(RunRow)
+                    .values(
+                        workflow_uid=ref.workflow_uid,
+                        namespace_id=namespace_id,
+                        run_id=ref.run_id,
+                        status="running",
+                        created_at=now(),
+                    )
+                    .on_conflict_do_nothing(index_elements=["workflow_uid"])
+                ),
             ),
         )
         if run.namespace_id != namespace_id:
@@ -129,14 +137,18 @@ class Rows:
 
     async def step(self, session: AsyncSession, run: RunRow, ref: StepRef) -> StepRow:
         """The row of the step's attempt, created if new."""
-        step: StepRow = await get_or_insert(
+        step: StepRow = await in_transaction(
             session,
-            _FIND_STEP,
-            {"file_id": run.id, "step_id": ref.step_id, "attempt": ref.attempt},
-            lambda: (
-                self.insert(StepRow)
-                .values(file_id=run.id, step_id=ref.step_id, attempt=ref.attempt, name=ref.name, guarded=False)
-                .on_conflict_do_nothing(index_elements=["file_id", "step_id", "attempt"])
+            ("step", run.id, ref.step_id, ref.attempt),
+            lambda: get_or_insert(
+                session,
+                _FIND_STEP,
+                {"file_id": run.id, "step_id": ref.step_id, "attempt": ref.attempt},
+                lambda: (
+                    self.insert(StepRow)
+                    .values(file_id=run.id, step_id=ref.step_id, attempt=ref.attempt, name=ref.name, guarded=False)
+                    .on_conflict_do_nothing(index_elements=["file_id", "step_id", "attempt"])
+                ),
             ),
         )
         step.name = step.name or ref.name
@@ -148,33 +160,47 @@ class Rows:
         """The row of the version a snapshot event is about, created if new; it names every volume events named."""
         step = event.step
         version_id = event.key.version_id
-        version: VersionRow = await get_or_insert(
+        version: VersionRow = await in_transaction(
             session,
-            _FIND_VERSION,
-            {"id": version_id},
-            lambda: (
-                self.insert(VersionRow)
-                .values(
-                    id=version_id,
-                    file_id=run.id,
-                    step_key=step.step_id if step else "",
-                    attempt=step.attempt if step else 0,
-                    phase=event.phase,
-                    step_name=step.name if step else None,
-                    volumes=list(event.volumes),
-                    event_tags=[],
-                    tags=[],
-                    status="pending",
-                    best_effort=False,
-                    created_at=now(),
-                )
-                .on_conflict_do_nothing(index_elements=["id"])
+            ("version", version_id),
+            lambda: get_or_insert(
+                session,
+                _FIND_VERSION,
+                {"id": version_id},
+                lambda: (
+                    self.insert(VersionRow)
+                    .values(
+                        id=version_id,
+                        file_id=run.id,
+                        step_key=step.step_id if step else "",
+                        attempt=step.attempt if step else 0,
+                        phase=event.phase,
+                        step_name=step.name if step else None,
+                        volumes=list(event.volumes),
+                        event_tags=[],
+                        tags=[],
+                        status="pending",
+                        best_effort=False,
+                        created_at=now(),
+                    )
+                    .on_conflict_do_nothing(index_elements=["id"])
+                ),
             ),
         )
         merged = lineage.merge_volumes(version.volumes, [*event.volumes, event.volume.name])
         if merged != version.volumes:
             version.volumes = merged
         return version
+
+
+async def in_transaction(session: AsyncSession, key: tuple[Any, ...], find: Callable[[], Awaitable[T]]) -> T:
+    """The row ``find`` gets, found once per transaction: the events of a batch share one transaction, and their
+    run's lock (held to its end) keeps every other transaction from changing the run's rows meanwhile."""
+    rows: dict[tuple[Any, ...], Any] = session.info.setdefault(_ROWS, {})
+    if key not in rows:
+        rows[key] = await find()
+    found: T = rows[key]
+    return found
 
 
 async def get_or_insert(
