@@ -70,7 +70,7 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def sweep(steps: int) -> tuple[RunRef, list[Event]]:
+def sweep(steps: int) -> list[Event]:
     """The events of one run of ``steps`` steps, each with a before- and an after-snapshot of two volumes."""
     run = RunRef(namespace=NS, run_id="sweep", workflow_uid="wf-sweep")
     names = tuple(v.name for v in VOLUMES)
@@ -111,7 +111,7 @@ def sweep(steps: int) -> tuple[RunRef, list[Event]]:
         events += snapshots(step, "before", began)
         events.append(StepFinished.make(step=step, node="n", volumes=VOLUMES, outcome="succeeded", finished_at=ended))
         events += snapshots(step, "after", ended)
-    return run, events
+    return events
 
 
 def many_runs(count: int) -> list[Event]:
@@ -229,7 +229,7 @@ async def run_bench(database: str, nc: Any, web: str, cpu: Cpu, args: argparse.N
     client = RegistryClient(nc, NS, timeout=30)
     print(f"{database}:", flush=True)
 
-    run, events = sweep(args.steps)
+    events = sweep(args.steps)
     versions = 1 + 2 * args.steps
     committed: set[str] = set()
 
@@ -278,7 +278,7 @@ async def run_bench(database: str, nc: Any, web: str, cpu: Cpu, args: argparse.N
         flush=True,
     )
 
-    [sweep_run] = [f async for f in client.iter_files((await _bucket(client, "sweep")))]
+    [sweep_run] = [f async for f in client.iter_files(await _bucket(client, "sweep"))]
     sweep_bucket = sweep_run.bucket
     deep_runs = await _cursor_after(lambda c: client.files_page(hourly, cursor=c), args.runs // 2 // 50)
     deep_versions = await _cursor_after(

@@ -45,9 +45,14 @@ class Recorder:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A write transaction; what it looked up is remembered (:meth:`Rows.committed`) only once it commits."""
+        """A write transaction; what it looked up is remembered (:meth:`Rows.committed`) only once it commits.
+
+        Changes to rows are written once, at the commit, however many events of a batch made them: no query of
+        the recorder filters on a column it changes (only on keys and ids), so none needs them written before.
+        """
         async with self.db.writing() as session:
-            yield session
+            with session.no_autoflush:
+                yield session
         self.rows.committed(session)
 
     async def record(self, event: Event) -> list[Commit]:

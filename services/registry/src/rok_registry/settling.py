@@ -59,7 +59,6 @@ async def settle(
     Announced are the versions that are whole and were not announced before, every whole one if
     ``announce_whole``, and the version ``again`` if it is whole; none before the run's ``RunStarted`` names it.
     """
-    await session.flush()
     versions, steps = await _in_scope(session, run, scope if run.status != "succeeded" else None)
     members: dict[str, list[Any]] = defaultdict(list)
     if versions:
