@@ -32,10 +32,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rok_registry import names
 from rok_registry.database import Database
 from rok_registry.rows import Rows
-from rok_registry.settling import Commit, OneVersion, settle
-from rok_registry.tables import MemberRow
+from rok_registry.settling import Commit, Due, OneVersion, StepKey, settle, settle_due
+from rok_registry.tables import MemberRow, RunRow
 
 log = logging.getLogger(__name__)
+
+_DUE = "rok.due"  # session.info in a batch: what each run's events can change, by workflow uid, settled at its end
 
 
 class Recorder:
@@ -73,8 +75,13 @@ class Recorder:
         results: list[list[Commit] | Exception] = [[] for _ in events]
         try:
             async with self.transaction() as session:
+                dues: dict[str, Due] = session.info.setdefault(_DUE, {})
+                last: dict[str, int] = {}  # the last event of each run: it announces what the run's events made whole
                 for i in order:
                     results[i] = await self.record_in(session, events[i])
+                    last[_run_of(events[i])] = i
+                for uid, due in dues.items():
+                    results[last[uid]] = await settle_due(session, due)
         except Exception as error:
             log.info("a batch of %d events failed (%s); recording each on its own", len(events), error)
             return [await self._alone(event) for event in events]
@@ -102,6 +109,22 @@ class Recorder:
         log.debug("not recording %s", type(event).__name__)
         return []
 
+    async def _settle(
+        self,
+        session: AsyncSession,
+        run: RunRow,
+        scope: OneVersion | StepKey | None = None,
+        *,
+        announce_whole: bool = False,
+        again: str | None = None,
+    ) -> list[Commit]:
+        """Settle what an event changed now, or, in a batch, once at its end with the run's other events."""
+        dues: dict[str, Due] | None = session.info.get(_DUE)
+        if dues is None:
+            return await settle(session, run, scope, announce_whole=announce_whole, again=again)
+        dues.setdefault(run.workflow_uid, Due(run)).add(scope, announce_whole=announce_whole, again=again)
+        return []
+
     async def record_run_started(self, session: AsyncSession, event: RunStarted) -> list[Commit]:
         run = await self.rows.run(session, event.run)
         if run.bucket_id is None:
@@ -112,13 +135,13 @@ class Recorder:
         run.pipeline_name = event.pipeline_name
         run.pipeline_version = event.pipeline_version
         run.started_at = event.started_at
-        return await settle(session, run, announce_whole=True)
+        return await self._settle(session, run, announce_whole=True)
 
     async def record_run_finished(self, session: AsyncSession, event: RunFinished) -> list[Commit]:
         run = await self.rows.run(session, event.run)
         run.status = event.outcome
         run.finished_at = event.finished_at
-        return await settle(session, run)
+        return await self._settle(session, run)
 
     async def record_step_started(self, session: AsyncSession, event: StepStarted) -> list[Commit]:
         run = await self.rows.run(session, event.step.run)
@@ -135,7 +158,7 @@ class Recorder:
         step.guarded = step.guarded or event.guarded
         step.finished_at = event.finished_at
         step.outcome = event.outcome
-        return await settle(session, run, (step.step_id, step.attempt))
+        return await self._settle(session, run, (step.step_id, step.attempt))
 
     async def record_snapshot(self, session: AsyncSession, event: SnapshotCompleted | SnapshotFailed) -> list[Commit]:
         run = await self.rows.run(session, event.run)
@@ -177,7 +200,7 @@ class Recorder:
             )
         # A redelivered snapshot event announces its whole version again; once the run has succeeded the
         # settling widens to the whole run (the final tag may move to this version).
-        return await settle(session, run, OneVersion(version, step), again=version.id)
+        return await self._settle(session, run, OneVersion(version, step), again=version.id)
 
 
 def _run_of(event: Event) -> str:

@@ -24,6 +24,7 @@ from rok_registry.tables import BucketRow, NamespaceRow, RunRow, StepRow, Versio
 # The recorder has the run's row in hand and reads members with a query of their own: loading them again with
 # every version would only cost joins and queries.
 NO_RUN = (raiseload(VersionRow.run), raiseload(VersionRow.members))
+NO_EAGER = (raiseload("*"),)
 
 # Statements built once (the hot path builds none but its inserts, and those only for new rows).
 _FIND_RUN = select(RunRow).where(RunRow.workflow_uid == bindparam("workflow_uid"))
@@ -149,6 +150,7 @@ class Rows:
                     .values(file_id=run.id, step_id=ref.step_id, attempt=ref.attempt, name=ref.name, guarded=False)
                     .on_conflict_do_nothing(index_elements=["file_id", "step_id", "attempt"])
                 ),
+                returning=StepRow,
             ),
         )
         step.name = step.name or ref.name
@@ -185,6 +187,7 @@ class Rows:
                     )
                     .on_conflict_do_nothing(index_elements=["id"])
                 ),
+                returning=VersionRow,
             ),
         )
         merged = lineage.merge_volumes(version.volumes, [*event.volumes, event.volume.name])
@@ -204,11 +207,26 @@ async def in_transaction(session: AsyncSession, key: tuple[Any, ...], find: Call
 
 
 async def get_or_insert(
-    session: AsyncSession, query: Select[Any], params: dict[str, Any], insert: Callable[[], Insert]
+    session: AsyncSession,
+    query: Select[Any],
+    params: dict[str, Any],
+    insert: Callable[[], Insert],
+    *,
+    returning: type[Any] | None = None,
 ) -> Any:
-    """The row ``query`` finds, inserting it first (``ON CONFLICT DO NOTHING``) if it is not there yet."""
+    """The row ``query`` finds, inserting it first (``ON CONFLICT DO NOTHING``) if it is not there yet.
+
+    ``returning``: the mapped class of a row without eagerly loaded relationships, which the insert then returns
+    itself (one statement fewer for a new row).
+    """
     found = (await session.execute(query, params)).scalar_one_or_none()
-    if found is None:
+    if found is not None:
+        return found
+    if returning is not None:
+        statement = insert().returning(*returning.__table__.columns)
+        found = (await session.execute(select(returning).from_statement(statement).options(*NO_EAGER))).scalar()
+        if found is not None:
+            return found
+    else:
         await session.execute(insert())
-        found = (await session.execute(query, params)).scalar_one()
-    return found
+    return (await session.execute(query, params)).scalar_one()
