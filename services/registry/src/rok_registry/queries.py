@@ -209,15 +209,26 @@ class Queries:
         cursor = _cursor(q.cursor, "oldest")
         async with self.db.reading() as s:
             run = await self._run(s, q.namespace, q.bucket, q.file)
-            every_step = (await s.execute(select(StepRow).where(StepRow.file_id == run.id))).scalars().all()
+            # the order of every step from a few columns; whole rows only for the page's
+            times = await s.execute(
+                select(StepRow.id, StepRow.step_id, StepRow.attempt, StepRow.started_at, StepRow.finished_at).where(
+                    StepRow.file_id == run.id
+                )
+            )
             before = await s.execute(
                 select(VersionRow.step_key, VersionRow.attempt, VersionRow.taken_at).where(
                     VersionRow.file_id == run.id, VersionRow.phase == "before"
                 )
             )
             taken = {(k, a): t for k, a, t in before.all()}
-            keyed = sorted((views.step_key(st, taken.get((st.step_id, st.attempt))), st) for st in every_step)
-            window = _window(keyed, cursor, q.limit)
+            keyed = sorted(
+                (views.step_key(started, finished, step_id, attempt, taken.get((step_id, attempt))), row_id)
+                for row_id, step_id, attempt, started, finished in times.all()
+            )
+            window_ids = _window(keyed, cursor, q.limit)
+            rows = await s.execute(select(StepRow).where(StepRow.id.in_([i for _, i in window_ids])))
+            by_id = {st.id: st for st in rows.scalars()}
+            window = [(k, by_id[i]) for k, i in window_ids]
             step_ids = sorted({st.step_id for _, st in window} | {""})
             versions = await s.execute(
                 select(VersionRow).where(VersionRow.file_id == run.id, VersionRow.step_key.in_(step_ids))

@@ -127,8 +127,10 @@ def step(row: StepRow, versions: Mapping[tuple[str, int, str], Version]) -> Step
     )
 
 
-def step_key(row: StepRow, before_taken: datetime | None) -> tuple[datetime, datetime, str, int]:
+def step_key(
+    started_at: datetime | None, finished_at: datetime | None, step_id: str, attempt: int, before_taken: datetime | None
+) -> tuple[datetime, datetime, str, int]:
     """Where a step comes in its run's lineage: when it began (its start, else its before-snapshot's time, else
     its end), ties broken by its before-snapshot's time (workflow times have whole seconds), then its id."""
-    first = row.started_at or before_taken or row.finished_at or _LATER
-    return (first, before_taken or _LATER, row.step_id, row.attempt)
+    first = started_at or before_taken or finished_at or _LATER
+    return (first, before_taken or _LATER, step_id, attempt)
