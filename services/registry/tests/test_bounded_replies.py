@@ -15,13 +15,17 @@ import nats
 import pytest
 from nats.aio.client import Client
 from registry_testkit import RunScript
+from rok_registry.handlers import reply_budget
 from rok_registry.main import Registry, build
+from rok_registry.queries import Queries
+from rok_registry.recorder import Recorder
 from rok_registry.settings import RegistrySettings
 from rokcommon import subjects
 from rokcommon.errors import AnswerTooLarge, InvalidRequest, QueryFailed
 from rokcommon.events import SnapshotChanges, SnapshotCompleted, VolumeRef
+from rokcommon.events.values import CHANGED_PATHS_LISTED
 from rokcommon.registry_client import RegistryClient
-from rokcommon.registry_contract import MAX_PAGE, Reply
+from rokcommon.registry_contract import MAX_PAGE, GetLineage, ListVersions, Reply
 from rokcommon.versions import VersionKey
 from roktesting.nats import NatsServer, running
 from roktesting.ports import free_port
@@ -178,3 +182,38 @@ async def test_a_query_that_fails_unexpectedly_is_an_error_naming_the_failure(
             subjects.registry_query("lineage"), b'{"namespace": "team-a", "bucket": "x", "file": "y"}'
         )
         assert Reply.model_validate_json(raw.data).error is not None
+
+
+async def test_pages_of_the_largest_versions_fit_the_default_payload_limit_whatever_their_size(
+    recorder: Recorder, queries: Queries
+) -> None:
+    # four volumes per version, each summarising as many paths as a summary lists: ~170 KB a version
+    volumes = tuple(VolumeRef(name=f"volume-{i}", role="data", path=f"/vol/{i}") for i in range(4))
+    script = RunScript("wf-huge", namespace=NS, steps=tuple(f"step-{i}" for i in range(10)))
+    script.volumes = volumes
+    paths = [f"{'deep/' * 6}{'p' * 30}-{i:03d}" for i in range(CHANGED_PATHS_LISTED)]
+    changes = SnapshotChanges.between("parent", paths, paths, paths)
+    for event in script.events():
+        await recorder.record(
+            event.model_copy(update={"changes": changes}) if isinstance(event, SnapshotCompleted) else event
+        )
+    [bucket] = await queries.list_buckets(NS)
+    [run] = await queries.list_files(NS, bucket.name)
+    budget = reply_budget(1 << 20)  # nats-server's default max_payload
+
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await queries.versions(
+            ListVersions(namespace=NS, bucket=bucket.name, file=run.name, limit=MAX_PAGE, cursor=cursor), budget=budget
+        )
+        assert len(Reply(result=page.model_dump(mode="json")).model_dump_json().encode()) <= budget
+        assert page.items, "every page holds at least one version"
+        seen += [v.id for v in page.items]
+        if page.next is None:
+            break
+        cursor = page.next
+    assert len(seen) == len(set(seen)) == 21
+    lineage = await queries.lineage_page(GetLineage(namespace=NS, bucket=bucket.name, file=run.name), budget=budget)
+    assert len(Reply(result=lineage.model_dump(mode="json")).model_dump_json().encode()) <= budget
+    assert 0 < len(lineage.steps) < 10 and lineage.next is not None
