@@ -312,17 +312,20 @@ class Queries:
         return row
 
     async def _run(self, s: AsyncSession, namespace: str, bucket: str, name: str) -> RunRow:
-        """The run a URL names by its bucket and file name."""
-        b = await self._bucket(s, namespace, bucket)
+        """The run a URL names by its bucket and file name (one query; a second only to say which is missing)."""
+        in_bucket = (
+            select(BucketRow.id)
+            .join(NamespaceRow, BucketRow.namespace_id == NamespaceRow.id)
+            .where(NamespaceRow.name == namespace, BucketRow.name == bucket)
+            .scalar_subquery()
+        )
         row = (
-            await s.execute(select(RunRow).where(RunRow.bucket_id == b.id, RunRow.name == name))
+            await s.execute(select(RunRow).where(RunRow.bucket_id == in_bucket, RunRow.name == name))
         ).scalar_one_or_none()
         if row is None:
+            await self._bucket(s, namespace, bucket)  # NotFound if it is the bucket that is missing
             raise NotFound(f"no run {name!r} in bucket {bucket!r} of namespace {namespace!r}")
         return row
-
-    async def _versions(self, s: AsyncSession, run_id: int) -> list[VersionRow]:
-        return list((await s.execute(select(VersionRow).where(VersionRow.file_id == run_id))).scalars().all())
 
     async def _version_at(self, s: AsyncSession, namespace: str, url: str) -> VersionRow:
         where = _scoped(namespace, url)
