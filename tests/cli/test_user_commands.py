@@ -117,3 +117,19 @@ def test_without_a_bus_a_command_says_so_and_exits_75(stack: Stack) -> None:
     result = stack.rok("ls", ROK_NATS_URL=f"nats://127.0.0.1:{free_port()}")
     assert result.code == 75
     assert "cannot reach NATS" in result.err
+
+
+def test_ls_lists_the_newest_first_up_to_its_limit_and_says_how_many_more_there_are(stack: Stack) -> None:
+    bucket, file = stack.committed[("initial", "initial")].url.split("//")[1].split("?")[0].split("/")[1:3]
+    every = json.loads(stack.rok("ls", bucket, file, "--all", "--json").out)
+    assert len(every) == len(stack.committed)
+    taken = [v["taken_at"] for v in every]
+    assert taken == sorted(taken, reverse=True)
+
+    first = stack.rok("ls", bucket, file, "--limit", "3")
+    assert first.code == 0, first.err
+    assert [v["url"] in first.out for v in every] == [True] * 3 + [False] * (len(every) - 3)
+    assert f"… {len(every) - 3} more (of {len(every)}); --all lists every one, --limit N the first N" in first.err
+
+    oldest = json.loads(stack.rok("ls", bucket, file, "--limit", "2", "--order", "oldest", "--json").out)
+    assert [v["url"] for v in oldest] == [v["url"] for v in reversed(every)][:2]

@@ -268,9 +268,10 @@ async def test_the_http_api_answers_the_same_queries_with_status_codes_for_error
         )
     health, buckets, files, versions, one, lin, resolved, found, hits, forbidden, missing, invalid = results
     assert health == (200, {"status": "ok"})
-    assert buckets[0] == 200 and [x["name"] for x in buckets[1]] == [b]
-    assert files[0] == 200 and [x["workflow_uid"] for x in files[1]] == ["wf-1"]
-    assert versions[0] == 200 and len(versions[1]) == 7
+    assert buckets[0] == 200 and [x["name"] for x in buckets[1]["items"]] == [b]
+    assert files[0] == 200 and [x["workflow_uid"] for x in files[1]["items"]] == ["wf-1"]
+    assert files[1]["total"] == 1 and files[1]["next"] is None
+    assert versions[0] == 200 and len(versions[1]["items"]) == 7
     assert one == (200, json.loads(version.model_dump_json()))
     assert lin == (200, json.loads(lineage.model_dump_json()))
     assert resolved[0] == 200 and [m["volume"] for m in resolved[1]["members"]] == ["data"]

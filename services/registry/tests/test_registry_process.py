@@ -39,7 +39,7 @@ async def test_the_registry_process_logs_ready_answers_and_stops_cleanly_on_sigt
         token = web_token(tmp_path / "state")  # the registry made the local user's token as it started
         assert (tmp_path / "state" / "web-token").stat().st_mode & 0o777 == 0o600
         url = f"http://127.0.0.1:{port}/api/v1/namespaces/local/buckets"
-        assert await asyncio.to_thread(get_json, url, token) == []
+        assert await asyncio.to_thread(get_json, url, token) == {"items": [], "next": None, "prev": None, "total": 0}
         assert await RegistryClient(nc, "local", timeout=5).list_buckets() == []
         assert (tmp_path / "state" / "registry.db").is_file()
         code, log = await registry.terminate(20)

@@ -21,7 +21,7 @@ from rokcommon.diffs import VolumeChanges, request_diff
 from rokcommon.errors import Forbidden, NotFound, TemporaryError
 from rokcommon.humanize import size, when
 from rokcommon.registry_client import RegistryClient
-from rokcommon.registry_contract import RunFile
+from rokcommon.registry_contract import DEFAULT_PAGE, MAX_PAGE, Buckets, Files, Order, RunFile, Versions
 from rokcommon.settings import RokSettings
 from rokcommon.urls import InvalidUrl, parse_url
 
@@ -83,30 +83,43 @@ def run(make: Callable[[Client, RegistryClient], Awaitable[T]]) -> T:
 @click.command()
 @click.argument("bucket", required=False)
 @click.argument("file", required=False)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PAGE,
+    show_default=True,
+    help="list at most this many (newest first)",
+)
+@click.option("--all", "every", is_flag=True, help="list every one, however many (page after page)")
+@click.option("--order", type=click.Choice(["newest", "oldest"]), default="newest", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
 @exit_codes
-def ls(bucket: str | None, file: str | None, as_json: bool) -> None:
+def ls(bucket: str | None, file: str | None, limit: int, every: bool, order: Order, as_json: bool) -> None:
     """List buckets; the runs (files) of BUCKET; or the versions of FILE, each with its URL.
 
     BUCKET may also be a rok:// URL of a bucket or a file, or a run's KFP run id (then its versions are listed).
+    The first LIMIT are listed, newest first; the rest are counted (--all lists them too).
     """
     if bucket and bucket.startswith("rok://"):
         url = parse_url(bucket)
         bucket, file = url.bucket, url.file or file
+    wanted = None if every else limit
 
-    async def query(nc: Client, registry: RegistryClient) -> list[Any]:
+    async def query(nc: Client, registry: RegistryClient) -> tuple[list[Any], int]:
         nonlocal bucket, file
         if bucket is None:
-            return await registry.list_buckets()
+            return await first(lambda n, c: registry.buckets_page(limit=n, cursor=c, order=order), wanted)
         if file is None:
             try:
-                return await registry.list_files(bucket)
+                b = bucket
+                return await first(lambda n, c: registry.files_page(b, limit=n, cursor=c, order=order), wanted)
             except NotFound:
                 found = await run_by_id(registry, bucket)
                 bucket, file = found.bucket, found.name
-        return await registry.list_versions(bucket, file)
+        b, f = bucket, file
+        return await first(lambda n, c: registry.versions_page(b, f, limit=n, cursor=c, order=order), wanted)
 
-    items = run(query)
+    items, total = run(query)
     if as_json:
         echo_json([item.model_dump(mode="json") for item in items])
         return
@@ -142,13 +155,30 @@ def ls(bucket: str | None, file: str | None, as_json: bool) -> None:
         )
     if not items:
         click.echo("(none)", err=True)
+    elif total > len(items):
+        click.echo(f"… {total - len(items)} more (of {total}); --all lists every one, --limit N the first N", err=True)
+
+
+async def first(
+    page: Callable[[int, str | None], Awaitable[Buckets | Files | Versions]], limit: int | None
+) -> tuple[list[Any], int]:
+    """The first ``limit`` items of a list (None: every one), page after page, and how many the list holds."""
+    items: list[Any] = []
+    cursor: str | None = None
+    while True:
+        want = MAX_PAGE if limit is None else min(MAX_PAGE, limit - len(items))
+        result = await page(want, cursor)
+        items += result.items
+        if result.next is None or (limit is not None and len(items) >= limit):
+            return items, max(result.total, len(items))
+        cursor = result.next
 
 
 async def run_by_id(registry: RegistryClient, run_id: str) -> RunFile:
     """The run whose KFP run id is ``run_id`` (found through the registry's search), or NotFound."""
     buckets = {hit.bucket for hit in await registry.search(run_id) if hit.kind == "file"}
     for bucket in sorted(buckets):
-        for run_file in await registry.list_files(bucket):
+        async for run_file in registry.iter_files(bucket):
             if run_file.run_id == run_id:
                 return run_file
     raise NotFound(

@@ -48,3 +48,11 @@ class Forbidden(PermanentError):
 
 class InvalidRequest(PermanentError):
     """A request that can never be answered as asked (a malformed URL, a missing field)."""
+
+
+class AnswerTooLarge(InvalidRequest):
+    """An answer larger than one bus message may carry (the server's ``max_payload``): ask for less."""
+
+
+class QueryFailed(RokError):
+    """A service failed to answer a query for a reason of its own (not the asker's): the message names it."""

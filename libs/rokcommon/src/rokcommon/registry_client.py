@@ -7,10 +7,14 @@ exception its kind names. Use::
     resolved = await registry.resolve("rok://team-a/exp-3mis2/train-3mis2-a1b2?version=k3x9q2mf7z")
     for member in resolved.members:  # workspace first
         print(member.volume, member.snapshot_id)
+
+Lists come a page at a time (``files_page(bucket, limit=…, cursor=page.next)``); ``iter_files(bucket)`` follows
+the pages as a loop goes, and ``list_files(bucket)`` reads them all.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
@@ -24,19 +28,24 @@ from rokcommon import payloads, subjects
 from rokcommon.errors import InvalidRequest, TemporaryError
 from rokcommon.events import Model, Phase, invalid_event
 from rokcommon.registry_contract import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
     QUERIES,
     Bucket,
     Buckets,
     Files,
     Found,
     Lineage,
+    Order,
     Reply,
     Resolved,
     RunFile,
+    RunStatus,
     SearchHit,
     SearchHits,
     Version,
     Versions,
+    VersionStatus,
     raise_error,
 )
 from rokcommon.urls import parse_url
@@ -60,14 +69,69 @@ class RegistryClient:
         self.namespace = namespace
         self.timeout = timeout
 
+    # --- lists: one page, every item page by page, or all of them ------------------------------------------
+
+    async def buckets_page(
+        self, *, limit: int = DEFAULT_PAGE, cursor: str | None = None, order: Order = "newest"
+    ) -> Buckets:
+        return await self._ask("buckets", Buckets, limit=limit, cursor=cursor, order=order)
+
+    async def files_page(
+        self,
+        bucket: str,
+        *,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+        order: Order = "newest",
+        status: RunStatus | None = None,
+    ) -> Files:
+        return await self._ask("files", Files, bucket=bucket, limit=limit, cursor=cursor, order=order, status=status)
+
+    async def versions_page(
+        self,
+        bucket: str,
+        file: str,
+        *,
+        limit: int = DEFAULT_PAGE,
+        cursor: str | None = None,
+        order: Order = "newest",
+        step: str | None = None,
+        status: VersionStatus | None = None,
+    ) -> Versions:
+        fields = {"limit": limit, "cursor": cursor, "order": order, "step": step, "status": status}
+        return await self._ask("versions", Versions, bucket=bucket, file=file, **fields)
+
+    def iter_buckets(self, *, order: Order = "newest") -> AsyncIterator[Bucket]:
+        """Every bucket, asking for one page after another as the loop goes."""
+        return _follow(lambda cursor: self.buckets_page(limit=MAX_PAGE, cursor=cursor, order=order))
+
+    def iter_files(
+        self, bucket: str, *, order: Order = "newest", status: RunStatus | None = None
+    ) -> AsyncIterator[RunFile]:
+        """Every run of ``bucket``, asking for one page after another as the loop goes."""
+        return _follow(
+            lambda cursor: self.files_page(bucket, limit=MAX_PAGE, cursor=cursor, order=order, status=status)
+        )
+
+    def iter_versions(
+        self, bucket: str, file: str, *, order: Order = "oldest", step: str | None = None
+    ) -> AsyncIterator[Version]:
+        """Every version of a run (in the order they were taken), asking for one page after another."""
+        return _follow(
+            lambda cursor: self.versions_page(bucket, file, limit=MAX_PAGE, cursor=cursor, order=order, step=step)
+        )
+
     async def list_buckets(self) -> list[Bucket]:
-        return list((await self._ask("buckets", Buckets)).items)
+        """Every bucket, newest first (all pages)."""
+        return [b async for b in self.iter_buckets()]
 
     async def list_files(self, bucket: str) -> list[RunFile]:
-        return list((await self._ask("files", Files, bucket=bucket)).items)
+        """Every run of ``bucket``, newest first (all pages)."""
+        return [f async for f in self.iter_files(bucket)]
 
     async def list_versions(self, bucket: str, file: str) -> list[Version]:
-        return list((await self._ask("versions", Versions, bucket=bucket, file=file)).items)
+        """Every version of a run, in the order they were taken (all pages)."""
+        return [v async for v in self.iter_versions(bucket, file)]
 
     async def get_version(self, url: str) -> Version:
         parse_url(url)
@@ -77,8 +141,20 @@ class RegistryClient:
         parse_url(url)
         return await self._ask("resolve", Resolved, url=url)
 
+    async def lineage_page(
+        self, bucket: str, file: str, *, limit: int = DEFAULT_PAGE, cursor: str | None = None
+    ) -> Lineage:
+        """A run's initial version and a page of its steps (``next``: the cursor of the steps that follow)."""
+        return await self._ask("lineage", Lineage, bucket=bucket, file=file, limit=limit, cursor=cursor)
+
     async def lineage(self, bucket: str, file: str) -> Lineage:
-        return await self._ask("lineage", Lineage, bucket=bucket, file=file)
+        """A run's whole lineage: its initial version and every step (all pages)."""
+        first = page = await self.lineage_page(bucket, file, limit=MAX_PAGE)
+        steps = list(page.steps)
+        while page.next is not None:
+            page = await self.lineage_page(bucket, file, limit=MAX_PAGE, cursor=page.next)
+            steps += page.steps
+        return first.model_copy(update={"steps": tuple(steps), "next": None})
 
     async def find_version(
         self, workflow_uid: str, step_id: str | None, phase: Phase, *, attempt: int | None = None
@@ -119,3 +195,18 @@ class RegistryClient:
         if reply.error is not None:
             raise_error(reply.error)
         return result.model_validate(reply.result or {})
+
+
+P = TypeVar("P", Buckets, Files, Versions)
+
+
+async def _follow(page: Callable[[str | None], Awaitable[P]]) -> AsyncIterator[Any]:
+    """The items of one page after another, from the first until one has no ``next``."""
+    cursor: str | None = None
+    while True:
+        result = await page(cursor)
+        for item in result.items:
+            yield item
+        if result.next is None:
+            return
+        cursor = result.next

@@ -4,6 +4,12 @@ Every query is a request model carrying the caller's ``namespace``, sent to ``ro
 (:data:`QUERIES` maps each query name to its request and result models). The reply is a :class:`Reply`: either
 a ``result`` or a typed ``error`` whose kind (:data:`ERROR_KINDS`) names the exception it stands for. The registry's
 HTTP API (``/api/v1/namespaces/{ns}/...``) returns the same result models as JSON.
+
+Lists come in pages (:class:`PageQuery` → :class:`Page`): at most ``limit`` items, newest first unless
+``order="oldest"``, and ``next`` / ``prev``, opaque cursors of the pages after and before (None at either end).
+A cursor names the last item seen, not a position, so items recorded meanwhile shift no page. A page may hold
+fewer than ``limit`` items: it is filled only up to what one reply may carry, so no reply outgrows the bus's
+payload limit whatever the data.
 """
 
 from __future__ import annotations
@@ -13,12 +19,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
+from rokcommon.errors import (
+    AnswerTooLarge,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    QueryFailed,
+    RokError,
+    TemporaryError,
+)
 from rokcommon.events import Model, Name, Outcome, Phase, SnapshotChanges, Tag
 
 VersionStatus = Literal["pending", "complete", "partial"]  # pending: not every volume recorded yet
 RunStatus = Literal["running", "succeeded", "failed", "error"]
-ErrorKind = Literal["not_found", "forbidden", "invalid", "unavailable"]  # unavailable: e.g. its database is down
+# unavailable: e.g. its database is down; too_large: the answer would not fit in one bus message; failed: the
+# service's own fault (an unexpected error), named in the message
+ErrorKind = Literal["not_found", "forbidden", "invalid", "unavailable", "too_large", "failed"]
 
 
 # --- results -----------------------------------------------------------------------------------------------
@@ -126,11 +142,13 @@ class Step(Model):
 
 
 class Lineage(Model):
-    """A run: its initial version, then its steps in the order they started."""
+    """A run: its initial version, then its steps in the order they started (a page of them: ``next``)."""
 
     file: RunFile
     initial: Version | None = None
     steps: tuple[Step, ...] = ()
+    next: str | None = None  # the cursor of the steps that follow, if any
+    prev: str | None = None
 
 
 class SearchHit(Model):
@@ -142,15 +160,23 @@ class SearchHit(Model):
     version: str | None = None
 
 
-class Buckets(Model):
+class Page(Model):
+    """One page of a list: ``next`` and ``prev`` are the cursors of the pages after and before it, if any."""
+
+    next: str | None = None
+    prev: str | None = None
+    total: int = 0  # items in the whole list (with the query's filters)
+
+
+class Buckets(Page):
     items: tuple[Bucket, ...] = ()
 
 
-class Files(Model):
+class Files(Page):
     items: tuple[RunFile, ...] = ()
 
 
-class Versions(Model):
+class Versions(Page):
     items: tuple[Version, ...] = ()
 
 
@@ -171,17 +197,34 @@ class Query(Model):
     namespace: Name
 
 
-class ListBuckets(Query):
+Order = Literal["newest", "oldest"]
+DEFAULT_PAGE = 50  # items a page holds unless asked otherwise
+MAX_PAGE = 500  # items a page holds at most (fewer when they would not fit in one reply)
+CURSOR_LENGTH = 512  # characters a cursor may take
+
+
+class PageQuery(Query):
+    """A list query: one page of ``limit`` items after (or before) ``cursor``, a cursor of a page before."""
+
+    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+    cursor: str | None = Field(None, max_length=CURSOR_LENGTH)
+    order: Order = "newest"
+
+
+class ListBuckets(PageQuery):
     pass
 
 
-class ListFiles(Query):
+class ListFiles(PageQuery):
     bucket: Name
+    status: RunStatus | None = None  # only runs in this state
 
 
-class ListVersions(Query):
+class ListVersions(PageQuery):
     bucket: Name
     file: Name
+    step: str | None = Field(None, max_length=253)  # only this step's versions (its name, or its node id)
+    status: VersionStatus | None = None
 
 
 class GetVersion(Query):
@@ -193,8 +236,12 @@ class Resolve(Query):
 
 
 class GetLineage(Query):
+    """A run's lineage: ``limit`` steps (in the order they started) after ``cursor``."""
+
     bucket: Name
     file: Name
+    limit: int = Field(DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+    cursor: str | None = Field(None, max_length=CURSOR_LENGTH)
 
 
 class FindVersion(Query):
@@ -248,17 +295,25 @@ class Reply(BaseModel):
 
 
 # error kind → the exception it stands for, the most specific first: an exception is sent as the first kind it is
-# an instance of (anything else as "invalid"), and a kind is raised as its exception.
+# an instance of (any other RokError as "invalid", anything else as "failed"), and a kind is raised as its exception.
 ERROR_KINDS: tuple[tuple[ErrorKind, type[RokError]], ...] = (
     ("forbidden", Forbidden),
     ("not_found", NotFound),
     ("unavailable", TemporaryError),
+    ("too_large", AnswerTooLarge),
     ("invalid", InvalidRequest),
+    ("failed", QueryFailed),
 )
 
 
 def error_body(error: Exception) -> ErrorBody:
-    """The typed error body for an exception the query layer raised (the inverse of :func:`raise_error`)."""
+    """The typed error body for an exception the query layer raised (the inverse of :func:`raise_error`).
+
+    An exception that is no :class:`~rokcommon.errors.RokError` is a fault of the answering service: it is sent
+    as ``failed``, its type named, so the asker learns what went wrong instead of waiting for a reply.
+    """
+    if not isinstance(error, RokError):
+        return ErrorBody(kind="failed", message=f"{type(error).__name__}: {error}")
     kind = next((kind for kind, cls in ERROR_KINDS if isinstance(error, cls)), "invalid")
     return ErrorBody(kind=kind, message=str(error))
 
@@ -266,14 +321,20 @@ def error_body(error: Exception) -> ErrorBody:
 REPLY_HEADROOM = 4096  # bytes of a reply's message left for the headers a responder adds
 
 
-def encode_reply(reply: Reply, limit: int) -> bytes:
-    """The reply as sent; one larger than a message may be (``limit``: the server's ``max_payload``) becomes an
-    ``invalid`` error that says so, for the asker to narrow the request, instead of a reply that never arrives."""
+def reply_budget(max_payload: int) -> int:
+    """The bytes a reply's payload may take: the server's ``max_payload`` less room for the reply's headers."""
+    return max(max_payload - REPLY_HEADROOM, max_payload // 2)
+
+
+def encode_reply(reply: Reply, budget: int, what: str = "the request") -> bytes:
+    """The reply as sent; one larger than ``budget`` (see :func:`reply_budget`) becomes a ``too_large`` error
+    that says so, for the asker to narrow the request, instead of a reply that never arrives."""
     data = reply.model_dump_json().encode()
-    if len(data) <= limit - REPLY_HEADROOM:
+    if len(data) <= budget:
         return data
-    too_large = InvalidRequest(
-        f"the answer is {len(data)} bytes, more than one NATS message carries ({limit} bytes); ask for less"
+    too_large = AnswerTooLarge(
+        f"the answer to {what} is {len(data)} bytes, more than one bus message carries ({budget} bytes): "
+        "ask for less (a smaller page: limit)"
     )
     return Reply(error=error_body(too_large)).model_dump_json().encode()
 

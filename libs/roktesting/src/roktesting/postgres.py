@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -91,34 +92,50 @@ class _Cluster:
         )
 
 
-@pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The DSN of a PostgreSQL server's maintenance database (``postgresql://user@host:port/db``)."""
+@contextmanager
+def postgres_server_at(root: Path) -> Iterator[str]:
+    """The DSN of a PostgreSQL server's maintenance database: the local server's, else a throwaway cluster's."""
     local = os.environ.get("ROK_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
     if asyncio.run(_try_connect(local)):
         yield local
         return
-    cluster = _Cluster(tmp_path_factory.mktemp("pg"))
+    cluster = _Cluster(root)
     try:
         yield f"postgresql://{cluster.user}@127.0.0.1:{cluster.port}/postgres"
     finally:
         cluster.stop()
 
 
-@pytest.fixture
-def postgres_dsn(postgres_server: str) -> Iterator[str]:
-    """A fresh, empty database for one test; dropped afterwards."""
+@contextmanager
+def fresh_database(server: str) -> Iterator[str]:
+    """A new, empty database on ``server`` (a maintenance DSN), dropped afterwards."""
     import asyncpg
 
     name = f"rok_test_{uuid.uuid4().hex[:12]}"
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(postgres_server)
+        conn = await asyncpg.connect(server)
         try:
             await conn.execute(sql)
         finally:
             await conn.close()
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield postgres_server.rsplit("/", 1)[0] + f"/{name}"
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield server.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The DSN of a PostgreSQL server's maintenance database (``postgresql://user@host:port/db``)."""
+    with postgres_server_at(tmp_path_factory.mktemp("pg")) as dsn:
+        yield dsn
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test; dropped afterwards."""
+    with fresh_database(postgres_server) as dsn:
+        yield dsn

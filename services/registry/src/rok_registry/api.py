@@ -1,6 +1,7 @@
 """The registry over HTTP: a FastAPI app with the JSON API under ``/api/v1/namespaces/{ns}/...``.
 
-The same query layer answers as on NATS, and errors have the same typed body
+The same query layer answers as on NATS, lists in the same pages (``?limit=&cursor=&order=``, and filters),
+and errors have the same typed body
 (``{"error": {"kind": "not_found" | "forbidden" | "invalid" | "unavailable", "message": …}}`` with 404, 403, 400
 or 503).
 
@@ -22,7 +23,25 @@ from fastapi.responses import JSONResponse
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, Phase
 from rokcommon.health import PROBE_PATHS, Health
-from rokcommon.registry_contract import Bucket, Lineage, Resolved, RunFile, SearchHit, Version
+from rokcommon.registry_contract import (
+    CURSOR_LENGTH,
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    Buckets,
+    Files,
+    GetLineage,
+    Lineage,
+    ListBuckets,
+    ListFiles,
+    ListVersions,
+    Order,
+    Resolved,
+    RunStatus,
+    SearchHit,
+    Version,
+    Versions,
+    VersionStatus,
+)
 from rokcommon.urls import format_url
 
 from rok_registry import gate as gates
@@ -42,29 +61,62 @@ def get_queries(request: Request) -> Queries:
     return queries
 
 
+def page_params(
+    limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE, description="items on the page, at most"),
+    cursor: str | None = Query(None, max_length=CURSOR_LENGTH, description="a page's next or prev cursor"),
+    order: Order = Query("newest", description="newest or oldest first"),
+) -> dict[str, Any]:
+    """The query parameters of a page of a list: ``?limit=&cursor=&order=``."""
+    return {"limit": limit, "cursor": cursor, "order": order}
+
+
 def api_router() -> APIRouter:
     # every route reads its namespace: the caller must hold READ there (rok_registry.gate)
     router = APIRouter(prefix=API, tags=["registry"], dependencies=[Depends(gates.readable_namespace)])
 
     @router.get("/buckets")
-    async def list_buckets(namespace: str, request: Request) -> list[Bucket]:
-        return await get_queries(request).list_buckets(namespace)
+    async def list_buckets(namespace: str, request: Request, page: dict[str, Any] = Depends(page_params)) -> Buckets:
+        return await get_queries(request).buckets(ListBuckets(namespace=namespace, **page))
 
     @router.get("/buckets/{bucket}/files")
-    async def list_files(namespace: str, bucket: str, request: Request) -> list[RunFile]:
-        return await get_queries(request).list_files(namespace, bucket)
+    async def list_files(
+        namespace: str,
+        bucket: str,
+        request: Request,
+        page: dict[str, Any] = Depends(page_params),
+        status: RunStatus | None = None,
+    ) -> Files:
+        q = ListFiles(namespace=namespace, bucket=bucket, status=status, **page)
+        return await get_queries(request).files(q)
 
     @router.get("/buckets/{bucket}/files/{file}/versions")
-    async def list_versions(namespace: str, bucket: str, file: str, request: Request) -> list[Version]:
-        return await get_queries(request).list_versions(namespace, bucket, file)
+    async def list_versions(
+        namespace: str,
+        bucket: str,
+        file: str,
+        request: Request,
+        page: dict[str, Any] = Depends(page_params),
+        step: str | None = Query(None, max_length=253),
+        status: VersionStatus | None = None,
+    ) -> Versions:
+        q = ListVersions(namespace=namespace, bucket=bucket, file=file, step=step, status=status, **page)
+        return await get_queries(request).versions(q)
 
     @router.get("/buckets/{bucket}/files/{file}/versions/{version}")
     async def get_version(namespace: str, bucket: str, file: str, version: str, request: Request) -> Version:
         return await get_queries(request).get_version(namespace, format_url(namespace, bucket, file, version))
 
     @router.get("/buckets/{bucket}/files/{file}/lineage")
-    async def lineage(namespace: str, bucket: str, file: str, request: Request) -> Lineage:
-        return await get_queries(request).lineage(namespace, bucket, file)
+    async def lineage(
+        namespace: str,
+        bucket: str,
+        file: str,
+        request: Request,
+        limit: int = Query(DEFAULT_PAGE, ge=1, le=MAX_PAGE),
+        cursor: str | None = Query(None, max_length=CURSOR_LENGTH),
+    ) -> Lineage:
+        q = GetLineage(namespace=namespace, bucket=bucket, file=file, limit=limit, cursor=cursor)
+        return await get_queries(request).lineage_page(q)
 
     @router.get("/version")
     async def version_at(namespace: str, request: Request, url: str = Query(...)) -> Version:

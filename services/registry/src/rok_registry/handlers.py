@@ -15,7 +15,7 @@ from faststream.nats import NatsMessage
 from opentelemetry import trace
 from pydantic import ValidationError
 from rokcommon import payloads, streams, subjects
-from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
+from rokcommon.errors import Forbidden, InvalidRequest, NotFound, QueryFailed, TemporaryError
 from rokcommon.events import (
     Event,
     RunFinished,
@@ -26,10 +26,11 @@ from rokcommon.events import (
     StepStarted,
     invalid_event,
 )
-from rokcommon.registry_contract import QUERIES, Query, Reply, encode_reply, error_body
+from rokcommon.registry_contract import QUERIES, Query, Reply, encode_reply, error_body, reply_budget
 from rokcommon.service import Service
 from rokcommon.telemetry import event_attributes
 
+from rok_registry.batching import GroupCommit
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
 from rok_registry.settling import Commit
@@ -43,11 +44,12 @@ QUEUE_GROUP = "rok-registry"
 
 
 class EventHandlers:
-    """Record one event, then announce the versions it made whole."""
+    """Record one event (in a transaction with the events delivered with it), then announce what it made whole."""
 
-    def __init__(self, service: Service, recorder: Recorder) -> None:
+    def __init__(self, service: Service, recorder: Recorder, *, batch: int = 64) -> None:
         self.service = service
         self.recorder = recorder
+        self.batches = GroupCommit(recorder.record_batch, size=batch)
 
     async def handle(self, event: Event) -> None:
         with tracer.start_as_current_span(
@@ -58,7 +60,7 @@ class EventHandlers:
                 **event_attributes(event),
             },
         ):
-            commits = await self.recorder.record(event)
+            commits = await self.batches.record(event)
             await self.announce(commits)
 
     async def announce(self, commits: list[Commit]) -> None:
@@ -80,9 +82,12 @@ class EventHandlers:
             )
 
 
-def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers: int = 8) -> None:
-    """Bind the registry's consumers and query handlers to the service's broker."""
-    events = EventHandlers(service, recorder)
+def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers: int = 8, batch: int = 64) -> None:
+    """Bind the registry's consumers and query handlers to the service's broker.
+
+    ``workers``: events of each stream in flight at once; ``batch``: events recorded in one transaction, at most.
+    """
+    events = EventHandlers(service, recorder, batch=batch)
     pipeline = service.consumer_spec(
         streams.PIPELINE, PIPELINE_CONSUMER, "rok.>", description="registry: run and step events"
     )
@@ -103,26 +108,33 @@ def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers
 
     for name, (request_model, _) in QUERIES.items():
         service.broker.subscriber(subjects.registry_query(name), queue=QUEUE_GROUP)(
-            _answerer(queries, request_model, limit)
+            _answerer(queries, name, request_model, limit)
         )
 
 
-def _answerer(queries: Queries, request_model: type[Query], limit: Callable[[], int]) -> Any:
+def _answerer(queries: Queries, name: str, request_model: type[Query], limit: Callable[[], int]) -> Any:
     async def answer(msg: NatsMessage) -> bytes:
-        return encode_reply(await reply(queries, request_model, msg.raw_message.data), limit())
+        budget = reply_budget(limit())
+        return encode_reply(await reply(queries, request_model, msg.raw_message.data, budget=budget), budget, name)
 
     answer.__name__ = f"answer_{request_model.__name__}"
     return answer
 
 
-async def reply(queries: Queries, request_model: type[Query], data: bytes) -> Reply:
-    """The reply to one request: its result, or the typed error the query raised."""
+async def reply(queries: Queries, request_model: type[Query], data: bytes, *, budget: int | None = None) -> Reply:
+    """The reply to one request: its result, or the typed error the query raised (whatever it raised).
+
+    ``budget``: the bytes a reply may take; pages are filled up to it.
+    """
     try:
         request = request_model.model_validate_json(data)
     except ValidationError as error:
         return Reply(error=error_body(InvalidRequest(str(invalid_event(request_model, error)))))
     try:
-        result = await queries.answer(request)
+        result = await queries.answer(request, budget=budget)
     except (NotFound, Forbidden, InvalidRequest, TemporaryError) as error:
         return Reply(error=error_body(error))
+    except Exception as error:  # a fault of ours: the asker hears of it now rather than waiting for a reply
+        log.exception("the registry failed to answer %s", request_model.__name__)
+        return Reply(error=error_body(QueryFailed(f"the registry failed to answer: {error_body(error).message}")))
     return Reply(result=result.model_dump(mode="json"))

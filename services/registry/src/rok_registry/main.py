@@ -43,7 +43,7 @@ def build(settings: RegistrySettings | None = None, *, graceful_timeout: float =
     service = Service("registry", settings, graceful_timeout=graceful_timeout)
     db = Database(settings.database)
     recorder, queries = Recorder(db), Queries(db)
-    handlers.subscribe(service, recorder, queries, workers=settings.registry_workers)
+    handlers.subscribe(service, recorder, queries, workers=settings.registry_workers, batch=settings.registry_batch)
     service.health.add("database", db.ping)
     app = create_app(
         queries,

@@ -27,6 +27,8 @@ from rokcommon.registry_contract import (
     ListBuckets,
     ListFiles,
     ListVersions,
+    Order,
+    PageQuery,
     Query,
     Resolve,
     Resolved,
@@ -34,7 +36,6 @@ from rokcommon.registry_contract import (
     Search,
     SearchHit,
     SearchHits,
-    Step,
     Version,
     Versions,
 )
@@ -42,43 +43,97 @@ from rokcommon.urls import RokUrl, parse_url
 from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rok_registry import views
+from rok_registry import paging, views
 from rok_registry.database import Database
 from rok_registry.tables import BucketRow, NamespaceRow, RunRow, StepRow, VersionRow
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Result)
+K = TypeVar("K", bound=tuple[Any, ...])
 
 
 class Queries:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def answer(self, request: Query) -> Result:
-        """Answer a request model of :data:`~rokcommon.registry_contract.QUERIES`."""
+    async def answer(self, request: Query, *, budget: int | None = None) -> Result:
+        """Answer a request model of :data:`~rokcommon.registry_contract.QUERIES`.
+
+        ``budget``: the bytes the answer may take, at most (pages hold fewer items to stay within it).
+        """
         ns = request.namespace
         match request:
             case ListBuckets():
-                return Buckets(items=tuple(await self.list_buckets(ns)))
-            case ListFiles(bucket=bucket):
-                return Files(items=tuple(await self.list_files(ns, bucket)))
-            case ListVersions(bucket=bucket, file=file):
-                return Versions(items=tuple(await self.list_versions(ns, bucket, file)))
+                return await self.buckets(request, budget=budget)
+            case ListFiles():
+                return await self.files(request, budget=budget)
+            case ListVersions():
+                return await self.versions(request, budget=budget)
             case GetVersion(url=url):
                 return await self.get_version(ns, url)
             case Resolve(url=url):
                 return await self.resolve(ns, url)
-            case GetLineage(bucket=bucket, file=file):
-                return await self.lineage(ns, bucket, file)
+            case GetLineage():
+                return await self.lineage_page(request, budget=budget)
             case FindVersion():
                 version = await self.find_version(
                     ns, request.workflow_uid, request.step_id, request.phase, attempt=request.attempt
                 )
                 return Found(version=version)
             case Search(text=text, limit=limit):
-                return SearchHits(items=tuple(await self.search(ns, text, limit=limit)))
+                return SearchHits(items=tuple(await self.search(ns, text, limit=limit, budget=budget)))
         raise InvalidRequest(f"unknown query {type(request).__name__}")
 
-    # --- lists --------------------------------------------------------------------------------------------
+    # --- lists, a page at a time --------------------------------------------------------------------------
+
+    async def buckets(self, q: ListBuckets, *, budget: int | None = None) -> Buckets:
+        """A page of the namespace's buckets, newest first unless ``q.order`` is oldest."""
+        cursor = _cursor(q.cursor, q.order)
+        async with self.db.reading() as s:
+            namespace_id = select(NamespaceRow.id).where(NamespaceRow.name == q.namespace).scalar_subquery()
+            where = BucketRow.namespace_id == namespace_id
+            rows = (
+                await s.execute(_BUCKETS.select(select(BucketRow).where(where), q.order, cursor, q.limit))
+            ).scalars()
+            buckets = list(rows.all())
+            runs = await _counts(s, RunRow.bucket_id, [b.id for b in buckets])
+            total = await _count(s, BucketRow, where)
+        views_ = [(b, views.bucket(b, runs.get(b.id, 0))) for b in buckets]
+        page = _fill(views_, lambda b: (b.created_at, b.id), q, cursor, budget, "a bucket")
+        return Buckets(items=tuple(v for _, v in page.rows), next=page.next, prev=page.prev, total=total)
+
+    async def files(self, q: ListFiles, *, budget: int | None = None) -> Files:
+        """A page of a bucket's runs, newest first (by when they started), optionally only those in ``q.status``."""
+        cursor = _cursor(q.cursor, q.order)
+        async with self.db.reading() as s:
+            bucket = await self._bucket(s, q.namespace, q.bucket)
+            where = [RunRow.bucket_id == bucket.id]
+            if q.status is not None:
+                where.append(RunRow.status == q.status)
+            query = _FILES.select(select(RunRow).where(*where), q.order, cursor, q.limit)
+            runs = list((await s.execute(query)).scalars().all())
+            versions = await _counts(s, VersionRow.file_id, [r.id for r in runs])
+            total = await _count(s, RunRow, *where)
+        views_ = [(r, views.run_file(r, versions.get(r.id, 0))) for r in runs]
+        page = _fill(views_, lambda r: (r.started_at, r.id), q, cursor, budget, "a run")
+        return Files(items=tuple(v for _, v in page.rows), next=page.next, prev=page.prev, total=total)
+
+    async def versions(self, q: ListVersions, *, budget: int | None = None) -> Versions:
+        """A page of a run's versions, newest first (by when they were taken), optionally of one step or status."""
+        cursor = _cursor(q.cursor, q.order)
+        async with self.db.reading() as s:
+            run = await self._run(s, q.namespace, q.bucket, q.file)
+            where = [VersionRow.file_id == run.id]
+            if q.step is not None:
+                where.append(or_(VersionRow.step_name == q.step, VersionRow.step_key == q.step))
+            if q.status is not None:
+                where.append(VersionRow.status == q.status)
+            query = _VERSIONS.select(select(VersionRow).where(*where), q.order, cursor, q.limit)
+            rows = list((await s.execute(query)).scalars().all())
+            total = await _count(s, VersionRow, *where)
+        views_ = [(v, views.version(v)) for v in rows]
+        page = _fill(views_, lambda v: (v.taken_at or v.created_at, v.id), q, cursor, budget, "a version")
+        return Versions(items=tuple(v for _, v in page.rows), next=page.next, prev=page.prev, total=total)
 
     async def namespaces(self) -> list[str]:
         """Every namespace the registry holds lineage of (for the pages' namespace switcher)."""
@@ -86,33 +141,21 @@ class Queries:
             return list((await s.execute(select(NamespaceRow.name).order_by(NamespaceRow.name))).scalars())
 
     async def list_buckets(self, namespace: str) -> list[Bucket]:
-        async with self.db.reading() as s:
-            runs = select(RunRow.bucket_id, func.count().label("n")).group_by(RunRow.bucket_id).subquery()
-            rows = await s.execute(
-                select(BucketRow, func.coalesce(runs.c.n, 0))
-                .join(NamespaceRow, BucketRow.namespace_id == NamespaceRow.id)
-                .outerjoin(runs, runs.c.bucket_id == BucketRow.id)
-                .where(NamespaceRow.name == namespace)
-                .order_by(BucketRow.created_at.desc(), BucketRow.name)
-            )
-            return [views.bucket(b, n) for b, n in rows.all()]
+        """Every bucket of the namespace, newest first (page after page)."""
+        return await _every(lambda cursor: self.buckets(ListBuckets(namespace=namespace, cursor=cursor)))
 
     async def list_files(self, namespace: str, bucket: str) -> list[RunFile]:
-        async with self.db.reading() as s:
-            b = await self._bucket(s, namespace, bucket)
-            counts = select(VersionRow.file_id, func.count().label("n")).group_by(VersionRow.file_id).subquery()
-            rows = await s.execute(
-                select(RunRow, func.coalesce(counts.c.n, 0))
-                .outerjoin(counts, counts.c.file_id == RunRow.id)
-                .where(RunRow.bucket_id == b.id)
-                .order_by(RunRow.started_at.desc(), RunRow.name)
-            )
-            return [views.run_file(r, n) for r, n in rows.all()]
+        """Every run of the bucket, newest first (page after page)."""
+        return await _every(lambda cursor: self.files(ListFiles(namespace=namespace, bucket=bucket, cursor=cursor)))
 
     async def list_versions(self, namespace: str, bucket: str, file: str) -> list[Version]:
-        async with self.db.reading() as s:
-            run = await self._run(s, namespace, bucket, file)
-            return [views.version(v) for v in views.in_order(await self._versions(s, run.id))]
+        """Every version of the run, in the order they were taken (page after page)."""
+
+        def page(cursor: str | None) -> Awaitable[Versions]:
+            q = ListVersions(namespace=namespace, bucket=bucket, file=file, cursor=cursor, order="oldest")
+            return self.versions(q)
+
+        return await _every(page)
 
     # --- one version --------------------------------------------------------------------------------------
 
@@ -157,33 +200,71 @@ class Queries:
     # --- a run --------------------------------------------------------------------------------------------
 
     async def lineage(self, namespace: str, bucket: str, file: str) -> Lineage:
-        """A run's initial version, then its steps in the order they started, with before and after versions."""
-        async with self.db.reading() as s:
-            run = await self._run(s, namespace, bucket, file)
-            versions = await self._versions(s, run.id)
-            steps = (await s.execute(select(StepRow).where(StepRow.file_id == run.id))).scalars().all()
-        by_key = {(v.step_key, v.attempt, v.phase): views.version(v) for v in versions}
-        lineage_steps = [
-            Step(
-                step_id=st.step_id,
-                name=st.name,
-                attempt=st.attempt,
-                node=st.node,
-                guarded=st.guarded,
-                started_at=st.started_at,
-                finished_at=st.finished_at,
-                outcome=st.outcome,
-                before=by_key.get((st.step_id, st.attempt, "before")),
-                after=by_key.get((st.step_id, st.attempt, "after")),
-            )
-            for st in steps
-        ]
-        lineage_steps.sort(key=views.step_order)
-        initial = next((by_key[k] for k in by_key if k[2] == "initial"), None)
-        return Lineage(file=views.run_file(run, len(versions)), initial=initial, steps=tuple(lineage_steps))
+        """A run's whole lineage: its initial version, then every step in the order they started (page after page)."""
+        first = page = await self.lineage_page(GetLineage(namespace=namespace, bucket=bucket, file=file))
+        steps = list(page.steps)
+        while page.next is not None:
+            page = await self.lineage_page(GetLineage(namespace=namespace, bucket=bucket, file=file, cursor=page.next))
+            steps += page.steps
+        return first.model_copy(update={"steps": tuple(steps), "next": None})
 
-    async def search(self, namespace: str, text: str, *, limit: int = 50) -> list[SearchHit]:
-        """Buckets, runs and versions whose name, experiment, run, pipeline or id contains ``text``, or a URL."""
+    async def lineage_page(self, q: GetLineage, *, budget: int | None = None) -> Lineage:
+        """A run's initial version, then a page of its steps in the order they started, with their versions."""
+        cursor = _cursor(q.cursor, "oldest")
+        async with self.db.reading() as s:
+            run = await self._run(s, q.namespace, q.bucket, q.file)
+            # the order of every step from a few columns; whole rows only for the page's
+            times = await s.execute(
+                select(StepRow.id, StepRow.step_id, StepRow.attempt, StepRow.started_at, StepRow.finished_at).where(
+                    StepRow.file_id == run.id
+                )
+            )
+            before = await s.execute(
+                select(VersionRow.step_key, VersionRow.attempt, VersionRow.taken_at).where(
+                    VersionRow.file_id == run.id, VersionRow.phase == "before"
+                )
+            )
+            taken = {(k, a): t for k, a, t in before.all()}
+            keyed = sorted(
+                (views.step_key(started, finished, step_id, attempt, taken.get((step_id, attempt))), row_id)
+                for row_id, step_id, attempt, started, finished in times.all()
+            )
+            window_ids = _window(keyed, cursor, q.limit)
+            rows = await s.execute(select(StepRow).where(StepRow.id.in_([i for _, i in window_ids])))
+            by_id = {st.id: st for st in rows.scalars()}
+            window = [(k, by_id[i]) for k, i in window_ids]
+            step_ids = sorted({st.step_id for _, st in window} | {""})
+            versions = await s.execute(
+                select(VersionRow).where(VersionRow.file_id == run.id, VersionRow.step_key.in_(step_ids))
+            )
+            by_key = {(v.step_key, v.attempt, v.phase): views.version(v) for v in versions.scalars()}
+            count = await _count(s, VersionRow, VersionRow.file_id == run.id)
+        steps = [(k, views.step(st, by_key)) for k, st in window]
+        initial = next((v for k, v in by_key.items() if k[2] == "initial"), None)
+        room = (budget or paging.DEFAULT_BUDGET) - (paging.json_size(initial) if initial else 0)
+        page = paging.fill(
+            steps,
+            key=lambda keyed_step: keyed_step[0],
+            size=lambda keyed_step: paging.json_size(keyed_step[1]),
+            order="oldest",
+            cursor=cursor,
+            limit=q.limit,
+            budget=room - paging.json_size(views.run_file(run, count)),
+            what="a step with its versions",
+        )
+        return Lineage(
+            file=views.run_file(run, count),
+            initial=initial,
+            steps=tuple(step for _, step in page.rows),
+            next=page.next,
+            prev=page.prev,
+        )
+
+    async def search(self, namespace: str, text: str, *, limit: int = 50, budget: int | None = None) -> list[SearchHit]:
+        """Buckets, runs and versions whose name, experiment, run, pipeline or id contains ``text``, or a URL.
+
+        At most ``limit`` hits, and no more than fit in ``budget`` bytes.
+        """
         text = text.strip()
         if len(text) > SEARCH_TEXT_MAX:
             raise InvalidRequest(f"a search query has at most {SEARCH_TEXT_MAX} characters, not {len(text)}")
@@ -220,7 +301,7 @@ class Queries:
                 .limit(limit)
             )
             hits += [views.version_hit(v) for v in versions.scalars()]
-        return hits[:limit]
+        return _within(hits[:limit], budget)
 
     # --- lookups ------------------------------------------------------------------------------------------
 
@@ -237,17 +318,20 @@ class Queries:
         return row
 
     async def _run(self, s: AsyncSession, namespace: str, bucket: str, name: str) -> RunRow:
-        """The run a URL names by its bucket and file name."""
-        b = await self._bucket(s, namespace, bucket)
+        """The run a URL names by its bucket and file name (one query; a second only to say which is missing)."""
+        in_bucket = (
+            select(BucketRow.id)
+            .join(NamespaceRow, BucketRow.namespace_id == NamespaceRow.id)
+            .where(NamespaceRow.name == namespace, BucketRow.name == bucket)
+            .scalar_subquery()
+        )
         row = (
-            await s.execute(select(RunRow).where(RunRow.bucket_id == b.id, RunRow.name == name))
+            await s.execute(select(RunRow).where(RunRow.bucket_id == in_bucket, RunRow.name == name))
         ).scalar_one_or_none()
         if row is None:
+            await self._bucket(s, namespace, bucket)  # NotFound if it is the bucket that is missing
             raise NotFound(f"no run {name!r} in bucket {bucket!r} of namespace {namespace!r}")
         return row
-
-    async def _versions(self, s: AsyncSession, run_id: int) -> list[VersionRow]:
-        return list((await s.execute(select(VersionRow).where(VersionRow.file_id == run_id))).scalars().all())
 
     async def _version_at(self, s: AsyncSession, namespace: str, url: str) -> VersionRow:
         where = _scoped(namespace, url)
@@ -274,6 +358,78 @@ class Queries:
     async def _in_session(self, lookup: Callable[[AsyncSession], Awaitable[T]]) -> T:
         async with self.db.reading() as s:
             return await lookup(s)
+
+
+_BUCKETS = paging.Keyset((BucketRow.created_at, BucketRow.id))
+_FILES = paging.Keyset((RunRow.started_at, RunRow.id))
+_VERSIONS = paging.Keyset((func.coalesce(VersionRow.taken_at, VersionRow.created_at), VersionRow.id))
+
+
+def _cursor(text: str | None, order: Order) -> paging.Cursor | None:
+    return paging.Cursor.decode(text, order) if text else None
+
+
+def _fill(
+    rows: list[tuple[Any, M]],
+    key: Callable[[Any], tuple[Any, ...]],
+    q: PageQuery,
+    cursor: paging.Cursor | None,
+    budget: int | None,
+    what: str,
+) -> paging.Filled[tuple[Any, M]]:
+    """The page of (row, result) pairs; the row gives the sort key, the result its size."""
+    return paging.fill(
+        rows,
+        key=lambda pair: key(pair[0]),
+        size=lambda pair: paging.json_size(pair[1]),
+        order=q.order,
+        cursor=cursor,
+        limit=q.limit,
+        budget=budget,
+        what=what,
+    )
+
+
+async def _count(s: AsyncSession, table: type[Any], *where: Any) -> int:
+    return int(await s.scalar(select(func.count()).select_from(table).where(*where)) or 0)
+
+
+async def _counts(s: AsyncSession, column: Any, ids: list[int]) -> dict[int, int]:
+    """How many rows of ``column``'s table point at each of ``ids`` (runs per bucket, versions per run)."""
+    if not ids:
+        return {}
+    rows = await s.execute(select(column, func.count()).where(column.in_(ids)).group_by(column))
+    return {k: n for k, n in rows.all()}
+
+
+async def _every(page: Callable[[str | None], Awaitable[Any]]) -> list[Any]:
+    items: list[Any] = []
+    cursor = None
+    while True:
+        result = await page(cursor)
+        items += result.items
+        if result.next is None:
+            return items
+        cursor = result.next
+
+
+def _window(keyed: list[tuple[K, T]], cursor: paging.Cursor | None, limit: int) -> list[tuple[K, T]]:
+    """The ``limit + 1`` (key, item) pairs of a sorted list from ``cursor`` on, nearest to it first (as SQL would)."""
+    if cursor is None:
+        return keyed[: limit + 1]
+    if cursor.direction == "after":
+        return [pair for pair in keyed if pair[0] > cursor.key][: limit + 1]
+    return [pair for pair in keyed if pair[0] < cursor.key][::-1][: limit + 1]
+
+
+def _within(hits: list[SearchHit], budget: int | None) -> list[SearchHit]:
+    """The first hits that fit in ``budget`` bytes."""
+    room = (budget or paging.DEFAULT_BUDGET) - paging.ENVELOPE
+    for i, hit in enumerate(hits):
+        room -= paging.json_size(hit) + 1
+        if room < 0:
+            return hits[:i]
+    return hits
 
 
 def _scoped(namespace: str, url: str) -> RokUrl:

@@ -3,13 +3,14 @@ recorded, and the announcements of the versions that are whole.
 
 An event is settled in a *scope*: a snapshot event's one version, a step event's versions (those of its step
 attempt), or every version of the run (the run's own events). Once the run has succeeded any scope widens to the
-whole run, since its ``final`` tag may move. The rules themselves are :mod:`rok_registry.lineage`'s.
+whole run, since its ``final`` tag may move. The events of one run recorded in one transaction are settled once,
+in the union of their scopes (:class:`Due`). The rules themselves are :mod:`rok_registry.lineage`'s.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +47,31 @@ class OneVersion:
     step: StepRow | None
 
 
+@dataclass
+class Due:
+    """What the events of one run recorded in a transaction can change: settled once, at the end of the batch."""
+
+    run: RunRow
+    whole: bool = False  # every version of the run (its own events)
+    versions: dict[str, OneVersion] = field(default_factory=dict)
+    steps: set[StepKey] = field(default_factory=set)
+    announce_whole: bool = False
+    again: set[str] = field(default_factory=set)
+
+    def add(
+        self, scope: OneVersion | StepKey | None, *, announce_whole: bool = False, again: str | None = None
+    ) -> None:
+        if scope is None:
+            self.whole = True
+        elif isinstance(scope, OneVersion):
+            self.versions[scope.version.id] = scope
+        else:
+            self.steps.add(scope)
+        self.announce_whole = self.announce_whole or announce_whole
+        if again is not None:
+            self.again.add(again)
+
+
 async def settle(
     session: AsyncSession,
     run: RunRow,
@@ -59,8 +85,15 @@ async def settle(
     Announced are the versions that are whole and were not announced before, every whole one if
     ``announce_whole``, and the version ``again`` if it is whole; none before the run's ``RunStarted`` names it.
     """
-    await session.flush()
-    versions, steps = await _in_scope(session, run, scope if run.status != "succeeded" else None)
+    due = Due(run)
+    due.add(scope, announce_whole=announce_whole, again=again)
+    return await settle_due(session, due)
+
+
+async def settle_due(session: AsyncSession, due: Due) -> list[Commit]:
+    """Settle what :class:`Due` gathered (as :func:`settle` does one scope); return the versions to announce."""
+    run = due.run
+    versions, steps = await _in_scope(session, run, None if due.whole or run.status == "succeeded" else due)
     members: dict[str, list[Any]] = defaultdict(list)
     if versions:
         for member in await session.execute(_MEMBERS_OF, {"ids": [v.id for v in versions]}):
@@ -84,29 +117,44 @@ async def settle(
     final = lineage.final_version(run.status, facts)
     for version, fact in zip(versions, facts, strict=True):
         version.tags = list(lineage.tags_for(fact, final=final))
-    due = [v for v in versions if v.status != "pending" and (v.committed_at is None or announce_whole or v.id == again)]
-    if not due or run.bucket_id is None or run.name is None:
+    due_now = [
+        v
+        for v in versions
+        if v.status != "pending" and (v.committed_at is None or due.announce_whole or v.id in due.again)
+    ]
+    if not due_now or run.bucket_id is None or run.name is None:
         return []  # not announced before the run's RunStarted names it
     bucket = await session.get(BucketRow, run.bucket_id)
     assert bucket is not None
-    return [_commit(run, bucket, v, steps.get((v.step_key, v.attempt))) for v in due]
+    return [_commit(run, bucket, v, steps.get((v.step_key, v.attempt))) for v in due_now]
 
 
 async def _in_scope(
-    session: AsyncSession, run: RunRow, scope: OneVersion | StepKey | None
+    session: AsyncSession, run: RunRow, due: Due | None
 ) -> tuple[list[VersionRow], dict[StepKey, StepRow]]:
-    """The versions of the scope, and the rows of their step attempts by key."""
-    if isinstance(scope, OneVersion):
-        step = scope.step
-        return [scope.version], ({(step.step_id, step.attempt): step} if step else {})
+    """The versions of the scope (None: the whole run), and the rows of their step attempts by key."""
+    versions: dict[str, VersionRow] = {}
+    steps: dict[StepKey, StepRow] = {}
+    if due is not None:
+        for one in due.versions.values():
+            versions[one.version.id] = one.version
+            if one.step is not None:
+                steps[(one.step.step_id, one.step.attempt)] = one.step
+        if not due.steps:
+            return list(versions.values()), steps
     versions_query = select(VersionRow).where(VersionRow.file_id == run.id).options(*NO_RUN)
     steps_query = select(StepRow).where(StepRow.file_id == run.id)
-    if scope is not None:
-        versions_query = versions_query.where(VersionRow.step_key == scope[0], VersionRow.attempt == scope[1])
-        steps_query = steps_query.where(StepRow.step_id == scope[0], StepRow.attempt == scope[1])
-    versions = list((await session.execute(versions_query)).scalars().all())
-    steps = {(s.step_id, s.attempt): s for s in (await session.execute(steps_query)).scalars()}
-    return versions, steps
+    if due is not None:  # the versions of some step attempts: those of their nodes, then only their attempts
+        nodes = sorted({key for key, _ in due.steps})
+        versions_query = versions_query.where(VersionRow.step_key.in_(nodes))
+        steps_query = steps_query.where(StepRow.step_id.in_(nodes))
+    for version in (await session.execute(versions_query)).scalars():
+        if due is None or (version.step_key, version.attempt) in due.steps:
+            versions.setdefault(version.id, version)
+    for step in (await session.execute(steps_query)).scalars():
+        if due is None or (step.step_id, step.attempt) in due.steps or (step.step_id, step.attempt) in steps:
+            steps[(step.step_id, step.attempt)] = step
+    return list(versions.values()), steps
 
 
 def _commit(run: RunRow, bucket: BucketRow, version: VersionRow, step: StepRow | None) -> Commit:

@@ -13,7 +13,20 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Dialect, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -54,6 +67,7 @@ class BucketRow(Base):
     __table_args__ = (
         UniqueConstraint("namespace_id", "experiment_key", name="uq_buckets_experiment"),
         UniqueConstraint("namespace_id", "name", name="uq_buckets_name"),
+        Index("ix_buckets_namespace_created", "namespace_id", "created_at", "id"),  # a page of buckets
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -74,7 +88,10 @@ class RunRow(Base):
     """
 
     __tablename__ = "files"
-    __table_args__ = (UniqueConstraint("bucket_id", "name", name="uq_files_name"),)
+    __table_args__ = (
+        UniqueConstraint("bucket_id", "name", name="uq_files_name"),
+        Index("ix_files_bucket_started", "bucket_id", "started_at", "id"),  # a page of a bucket's runs
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     workflow_uid: Mapped[str] = mapped_column(String(253), unique=True)
@@ -116,7 +133,11 @@ class VersionRow(Base):
     """A snapshot of a step's volumes. ``step_key`` is the node id, or "" for the run's initial version."""
 
     __tablename__ = "versions"
-    __table_args__ = (UniqueConstraint("file_id", "step_key", "attempt", "phase", name="uq_versions_key"),)
+    __table_args__ = (
+        UniqueConstraint("file_id", "step_key", "attempt", "phase", name="uq_versions_key"),
+        # a page of a run's versions, in the order they were taken (created, until one of their volumes is)
+        Index("ix_versions_file_taken", "file_id", text("coalesce(taken_at, created_at)"), "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     file_id: Mapped[int] = mapped_column(ForeignKey("files.id"), index=True)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from rokcommon.events import SnapshotChanges
 from rokcommon.registry_contract import Bucket, FailedVolume, Member, RunFile, SearchHit, Step, Version
 from rokcommon.urls import format_url
 
-from rok_registry.tables import BucketRow, MemberRow, RunRow, VersionRow
+from rok_registry.tables import BucketRow, MemberRow, RunRow, StepRow, VersionRow
 
 _LATER = datetime.max.replace(tzinfo=UTC)
 
@@ -110,13 +111,26 @@ def version_hit(row: VersionRow) -> SearchHit:
     return SearchHit(kind="version", url=v.url, title=f"{v.file}: {step}", bucket=v.bucket, file=v.file, version=v.id)
 
 
-_PHASE_ORDER = {"initial": 0, "before": 1, "after": 2}
+def step(row: StepRow, versions: Mapping[tuple[str, int, str], Version]) -> Step:
+    """A step attempt with its before- and after-version, from versions by (step key, attempt, phase)."""
+    return Step(
+        step_id=row.step_id,
+        name=row.name,
+        attempt=row.attempt,
+        node=row.node,
+        guarded=row.guarded,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        outcome=row.outcome,
+        before=versions.get((row.step_id, row.attempt, "before")),
+        after=versions.get((row.step_id, row.attempt, "after")),
+    )
 
 
-def in_order(versions: list[VersionRow]) -> list[VersionRow]:
-    return sorted(versions, key=lambda v: (v.taken_at or _LATER, _PHASE_ORDER.get(v.phase, 3), v.id))
-
-
-def step_order(step: Step) -> tuple[datetime, str, int]:
-    first = step.started_at or (step.before.taken_at if step.before else None) or step.finished_at or _LATER
-    return (first, step.step_id, step.attempt)
+def step_key(
+    started_at: datetime | None, finished_at: datetime | None, step_id: str, attempt: int, before_taken: datetime | None
+) -> tuple[datetime, datetime, str, int]:
+    """Where a step comes in its run's lineage: when it began (its start, else its before-snapshot's time, else
+    its end), ties broken by its before-snapshot's time (workflow times have whole seconds), then its id."""
+    first = started_at or before_taken or finished_at or _LATER
+    return (first, before_taken or _LATER, step_id, attempt)

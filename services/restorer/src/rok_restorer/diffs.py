@@ -20,7 +20,7 @@ from rokcommon import payloads, subjects
 from rokcommon.diffs import Diff, DiffRequest, VolumeChanges
 from rokcommon.errors import InvalidRequest, RokError, TemporaryError
 from rokcommon.events import invalid_event
-from rokcommon.registry_contract import Member, Reply, encode_reply, error_body
+from rokcommon.registry_contract import Member, Reply, encode_reply, error_body, reply_budget
 from rokcommon.service import Service
 from rokstore import Repository, diff, open_repository
 
@@ -110,4 +110,4 @@ def register(service: Service, differ: Differ) -> None:
     @service.broker.subscriber(subjects.STORE_DIFF, queue=QUEUE_GROUP)
     async def answer_diff(msg: NatsMessage) -> bytes:
         reply = await differ.reply(msg.raw_message.data)
-        return encode_reply(reply, payloads.limit(service.broker.connection))
+        return encode_reply(reply, reply_budget(payloads.limit(service.broker.connection)), "a diff")

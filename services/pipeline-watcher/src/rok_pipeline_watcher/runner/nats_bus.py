@@ -67,7 +67,7 @@ class NatsBus:
         deadline = loop.time() + timeout
         while True:
             try:
-                lineage = await registry.lineage(url.bucket, url.file)
+                lineage = await registry.lineage_page(url.bucket, url.file, limit=1)  # its run is enough
                 if lineage.file.status != "running":
                     return True
             except (NotFound, TemporaryError):

@@ -14,7 +14,7 @@ asks nothing of it before the caller's permission there is checked (:mod:`rok_re
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,11 +22,12 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from rokcommon.authz import READ
 from rokcommon.diffs import VolumeChanges, request_diff
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, RokError, TemporaryError
 from rokcommon.humanize import size, when
-from rokcommon.registry_contract import Lineage, Step
+from rokcommon.registry_contract import Lineage, Order, Step
 from rokcommon.urls import InvalidUrl, parse_url
 
 from rok_registry.gate import authorize, identity
@@ -44,8 +45,8 @@ from rok_registry.web.restores import RestoreForm, audit, authorized_target
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
-_LATEST = datetime.max.replace(tzinfo=UTC)
 DIFF_LINES = 200  # paths the compare page lists per volume and kind; the rest is counted
+PAGE = 50  # buckets, runs, versions or steps a page shows
 
 
 templates.env.filters["size"] = size
@@ -97,49 +98,108 @@ def _error_page(request: Request, error: Exception) -> HTMLResponse:
 
 
 @router.get("/", response_class=HTMLResponse)
-async def buckets_page(request: Request, queries: Any = Depends(registry)) -> Response:
+async def buckets_page(
+    request: Request, cursor: str | None = None, order: Order = "newest", queries: Any = Depends(registry)
+) -> Response:
     try:
-        buckets = await queries.list_buckets()
+        page = await queries.buckets_page(limit=PAGE, cursor=cursor, order=order)
     except RokError as error:
         return _error_page(request, error)
-    return _page(request, "buckets.html", buckets=buckets)
+    return _page(request, "buckets.html", buckets=page.items, pager=Pager.of(request, page), order=order)
 
 
 @router.get("/buckets/{bucket}", response_class=HTMLResponse)
-async def files_page(request: Request, bucket: str, queries: Any = Depends(registry)) -> Response:
+async def files_page(
+    request: Request,
+    bucket: str,
+    cursor: str | None = None,
+    order: Order = "newest",
+    status: str = "",
+    queries: Any = Depends(registry),
+) -> Response:
     try:
-        files = await queries.list_files(bucket)
-    except RokError as error:
-        return _error_page(request, error)
-    return _page(request, "files.html", bucket=bucket, files=files)
+        page = await queries.files_page(bucket, limit=PAGE, cursor=cursor, order=order, status=_status_of(status))
+    except (RokError, ValidationError) as error:
+        return _error_page(request, _invalid(error))
+    filters = {"order": order, "status": status}
+    return _page(request, "files.html", bucket=bucket, files=page.items, pager=Pager.of(request, page), **filters)
 
 
 @router.get("/buckets/{bucket}/{file}", response_class=HTMLResponse)
 async def versions_page(
-    request: Request, bucket: str, file: str, version: str | None = None, queries: Any = Depends(registry)
+    request: Request,
+    bucket: str,
+    file: str,
+    version: str | None = None,
+    cursor: str | None = None,
+    order: Order = "newest",
+    status: str = "",
+    step: str = "",
+    queries: Any = Depends(registry),
 ) -> Response:
     try:
-        versions = await queries.list_versions(bucket, file)
-    except RokError as error:
-        return _error_page(request, error)
-    return _page(request, "versions.html", bucket=bucket, file=file, versions=versions, selected=version)
+        page = await queries.versions_page(
+            bucket, file, limit=PAGE, cursor=cursor, order=order, status=_status_of(status), step=step.strip() or None
+        )
+    except (RokError, ValidationError) as error:
+        return _error_page(request, _invalid(error))
+    return _page(
+        request,
+        "versions.html",
+        bucket=bucket,
+        file=file,
+        versions=page.items,
+        selected=version,
+        pager=Pager.of(request, page),
+        order=order,
+        status=status,
+        step=step,
+    )
 
 
 @router.get("/buckets/{bucket}/{file}/lineage", response_class=HTMLResponse)
-async def lineage_page(request: Request, bucket: str, file: str, queries: Any = Depends(registry)) -> Response:
+async def lineage_page(
+    request: Request, bucket: str, file: str, cursor: str | None = None, queries: Any = Depends(registry)
+) -> Response:
     try:
-        lineage: Lineage = await queries.lineage(bucket, file)
-        ordered = sorted(lineage.steps, key=_started)
+        lineage: Lineage = await queries.lineage_page(bucket, file, limit=PAGE, cursor=cursor)
     except RokError as error:
         return _error_page(request, error)
-    steps = [(step, _step_changes(step)) for step in ordered]
-    return _page(request, "lineage.html", bucket=bucket, file=file, lineage=lineage, steps=steps)
+    steps = [(step, _step_changes(step)) for step in lineage.steps]  # in the order they started, a page of them
+    pager = Pager.of(request, lineage)
+    return _page(request, "lineage.html", bucket=bucket, file=file, lineage=lineage, steps=steps, pager=pager)
 
 
-def _started(step: Step) -> tuple[datetime, datetime, datetime]:
-    """When a step began: workflow times have whole seconds, so ties are broken by its before-snapshot's time."""
-    before = step.before.taken_at if step.before is not None else None
-    return (step.started_at or _LATEST, before or _LATEST, step.finished_at or _LATEST)
+@dataclass(frozen=True)
+class Pager:
+    """The links of a list page to the pages before and after it (its query string kept, its cursor replaced)."""
+
+    prev: str | None
+    next: str | None
+    total: int | None
+
+    @classmethod
+    def of(cls, request: Request, page: Any) -> Pager:
+        def link(cursor: str | None) -> str | None:
+            if cursor is None:
+                return None
+            url = request.url.include_query_params(cursor=cursor)
+            return f"{url.path}?{url.query}"
+
+        return cls(link(page.prev), link(page.next), getattr(page, "total", None))
+
+
+def _status_of(text: str) -> Any:
+    """The status filter: empty for any."""
+    return text.strip() or None
+
+
+def _invalid(error: Exception) -> Exception:
+    """A filter the list does not know (a pydantic error) as the registry's own invalid-request error."""
+    if isinstance(error, ValidationError):
+        fields = ", ".join(str(e["loc"][-1]) for e in error.errors())
+        return InvalidRequest(f"not a filter of this list: {fields}")
+    return error
 
 
 def _step_changes(step: Step) -> list[StepVolumeChanges] | None:

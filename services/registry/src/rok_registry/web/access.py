@@ -27,6 +27,7 @@ from rokcommon.connection import connect
 from rokcommon.errors import NotFound
 from rokcommon.events import RestoreTarget
 from rokcommon.registry_client import RegistryClient
+from rokcommon.registry_contract import GetLineage, ListBuckets, ListFiles, ListVersions
 from rokcommon.restores import RestoreWatch, request_restore
 from rokcommon.settings import RokSettings
 
@@ -131,17 +132,21 @@ class ScopedQueries:
         if self.check is not None:
             await self.check()
 
-    async def list_buckets(self) -> Any:
+    async def buckets_page(self, **page: Any) -> Any:
         await self._checked()
-        return await self.queries.list_buckets(self.namespace)
+        return await self.queries.buckets(ListBuckets(namespace=self.namespace, **page))
 
-    async def list_files(self, bucket: str) -> Any:
+    async def files_page(self, bucket: str, **page: Any) -> Any:
         await self._checked()
-        return await self.queries.list_files(self.namespace, bucket)
+        return await self.queries.files(ListFiles(namespace=self.namespace, bucket=bucket, **page))
 
-    async def list_versions(self, bucket: str, file: str) -> Any:
+    async def versions_page(self, bucket: str, file: str, **page: Any) -> Any:
         await self._checked()
-        return await self.queries.list_versions(self.namespace, bucket, file)
+        return await self.queries.versions(ListVersions(namespace=self.namespace, bucket=bucket, file=file, **page))
+
+    async def lineage_page(self, bucket: str, file: str, **page: Any) -> Any:
+        await self._checked()
+        return await self.queries.lineage_page(GetLineage(namespace=self.namespace, bucket=bucket, file=file, **page))
 
     async def resolve(self, url: str) -> Any:
         await self._checked()
