@@ -12,18 +12,21 @@ from html import unescape
 import pytest
 from registry_testkit import RunScript
 from rok_registry.api import create_app
+from rok_registry.gate import Gate
 from rok_registry.http_server import HttpServer
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
+from rokcommon.authz import LocalAccess
 from rokcommon.settings import RokSettings
 
 NS = "team-a"
+TOKEN = "the-local-users-token"
 RUNS = 120
 
 
 @pytest.fixture
 async def site(recorder: Recorder, queries: Queries) -> AsyncIterator[str]:
-    app = create_app(queries, settings=RokSettings(namespace=NS))
+    app = create_app(queries, settings=RokSettings(namespace=NS), gate=Gate(LocalAccess(TOKEN)))
     server = HttpServer(app, "127.0.0.1", 0)
     await server.start()
     yield server.url
@@ -31,8 +34,9 @@ async def site(recorder: Recorder, queries: Queries) -> AsyncIterator[str]:
 
 
 def get(url: str) -> tuple[int, str]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
