@@ -42,6 +42,7 @@ from typing import Any, Literal, Protocol
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from rokcommon import kube
 from rokcommon.errors import Forbidden, TemporaryError
 from rokcommon.settings import split_roots
 
@@ -266,21 +267,10 @@ def access_for(settings: AccessSettings, *, local_token: str = "", api_client: A
     if settings.auth == "local":
         return LocalAccess(local_token)
     if api_client is None:
-        api_client = kubernetes_client(settings)
+        api_client = kube.api_client(
+            settings.kube, settings.kubeconfig, needed_by="ROK_AUTH=cluster (checking identities)"
+        )
     return KubernetesAccess(api_client, ttl=settings.access_cache_seconds)
-
-
-def kubernetes_client(settings: AccessSettings) -> Any:
-    """A ``kubernetes.client.ApiClient`` as ``ROK_KUBE`` says; cluster mode cannot run without one."""
-    from kubernetes import client, config
-
-    if settings.kube == "incluster":
-        config.load_incluster_config()
-        return client.ApiClient()
-    if settings.kube == "kubeconfig":
-        path = str(settings.kubeconfig) if settings.kubeconfig else None
-        return config.new_client_from_config(config_file=path)
-    raise ValueError("ROK_AUTH=cluster checks identities with the Kubernetes API: set ROK_KUBE=incluster or kubeconfig")
 
 
 def _same(a: str, b: str) -> bool:

@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 from nats.js import JetStreamContext
-from rokcommon import bus
+from rokcommon import bus, kube
 from rokcommon.events import Event
 from rokcommon.health import CheckFailed, Health, HealthServer, nats_checks
 from rokcommon.logs import setup_logging
@@ -29,20 +29,6 @@ from rokcommon.telemetry import instruments, setup_telemetry
 from rok_pipeline_watcher.settings import WatcherSettings
 
 log = logging.getLogger(__name__)
-
-
-def kubernetes_client(settings: WatcherSettings) -> Any:
-    """An ``ApiClient`` from the pod's service account, or from a kubeconfig file."""
-    from kubernetes import client, config
-
-    if settings.kube == "incluster":
-        config.load_incluster_config()
-        return client.ApiClient()
-    configuration = client.Configuration()
-    config.load_kube_config(
-        config_file=str(settings.kubeconfig) if settings.kubeconfig else None, client_configuration=configuration
-    )
-    return client.ApiClient(configuration)
 
 
 async def serve(
@@ -86,7 +72,7 @@ async def serve(
         from rok_pipeline_watcher.kfp_api import KfpApi
         from rok_pipeline_watcher.kube_source import KubeSource
 
-        api_client = api_client or kubernetes_client(settings)
+        api_client = api_client or kube.api_client(settings.kube, settings.kubeconfig)
         health.add("kubernetes", partial(kubernetes_answers, api_client))
         kfp = KfpApi(settings.kfp_api_url, timeout=settings.kfp_api_timeout, token_file=settings.kfp_api_token_file)
         source = KubeSource(

@@ -22,12 +22,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import NotebookTarget, PvcTarget, RestoredVolume
+from rokcommon.kube import api_client
 
 from rok_restorer.manifests import (
     MANAGED_BY,
@@ -77,12 +78,7 @@ def kubernetes_targets(settings: object = None) -> TargetFactory | None:
     kube = KubernetesSettings()
     if kube.kube == "off":
         return None
-    if kube.kube == "incluster":
-        config.load_incluster_config()
-        api_client = client.ApiClient()
-    else:
-        api_client = config.new_client_from_config(config_file=str(kube.kubeconfig) if kube.kubeconfig else None)
-    return KubernetesTargets(api_client, kube)
+    return KubernetesTargets(api_client(kube.kube, kube.kubeconfig), kube)
 
 
 class KubernetesTargets:

@@ -25,27 +25,12 @@ from rokcommon.errors import TemporaryError
 from rokcommon.events import RunRef, StepRef, VolumeRef
 
 from rok_snapshotter import pod_checks
-from rok_snapshotter.settings import SnapshotterSettings
 from rok_snapshotter.volumes import VolumeRefused, directory_in_roots, kubelet_mount
 
 log = logging.getLogger(__name__)
 
 ARGO_GROUP, ARGO_VERSION, WORKFLOWS = "argoproj.io", "v1alpha1", "workflows"
 _POD_FIELDS = ("pod_name", "pod_uid", "pod_volume", "pvc")
-
-
-def kubernetes_client(settings: SnapshotterSettings) -> Any:
-    """An ``ApiClient`` from the pod's service account, or from a kubeconfig file."""
-    from kubernetes import config
-
-    if settings.kube == "incluster":
-        config.load_incluster_config()
-        return client.ApiClient()
-    configuration = client.Configuration()
-    config.load_kube_config(
-        config_file=str(settings.kubeconfig) if settings.kubeconfig else None, client_configuration=configuration
-    )
-    return client.ApiClient(configuration)
 
 
 class ClusterVolumes:

@@ -87,10 +87,12 @@ def volumes(settings: SnapshotterSettings, api_client: Any = None) -> Volumes:
         log.info("volumes are directories in %s", ", ".join(map(str, settings.roots)) or "no directory")
         return LocalVolumes(settings.roots)
     log.info("volumes are the claims of run pods on node %s, under %s", settings.node_name, settings.kubelet_pods_dir)
-    from rok_snapshotter.kube import ClusterVolumes, kubernetes_client
+    from rokcommon.kube import api_client as kubernetes_api
+
+    from rok_snapshotter.kube import ClusterVolumes
 
     return ClusterVolumes(
-        api_client or kubernetes_client(settings),
+        api_client or kubernetes_api(settings.kube, settings.kubeconfig),
         node=settings.node_name,
         pods_dir=settings.kubelet_pods_dir,
         roots=settings.roots,
