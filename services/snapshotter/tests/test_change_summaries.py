@@ -12,7 +12,14 @@ from rok_snapshotter.main import build
 from rok_snapshotter.repository import RepositoryHandle
 from rok_snapshotter.settings import SnapshotterSettings
 from rokcommon import bus
-from rokcommon.events import CHANGED_PATHS_LISTED, SnapshotChanges, SnapshotCompleted, StepFinished, VolumeRef
+from rokcommon.events import (
+    CHANGED_PATHS_BYTES,
+    CHANGED_PATHS_LISTED,
+    SnapshotChanges,
+    SnapshotCompleted,
+    StepFinished,
+    VolumeRef,
+)
 from roktesting.nats import running
 from snapshotter_helpers import NODE, settled, snapshot_events, started, step
 
@@ -28,6 +35,16 @@ def test_a_summary_counts_every_path_but_lists_at_most_the_bound_and_says_it_was
     assert summary.removed == ("gone.txt",)
     assert summary.truncated
     assert summary.count == 251
+
+
+def test_a_summary_of_long_paths_lists_no_more_than_its_byte_bound_so_its_event_stays_small() -> None:
+    deep = [f"{'d' * 250}/" * 15 + f"file-{i:03d}" for i in range(CHANGED_PATHS_LISTED)]  # ~3.8 KB each
+    summary = SnapshotChanges.between("parent-id", deep, [], deep)
+    assert (summary.added_count, summary.changed_count) == (CHANGED_PATHS_LISTED, CHANGED_PATHS_LISTED)
+    listed = sum(len(p) for p in summary.added)
+    assert 0 < listed <= CHANGED_PATHS_BYTES and summary.added == tuple(deep[: len(summary.added)])
+    assert summary.truncated
+    assert len(summary.model_dump_json()) < 3 * CHANGED_PATHS_BYTES  # all 200 would be 1.5 MB: over max_payload
 
 
 def test_a_summary_within_the_bound_lists_everything_and_is_not_truncated() -> None:

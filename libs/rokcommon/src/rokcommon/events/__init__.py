@@ -26,6 +26,7 @@ from rokcommon.events.restores import (
 )
 from rokcommon.events.snapshots import SnapshotCompleted, SnapshotFailed, VersionCommitted, completed_id
 from rokcommon.events.values import (
+    CHANGED_PATHS_BYTES,
     CHANGED_PATHS_LISTED,
     RunRef,
     SnapshotChanges,
@@ -62,6 +63,7 @@ def model_for_subject(subject: str) -> type[Event]:
 
 
 __all__ = [
+    "CHANGED_PATHS_BYTES",
     "CHANGED_PATHS_LISTED",
     "EVENT_TYPES",
     "SCHEMA_VERSION",

@@ -115,6 +115,7 @@ class SnapshotStatsModel(Model):
 
 
 CHANGED_PATHS_LISTED = 200  # paths a SnapshotChanges lists per kind; the rest are only counted
+CHANGED_PATHS_BYTES = 16 * 1024  # and at most this many bytes of paths per kind: an event stays far below max_payload
 
 
 class SnapshotChanges(Model):
@@ -123,7 +124,8 @@ class SnapshotChanges(Model):
     ``parent`` is the previous snapshot of the same volume in the same repository, or None when none is known
     (the volume's first snapshot): then there is nothing to compare with and every count is 0. The counts are
     exact; ``added``/``removed``/``changed`` list at most the first :data:`CHANGED_PATHS_LISTED` paths of each
-    kind (in path order), and ``truncated`` says that some were left out.
+    kind (in path order), and no more than :data:`CHANGED_PATHS_BYTES` of them, however long the paths are;
+    ``truncated`` says that some were left out.
     """
 
     parent: str | None = None
@@ -146,12 +148,24 @@ class SnapshotChanges(Model):
             added_count=len(added),
             removed_count=len(removed),
             changed_count=len(changed),
-            added=tuple(added[:limit]),
-            removed=tuple(removed[:limit]),
-            changed=tuple(changed[:limit]),
-            truncated=max(len(added), len(removed), len(changed)) > limit,
+            added=_listed(added, limit),
+            removed=_listed(removed, limit),
+            changed=_listed(changed, limit),
+            truncated=any(len(_listed(paths, limit)) < len(paths) for paths in (added, removed, changed)),
         )
 
     @property
     def count(self) -> int:
         return self.added_count + self.removed_count + self.changed_count
+
+
+def _listed(paths: list[str], limit: int) -> tuple[str, ...]:
+    """The first paths, at most ``limit`` of them and :data:`CHANGED_PATHS_BYTES` in all."""
+    out: list[str] = []
+    used = 0
+    for path in paths[:limit]:
+        used += len(path.encode("utf-8", "surrogateescape"))
+        if used > CHANGED_PATHS_BYTES:
+            break
+        out.append(path)
+    return tuple(out)
