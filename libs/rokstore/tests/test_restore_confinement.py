@@ -253,7 +253,7 @@ async def test_a_chunk_that_did_not_reach_the_file_fails_the_read_back_naming_fi
 
     monkeypatch.setattr("rokstore.restorer.os.pwrite", lossy_pwrite)
     with pytest.raises(CorruptData, match=r"restored file 'dir/big\.bin' does not hold chunk [0-9a-f]{64} at offset"):
-        await restore(repo, stats.snapshot_id, tmp_path / "out")
+        await restore(repo, stats.snapshot_id, tmp_path / "out", verify=True)
     assert lost and not (tmp_path / "out").exists()
 
 

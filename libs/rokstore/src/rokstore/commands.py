@@ -303,15 +303,20 @@ def snapshot_ls(url: str, as_json: bool) -> None:
 @click.option("--to", "target", required=True, type=click.Path(path_type=Path), help="An empty or new directory.")
 @click.option("--devices", is_flag=True, help="Create the snapshot's device files (as root); skipped otherwise.")
 @click.option("--keep-setuid", is_flag=True, help="Keep set-uid and set-gid bits of files; cleared otherwise.")
+@click.option("--verify", is_flag=True, help="Read every file back and check it again before putting it in place.")
 @json_option
-def snapshot_restore(snapshot_id: str, url: str, target: Path, devices: bool, keep_setuid: bool, as_json: bool) -> None:
+def snapshot_restore(
+    snapshot_id: str, url: str, target: Path, devices: bool, keep_setuid: bool, verify: bool, as_json: bool
+) -> None:
     """Restore SNAPSHOT_ID into the directory given by --to."""
     from rokstore import open_repository, restore
 
     async def go() -> Any:
         async with await open_repository(url) as r:
             with _Bar(not as_json, "restore") as bar:
-                return await restore(r, snapshot_id, target, progress=bar, devices=devices, keep_setuid=keep_setuid)
+                return await restore(
+                    r, snapshot_id, target, progress=bar, devices=devices, keep_setuid=keep_setuid, verify=verify
+                )
 
     stats = _run(go())
     if as_json:

@@ -4,7 +4,8 @@ Order: read the snapshot's trees into the walk-order list of entries and check e
 (``manifest.check_paths``); open a private staging directory on the target's
 file system (``staging.Staging``); create directories, create regular files at their size (holes stay
 holes), fetch packs — a few in flight, each with one (ranged) GET — and write every chunk after checking it
-against its BLAKE3 id; read every file back and check what was written against its chunks' ids; then hard
+against its BLAKE3 id; check every file's size (with ``verify``, read every file back and check what was
+written against its chunks' ids); then hard
 links, fifos and (when asked) devices, then symlinks (last, so that no path is ever resolved through one),
 then metadata: owner (as root), mode (set-uid and set-gid bits of files only when asked), xattrs, mtime,
 directories deepest first; and, right before putting it in place, check that the tree holds exactly the
@@ -59,11 +60,15 @@ async def restore(
     progress: Callable[[Progress], None] | None = None,
     devices: bool = False,
     keep_setuid: bool = False,
+    verify: bool = False,
 ) -> RestoreStats:
     """Restore snapshot ``snapshot_id`` (an id or a unique prefix) into ``target``, an empty or new directory.
 
     Device files are created only with ``devices`` (and as root); set-uid and set-gid bits of files are
-    restored only with ``keep_setuid``. Nothing is in place at ``target`` until every file verified.
+    restored only with ``keep_setuid``. Every chunk is checked against its id before it is written, and nothing is
+    in place at ``target`` until every file has its size and the tree the snapshot's names; ``verify`` also
+    reads every file back and checks each chunk again (as ``restic restore --verify``), which costs a second
+    pass over the data.
     """
     full_id = await repo.resolve(snapshot_id)
     lock = await repo.lock("shared")
@@ -77,7 +82,7 @@ async def restore(
         target = Path(target).absolute()
         staging = await asyncio.to_thread(Staging.open, target)
         try:
-            restorer = TreeRestorer(repo, full_id, entries, staging.tree, progress, devices, keep_setuid)
+            restorer = TreeRestorer(repo, full_id, entries, staging.tree, progress, devices, keep_setuid, verify)
             stats = await restorer.run()
             problems = await asyncio.to_thread(staging.commit, restorer.verify_structure)
             stats = replace(stats, warnings=[*stats.warnings, *problems])
@@ -105,8 +110,10 @@ class TreeRestorer:
         progress: Callable[[Progress], None] | None,
         devices: bool = False,
         keep_setuid: bool = False,
+        verify: bool = False,
     ) -> None:
         self.repo = repo
+        self.verify = verify
         self.snapshot_id = snapshot_id
         self.entries = entries
         self.tree = tree
@@ -133,7 +140,7 @@ class TreeRestorer:
             await asyncio.to_thread(self._create_tree)
             await self._fetch_all(plan)
             self.tree.forget()  # from here on every path is walked again, component by component
-            await asyncio.to_thread(self._verify_files)
+            await asyncio.to_thread(self._verify_files if self.verify else self._check_sizes)
             await asyncio.to_thread(self._finish_tree)
             span.set_attribute("rok.bytes", self.bytes_done)
         return RestoreStats(
@@ -268,6 +275,24 @@ class TreeRestorer:
                 finally:
                     os.close(fd)
                 self.bytes_done += len(raw)
+
+    def _check_sizes(self) -> None:
+        """Every restored file is a regular file of its snapshot's size (what a lost ftruncate or a swapped file
+        would change); its content was checked chunk by chunk on the way in."""
+        for entry in self.entries:
+            if entry["t"] != "f":
+                continue
+            rel = entry["p"]
+            fd = self.tree.open(rel, O_READ)
+            try:
+                st = os.fstat(fd)
+            finally:
+                os.close(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.get("s", 0):
+                raise CorruptData(
+                    f"restored file {rel!r} in {self.target} is not the snapshot's ({st.st_size} bytes, "
+                    f"{entry.get('s', 0)} expected); nothing was left in {self.target}"
+                )
 
     def _verify_files(self) -> None:
         """Read every restored file back: its size, and each chunk against its id (a chunk never written, a
