@@ -175,6 +175,7 @@ async def test_a_resource_version_too_old_for_the_server_makes_the_source_list_a
 
     with fake_kube.hold_watches():
         fake_kube.drop_watches()
+        await asyncio.to_thread(fake_kube.wait_for_held, 2)  # both watches are gone and asking again
         finish(fake_kube, v1_run, partial)
         fake_kube.compact()
 

@@ -120,6 +120,8 @@ class FakeKube:
         self._bookmarks = 0
         self._drops = 0
         self._held = False
+        self._dropped_at = 0  # the resourceVersion at the last drop_watches
+        self._waiting = 0  # watch requests held by hold_watches
         self._stopping = False
         self._server: ThreadingHTTPServer | None = None
         self.api_client: Any = None
@@ -297,9 +299,11 @@ class FakeKube:
             self._lock.notify_all()
 
     def drop_watches(self) -> None:
-        """Break every open watch connection mid-stream."""
+        """Break every open watch connection mid-stream: what changed before this call still reaches it, nothing
+        after (however late its server thread wakes up)."""
         with self._lock:
             self._drops += 1
+            self._dropped_at = self._rv
             self._lock.notify_all()
 
     @contextmanager
@@ -313,6 +317,12 @@ class FakeKube:
             with self._lock:
                 self._held = False
                 self._lock.notify_all()
+
+    def wait_for_held(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until ``count`` watch requests are held by :meth:`hold_watches` (e.g. every dropped watch is back)."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: self._waiting >= count, timeout):
+                raise TimeoutError(f"{self._waiting} watch requests held, not {count}, after {timeout}s")
 
     def watches(self, path_prefix: str = "") -> list[_Request]:
         return [r for r in self.requests if r.params.get("watch") in ("true", "1") and r.path.startswith(path_prefix)]
@@ -514,7 +524,11 @@ class _Handler(BaseHTTPRequestHandler):
         timeout = float(params.get("timeoutSeconds") or 3600)
         since = params.get("resourceVersion") or ""
         with kube._lock:
-            kube._lock.wait_for(lambda: not kube._held or kube._stopping)
+            if kube._held:
+                kube._waiting += 1
+                kube._lock.notify_all()
+                kube._lock.wait_for(lambda: not kube._held or kube._stopping)
+                kube._waiting -= 1
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -588,6 +602,8 @@ class _Handler(BaseHTTPRequestHandler):
                                 )
                             )
                     dropped = kube._drops != drops
+                    if dropped:  # the line died when it was dropped: what changed later never went out on it
+                        pending = [c for c in pending if c.rv <= kube._dropped_at]
                 if dropped:  # what was due goes out first, then the line dies mid-chunk
                     for change in pending:
                         self._chunk({"type": change.type, "object": change.obj})
