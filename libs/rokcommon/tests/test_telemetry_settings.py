@@ -3,6 +3,8 @@ this installation cannot speak is a clear error."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -52,12 +54,21 @@ def test_the_traces_endpoint_alone_exports_spans_there_and_no_metrics(monkeypatc
     assert exporting_metric_readers() == []
 
 
+def readers() -> list[Any]:
+    """The readers the environment asks for, stopped at once: each starts a thread that would otherwise collect
+    every minute for the rest of the test run, warning that no provider holds it (into later tests' output)."""
+    found = exporting_metric_readers()
+    for reader in found:
+        reader.shutdown()
+    return found
+
+
 def test_the_shared_endpoint_exports_both_signals_each_to_its_path(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
     (exporter,) = exporters()
     assert exporter._endpoint == "http://collector:4318/v1/traces"
-    (reader,) = exporting_metric_readers()
+    (reader,) = readers()
     assert isinstance(reader._exporter, OTLPMetricExporter)
     assert reader._exporter._endpoint == "http://collector:4318/v1/metrics"
 
@@ -66,7 +77,7 @@ def test_none_turns_a_signal_off_and_sdk_disabled_everything(monkeypatch: pytest
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     assert exporters() == []
-    assert len(exporting_metric_readers()) == 1
+    assert len(readers()) == 1
     monkeypatch.setenv("ROK_OTEL_FILE", str(tmp_path / "spans.jsonl"))
     assert [type(e) for e in exporters()] == [JsonLinesSpanExporter]
     monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
