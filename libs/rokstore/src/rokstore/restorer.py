@@ -288,11 +288,14 @@ class TreeRestorer:
                 st = os.fstat(fd)
             finally:
                 os.close(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.get("s", 0):
-                raise CorruptData(
-                    f"restored file {rel!r} in {self.target} is not the snapshot's ({st.st_size} bytes, "
-                    f"{entry.get('s', 0)} expected); nothing was left in {self.target}"
-                )
+            self._check_is_the_file(rel, entry, st)
+
+    def _check_is_the_file(self, rel: str, entry: Entry, st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.get("s", 0):
+            raise CorruptData(
+                f"restored file {rel!r} in {self.target} is not the snapshot's ({st.st_size} bytes, "
+                f"{entry.get('s', 0)} expected); nothing was left in {self.target}"
+            )
 
     def _verify_files(self) -> None:
         """Read every restored file back: its size, and each chunk against its id (a chunk never written, a
@@ -313,11 +316,7 @@ class TreeRestorer:
         fd = self.tree.open(rel, O_READ)
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != entry.get("s", 0):
-                raise CorruptData(
-                    f"restored file {rel!r} in {self.target} is not the snapshot's ({st.st_size} bytes, "
-                    f"{entry.get('s', 0)} expected); nothing was left in {self.target}"
-                )
+            self._check_is_the_file(rel, entry, st)
             offset = 0
             for chunk_hex, length in entry.get("c", ()):
                 if chunk_hex is not None:

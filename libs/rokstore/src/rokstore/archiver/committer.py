@@ -19,7 +19,7 @@ from rokstore.repository.index import Location, encode_index, index_key
 from rokstore.repository.locks import Lock
 from rokstore.repository.manifest import RECORD_VERSION, Entry, encode_record, snapshot_key
 from rokstore.repository.packs import SealedPack
-from rokstore.repository.trees import encode_tree
+from rokstore.repository.trees import deepest_first, encode_tree
 
 tracer = trace.get_tracer("rokstore")
 
@@ -41,7 +41,7 @@ class TreeSaver:
     ) -> bytes:
         """The root tree's id, once every tree below it is encoded (or reused) and handed to the packer."""
         ids = self.ids
-        for rel in sorted(listed, key=lambda r: r.count("/") + (r != ""), reverse=True):  # deepest first
+        for rel in deepest_first(listed):
             reused = unchanged.get(rel)
             if reused is not None:
                 ids[rel] = reused

@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection, Mapping
 from rokstore.repository.cache import CachedState, Content, FileCache, Signature
 from rokstore.repository.index import Index, Location
 from rokstore.repository.manifest import Entry
+from rokstore.repository.trees import deepest_first
 
 ReadJob = tuple[str, str, Entry, os.stat_result]  # path, relative path, entry, stat
 
@@ -108,7 +109,7 @@ class KnownFiles:
             return signature is not None and signature == cached_others.get(path)
 
         unchanged: dict[str, bytes] = {}
-        for rel in sorted(listed, key=lambda r: r.count("/") + (r != ""), reverse=True):  # deepest first
+        for rel in deepest_first(listed):
             tree = cached_trees.get(rel)
             key = rel or "."
             signature = others.get(key)

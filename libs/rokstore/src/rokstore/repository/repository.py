@@ -91,8 +91,10 @@ class Repository:
         # Index files are immutable: those this process read already are not decoded again, unless gc removed
         # some (then the index is rebuilt from what is there now).
         known = self._read
-        fresh_start = known is None or not (known.files.keys() | known.damaged.keys()) <= set(names)
-        index = Index() if fresh_start or known is None else known.copy()
+        if known is not None and (known.files.keys() | known.damaged.keys()) <= set(names):
+            index = known.copy()
+        else:
+            index = Index()
         missing: list[str] = []
         for name in names:
             if name in index.files or name in index.damaged:

@@ -11,7 +11,7 @@ directory keeps its id from one snapshot to the next and equal subtrees are comp
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import blake3
@@ -63,6 +63,11 @@ def decode_tree(data: bytes | memoryview, tree_id: bytes) -> list[Entry]:
 
 def _is_tree_id(value: object) -> bool:
     return isinstance(value, str) and len(value) == TREE_ID_LENGTH and all(c in "0123456789abcdef" for c in value)
+
+
+def deepest_first(directories: Iterable[str]) -> list[str]:
+    """Directories (relative paths, the root ``""``) ordered so that each comes before its parent."""
+    return sorted(directories, key=lambda d: d.count("/") + (d != ""), reverse=True)
 
 
 def subtrees(entries: list[Entry]) -> Iterator[bytes]:
