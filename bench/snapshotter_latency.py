@@ -14,21 +14,14 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import nats
-from rokcommon import bus, streams
-from rokcommon.events import RunRef, SnapshotCompleted, StepRef, StepStarted, VolumeRef
-from roktesting.ports import free_port, wait_for_port
-
-NODE = "bench-node"
+from rokcommon.events import RunRef, StepRef, StepStarted, VolumeRef
+from snapshotter_harness import NODE, running_snapshotter
 
 
 def volumes(root: Path, runs: int, size_mb: int, files: int) -> list[VolumeRef]:
@@ -57,45 +50,16 @@ def percentiles(samples: list[float]) -> str:
 
 
 async def measure(args: argparse.Namespace, work: Path) -> None:
-    port = free_port()
-    nats_proc = subprocess.Popen(  # noqa: ASYNC220
-        ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(work / "nats")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, what="nats-server")
-    url = f"nats://127.0.0.1:{port}"
     refs = volumes(work / "volumes", args.runs, args.size_mb, args.files)
     env = {
-        **os.environ,
-        "ROK_NATS_URL": url,
-        "ROK_NODE_NAME": NODE,
         "ROK_STATE_DIR": str(work / "state"),
         "ROK_VOLUME_ROOTS": str(work / "volumes"),
-        "ROK_LOG_LEVEL": "WARNING",
         "ROK_SNAPSHOT_CONCURRENCY": str(args.concurrency),
     }
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    await streams.ensure_streams(js)
-    done: dict[str, asyncio.Future[float]] = {}
-
-    async def on_completed(msg: nats.aio.msg.Msg) -> None:
-        event = SnapshotCompleted.decode(msg.data)
-        key = event.step.step_id if event.step else ""
-        if key in done and not done[key].done():
-            done[key].set_result(time.perf_counter())
-
-    await nc.subscribe("rok.snapshot.completed.v1", cb=on_completed)
-    snapshotter = subprocess.Popen([sys.executable, "-m", "rok_snapshotter"], env=env)  # noqa: ASYNC220
-    try:
+    async with running_snapshotter(work, env) as snapshotter:
 
         async def one(run: int, n: int) -> float:
-            event = step_event(run, n, refs[run])
-            future = done[event.step.step_id] = asyncio.get_running_loop().create_future()
-            start = time.perf_counter()
-            await bus.publish(js, event)
-            return await asyncio.wait_for(future, 120) - start
+            return await snapshotter.snapshot(step_event(run, n, refs[run]), timeout=120)
 
         print(f"volumes: {args.runs} x {args.size_mb} MB in {args.files} files; concurrency {args.concurrency}")
         t = time.perf_counter()
@@ -110,12 +74,6 @@ async def measure(args: argparse.Namespace, work: Path) -> None:
         for n in range(rounds):
             parallel += await asyncio.gather(*(one(r, 1000 + n) for r in range(args.runs)))
         print(f"unchanged volumes, {args.runs} runs in flight at once: {percentiles(parallel)}")
-    finally:
-        snapshotter.send_signal(signal.SIGTERM)
-        snapshotter.wait(30)
-        await nc.close()
-        nats_proc.terminate()
-        nats_proc.wait()
 
 
 def main() -> None:

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -29,13 +28,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import dataset
-import nats
-from rokcommon import bus, streams
-from rokcommon.events import RunRef, SnapshotCompleted, StepRef, StepStarted, VolumeRef
-from roktesting.ports import free_port, wait_for_port
+from rokcommon.events import RunRef, StepRef, StepStarted, VolumeRef
 from roktesting.s3 import serve_s3
+from snapshotter_harness import NODE, running_snapshotter
 
-NODE = "bench-node"
 FILES = 27_000
 BIG = 96 << 20
 RACY_WINDOW = 0.06  # seconds: a file changed closer than this to a snapshot's start is read again next time
@@ -77,46 +73,17 @@ def summary(samples: list[float]) -> str:
 async def in_service(
     args: argparse.Namespace, work: Path, volume: Path, s3_env: dict[str, str]
 ) -> dict[str, list[float]]:
-    port = free_port()
-    nats_proc = subprocess.Popen(  # noqa: ASYNC220
-        ["nats-server", "-js", "-a", "127.0.0.1", "-p", str(port), "-sd", str(work / "nats")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for_port(port, what="nats-server")
-    url = f"nats://127.0.0.1:{port}"
     env = {
-        **os.environ,
         **s3_env,
-        "ROK_NATS_URL": url,
-        "ROK_NODE_NAME": NODE,
         "ROK_STATE_DIR": str(work / "state"),
         "ROK_REPOSITORY": "s3://rok-step-wait/repo",
         "ROK_VOLUME_ROOTS": str(work),
         "ROK_CACHE_DIR": str(work / "rok-cache"),
-        "ROK_LOG_LEVEL": "WARNING",
     }
-    nc = await nats.connect(url)
-    js = nc.jetstream()
-    await streams.ensure_streams(js)
-    done: dict[str, asyncio.Future[float]] = {}
-
-    async def on_completed(msg: nats.aio.msg.Msg) -> None:
-        event = SnapshotCompleted.decode(msg.data)
-        key = event.step.step_id if event.step else ""
-        if key in done and not done[key].done():
-            done[key].set_result(time.perf_counter())
-
-    await nc.subscribe("rok.snapshot.completed.v1", cb=on_completed)
-    snapshotter = subprocess.Popen([sys.executable, "-m", "rok_snapshotter"], env=env)  # noqa: ASYNC220
-    try:
+    async with running_snapshotter(work, env) as snapshotter:
 
         async def one(n: int) -> float:
-            event = step_event(n, volume)
-            future = done[event.step.step_id] = asyncio.get_running_loop().create_future()
-            start = time.perf_counter()
-            await bus.publish(js, event)
-            return await asyncio.wait_for(future, 600) - start
+            return await snapshotter.snapshot(step_event(n, volume))
 
         print(f"rok: first snapshot {await one(0):.1f} s", file=sys.stderr)
         await one(1)  # the first one the node-local cache knows
@@ -126,12 +93,6 @@ async def in_service(
             append_a_byte(volume)
             changed.append(await one(100 + n))
         return {"unchanged": unchanged, "small change": changed}
-    finally:
-        snapshotter.send_signal(signal.SIGTERM)
-        snapshotter.wait(30)
-        await nc.close()
-        nats_proc.terminate()
-        nats_proc.wait()
 
 
 def restic(
