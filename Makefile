@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 IMAGE_TAG   ?= 0.1.0
 REGISTRY    ?=
 
-.PHONY: help setup parts demo test lint bench images clean
+.PHONY: help setup parts demo test lint bench images manifests clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
@@ -45,6 +45,10 @@ images: ## build the container images, tagged as deploy/ names them (needs a Doc
 		name=$$(basename $$f .Dockerfile); \
 		docker build -f $$f -t $(REGISTRY)rok/$$name:$(IMAGE_TAG) . || exit 1; \
 	done
+
+manifests: ## render deploy/overlays/prod into the operator's package (a test checks it is current)
+	@{ echo "# Written by \`make manifests\` from deploy/overlays/prod: edit deploy/, never this file."; \
+	  $(VENV)/bin/kubectl kustomize deploy/overlays/prod; } > services/operator/src/rok_operator/manifests/prod.yaml
 
 clean: ## remove caches and the virtualenv
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

@@ -46,6 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from roktesting import rbac
+from roktesting.kube_resources import CRDS, ResourceTypes
 
 __all__ = ["FakeKube", "fake_kube"]
 
@@ -65,24 +66,6 @@ _PATH = re.compile(
     r"^/(?P<api>api/v1|apis/[^/]+/[^/]+)(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)"
     r"(?:/(?P<name>[^/]+))?(?:/(?P<sub>status))?$"
 )
-_KINDS = {
-    "pods": "Pod",
-    "persistentvolumeclaims": "PersistentVolumeClaim",
-    "persistentvolumes": "PersistentVolume",
-    "namespaces": "Namespace",
-    "configmaps": "ConfigMap",
-    "secrets": "Secret",
-    "services": "Service",
-    "events": "Event",
-    "workflows": "Workflow",
-    "notebooks": "Notebook",
-    "statefulsets": "StatefulSet",
-    "deployments": "Deployment",
-    "roles": "Role",
-    "rolebindings": "RoleBinding",
-    "clusterroles": "ClusterRole",
-    "clusterrolebindings": "ClusterRoleBinding",
-}
 
 Key = tuple[str, str, str | None, str]  # api, plural, namespace, name
 
@@ -111,6 +94,7 @@ class FakeKube:
     requests: list[_Request] = field(default_factory=list)
     reactions: dict[str, list[Callable[[dict[str, Any]], None]]] = field(default_factory=dict)
     tokens: rbac.Tokens = field(default_factory=rbac.Tokens)
+    types: ResourceTypes = field(default_factory=ResourceTypes)
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -195,11 +179,16 @@ class FakeKube:
             if key in self.objects:
                 raise _Error(409, "AlreadyExists", f'{plural} "{meta["name"]}" already exists')
             meta["uid"] = str(uuid.uuid4())
-            meta["creationTimestamp"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            obj.setdefault("kind", _kind(plural))
+            meta["creationTimestamp"] = _now()
+            meta["generation"] = 1
+            for transient in ("deletionTimestamp", "resourceVersion"):
+                meta.pop(transient, None)
+            obj.setdefault("kind", self.types.get(api, plural).kind)
             obj.setdefault("apiVersion", api.removeprefix("apis/").removeprefix("api/"))
             for react in self.reactions.get(plural, ()):
                 react(obj)
+            if (api, plural) == CRDS:
+                self.types.register_crd(obj)
             return self._commit("ADDED", key, obj)
 
     def get(self, path: str) -> dict[str, Any]:
@@ -209,9 +198,17 @@ class FakeKube:
                 raise _Error(404, "NotFound", f'{key[1]} "{key[3]}" not found')
             return copy.deepcopy(self.objects[key])
 
-    def replace(self, path: str, obj: dict[str, Any], *, check_version: bool = False) -> dict[str, Any]:
+    def replace(
+        self, path: str, obj: dict[str, Any], *, check_version: bool = False, part: str = "all"
+    ) -> dict[str, Any]:
         """Replace an object. ``check_version`` (what a client's PUT gets) refuses a write whose
-        ``metadata.resourceVersion`` is stale with 409 Conflict; a test changing state directly skips it."""
+        ``metadata.resourceVersion`` is stale with 409 Conflict; a test changing state directly skips it.
+
+        ``part`` is what the write may change, as the API server splits it for a type with a status
+        subresource: ``"status"`` (a write to ``…/status``: the status only), ``"main"`` (a write to the object:
+        everything but the status) or ``"all"`` (a test's direct write, or a type without the subresource).
+        A change outside metadata and status raises ``metadata.generation``; an object being deleted whose
+        last finalizer goes is removed."""
         key = _key(path)
         with self._lock:
             old = self.objects.get(key)
@@ -228,30 +225,93 @@ class FakeKube:
                     f'Operation cannot be fulfilled on {key[1]} "{key[3]}": the object has been modified; '
                     "please apply your changes to the latest version and try again",
                 )
-            for kept in ("uid", "creationTimestamp", "name", "namespace"):
+            if part == "status":
+                obj = {**copy.deepcopy(old), "status": obj.get("status")}
+                if obj["status"] is None:
+                    obj.pop("status")
+                meta = obj["metadata"]
+            elif part == "main":
+                obj.pop("status", None)
+                if "status" in old:
+                    obj["status"] = copy.deepcopy(old["status"])
+            for kept in ("uid", "creationTimestamp", "name", "namespace", "deletionTimestamp", "generation"):
                 if kept in old["metadata"]:
                     meta[kept] = old["metadata"][kept]
+                elif kept in ("deletionTimestamp", "generation"):
+                    meta.pop(kept, None)
             obj.setdefault("kind", old.get("kind"))
             obj.setdefault("apiVersion", old.get("apiVersion"))
+            if _spec_of(obj) != _spec_of(old):
+                meta["generation"] = int(old["metadata"].get("generation", 1)) + 1
+            if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+                self._remove(key, obj)
+                return copy.deepcopy(obj)
             return self._commit("MODIFIED", key, obj)
 
-    def patch(self, path: str, patch: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any]:
+    def patch(self, path: str, patch: dict[str, Any] | list[dict[str, Any]], *, part: str = "all") -> dict[str, Any]:
+        """A JSON patch (a list of operations) or a JSON merge patch (a dict); ``part`` as for :meth:`replace`."""
         current = self.get(path)
         patched = _json_patch(current, patch) if isinstance(patch, list) else _merge(current, patch)
-        return self.replace(path, patched)
+        return self.replace(path, patched, part=part)
 
-    def delete(self, path: str) -> dict[str, Any]:
+    def apply(self, path: str, obj: dict[str, Any], *, part: str = "all") -> dict[str, Any]:
+        """Server-side apply, approximated: create the object if it is missing, else merge it in (maps merged,
+        lists replaced) — what an applier that owns every field it sends sees. Field ownership is not tracked:
+        a field the applier stops sending stays."""
+        name = _parse(path)[3]
+        with self._lock:
+            if _key(path) not in self.objects:
+                collection = path.rsplit("/", 1)[0]
+                return self.create(collection, {**obj, "metadata": {**obj.get("metadata", {}), "name": name}})
+            return self.patch(path, obj, part=part)
+
+    def delete(self, path: str, *, propagation: str = "Background") -> dict[str, Any]:
+        """Delete an object. One with finalizers gets a ``deletionTimestamp`` and stays until the last finalizer
+        is removed. Once it is gone, its dependents (``ownerReferences`` to its uid) are garbage-collected
+        (``Background``, the default, and ``Foreground`` alike) or freed of that reference (``Orphan``)."""
         key = _key(path)
         with self._lock:
-            obj = self.objects.pop(key, None)
+            obj = self.objects.get(key)
             if obj is None:
                 raise _Error(404, "NotFound", f'{key[1]} "{key[3]}" not found')
-            self._rv += 1
             obj = copy.deepcopy(obj)
-            obj["metadata"]["resourceVersion"] = str(self._rv)
-            self._history.append(_Change(self._rv, "DELETED", key, obj))
-            self._lock.notify_all()
-            return obj
+            meta = obj["metadata"]
+            if meta.get("finalizers"):
+                if not meta.get("deletionTimestamp"):
+                    meta["deletionTimestamp"] = _now()
+                    meta["deletionGracePeriodSeconds"] = 0
+                    return self._commit("MODIFIED", key, obj)
+                return copy.deepcopy(obj)
+            return self._remove(key, obj, propagation=propagation)
+
+    def _remove(self, key: Key, obj: dict[str, Any], *, propagation: str = "Background") -> dict[str, Any]:
+        """Take an object out (a DELETED event), then collect or orphan its dependents."""
+        self.objects.pop(key, None)
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        self._history.append(_Change(self._rv, "DELETED", key, copy.deepcopy(obj)))
+        self._lock.notify_all()
+        if key[:2] == CRDS:
+            self.types.unregister_crd(obj)
+        self._collect(obj["metadata"]["uid"], orphan=propagation == "Orphan")
+        return obj
+
+    def _collect(self, owner_uid: str, *, orphan: bool) -> None:
+        """The garbage collector's part: dependents of a removed owner go when no owner of theirs remains."""
+        alive = {o["metadata"]["uid"] for o in self.objects.values()}
+        for key, dependent in list(self.objects.items()):
+            refs = dependent["metadata"].get("ownerReferences") or []
+            if not any(r.get("uid") == owner_uid for r in refs):
+                continue
+            if orphan or any(r.get("uid") in alive for r in refs if r.get("uid") != owner_uid):
+                remaining = [r for r in refs if r.get("uid") != owner_uid]
+                patched = copy.deepcopy(dependent)
+                patched["metadata"]["ownerReferences"] = remaining
+                if not remaining:
+                    patched["metadata"].pop("ownerReferences")
+                self._commit("MODIFIED", key, patched)
+            elif key in self.objects:
+                self.delete("/" + "/".join(_path_parts(key)))
 
     def list_objects(self, path: str, label_selector: str = "", field_selector: str = "") -> list[dict[str, Any]]:
         api, ns, plural, _ = _parse(path)
@@ -369,8 +429,23 @@ def _key(path: str) -> Key:
     return api, plural, ns, name
 
 
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _spec_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """What ``metadata.generation`` counts changes of: all but metadata and status."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status", "kind", "apiVersion")}
+
+
+def _path_parts(key: Key) -> list[str]:
+    api, plural, ns, name = key
+    return [api, *(["namespaces", ns] if ns is not None else []), plural, name]
+
+
 def _kind(plural: str) -> str:
-    return _KINDS.get(plural) or plural[:-1].capitalize()
+    """The kind of an untyped collection (its plural without the final s, capitalised)."""
+    return ResourceTypes().get("", plural).kind
 
 
 def _in(key: Key, api: str, plural: str, ns: str | None) -> bool:
@@ -432,6 +507,10 @@ def _json_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any
                 parent[last] = op["value"]
         elif op["op"] == "remove":
             del parent[int(last) if isinstance(parent, list) else last]
+        elif op["op"] == "test":  # the whole patch applies only if the value is as the client last saw it
+            found = parent[int(last)] if isinstance(parent, list) else parent.get(last)
+            if found != op["value"]:
+                raise _Error(422, "Invalid", f"the test of {op['path']} failed: {found!r} is not {op['value']!r}")
         else:
             raise _Error(422, "Invalid", f"unsupported JSON patch op {op['op']!r}")
     return doc
@@ -476,12 +555,16 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET" and path.rstrip("/") == "/version":
                 return self._send(200, VERSION)
             if method == "GET":
-                _, _, plural, name = _parse(path)
+                with kube._lock:
+                    document = kube.types.document(path)
+                if document is not None:
+                    return self._send(200, document)
+                api, _, plural, name = _parse(path)
                 if name is not None:
-                    return self._send(200, kube.get(path))
+                    return self._send(200, kube.get(path.removesuffix("/status")))
                 items = kube.list_objects(path, params.get("labelSelector", ""), params.get("fieldSelector", ""))
-                kind = _kind(plural)
-                api = _parse(path)[0]
+                with kube._lock:
+                    kind = kube.types.get(api, plural).kind
                 return self._send(
                     200,
                     {
@@ -495,15 +578,33 @@ class _Handler(BaseHTTPRequestHandler):
                 body = self._body()
                 review = kube.review(path, body)
                 return self._send(201, review if review is not None else kube.create(path, body))
+            part = self._part(path)
+            target = path.removesuffix("/status")
             if method == "PUT":
-                return self._send(200, kube.replace(path.removesuffix("/status"), self._body(), check_version=True))
+                return self._send(200, kube.replace(target, self._body(), check_version=True, part=part))
             if method == "PATCH":
-                return self._send(200, kube.patch(path.removesuffix("/status"), self._body()))
+                content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip()
+                if content_type == "application/apply-patch+yaml":
+                    if not params.get("fieldManager"):
+                        raise _Error(422, "Invalid", "fieldManager: Required value: is required for apply patch")
+                    return self._send(200, kube.apply(target, self._body(), part=part))
+                return self._send(200, kube.patch(target, self._body(), part=part))
             if method == "DELETE":
-                return self._send(200, kube.delete(path))
+                options = self._body() or {}
+                propagation = params.get("propagationPolicy") or options.get("propagationPolicy") or "Background"
+                return self._send(200, kube.delete(path, propagation=propagation))
             raise _Error(405, "MethodNotAllowed", method)
         except _Error as error:
             self._send(error.code, error.status())
+
+    def _part(self, path: str) -> str:
+        """What a client's write may change: a type with a status subresource splits status from the rest."""
+        api, _, plural, _ = _parse(path)
+        with self.kube._lock:
+            typed = self.kube.types.get(api, plural)
+        if path.rstrip("/").endswith("/status"):
+            return "status" if typed.status else "all"
+        return "main" if typed.status else "all"
 
     do_GET = lambda self: self._handle("GET")  # noqa: E731
     do_POST = lambda self: self._handle("POST")  # noqa: E731
@@ -595,7 +696,7 @@ class _Handler(BaseHTTPRequestHandler):
                                     "BOOKMARK",
                                     (api, plural, ns, ""),
                                     {
-                                        "kind": _kind(plural),
+                                        "kind": kube.types.get(api, plural).kind,
                                         "apiVersion": api.removeprefix("apis/").removeprefix("api/"),
                                         "metadata": {"resourceVersion": str(cursor)},
                                     },
