@@ -232,6 +232,34 @@ def test_an_invalid_spec_is_refused_naming_the_field(operator):
     wait_for("valid again", lambda: condition(kube, "Degraded").get("status") == "False", timeout=20)
 
 
+def test_the_embedded_database_gets_a_volume_the_operator_never_owns(operator):
+    kube, _ = operator
+    kube.patch(f"{CLUSTERS}/rok", {"spec": {"database": {"type": "embedded"}, "registry": {"replicas": 1}}})
+    claim = wait_for("the database's volume", lambda: kube.get(f"{NS}/persistentvolumeclaims/rok-registry-db"))
+    assert not claim["metadata"].get("ownerReferences")
+    wait_for(
+        "the registry on SQLite",
+        lambda: kube.get("/apis/apps/v1/namespaces/rok/deployments/rok-registry")["spec"]["replicas"] == 1,
+    )
+    registry = kube.get("/apis/apps/v1/namespaces/rok/deployments/rok-registry")
+    env = {e["name"]: e for e in registry["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["ROK_DATABASE_URL"]["value"].startswith("sqlite:////var/lib/rok/registry/")
+    wait_for(
+        "its disruption budget gone",
+        lambda: (
+            not kube.list_objects(
+                "/apis/policy/v1/namespaces/rok/poddisruptionbudgets", field_selector="metadata.name=rok-registry"
+            )
+        ),
+    )
+    kube.patch(f"{CLUSTERS}/rok", {"spec": {"database": {"type": "postgresql"}, "registry": {"replicas": None}}})
+    wait_for(
+        "PostgreSQL again",
+        lambda: kube.get("/apis/apps/v1/namespaces/rok/deployments/rok-registry")["spec"]["replicas"] == 3,
+    )
+    kube.get(f"{NS}/persistentvolumeclaims/rok-registry-db")  # the trial's database stays
+
+
 def test_deleting_the_rokcluster_removes_its_objects_but_keeps_namespace_volumes_and_secrets(operator):
     kube, _ = operator
     claim = {"metadata": {"name": "data-rok-nats-0"}, "spec": {"resources": {"requests": {"storage": "20Gi"}}}}
@@ -251,4 +279,31 @@ def test_deleting_the_rokcluster_removes_its_objects_but_keeps_namespace_volumes
     kube.get(NS)
     kube.get(f"{NS}/persistentvolumeclaims/data-rok-nats-0")
     kube.get("/api/v1/namespaces/kubeflow-user/persistentvolumeclaims/workspace")
+    kube.get(f"{NS}/persistentvolumeclaims/rok-registry-db")
     assert {s["metadata"]["name"] for s in kube.list_objects(f"{NS}/secrets")} >= {"rok-s3", "rok-database"}
+
+
+def test_the_operator_may_do_exactly_what_it_called_and_what_it_grants_the_services(operator):
+    kube, _ = operator
+    from rok_operator.bundle import objects
+
+    from .recorded_calls import granted, held_by_roles, needed
+
+    rbac = [o for o in yaml.safe_load_all((ROOT / "deploy" / "operator" / "rbac.yaml").read_text()) if o]
+    has = granted(rbac, "rok-operator", "rok-operator")
+    called = needed(kube)
+    held = held_by_roles(objects())
+    wanted: dict[str | None, set] = {}
+    for source in (called, held):
+        for scope, permissions in source.items():
+            wanted.setdefault(scope, set()).update(permissions)
+    cluster_wide = has.get(None, set())
+    for scope, permissions in sorted(wanted.items(), key=lambda kv: str(kv[0])):
+        missing = permissions - cluster_wide - has.get(scope, set())
+        assert not missing, f"rok-operator lacks, in {scope or 'the cluster'}: {sorted(missing)}"
+    extra = cluster_wide - wanted.get(None, set())
+    assert not extra, f"rok-operator may do cluster-wide what it needs only in a namespace, or never: {sorted(extra)}"
+    for scope, permissions in has.items():
+        if scope is not None:
+            assert not permissions - wanted.get(scope, set()), f"{scope}: {sorted(permissions - wanted[scope])}"
+            assert not permissions & cluster_wide, f"{scope}: granted twice {sorted(permissions & cluster_wide)}"

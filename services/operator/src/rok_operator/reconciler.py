@@ -22,6 +22,8 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
+# Kinds the operator never lists nor deletes (its RBAC cannot): what it creates of them is retained.
+NEVER_DELETED = ("Namespace", "PersistentVolumeClaim")
 # Deleted first on teardown: nothing should call the step guard's webhook once its server is going away.
 _FIRST = ("MutatingWebhookConfiguration",)
 
@@ -124,7 +126,7 @@ def _namespaced(kind: str) -> bool:
 async def _owned_by(kube: Kube, spec: RokClusterSpec, owner: Owner, kinds: list[tuple[str, str]]) -> list[Obj]:
     found = []
     for api_version, kind in kinds:
-        if kind == "Namespace":
+        if kind in NEVER_DELETED:
             continue
         namespace = spec.namespace if _namespaced(kind) else None
         for obj in await kube.owned(api_version, kind, namespace, owner.name, CLUSTER_LABEL):

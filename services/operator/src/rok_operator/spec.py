@@ -8,9 +8,9 @@ and for a cluster that runs the operator with an older CRD. Every error names th
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from rokcommon.errors import PermanentError
 
 GROUP = "rok.kubeflow.org"
@@ -31,16 +31,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
-class SecretRef(_Model):
-    name: str
-    key: str | None = None
+def _secret_name(value: str) -> str:
+    if not _NAME.match(value) or len(value) > 253:
+        raise ValueError(f"{value!r} is not a Secret name (lower-case letters, digits and '-')")
+    return value
 
-    @field_validator("name")
-    @classmethod
-    def _dns_name(cls, value: str) -> str:
-        if not _NAME.match(value) or len(value) > 253:
-            raise ValueError(f"{value!r} is not a Secret name (lower-case letters, digits and '-')")
-        return value
+
+SecretName = Annotated[str, AfterValidator(_secret_name)]
 
 
 class Resources(_Model):
@@ -63,7 +60,7 @@ class Store(_Model):
     """The object store: a Secret with the keys `repository` (s3://BUCKET/PREFIX), `access-key-id`,
     `secret-access-key` and, optionally, `endpoint` and `region`."""
 
-    secret_name: str = Field("rok-s3", alias="secretName")
+    secret_name: SecretName = Field("rok-s3", alias="secretName")
 
 
 class Bus(_Model):
@@ -92,8 +89,15 @@ class Database(_Model):
     `postgresql` (its DSN in a Secret, key `url`)."""
 
     type: Literal["embedded", "postgresql"] = "postgresql"
-    secret_name: str = Field("rok-database", alias="secretName")
+    secret_name: SecretName = Field("rok-database", alias="secretName")
     size: str = "1Gi"
+
+    @field_validator("size")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not _QUANTITY.match(value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity (e.g. 1Gi)")
+        return value
 
 
 class Snapshotter(_Model):
