@@ -224,3 +224,14 @@ def test_what_only_the_model_can_say_is_refused_naming_the_field():
         parse({"bus": {"replicas": 4}})
     with pytest.raises(InvalidSpec, match=r"spec\.registry\.replicas"):
         parse({"database": {"type": "embedded"}, "registry": {"replicas": 3}})
+
+
+def test_every_operator_setting_is_documented_with_its_default():
+    import re
+
+    doc = (DEPLOY.parent / "docs" / "operations.md").read_text()
+    section = doc[doc.index("### operator (`rok_operator.settings.OperatorSettings`)") :]
+    section = section[: section.index("\n### ", 1)]
+    for name, field in OperatorSettings.model_fields.items():
+        default = "(none)" if field.default is None else f"`{field.default}`"
+        assert re.search(rf"^\| `ROK_{name.upper()}` \| {re.escape(default)} \|", section, flags=re.M), name
