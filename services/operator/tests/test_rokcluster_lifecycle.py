@@ -183,23 +183,16 @@ def test_a_change_of_spec_rolls_out(operator):
     (config,) = [v["configMap"]["name"] for v in nats["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"]
     conf = kube.get(f"{NS}/configmaps/{config}")["data"]["nats.conf"]
     assert "nats://rok-nats-4.rok-nats-headless:6222" in conf
-    configs = [
-        c["metadata"]["name"]
-        for c in kube.list_objects(f"{NS}/configmaps")
-        if c["metadata"]["name"].startswith("rok-nats-config")
-    ]
-    wait_for(
-        "the old NATS config pruned",
-        lambda: (
-            [
-                c["metadata"]["name"]
-                for c in kube.list_objects(f"{NS}/configmaps")
-                if c["metadata"]["name"].startswith("rok-nats-config")
-            ]
-            == [config]
-        ),
-    )
-    assert len(configs) >= 1
+
+    def nats_configs() -> list[str]:
+        names = [c["metadata"]["name"] for c in kube.list_objects(f"{NS}/configmaps")]
+        return [n for n in names if n.startswith("rok-nats-config-")]
+
+    from rok_operator.bundle import objects
+
+    (overlays,) = [o["metadata"]["name"] for o in objects() if o["metadata"]["name"].startswith("rok-nats-config-")]
+    assert config != overlays, "new content, new name: the servers restart with it"
+    wait_for("the old NATS config pruned", lambda: nats_configs() == [config])
     registry = kube.get("/apis/apps/v1/namespaces/rok/deployments/rok-registry")
     assert registry["spec"]["replicas"] == 2
     assert registry["spec"]["template"]["spec"]["containers"][0]["image"] == "rok/registry:0.2.0"

@@ -10,7 +10,6 @@ retried until the spec changes (``kopf.PermanentError``). Neither stops the oper
 from __future__ import annotations
 
 import asyncio
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +40,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.standalone = True  # one replica, with the Deployment's Recreate strategy
     settings.scanning.disabled = True  # the CRD is installed with the operator: no CRD/namespace watches
     settings.persistence.finalizer = FINALIZER
-    settings.posting.level = logging.WARNING
+    settings.posting.enabled = False  # the RokCluster's conditions say what went wrong; the log says the rest
     settings.execution.max_workers = 4
 
 

@@ -3,7 +3,8 @@
 Children are written with server-side apply (``PATCH`` ``application/apply-patch+yaml``, field manager
 ``rok-operator``, forced): one idempotent call creates a missing object, restores an edited one and leaves
 fields that others own alone. :data:`CALLS` says which verbs the operator uses on its children; RBAC grants
-those, on exactly the kinds of :mod:`rok_operator.bundle`, and a test checks both against what it calls.
+patch, list and delete on exactly the kinds of :mod:`rok_operator.bundle` (get on its workloads, for their status),
+and a test checks that against the requests the operator makes.
 """
 
 from __future__ import annotations
@@ -21,11 +22,6 @@ from rok_operator.spec import API_VERSION, PLURAL
 Obj = dict[str, Any]
 
 FIELD_MANAGER = "rok-operator"
-# What the operator does to each kind of child: apply (patch), find its own for pruning and deletion (list),
-# read workload status (get), remove (delete).
-CALLS = ("patch", "list", "delete")
-STATUS_READS = ("Deployment", "StatefulSet", "DaemonSet")
-
 _IRREGULAR = {"NetworkPolicy": "networkpolicies", "Endpoints": "endpoints"}
 _CLUSTER_SCOPED = {
     "Namespace",
@@ -42,9 +38,13 @@ def plural(kind: str) -> str:
     return _IRREGULAR.get(kind) or kind.lower() + ("es" if kind.endswith("s") else "s")
 
 
+def cluster_scoped(kind: str) -> bool:
+    return kind in _CLUSTER_SCOPED
+
+
 def collection(api_version: str, kind: str, namespace: str | None) -> str:
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    if kind in _CLUSTER_SCOPED or namespace is None:
+    if cluster_scoped(kind) or namespace is None:
         return f"{prefix}/{plural(kind)}"
     return f"{prefix}/namespaces/{namespace}/{plural(kind)}"
 

@@ -11,10 +11,10 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from rokcommon.errors import PermanentError, RokError, TemporaryError
+from rokcommon.errors import RokError, TemporaryError
 
 from rok_operator import rendering, store
-from rok_operator.kube import Kube
+from rok_operator.kube import Kube, cluster_scoped
 from rok_operator.rendering import CLUSTER_LABEL, Owner
 from rok_operator.spec import InvalidSpec, RokClusterSpec, parse
 
@@ -117,18 +117,12 @@ def _kinds(objects: list[Obj]) -> list[tuple[str, str]]:
     return list(dict.fromkeys((o["apiVersion"], o["kind"]) for o in objects))
 
 
-def _namespaced(kind: str) -> bool:
-    from rok_operator.kube import _CLUSTER_SCOPED
-
-    return kind not in _CLUSTER_SCOPED
-
-
 async def _owned_by(kube: Kube, spec: RokClusterSpec, owner: Owner, kinds: list[tuple[str, str]]) -> list[Obj]:
     found = []
     for api_version, kind in kinds:
         if kind in NEVER_DELETED:
             continue
-        namespace = spec.namespace if _namespaced(kind) else None
+        namespace = None if cluster_scoped(kind) else spec.namespace
         for obj in await kube.owned(api_version, kind, namespace, owner.name, CLUSTER_LABEL):
             if any(ref.get("uid") == owner.uid for ref in obj["metadata"].get("ownerReferences", [])):
                 found.append(obj)
@@ -174,6 +168,3 @@ async def teardown(kube: Kube, name: str, uid: str, raw_spec: Obj) -> list[str]:
         await kube.delete(obj)
         deleted.append(f"{obj['kind']}/{obj['metadata']['name']}")
     return deleted
-
-
-__all__ = ["Components", "Degraded", "PermanentError", "reconcile", "teardown"]
