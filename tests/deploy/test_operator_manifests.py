@@ -108,6 +108,24 @@ def test_every_child_is_owned_but_the_namespace_and_the_databases_volume():
         assert obj["metadata"]["labels"][rendering.CLUSTER_LABEL] == "rok"
 
 
+def test_the_embedded_database_lives_on_its_own_volume_that_the_registry_can_write():
+    rendered = tuple(rendering.render(parse(SPECS["embedded database, one NATS server"]), OWNER))
+    registry = one(rendered, "Deployment", "rok-registry")
+    pod = registry["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "database"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["ROK_DATABASE_URL"] == {
+        "name": "ROK_DATABASE_URL",
+        "value": f"sqlite:///{mount['mountPath']}/registry.db",
+    }
+    assert pod["securityContext"]["fsGroup"] == 10001
+    assert registry["spec"]["replicas"] == 1 and registry["spec"]["strategy"] == {"type": "Recreate"}
+    assert not find(rendered, "PodDisruptionBudget", "rok-registry"), "a budget of one replica would block drains"
+    (config,) = [c for c in find(rendered, "ConfigMap") if c["metadata"]["name"].startswith("rok-nats-config-")]
+    assert "cluster {" not in config["data"]["nats.conf"], "one NATS server routes to no other"
+
+
 def test_the_spec_reaches_the_objects_it_names():
     rendered = tuple(rendering.render(parse(SPECS["five NATS servers, pinned snapshotters, own images"]), OWNER))
     daemonset = one(rendered, "DaemonSet", "rok-snapshotter")["spec"]["template"]["spec"]

@@ -123,6 +123,7 @@ def _database(objects: list[Obj], spec: RokClusterSpec) -> list[Obj]:
     _set_env(container, "ROK_DATABASE_URL", f"sqlite:///{SQLITE_DIR}/registry.db")
     container.setdefault("volumeMounts", []).append({"name": "database", "mountPath": SQLITE_DIR})
     pod.setdefault("volumes", []).append({"name": "database", "persistentVolumeClaim": {"claimName": SQLITE_CLAIM}})
+    pod.setdefault("securityContext", {})["fsGroup"] = 10001  # the image's uid writes to a volume made by root
     claim = {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
