@@ -96,19 +96,29 @@ class Kube:
 
     async def apply(self, obj: Obj) -> Obj:
         body = {k: v for k, v in obj.items() if k != "status"}
-        return await self._call(
-            "PATCH",
-            path_of(obj),
-            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
-            body=body,
-            content_type="application/apply-patch+yaml",
-        )
+        try:
+            return await self._call(
+                "PATCH",
+                path_of(obj),
+                query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+                body=body,
+                content_type="application/apply-patch+yaml",
+            )
+        except NotFound:  # apply creates what is missing: a 404 is a kind the cluster does not serve
+            raise TemporaryError(
+                f"the cluster serves no {obj['apiVersion']} {obj['kind']} (for {obj['metadata']['name']}): "
+                "install what provides it (cert-manager for Certificates and Issuers)",
+                delay=30,
+            ) from None
 
     async def owned(self, api_version: str, kind: str, namespace: str | None, cluster: str, label: str) -> list[Obj]:
         """The objects of one kind that carry the label of RokCluster ``cluster``."""
-        answer = await self._call(
-            "GET", collection(api_version, kind, namespace), query=[("labelSelector", f"{label}={cluster}")]
-        )
+        try:
+            answer = await self._call(
+                "GET", collection(api_version, kind, namespace), query=[("labelSelector", f"{label}={cluster}")]
+            )
+        except NotFound:  # a kind the cluster does not serve holds nothing
+            return []
         items = answer.get("items", [])
         for item in items:  # a List's items carry no kind of their own
             item.setdefault("apiVersion", api_version)
