@@ -62,6 +62,17 @@ async def test_objects_of_notebook_classes_lambdas_and_closures_reach_a_later_st
     assert use.cells[-1].outputs == [{"output_type": "stream", "name": "stdout", "text": "Scaler 3.14\n"}]
 
 
+async def test_a_step_imports_modules_from_the_notebooks_directory_first(tmp_path: Path) -> None:
+    (tmp_path / "names.py").write_text("WHO = 'the notebook'\n")  # also the name of one of rok's own modules
+    notebook = write_notebook(
+        tmp_path / "nb.ipynb",
+        [cell("import names\nwith open('who.txt', 'w') as f:\n    f.write(names.WHO)", "step:only")],
+    )
+    codes, _ = await run_steps(notebook)
+    assert codes == {"only": 0}
+    assert (tmp_path / "who.txt").read_text() == "the notebook"
+
+
 async def test_the_executed_notebook_holds_every_cell_that_ran_with_its_outputs(tmp_path: Path) -> None:
     notebook = write_notebook(
         tmp_path / "nb.ipynb",

@@ -32,6 +32,7 @@ import ast
 import base64
 import json
 import math
+import os
 import sys
 import traceback
 import types
@@ -259,7 +260,7 @@ class Step:
                 {"output_type": "error", "ename": kind.__name__, "evalue": str(error), "traceback": shown}
             )
             where = f"cell {cell['index'] + 1}" if cell.get("index") is not None else "a cell"
-            sys.__stderr__.write("".join(shown)) if sys.__stderr__ else None
+            _terminal(sys.__stderr__, "".join(shown))  # the traceback is the error output, not a stream's
             message = f"{where} raised {kind.__name__}: {error}"
             (self.own / "failure.txt").write_text(message + "\n")
             raise _CellRaised(message) from error
@@ -278,7 +279,7 @@ class Step:
             value = eval(compile(ast.Expression(last), filename, "eval"), self.namespace)
             if value is not None:
                 self.outputs[-1].data(value, result=self.count)
-                sys.__stdout__.write(repr(value) + "\n") if sys.__stdout__ else None
+                _terminal(sys.__stdout__, repr(value) + "\n")
 
     def _python(self, source: str, index: int | None) -> str:
         """The cell's source, IPython syntax turned into Python by IPython (when the cell has any)."""
@@ -301,8 +302,7 @@ class Step:
         for value in values:
             if self.outputs:
                 self.outputs[-1].data(value, result=None)
-            if sys.__stdout__:
-                sys.__stdout__.write(repr(value) + "\n")
+            _terminal(sys.__stdout__, repr(value) + "\n")
 
     def _write_notebook(self) -> None:
         cells = []
@@ -331,6 +331,13 @@ class _CellRaised(Exception):
     pass
 
 
+def _terminal(stream: TextIO | None, text: str) -> None:
+    """Show ``text`` where the step's output goes, without recording it as the cell's stream output."""
+    if stream is not None:
+        stream.write(text)
+        stream.flush()
+
+
 def _literal(value: object) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return f"float({str(value)!r})"
@@ -349,6 +356,8 @@ def main(argv: list[str]) -> int:
     except (OSError, ValueError) as error:
         sys.stderr.write(f"executor: cannot read the step's spec {argv[1]}: {error}\n")
         return 2
+    # as in a kernel, the working directory is where imports are found first (not this file's directory)
+    sys.path[0] = os.getcwd()
     return Step(spec).run()
 
 
