@@ -119,8 +119,8 @@ def main() -> None:
             runs: dict[str, list[float]] = defaultdict(list)
             per_step: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
             for _ in range(args.runs):
-                run, figures = one_run(env, notebook_dir / "churn.ipynb")
-                for part, seconds in run.items():
+                times, figures = one_run(env, notebook_dir / "churn.ipynb")
+                for part, seconds in times.items():
                     runs[part].append(seconds)
                 for step, parts in figures.items():
                     for part, seconds in parts.items():
