@@ -122,8 +122,8 @@ def main() -> None:
                 times, figures = one_run(env, notebook_dir / "churn.ipynb")
                 for part, seconds in times.items():
                     runs[part].append(seconds)
-                for step, parts in figures.items():
-                    for part, seconds in parts.items():
+                for step, measured in figures.items():
+                    for part, seconds in measured.items():
                         per_step[step][part].append(seconds)
             alone = [one_process(notebook_dir / "churn.ipynb") for _ in range(args.runs)]
         finally:
