@@ -24,6 +24,13 @@ from rok_pipeline_watcher.notebook.names import analyse, has_code
         ("f = lambda t: t * scale", {"scale"}, {"f"}),
         ("try:\n    v = risky()\nexcept KeyError as e:\n    v = str(e)", {"risky"}, {"v"}),
         ("if (n := len(seq)) > 2:\n    print(n)", {"seq"}, {"n"}),
+        ("s = ('%s'\n     % name)", {"name"}, {"s"}),  # Python, though a line starts with %
+        ("%time z = f(a)", {"f", "a"}, {"z"}),
+        ("files = !ls\nprint(len(files), q)", {"q"}, {"files"}),
+        ("%%capture out\nprint(q)\nw = 1", {"q"}, {"out", "w"}),
+        ("%%time\nm = fit(d)", {"fit", "d"}, {"m"}),
+        ("%%bash\necho $x", set(), set()),
+        ("%%\nx", set(), set()),
     ],
 )
 def test_needs_are_read_before_assigned_and_defines_are_top_level_bindings(

@@ -33,6 +33,7 @@ import base64
 import json
 import math
 import os
+import re
 import sys
 import traceback
 import types
@@ -46,6 +47,10 @@ _RICH = (
     ("image/png", "_repr_png_"),
     ("application/json", "_repr_json_"),
 )
+
+
+# a line of IPython's own syntax: `%magic`, `!command`, `name = !command`
+_IPYTHON = re.compile(r"^\s*(?:[A-Za-z_][A-Za-z0-9_]*\s*=\s*)?[%!]")
 
 
 class StepFailure(Exception):
@@ -283,9 +288,12 @@ class Step:
 
     def _python(self, source: str, index: int | None) -> str:
         """The cell's source, IPython syntax turned into Python by IPython (when the cell has any)."""
-        lines = source.splitlines()
-        if not any(line.lstrip().startswith(("%", "!")) for line in lines):
-            return source
+        try:
+            ast.parse(source)
+            return source  # plain Python, even where a line starts with % (a continued expression)
+        except SyntaxError:
+            if not any(_IPYTHON.match(line) for line in source.splitlines()):
+                return source  # wrong code: running it says where
         try:
             from IPython.core.interactiveshell import InteractiveShell
         except ImportError:

@@ -20,23 +20,50 @@ from dataclasses import dataclass
 
 _BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__builtins__", "get_ipython", "display", "In", "Out"}
 _MAGIC = re.compile(r"^(\s*)([%!].*)$")
+_TIMED = re.compile(r"^(\s*)%time\s+(\S.*)$")  # %time x = f(): the statement runs, timed
+_PYTHON_CELL_MAGICS = {"time", "capture", "prun", "timeit"}  # cell magics whose body is the cell's Python
+_ASSIGNED_MAGIC = re.compile(r"^(\s*)([A-Za-z_][A-Za-z0-9_]*)\s*=\s*([%!].*)$")  # files = !ls
 
 
 def python_source(cell: str) -> str:
-    """The cell's code with IPython's own syntax turned into ``pass``, line numbers kept."""
-    if cell.lstrip().startswith("%%"):
-        return "\n".join("#" + line for line in cell.splitlines())
-    lines = []
-    for line in cell.splitlines():
-        match = _MAGIC.match(line)
-        # `pass` rather than a comment, so that a magic can still be the body of a block
-        lines.append(f"{match.group(1)}pass  # {match.group(2)}" if match else line)
-    return "\n".join(lines)
+    """The cell's code with IPython's own syntax made Python, line numbers kept: a magic becomes ``pass``,
+    ``x = !ls`` and ``%%capture x`` bind ``x``, ``%time STATEMENT`` and a ``%%time`` cell are their Python. Code
+    that is Python already (``(a\n % b)`` is) stays as it is."""
+    try:
+        ast.parse(cell)
+        return cell
+    except SyntaxError:
+        pass
+    lines = cell.splitlines()
+    first = lines[0].strip() if lines else ""
+    if first.startswith("%%"):
+        magic, *words = first[2:].split() or [""]
+        if magic in _PYTHON_CELL_MAGICS:
+            head = f"{words[0]} = None  # {first}" if magic == "capture" and words else f"pass  # {first}"
+            return "\n".join([head, python_source("\n".join(lines[1:]))])
+        return "\n".join("#" + line for line in lines)  # another language (%%bash, %%writefile, ...)
+    made = []
+    for line in lines:
+        if match := _TIMED.match(line):
+            made.append(f"{match.group(1)}{match.group(2)}")
+        elif match := _ASSIGNED_MAGIC.match(line):
+            made.append(f"{match.group(1)}{match.group(2)} = None  # {match.group(3)}")
+        elif match := _MAGIC.match(line):
+            # `pass` rather than a comment, so that a magic can still be the body of a block
+            made.append(f"{match.group(1)}pass  # {match.group(2)}")
+        else:
+            made.append(line)
+    return "\n".join(made)
+
+
+def uses_ipython(cell: str) -> bool:
+    """Whether the cell has IPython's own syntax (``%magic``, ``!command``, ``x = !command``)."""
+    return python_source(cell) != cell
 
 
 def has_code(cell: str) -> bool:
     """Whether the cell holds anything to run (not only blank lines and comments)."""
-    if any(_MAGIC.match(line) for line in cell.splitlines()):
+    if uses_ipython(cell):
         return True
     try:
         return bool(ast.parse(cell).body)
@@ -50,9 +77,10 @@ class Names:
     defines: frozenset[str]  # assigned at the top level
 
 
-def analyse(source: str) -> Names:
-    """The names ``source`` needs and defines; raises SyntaxError for code that does not parse."""
-    tree = ast.parse(python_source(source))
+def analyse(*cells: str) -> Names:
+    """The names the cells, run one after the other, need and define; raises SyntaxError for code that does not
+    parse. Each cell's IPython syntax is its own (``%%capture`` begins a cell)."""
+    tree = ast.parse("\n".join(python_source(cell) for cell in cells))
     flow = _Flow()
     flow.block(tree.body)
     return Names(needs=frozenset(flow.needs - _BUILTINS), defines=frozenset(flow.bound))

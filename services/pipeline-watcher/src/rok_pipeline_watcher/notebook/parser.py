@@ -155,8 +155,9 @@ def parse_notebook(path: Path) -> NotebookPipeline:
     for step in ordered:
         for index, source in zip(step.cells, step.sources, strict=True):
             _syntax(notebook, index, source)
-        names[step.name] = analyse(step_source(step.sources))
-    everywhere = analyse(imports + "\n" + functions).defines | {p.name for p in parameters}
+        names[step.name] = analyse(*step.sources)
+    prelude = [source for _, source in blocks["imports"] + blocks["functions"]]
+    everywhere = analyse(*prelude).defines | {p.name for p in parameters}
     ins, outs = _marshaling(ordered, names, everywhere)
     metrics = _metrics(notebook, blocks["pipeline-metrics"], ordered, names)
 
@@ -195,10 +196,6 @@ def parse_notebook(path: Path) -> NotebookPipeline:
         parameters_cells=tuple(i for i, _ in blocks["pipeline-parameters"]),
         metrics_cells=tuple(i for i, _ in blocks["pipeline-metrics"]),
     )
-
-
-def step_source(sources: list[str] | tuple[str, ...]) -> str:
-    return "\n".join(sources)
 
 
 def _source(cell: dict[str, Any]) -> str:
