@@ -98,6 +98,8 @@ def test_a_middle_steps_after_state_holds_its_variables_and_its_executed_noteboo
     saved = {p.relative_to(run).as_posix() for p in run.rglob("*.pkl")}
     assert {"load/train_rows.pkl", "load/test_rows.pkl", "features/to_features.pkl", "train/model.pkl"} <= saved
     assert not (run / "evaluate").exists() and not (target / "report.txt").exists()  # evaluate came after
+    # the notebook as it ran up to there: each step before train, and train, as an executed notebook
+    assert {"load.ipynb", "features.ipynb", "train.ipynb"} <= {p.name for p in run.glob("*.ipynb")}
 
     with (run / "train" / "model.pkl").open("rb") as file:
         model = cloudpickle.load(file)  # a Model of the notebook's functions cell, as the step left it
