@@ -21,8 +21,9 @@ written whatever happened. The exit code is 0 when every cell ran and every vari
 raised, 2 when the spec is wrong and 3 when a variable could not be loaded or saved; the reason is also written
 to ``<step>/failure.txt``, one line.
 
-The cells share one namespace, that of a fresh ``__main__`` module, as in a notebook's kernel; classes and
-functions defined there are pickled by value, so that a later step gets them even where it does not define them.
+The cells share one namespace, that of a fresh ``__main__`` module, as in a notebook's kernel. A class or function
+of the imports and functions cells is pickled by name (every step defines it, so a loaded object is an instance
+of the loading step's class); one of a step's own cells, a lambda, a closure, by value (cloudpickle).
 IPython syntax (``%magic``, ``!command``) needs IPython in this interpreter.
 """
 
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import importlib
 import json
 import math
 import os
@@ -39,6 +41,8 @@ import traceback
 import types
 from pathlib import Path
 from typing import Any, TextIO
+
+import cloudpickle
 
 _RICH = (
     ("text/html", "_repr_html_"),
@@ -99,6 +103,24 @@ class _Tee:
         return getattr(self._real, name)
 
 
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, but a class or function of the imports and functions cells is saved by its name: the step
+    that loads the value has defined it too, so that ``isinstance(value, TheClass)`` holds there; a lambda or a
+    class of the step's own cells travels by value, as cloudpickle does."""
+
+    def __init__(self, file: Any, module: types.ModuleType, shared: dict[str, object]) -> None:
+        super().__init__(file)
+        self.module, self.shared = module, shared
+
+    def reducer_override(self, obj: object) -> Any:
+        if obj is self.module:
+            return importlib.import_module, ("__main__",)
+        name = getattr(obj, "__qualname__", None)
+        if isinstance(name, str) and self.shared.get(name) is obj:
+            return getattr, (self.module, name)
+        return super().reducer_override(obj)
+
+
 def _mime_bundle(value: object) -> dict[str, Any]:
     bundle: dict[str, Any] = {"text/plain": repr(value)}
     for mime, method in _RICH:
@@ -139,6 +161,7 @@ class Step:
         self.cells: list[dict[str, Any]] = []
         self.count = 0
         self.shell: Any = None
+        self.shared: dict[str, object] = {}
 
     def run(self) -> int:
         self.own.mkdir(parents=True, exist_ok=True)
@@ -154,6 +177,12 @@ class Step:
             for cell in self.spec["cells"]:
                 if cell["role"] != "step":
                     self._cell(cell)
+            # what the imports and functions cells made: every step has these, under the same names
+            self.shared = {
+                name: value
+                for name, value in self.namespace.items()
+                if isinstance(value, type | types.FunctionType) and getattr(value, "__module__", None) == "__main__"
+            }
             self._load()
             for cell in self.spec["cells"]:
                 if cell["role"] == "step":
@@ -187,8 +216,6 @@ class Step:
         self._cell({"index": index, "role": "parameters", "source": source, "tags": tags or ["pipeline-parameters"]})
 
     def _load(self) -> None:
-        import cloudpickle
-
         for load in self.spec.get("loads") or ():
             variable, origin = load["variable"], load["step"]
             path = self.marshal / origin / f"{variable}.pkl"
@@ -206,8 +233,6 @@ class Step:
                 ) from error
 
     def _save(self) -> None:
-        import cloudpickle
-
         for variable in self.spec.get("saves") or ():
             if variable not in self.namespace:
                 continue  # not assigned this time (a branch not taken): a step that loads it says so
@@ -216,7 +241,7 @@ class Step:
             partial = path.with_suffix(".pkl.partial")
             try:
                 with partial.open("wb") as file:
-                    cloudpickle.dump(value, file)
+                    _Pickler(file, self.module, self.shared).dump(value)
             except Exception as error:
                 partial.unlink(missing_ok=True)
                 raise StepFailure(
