@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +90,7 @@ def test_the_notebooks_metrics_are_recorded_with_the_run(churn: NotebookRun, sta
 
 
 def test_a_middle_steps_after_state_holds_its_variables_and_its_executed_notebook(
-    churn: NotebookRun, stack: Stack, tmp_path: Path
+    churn: NotebookRun, stack: Stack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     target = tmp_path / "train-after"
     restored = stack.rok("restore", churn.urls["train/after"], "--to", str(target))
@@ -101,8 +103,16 @@ def test_a_middle_steps_after_state_holds_its_variables_and_its_executed_noteboo
     # the notebook as it ran up to there: each step before train, and train, as an executed notebook
     assert {"load.ipynb", "features.ipynb", "train.ipynb"} <= {p.name for p in run.glob("*.ipynb")}
 
-    with (run / "train" / "model.pkl").open("rb") as file:
-        model = cloudpickle.load(file)  # a Model of the notebook's functions cell, as the step left it
+    # going on from there as in the notebook: its imports and functions cells first, then the step's model
+    cells = json.loads((target / "churn.ipynb").read_text())["cells"]
+    main = types.ModuleType("__main__")
+    for cell in cells:
+        if {"imports", "functions"} & set(cell["metadata"].get("tags", [])):
+            exec("".join(cell["source"]), main.__dict__)
+    with monkeypatch.context() as patched, (run / "train" / "model.pkl").open("rb") as file:
+        patched.setitem(sys.modules, "__main__", main)
+        model = cloudpickle.load(file)
+    assert isinstance(model, main.Model)  # the notebook's class, not a copy
     assert len(model.weights) == 2 and 0.0 <= model.probability([0.0, 0.0]) <= 1.0
 
     notebook = json.loads((run / "train.ipynb").read_text())
