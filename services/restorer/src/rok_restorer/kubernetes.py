@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import NotebookTarget, PvcTarget, RestoredVolume
 from rokcommon.kube import api_client
+from rokcommon.notebooks import NotebookServer
 
 from rok_restorer.manifests import (
     MANAGED_BY,
@@ -89,18 +90,28 @@ class KubernetesTargets:
         self.custom = client.CustomObjectsApi(api_client)
         self.settings = settings
 
-    def __call__(self, model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]) -> Target:
-        return KubernetesTarget(self, model, volumes)
+    def __call__(
+        self,
+        model: PvcTarget | NotebookTarget,
+        volumes: Sequence[VolumeToRestore],
+        notebook: NotebookServer | None = None,
+    ) -> Target:
+        return KubernetesTarget(self, model, volumes, notebook)
 
 
 class KubernetesTarget:
     """One request's PVCs (and notebook): claimed, filled by restore pods, discarded on failure."""
 
     def __init__(
-        self, targets: KubernetesTargets, model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]
+        self,
+        targets: KubernetesTargets,
+        model: PvcTarget | NotebookTarget,
+        volumes: Sequence[VolumeToRestore],
+        notebook: NotebookServer | None = None,
     ) -> None:
         self.core, self.custom, self.settings = targets.core, targets.custom, targets.settings
         self.model = model
+        self.notebook = notebook
         self.namespace = model.namespace
         self.volumes = list(volumes)
         self.claims = dict(zip((v.name for v in self.volumes), claim_names(model, self.volumes), strict=True))
@@ -228,7 +239,7 @@ class KubernetesTarget:
 
     def _create_notebook(self) -> None:
         assert isinstance(self.model, NotebookTarget)
-        manifest = notebook_manifest(self.model, self.volumes, self.claims, self.settings.notebook_image)
+        manifest = notebook_manifest(self.model, self.volumes, self.claims, self.settings.notebook_image, self.notebook)
         self.custom.create_namespaced_custom_object(
             NOTEBOOK_GROUP, NOTEBOOK_VERSION, self.namespace, NOTEBOOKS, manifest
         )

@@ -5,8 +5,9 @@ For every volume a PersistentVolumeClaim (:func:`claim_manifest`) and a short-li
 verified restore (``rok snapshot restore``) into the empty volume and ends; its termination message carries the
 statistics. The pod reads the object store's credentials from a Secret that it owns
 (:func:`credentials_secret_manifest`). For a notebook target a Kubeflow ``Notebook`` (kubeflow.org/v1,
-:func:`notebook_manifest`) mounts the new claims the way the notebook form mounts "Existing" volumes: the
-workspace at ``/home/jovyan``, each data volume at ``/home/jovyan/<volume>``.
+:func:`notebook_manifest`) mounts the new claims where the notebook server the run came from mounted them, with
+its image, resources and environment; without that record, the way the notebook form mounts "Existing" volumes:
+the workspace at ``/home/jovyan``, each data volume at ``/home/jovyan/<volume>``.
 
 Every object carries the label ``app.kubernetes.io/managed-by: rok-restorer`` (:data:`MANAGED_BY`);
 :func:`is_ours` tells an object that does. ``rok_restorer.kubernetes`` creates, waits for and removes them.
@@ -21,6 +22,7 @@ from typing import Any
 
 from rokcommon.errors import PermanentError
 from rokcommon.events import NotebookTarget, PvcTarget
+from rokcommon.notebooks import NotebookServer
 
 from rok_restorer.targets import VolumeToRestore
 
@@ -61,13 +63,53 @@ def claim_names(model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRes
     return names
 
 
-def volume_size(requested: str | None, snapshot_bytes: int, default: str) -> str:
-    """The PVC's size: the request's, else the snapshot's size with a quarter of headroom in whole GiB."""
+_UNITS = {
+    "": 1,
+    "k": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "T": 10**12,
+    "P": 10**15,
+    "E": 10**18,
+    "Ki": 2**10,
+    "Mi": 2**20,
+    "Gi": 2**30,
+    "Ti": 2**40,
+    "Pi": 2**50,
+    "Ei": 2**60,
+}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """The bytes a Kubernetes storage quantity stands for (``10Gi`` → 10737418240)."""
+    found = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", quantity.strip())
+    if found is None or found.group(2) not in _UNITS:
+        raise PermanentError(f"size {quantity!r} is not a Kubernetes quantity (such as 10Gi, 500Mi or 2G)")
+    return math.ceil(float(found.group(1)) * _UNITS[found.group(2)])
+
+
+def with_headroom(data_bytes: int) -> str:
+    """The data's size with a quarter of headroom, in whole GiB (at least 1Gi)."""
+    return f"{max(1, math.ceil(data_bytes * 1.25 / GIB))}Gi"
+
+
+def volume_size(requested: str | None, volume: VolumeToRestore, default: str) -> str:
+    """The new PVC's size: the request's (refused if smaller than the data), else the original claim's if the
+    data fits in it, else the data's with headroom; ``default`` when nothing is known of either."""
+    data = volume.size
     if requested:
+        if quantity_bytes(requested) < data:
+            raise PermanentError(
+                f"a {requested} PVC cannot hold volume {volume.name!r}: its data is {data} bytes; "
+                f"ask for at least {with_headroom(data)}"
+            )
         return requested
-    if snapshot_bytes <= 0:
+    original = volume.original.size if volume.original else None
+    if original and quantity_bytes(original) >= data:
+        return original
+    if data <= 0:
         return default
-    return f"{max(1, math.ceil(snapshot_bytes * 1.25 / GIB))}Gi"
+    return with_headroom(data)
 
 
 def dns_label(text: str) -> str:
@@ -84,14 +126,20 @@ def is_ours(labels: Mapping[str, str] | None) -> bool:
 def claim_manifest(
     model: PvcTarget | NotebookTarget, volume: VolumeToRestore, claim: str, default_size: str
 ) -> dict[str, Any]:
-    """The PVC ``claim`` that ``volume`` is restored into."""
-    size = model.size if isinstance(model, PvcTarget) else None
+    """The PVC ``claim`` that ``volume`` is restored into: size, access mode and storage class as the request
+    names them, else as the original claim had them (recorded with the run), else the cluster's defaults."""
+    size = model.size if isinstance(model, PvcTarget) else model.sizes.get(volume.name)
+    original = volume.original
+    access = model.access_mode if isinstance(model, PvcTarget) else None
+    if access is None:
+        access = original.access_modes[0] if original and original.access_modes else "ReadWriteOnce"
     spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": volume_size(size, volume.size, default_size)}},
+        "accessModes": [access],
+        "resources": {"requests": {"storage": volume_size(size, volume, default_size)}},
     }
-    if model.storage_class:
-        spec["storageClassName"] = model.storage_class
+    storage_class = model.storage_class or (original.storage_class if original else None)
+    if storage_class:
+        spec["storageClassName"] = storage_class
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -206,18 +254,42 @@ def credentials_secret_manifest(
 
 
 def notebook_manifest(
-    model: NotebookTarget, volumes: Sequence[VolumeToRestore], claims: Mapping[str, str], default_image: str
+    model: NotebookTarget,
+    volumes: Sequence[VolumeToRestore],
+    claims: Mapping[str, str],
+    default_image: str,
+    original: NotebookServer | None = None,
 ) -> dict[str, Any]:
-    """The notebook server that mounts the restored ``claims`` (by volume name), the first volume as workspace."""
+    """The notebook server that mounts the restored ``claims`` (by volume name), the first volume as workspace.
+
+    With the ``original`` notebook server (recorded when the run started) it is that server again: its image
+    (unless the request names another), resources, environment, service account and each volume's mount path.
+    Without it, the notebook form's defaults: the workspace at ``/home/jovyan``, each data volume at
+    ``/home/jovyan/<volume>``."""
     name = model.name
     mounts, pod_volumes = [], []
     for i, volume in enumerate(volumes):
         claim = claims[volume.name]
-        path = WORKSPACE_MOUNT if i == 0 else f"{WORKSPACE_MOUNT}/{dns_label(volume.name)}"
+        if volume.original is not None:
+            path = volume.original.mount_path
+        else:
+            path = WORKSPACE_MOUNT if i == 0 else f"{WORKSPACE_MOUNT}/{dns_label(volume.name)}"
         pod_volumes.append({"name": claim, "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": claim, "mountPath": path})
     pod_volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    container: dict[str, Any] = {
+        "name": name,
+        "image": model.image or (original.image if original else "") or default_image,
+        "imagePullPolicy": "IfNotPresent",
+        "resources": {k: dict(v) for k, v in original.resources.items() if v}
+        if original and any(original.resources.values())
+        else {"requests": {"cpu": "0.5", "memory": "1Gi"}},
+        "volumeMounts": mounts,
+    }
+    if original and original.env:
+        container["env"] = [dict(e) for e in original.env]
+    server_type = (original.server_type if original else None) or "jupyter"
     return {
         "apiVersion": f"{NOTEBOOK_GROUP}/{NOTEBOOK_VERSION}",
         "kind": "Notebook",
@@ -225,21 +297,13 @@ def notebook_manifest(
             "name": name,
             "namespace": model.namespace,
             "labels": {"app": name, **MANAGED_BY},
-            "annotations": {"notebooks.kubeflow.org/server-type": "jupyter"},
+            "annotations": {"notebooks.kubeflow.org/server-type": server_type},
         },
         "spec": {
             "template": {
                 "spec": {
-                    "serviceAccountName": "default-editor",
-                    "containers": [
-                        {
-                            "name": name,
-                            "image": model.image or default_image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}},
-                            "volumeMounts": mounts,
-                        }
-                    ],
+                    "serviceAccountName": (original.service_account if original else None) or "default-editor",
+                    "containers": [container],
                     "volumes": pod_volumes,
                 }
             }
