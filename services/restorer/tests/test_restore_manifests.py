@@ -10,13 +10,12 @@ from rok_restorer.manifests import (
     credentials_secret_manifest,
     is_ours,
     notebook_manifest,
-    quantity_bytes,
     restore_pod_manifest,
 )
 from rok_restorer.targets import VolumeToRestore
 from rokcommon.errors import PermanentError
 from rokcommon.events import NotebookTarget, PvcTarget
-from rokcommon.notebooks import NotebookServer, NotebookVolume, notebook_server
+from rokcommon.notebooks import NotebookServer, NotebookVolume, notebook_server, quantity_bytes
 
 NS = "kubeflow-user-example-com"
 WORKSPACE = VolumeToRestore("Workspace", "snap-1", "s3://bucket/repo", size=3 * 1024**3)

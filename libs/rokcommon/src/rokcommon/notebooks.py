@@ -13,6 +13,8 @@ reference, never the value, and nothing here is a credential.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +23,9 @@ from pydantic import Field
 from rokcommon.events.base import Model
 
 WORKSPACE_MOUNT = "/home/jovyan"
+GIB = 1024**3
+_UNITS = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
+_UNITS |= {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 NOTEBOOK_NAME_LABEL = "notebook-name"  # the label the notebook controller puts on a notebook server's pod
 
 
@@ -98,3 +103,32 @@ def notebook_server(
         service_account=spec.get("serviceAccountName"),
         server_type=(metadata.get("annotations") or {}).get("notebooks.kubeflow.org/server-type"),
     )
+
+
+class NotAQuantity(ValueError):
+    """A size that is not a Kubernetes quantity."""
+
+
+def quantity_bytes(quantity: str) -> int:
+    """The bytes a Kubernetes storage quantity stands for (``10Gi`` → 10737418240)."""
+    found = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", quantity.strip())
+    if found is None or found.group(2) not in _UNITS:
+        raise NotAQuantity(f"size {quantity!r} is not a Kubernetes quantity (such as 10Gi, 500Mi or 2G)")
+    return math.ceil(float(found.group(1)) * _UNITS[found.group(2)])
+
+
+def with_headroom(data_bytes: int) -> str:
+    """The data's size with a quarter of headroom, in whole GiB (at least 1Gi)."""
+    return f"{max(1, math.ceil(data_bytes * 1.25 / GIB))}Gi"
+
+
+def suggested_size(data_bytes: int, original: NotebookVolume | None, default: str = "10Gi") -> str:
+    """A new PVC's size when nobody names one: the original claim's if the data fits in it, else the data's with
+    headroom; ``default`` when nothing is known of either."""
+    if original is not None and original.size:
+        try:
+            if quantity_bytes(original.size) >= data_bytes:
+                return original.size
+        except NotAQuantity:
+            pass
+    return with_headroom(data_bytes) if data_bytes > 0 else default

@@ -15,14 +15,13 @@ Every object carries the label ``app.kubernetes.io/managed-by: rok-restorer`` (:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rokcommon.errors import PermanentError
 from rokcommon.events import NotebookTarget, PvcTarget
-from rokcommon.notebooks import NotebookServer
+from rokcommon.notebooks import NotAQuantity, NotebookServer, quantity_bytes, suggested_size, with_headroom
 
 from rok_restorer.targets import VolumeToRestore
 
@@ -41,7 +40,6 @@ RESTORE_SCRIPT = (
     'rmdir "$0/lost+found" 2>/dev/null || true; exec rok snapshot restore "$1" --repo "$2" --to "$0" --json >"$3" 2>&1'
 )
 TERMINATION_LOG = "/dev/termination-log"
-GIB = 1024**3
 
 
 def claim_names(model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]) -> list[str]:
@@ -63,53 +61,22 @@ def claim_names(model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRes
     return names
 
 
-_UNITS = {
-    "": 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-}
-
-
-def quantity_bytes(quantity: str) -> int:
-    """The bytes a Kubernetes storage quantity stands for (``10Gi`` → 10737418240)."""
-    found = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([A-Za-z]*)", quantity.strip())
-    if found is None or found.group(2) not in _UNITS:
-        raise PermanentError(f"size {quantity!r} is not a Kubernetes quantity (such as 10Gi, 500Mi or 2G)")
-    return math.ceil(float(found.group(1)) * _UNITS[found.group(2)])
-
-
-def with_headroom(data_bytes: int) -> str:
-    """The data's size with a quarter of headroom, in whole GiB (at least 1Gi)."""
-    return f"{max(1, math.ceil(data_bytes * 1.25 / GIB))}Gi"
-
-
 def volume_size(requested: str | None, volume: VolumeToRestore, default: str) -> str:
     """The new PVC's size: the request's (refused if smaller than the data), else the original claim's if the
     data fits in it, else the data's with headroom; ``default`` when nothing is known of either."""
     data = volume.size
-    if requested:
-        if quantity_bytes(requested) < data:
-            raise PermanentError(
-                f"a {requested} PVC cannot hold volume {volume.name!r}: its data is {data} bytes; "
-                f"ask for at least {with_headroom(data)}"
-            )
-        return requested
-    original = volume.original.size if volume.original else None
-    if original and quantity_bytes(original) >= data:
-        return original
-    if data <= 0:
-        return default
-    return with_headroom(data)
+    if not requested:
+        return suggested_size(data, volume.original, default)
+    try:
+        asked = quantity_bytes(requested)
+    except NotAQuantity as error:
+        raise PermanentError(str(error)) from None
+    if asked < data:
+        raise PermanentError(
+            f"a {requested} PVC cannot hold volume {volume.name!r}: its data is {data} bytes; "
+            f"ask for at least {with_headroom(data)}"
+        )
+    return requested
 
 
 def dns_label(text: str) -> str:

@@ -32,6 +32,7 @@ from rokcommon.urls import InvalidUrl, parse_url
 
 from rok_registry import restore_api
 from rok_registry.gate import authorize
+from rok_registry.web import restore_pages
 from rok_registry.web.access import (
     NAMESPACE_COOKIE,
     chosen_namespace,
@@ -262,6 +263,9 @@ async def start_restore(request: Request, form: RestoreForm) -> JSONResponse:
 async def restore_progress(request: Request, request_id: str) -> JSONResponse:
     body, status = restore_api.progress(request, request_id)
     return JSONResponse(body, status_code=status)
+
+
+router.include_router(restore_pages.routes(_page, _error_page))  # the restore forms and the version picker
 
 
 @router.get("/static/{name}")
