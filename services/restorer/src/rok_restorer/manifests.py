@@ -28,6 +28,8 @@ from rok_restorer.targets import VolumeToRestore
 MANAGED_BY = {"app.kubernetes.io/managed-by": "rok-restorer"}
 VOLUME_LABEL = "rok.kubeflow.org/volume"
 SNAPSHOT_ANNOTATION = "rok.kubeflow.org/snapshot"
+STAGING_LABEL = "rok.kubeflow.org/staging-for"  # on a staging claim: the claim it will become
+RECLAIM_ANNOTATION = "rok.kubeflow.org/reclaim-policy"  # on a volume being handed over: its own reclaim policy
 NOTEBOOK_GROUP, NOTEBOOK_VERSION, NOTEBOOKS = "kubeflow.org", "v1", "notebooks"
 WORKSPACE_MOUNT = "/home/jovyan"
 MOUNT = "/volume"
@@ -120,6 +122,49 @@ def claim_manifest(
     }
 
 
+def staging_claim_name(claim: str) -> str:
+    """The claim a volume is restored into before it is handed over to ``claim`` (see rok_restorer.kubernetes)."""
+    return dns_label(f"rok-staging-{claim}")
+
+
+def staging_claim_manifest(target: dict[str, Any]) -> dict[str, Any]:
+    """The staging claim of the PVC ``target`` (its manifest): the same spec, under the staging name."""
+    name = target["metadata"]["name"]
+    return {
+        **target,
+        "metadata": {
+            **target["metadata"],
+            "name": staging_claim_name(name),
+            "labels": {**target["metadata"]["labels"], STAGING_LABEL: name},
+        },
+    }
+
+
+def handed_over_claim_manifest(target: dict[str, Any], volume_name: str) -> dict[str, Any]:
+    """The PVC ``target`` bound from the start to the filled volume ``volume_name`` (reserved for it)."""
+    return {**target, "spec": {**target["spec"], "volumeName": volume_name}}
+
+
+def reserved_for(namespace: str, claim: str, reclaim_policy: str | None) -> dict[str, Any]:
+    """The patch of a filled PersistentVolume that reserves it for ``claim``: its claimRef names the new claim
+    (no uid yet: the claim does not exist), and it is kept (Retain) while the staging claim is deleted; its
+    former reclaim policy is remembered in an annotation, and given back once the new claim is bound."""
+    return {
+        "metadata": {"annotations": {RECLAIM_ANNOTATION: reclaim_policy or "Delete"}},
+        "spec": {
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": namespace,
+                "name": claim,
+                "uid": None,
+                "resourceVersion": None,
+            },
+            "persistentVolumeReclaimPolicy": "Retain",
+        },
+    }
+
+
 def restore_pod_name(claim: str) -> str:
     return dns_label(f"rok-restore-{claim}")
 
@@ -132,10 +177,12 @@ def restore_pod_manifest(
     nodes: Sequence[str],
     image: str,
     timeout: float,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """The pod that restores ``volume`` into ``claim`` on one of ``nodes`` (those running a snapshotter),
-    within ``timeout`` seconds; its credentials come from the Secret of the same name."""
-    name = restore_pod_name(claim)
+    """The pod ``name`` (default ``rok-restore-<claim>``) that restores ``volume`` into ``claim`` on one of
+    ``nodes`` (those running a snapshotter), within ``timeout`` seconds; its credentials come from the Secret of
+    the same name."""
+    name = name or restore_pod_name(claim)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
