@@ -305,3 +305,22 @@ def test_a_volume_outside_the_snapshotters_roots_is_refused_before_the_run_start
         PipelineError, match=r"volume 'workspace' is .*/notebook/home, outside .* \(ROK_VOLUME_ROOTS: /srv:"
     ):
         check_roots(pipeline, [Path("/srv"), tmp_path / "notebook" / "data"], path)
+
+
+async def test_the_clone_is_removed_once_the_runs_versions_hold_it_and_kept_when_asked(notebook):
+    removed = Runner(
+        load(pipeline_file(notebook, TWO_STEPS)),
+        FakeBus(),
+        runs_dir=notebook / "runs",
+        namespace="local",
+        node="laptop",
+        remove_clone=True,
+    )
+    kept = runner(notebook, TWO_STEPS, FakeBus())
+
+    await removed.run()
+    await kept.run()
+
+    assert not removed.run_dir.exists()
+    assert (kept.run_dir / "workspace" / "log.txt").read_text() == "prepare\ntrain\n"
+    assert (notebook / "notebook" / "data" / "input.csv").read_text() == "1,2,3\n"  # never the notebook's own

@@ -16,7 +16,12 @@ import click
     show_default=True,
     help="seconds to wait for each snapshot's commit and for the clone",
 )
-def run(pipeline_file: Path, timeout: float) -> None:
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="keep the run's clone of the notebook's volumes (by default removed once the run's versions hold it)",
+)
+def run(pipeline_file: Path, timeout: float, keep: bool) -> None:
     """Run PIPELINE_FILE (see docs/pipelines.md): snapshot and clone the notebook's volumes, then the steps."""
     import asyncio
 
@@ -52,6 +57,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
                 commit_timeout=timeout,
                 restore_timeout=timeout,
                 report=lambda line: click.echo(line, err=True),
+                remove_clone=not keep,
             )
             try:
                 async with follow_progress(
