@@ -68,6 +68,7 @@ class RunFile(Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     versions: int = 0
+    metrics: dict[str, float] = {}  # what the run's steps reported (a notebook's pipeline-metrics)
 
 
 class Member(Model):
@@ -128,6 +129,7 @@ class Resolved(Model):
     url: str
     version: Version
     members: tuple[Member, ...]
+    metrics: dict[str, float] = {}  # the metrics of the version's run
 
 
 class Step(Model):
