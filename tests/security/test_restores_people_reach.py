@@ -23,7 +23,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from rokcommon import streams, subjects
 from rokcommon.events import NotebookTarget, PvcTarget, RestoreRequested
 
-from .stage import ALICE, CAROL, TEAM_A, TEAM_B, Stage, as_user, http, rok
+from .stage import ALICE, BOB, CAROL, TEAM_A, TEAM_B, Stage, as_user, http, rok
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -241,3 +241,15 @@ async def test_a_restore_is_followed_by_its_id_by_the_one_who_asked(stage: Stage
     assert REACHED_THE_TARGET in state["reason"]
     stranger = await http(follow, headers=as_user("mallory@example.com"))
     assert stranger.status == 404 and stranger.json()["error"]["kind"] == "not_found"
+
+
+async def test_the_forms_and_the_picker_show_nothing_of_a_namespace_the_caller_may_not_read(stage: Stage) -> None:
+    url = stage.version(TEAM_A).url
+    for path in (
+        f"/restore/notebook?url={url}&ns={TEAM_A}",
+        f"/restore/pvc?url={url}&ns={TEAM_A}",
+        f"/pick?ns={TEAM_A}",
+    ):
+        answer = await http(f"{stage.web}{path.replace('?url=rok://', '?url=rok%3A//')}", headers=as_user(BOB))
+        assert answer.status == 403, (path, answer.status)
+        assert "alpha" not in answer.body, path
