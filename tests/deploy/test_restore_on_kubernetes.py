@@ -1,10 +1,10 @@
 """Restores into Kubernetes (rok_restorer.kubernetes) against the fake API server, with a real S3 store.
 
-A stand-in kubelet plays the restore pod: it waits for the pod's Secret, then runs the pod's own command
-(`sh -c <script> <volume dir> <snapshot> <repository> <termination log>`) with the Secret's variables only, the
-volume directory standing for the new PVC; what the command writes to the termination log becomes the pod's
-termination message, as on a real node. The objects the restorer creates are checked field by field, and the
-Notebook against the Notebook CRD's own schema.
+The cluster's other parts are played by roktesting.kubecluster: claims bind to provisioned volumes (a directory
+each), and a kubelet runs each restore pod's own command (`sh -c <script> <volume dir> <snapshot> <repository>
+<termination log>`) for real, with the pod's Secret's variables only; what the command writes to the termination
+log becomes the pod's termination message, as on a real node. The objects the restorer creates are checked field
+by field, against the API's schemas, and the Notebook against the Notebook CRD's own schema.
 """
 
 from __future__ import annotations
@@ -13,10 +13,7 @@ import asyncio
 import copy
 import filecmp
 import os
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ from rok_restorer.targets import VolumeToRestore
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import NotebookTarget, PvcTarget
 from rokstore import init_repository, snapshot
+from roktesting.kubecluster import Cluster, schema_errors
 
 from . import crds
 
@@ -59,77 +57,11 @@ async def stored(s3_repo_url: str, tmp_path: Path) -> dict[str, Any]:
     return {"sources": sources, "volumes": volumes}
 
 
-class Kubelet:
-    """Runs each restore pod's command for real, then sets the pod's status as a kubelet would."""
-
-    def __init__(self, fake, root: Path, fail: set[str] | None = None) -> None:
-        self.fake, self.root, self.fail = fake, root, fail or set()
-        self.ran: dict[str, dict[str, Any]] = {}  # pod name → {"pod": …, "secret": …, "dir": …}
-        self.threads: list[threading.Thread] = []
-        self.image = "rok/restorer:9.9"
-        fake.react("pods", self.on_pod)
-
-    def on_pod(self, pod: dict[str, Any]) -> None:
-        if pod["metadata"].get("namespace") != NS:
-            return
-        thread = threading.Thread(target=self.run, args=(copy.deepcopy(pod),), daemon=True)
-        self.threads.append(thread)
-        thread.start()
-
-    def run(self, pod: dict[str, Any]) -> None:
-        try:
-            self._run(pod)
-        except Exception as error:  # a broken pod spec fails the pod, as the kubelet would
-            self._end(pod["metadata"]["name"], 1, f"kubelet: {error!r}")
-
-    def _end(self, name: str, code: int, message: str) -> None:
-        status = {
-            "phase": "Succeeded" if code == 0 else "Failed",
-            "containerStatuses": [
-                {
-                    "name": "restore",
-                    "image": self.image,
-                    "imageID": f"docker.io/{self.image}@sha256:{'0' * 64}",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": {"terminated": {"exitCode": code, "message": message}},
-                }
-            ],
-        }
-        try:
-            self.fake.patch(f"/api/v1/namespaces/{NS}/pods/{name}", {"status": status})
-        except Exception:
-            pass  # deleted meanwhile
-
-    def _run(self, pod: dict[str, Any]) -> None:
-        name = pod["metadata"]["name"]
-        secret_name = pod["spec"]["containers"][0]["envFrom"][0]["secretRef"]["name"]
-        secret = None
-        for _ in range(200):
-            try:
-                secret = self.fake.get(f"/api/v1/namespaces/{NS}/secrets/{secret_name}")
-                break
-            except Exception:
-                time.sleep(0.02)
-        assert secret is not None, f"the Secret of pod {name} never came"
-        claim = pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"]
-        directory = self.root / claim
-        directory.mkdir(parents=True, exist_ok=True)
-        (directory / "lost+found").mkdir(exist_ok=True)  # what a new ext4 volume holds
-        container = pod["spec"]["containers"][0]
-        argv = list(container["command"])
-        log = self.root / f"{name}.termination-log"
-        argv[3], argv[6] = str(directory), str(log)  # the mount path and /dev/termination-log, here
-        env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(self.root)}
-        env |= {e["name"]: e["value"] for e in container.get("env", [])}
-        env |= secret.get("stringData", {})
-        if claim in self.fail:
-            code, message = 1, "rok: error: the object store is unreachable"
-        else:
-            code = subprocess.run(argv, env=env, timeout=60, check=False).returncode
-            message = log.read_text() if log.exists() else ""
-        self.ran[name] = {"pod": pod, "secret": secret, "dir": directory}
-        self._end(name, code, message)
+def running(fake, root: Path, fail: set[str] | None = None) -> Cluster:
+    """Volumes that bind, and a kubelet that runs each restore pod's own command for real (the object store's
+    variables from the pod's Secret only), on node-a."""
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(root)}
+    return Cluster(fake, root, environment=env, namespaces=(NS,), fail=fail or set())
 
 
 @pytest.fixture
@@ -178,24 +110,35 @@ def _same_tree(a: Path, b: Path) -> bool:
 
 
 async def test_a_volume_is_restored_into_a_new_pvc_by_a_pod_beside_a_snapshotter(cluster, stored, tmp_path):
-    kubelet = Kubelet(cluster, tmp_path / "node")
     workspace = stored["volumes"][0]
     model = PvcTarget(namespace=NS, name="restored-ws", storage_class="fast-ssd")
     target = KubernetesTargets(cluster.api_client, SETTINGS)(model, [workspace])
 
-    (restored,) = await _restore_all(target, [workspace])
+    with running(cluster, tmp_path / "node").running() as kube:
+        (restored,) = await _restore_all(target, [workspace])
 
+    # the staging claim that was filled is gone: its volume is the new claim's, which is bound from the start
     (claim,) = _objects(cluster, "persistentvolumeclaims").values()
     assert claim["metadata"]["name"] == "restored-ws"
     assert claim["metadata"]["labels"] == {**MANAGED_BY, "rok.kubeflow.org/volume": "workspace"}
     assert claim["metadata"]["annotations"] == {"rok.kubeflow.org/snapshot": workspace.snapshot_id}
+    (volume,) = kube.volumes.provisioned
     assert claim["spec"] == {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": "7Gi"}},  # 5 GiB recorded, a quarter of headroom
         "storageClassName": "fast-ssd",
+        "volumeName": volume,
     }
-    (run,) = kubelet.ran.values()
-    pod, secret = run["pod"], run["secret"]
+    assert claim["status"]["phase"] == "Bound"
+    assert schema_errors(claim, "V1PersistentVolumeClaim") == []
+    pv = cluster.get(f"/api/v1/persistentvolumes/{volume}")
+    assert pv["spec"]["claimRef"]["name"] == "restored-ws" and pv["spec"]["claimRef"]["uid"] == claim["metadata"]["uid"]
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete"  # given back once the claim was bound
+    assert "rok.kubeflow.org/reclaim-policy" not in pv["metadata"].get("annotations", {})
+    (run,) = kube.kubelet.ran.values()
+    pod = run["pod"]
+    assert schema_errors(pod, "V1Pod") == []
+    secret = cluster.get(f"/api/v1/namespaces/{NS}/secrets/{pod['metadata']['name']}")
     assert pod["metadata"]["name"] == "rok-restore-restored-ws"
     assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
     spec = pod["spec"]
@@ -203,7 +146,7 @@ async def test_a_volume_is_restored_into_a_new_pvc_by_a_pod_beside_a_snapshotter
     assert spec["automountServiceAccountToken"] is False
     terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["node-a"]}]}]
-    assert spec["volumes"] == [{"name": "volume", "persistentVolumeClaim": {"claimName": "restored-ws"}}]
+    assert spec["volumes"] == [{"name": "volume", "persistentVolumeClaim": {"claimName": "rok-staging-restored-ws"}}]
     (container,) = spec["containers"]
     assert container["image"] == "rok/restorer:9.9"
     assert container["command"][3:] == ["/volume", workspace.snapshot_id, workspace.repository, "/dev/termination-log"]
@@ -220,7 +163,7 @@ async def test_a_volume_is_restored_into_a_new_pvc_by_a_pod_beside_a_snapshotter
     assert secret["stringData"]["AWS_ACCESS_KEY_ID"] == os.environ["AWS_ACCESS_KEY_ID"]
     assert "rok-restore-restored-ws" not in _objects(cluster, "pods")
     # The volume holds exactly what was snapshotted, and the outcome says where it is.
-    assert _same_tree(stored["sources"]["workspace"], run["dir"])
+    assert _same_tree(stored["sources"]["workspace"], kube.claim_directory(NS, "restored-ws"))
     assert restored.location == f"{NS}/restored-ws"
     assert restored.snapshot_id == workspace.snapshot_id
     regular = [p for p in stored["sources"]["workspace"].rglob("*") if p.is_file() and not p.is_symlink()]
@@ -229,18 +172,18 @@ async def test_a_volume_is_restored_into_a_new_pvc_by_a_pod_beside_a_snapshotter
 
 
 async def test_a_notebook_server_mounts_a_new_pvc_per_volume_workspace_first(cluster, stored, tmp_path):
-    kubelet = Kubelet(cluster, tmp_path / "node")
     model = NotebookTarget(namespace=NS, name="my-nb", image="jupyter/scipy:1")
     volumes = stored["volumes"]
     target = KubernetesTargets(cluster.api_client, SETTINGS)(model, volumes)
 
-    await _restore_all(target, volumes)
+    with running(cluster, tmp_path / "node").running() as kube:
+        await _restore_all(target, volumes)
 
     claims = _objects(cluster, "persistentvolumeclaims")
     assert set(claims) == {"my-nb-workspace", "my-nb-data"}
-    assert _same_tree(stored["sources"]["workspace"], tmp_path / "node" / "my-nb-workspace")
-    assert _same_tree(stored["sources"]["data"], tmp_path / "node" / "my-nb-data")
-    assert len(kubelet.ran) == 2
+    assert _same_tree(stored["sources"]["workspace"], kube.claim_directory(NS, "my-nb-workspace"))
+    assert _same_tree(stored["sources"]["data"], kube.claim_directory(NS, "my-nb-data"))
+    assert len(kube.kubelet.ran) == 2
     notebook = _objects(cluster, "notebooks", "apis/kubeflow.org/v1")["my-nb"]
     assert notebook["apiVersion"] == "kubeflow.org/v1"
     assert notebook["kind"] == "Notebook"
@@ -286,15 +229,14 @@ def test_the_notebook_schema_refuses_what_the_notebook_controller_would_not_run(
 async def test_a_failed_restore_pod_leaves_no_notebook_and_discard_removes_what_the_request_made(
     cluster, stored, tmp_path
 ):
-    Kubelet(cluster, tmp_path / "node", fail={"my-nb-data"})
     volumes = stored["volumes"]
     target = KubernetesTargets(cluster.api_client, SETTINGS)(NotebookTarget(namespace=NS, name="my-nb"), volumes)
 
-    with pytest.raises(TemporaryError, match="object store is unreachable"):
-        await _restore_all(target, volumes)
-    assert "my-nb" not in _objects(cluster, "notebooks", "apis/kubeflow.org/v1")
-
-    await target.discard()
+    with running(cluster, tmp_path / "node", fail={"rok-staging-my-nb-data"}).running():
+        with pytest.raises(TemporaryError, match="object store is unreachable"):
+            await _restore_all(target, volumes)
+        assert "my-nb" not in _objects(cluster, "notebooks", "apis/kubeflow.org/v1")
+        await target.discard()
     assert not _objects(cluster, "persistentvolumeclaims")
     assert not _objects(cluster, "pods")
 

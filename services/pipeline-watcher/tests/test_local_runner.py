@@ -370,3 +370,22 @@ async def test_a_notebook_step_that_cannot_save_a_variable_fails_the_run_saying_
     )
     assert str(failed.value).endswith("; not run: use")
     assert ("wait", "after", "make") in bus.log and bus.events[-1].outcome == "failed"
+
+
+async def test_the_clone_is_removed_once_the_runs_versions_hold_it_and_kept_when_asked(notebook):
+    removed = Runner(
+        load(pipeline_file(notebook, TWO_STEPS)),
+        FakeBus(),
+        runs_dir=notebook / "runs",
+        namespace="local",
+        node="laptop",
+        remove_clone=True,
+    )
+    kept = runner(notebook, TWO_STEPS, FakeBus())
+
+    await removed.run()
+    await kept.run()
+
+    assert not removed.run_dir.exists()
+    assert (kept.run_dir / "workspace" / "log.txt").read_text() == "prepare\ntrain\n"
+    assert (notebook / "notebook" / "data" / "input.csv").read_text() == "1,2,3\n"  # never the notebook's own

@@ -88,6 +88,8 @@ def test_the_example_pipeline_runs_every_step_between_committed_snapshots_in_a_c
     assert "final" in tags(system, urls["evaluate/after"])
     after = {p.relative_to(example): p.read_bytes() for p in (example / "notebook").rglob("*") if p.is_file()}
     assert after == before  # the steps ran in the clone; the notebook's own directories are untouched
+    runs = Path(system["ROK_STATE_DIR"]) / "runs"
+    assert not runs.exists() or not any(runs.iterdir())  # the clone went once its versions held it (--keep keeps)
 
 
 def test_a_failing_step_exits_non_zero_naming_it_and_its_after_snapshot_is_tagged_failed(system, tmp_path):

@@ -15,6 +15,7 @@ from rok_restorer.manifests import (
 from rok_restorer.targets import VolumeToRestore
 from rokcommon.errors import PermanentError
 from rokcommon.events import NotebookTarget, PvcTarget
+from rokcommon.notebooks import NotebookServer, NotebookVolume, notebook_server, quantity_bytes
 
 NS = "kubeflow-user-example-com"
 WORKSPACE = VolumeToRestore("Workspace", "snap-1", "s3://bucket/repo", size=3 * 1024**3)
@@ -67,3 +68,145 @@ def test_the_restore_pod_runs_beside_a_snapshotter_and_reads_only_the_store_cred
     assert secret["stringData"] == {"AWS_ACCESS_KEY_ID": "id"}
     assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
     assert secret["metadata"]["labels"] == MANAGED_BY
+
+
+# --- the notebook server the run came from ------------------------------------------------------------------
+
+ORIGINAL = NotebookServer(
+    name="my-notebook",
+    namespace=NS,
+    image="registry.example.com/team/jupyter-torch:2.3",
+    resources={"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"nvidia.com/gpu": "1"}},
+    env=({"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"},),
+    volumes=(
+        NotebookVolume(
+            volume="my-notebook-ws",
+            claim="my-notebook-ws",
+            mount_path="/home/jovyan",
+            size="5Gi",
+            access_modes=("ReadWriteOnce",),
+            storage_class="standard",
+        ),
+        NotebookVolume(
+            volume="datasets",
+            claim="datasets",
+            mount_path="/mnt/datasets",
+            size="100Gi",
+            access_modes=("ReadWriteMany",),
+            storage_class="nfs",
+        ),
+    ),
+    service_account="default-editor",
+    server_type="jupyter",
+)
+WS = VolumeToRestore("my-notebook-ws", "s1", "s3://b/r", size=6_000, original=ORIGINAL.volumes[0])
+DATASETS = VolumeToRestore("datasets", "s2", "s3://b/r", size=99 * 1024**3, original=ORIGINAL.volumes[1])
+
+
+def test_a_restored_notebook_server_is_the_original_again_image_resources_env_and_mount_paths():
+    model = NotebookTarget(namespace=NS, name="back-again")
+    claims = dict(zip([WS.name, DATASETS.name], claim_names(model, [WS, DATASETS]), strict=True))
+
+    manifest = notebook_manifest(model, [WS, DATASETS], claims, "jupyter:default", ORIGINAL)
+
+    pod = manifest["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == ORIGINAL.image
+    assert container["resources"] == ORIGINAL.resources
+    assert container["env"] == [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"}]
+    assert [(m["name"], m["mountPath"]) for m in container["volumeMounts"]] == [
+        ("back-again-workspace", "/home/jovyan"),
+        ("back-again-datasets", "/mnt/datasets"),
+        ("dshm", "/dev/shm"),
+    ]
+    assert pod["serviceAccountName"] == "default-editor"
+    # an image the request names wins over the original's
+    other = notebook_manifest(model.model_copy(update={"image": "mine:1"}), [WS], claims, "d", ORIGINAL)
+    assert other["spec"]["template"]["spec"]["containers"][0]["image"] == "mine:1"
+
+
+def test_a_claim_takes_the_original_size_access_mode_and_class_unless_the_request_names_them():
+    notebook = NotebookTarget(namespace=NS, name="nb", sizes={"datasets": "200Gi"})
+    pvc = PvcTarget(namespace=NS, name="p", access_mode="ReadWriteOncePod", storage_class="fast")
+
+    workspace = claim_manifest(notebook, WS, "nb-workspace", "10Gi")["spec"]
+    datasets = claim_manifest(notebook, DATASETS, "nb-datasets", "10Gi")["spec"]
+    asked = claim_manifest(pvc, DATASETS, "p", "10Gi")["spec"]
+
+    # a 6 KB workspace gets its original 5Gi back, not a size guessed from its data
+    assert workspace == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "5Gi"}},
+        "storageClassName": "standard",
+    }
+    assert datasets["resources"]["requests"]["storage"] == "200Gi"
+    assert datasets["accessModes"] == ["ReadWriteMany"] and datasets["storageClassName"] == "nfs"
+    assert asked["accessModes"] == ["ReadWriteOncePod"] and asked["storageClassName"] == "fast"
+    assert asked["resources"]["requests"]["storage"] == "100Gi"  # the original's, which the data fits in
+
+
+def test_a_claim_is_never_smaller_than_the_data():
+    grown = VolumeToRestore("datasets", "s2", "s3://b/r", size=120 * 1024**3, original=ORIGINAL.volumes[1])
+    notebook = NotebookTarget(namespace=NS, name="nb")
+
+    # the original claim (100Gi) no longer holds what the volume came to hold: the data's size with headroom
+    assert claim_manifest(notebook, grown, "c", "10Gi")["spec"]["resources"]["requests"]["storage"] == "150Gi"
+    with pytest.raises(PermanentError, match=r"a 50Gi PVC cannot hold volume 'datasets'.*at least 150Gi"):
+        claim_manifest(PvcTarget(namespace=NS, name="p", size="50Gi"), grown, "p", "10Gi")
+
+
+def test_a_size_is_read_as_kubernetes_reads_a_quantity():
+    assert [quantity_bytes(q) for q in ("1Gi", "500Mi", "2G", "1.5Ki", "4096")] == [
+        1024**3,
+        500 * 1024**2,
+        2 * 10**9,
+        1536,
+        4096,
+    ]
+    with pytest.raises(ValueError, match="'ten gigs' is not a Kubernetes quantity"):
+        PvcTarget(namespace=NS, name="p", size="ten gigs")
+
+
+def test_the_notebook_server_is_read_from_its_pod_and_claims_workspace_first():
+    pod = {
+        "metadata": {
+            "name": "my-notebook-0",
+            "namespace": NS,
+            "labels": {"notebook-name": "my-notebook"},
+            "annotations": {"notebooks.kubeflow.org/server-type": "jupyter"},
+        },
+        "spec": {
+            "serviceAccountName": "default-editor",
+            "containers": [
+                {
+                    "name": "my-notebook",
+                    "image": ORIGINAL.image,
+                    "env": [{"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"}],
+                    "resources": ORIGINAL.resources,
+                    "volumeMounts": [
+                        {"name": "datasets", "mountPath": "/mnt/datasets"},
+                        {"name": "ws", "mountPath": "/home/jovyan"},
+                        {"name": "dshm", "mountPath": "/dev/shm"},
+                    ],
+                },
+                {"name": "istio-proxy", "image": "istio/proxyv2"},
+            ],
+            "volumes": [
+                {"name": "ws", "persistentVolumeClaim": {"claimName": "my-notebook-ws"}},
+                {"name": "datasets", "persistentVolumeClaim": {"claimName": "datasets"}},
+                {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+            ],
+        },
+    }
+    claims = {
+        v.claim: {
+            "spec": {
+                "accessModes": list(v.access_modes),
+                "storageClassName": v.storage_class,
+                "resources": {"requests": {"storage": v.size}},
+            }
+        }
+        for v in ORIGINAL.volumes
+    }
+
+    assert notebook_server(pod, claims) == ORIGINAL

@@ -29,6 +29,7 @@ from rokcommon.errors import (
     TemporaryError,
 )
 from rokcommon.events import Model, Name, Outcome, Phase, SnapshotChanges, Tag
+from rokcommon.notebooks import NotebookServer
 
 VersionStatus = Literal["pending", "complete", "partial"]  # pending: not every volume recorded yet
 RunStatus = Literal["running", "succeeded", "failed", "error"]
@@ -112,6 +113,9 @@ class Version(Model):
     failed: tuple[FailedVolume, ...] = ()
     size: int = 0
     bytes_new: int = 0
+    # the notebook server the run came from, as recorded when it started (the initial version's; a step's
+    # versions carry their run's): what a restore into a new notebook server rebuilds (rokcommon.notebooks)
+    notebook: NotebookServer | None = None
 
     @property
     def committed(self) -> bool:

@@ -199,6 +199,7 @@ def create_app(
             return JSONResponse(report.body(), status_code=report.status_code)
 
     app.include_router(api_router())
+    app.include_router(_restore_router())
     web = _web_router()
     if web is not None:
         app.include_router(web)
@@ -221,6 +222,12 @@ async def _unexpected(request: Request, error: Exception) -> JSONResponse:
     log.error("unexpected error answering %s %s", request.method, request.url.path, exc_info=error)
     body = {"error": {"kind": "internal", "message": "the registry could not answer; its log says why"}}
     return JSONResponse(body, status_code=500)
+
+
+def _restore_router() -> APIRouter:
+    from rok_registry.restore_api import router  # it builds on the web pages' bus connection
+
+    return router
 
 
 def _web_router() -> APIRouter | None:

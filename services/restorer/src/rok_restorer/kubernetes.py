@@ -1,11 +1,21 @@
 """Restores into Kubernetes: a new PVC, or a new Kubeflow notebook server (one PVC per volume, workspace first).
 
-This module is the lifecycle, through the ``kubernetes`` client: it checks that no claim or notebook of the
-names to be created exists, creates each volume's PVC, then for each volume a restore pod (on a node that runs
-a snapshotter) and the Secret it reads the object store's credentials from, waits for the pod to end, reads
-its termination message (the restore's statistics) and deletes it; for a notebook target, once every volume is
-restored, it creates the ``Notebook``. On failure :meth:`KubernetesTarget.discard` removes what it made, and
-only objects that carry the restorer's label. What the objects are is :mod:`rok_restorer.manifests`.
+This module is the lifecycle, through the ``kubernetes`` client. A new PVC is ready — bound, filled, verified —
+before anything can mount it, because it does not exist until then:
+
+1. it checks that no claim or notebook of the names to be created exists, and creates for each volume a
+   *staging* claim (``rok-staging-<claim>``, the requested spec);
+2. for each volume a restore pod (on a node that runs a snapshotter) and the Secret it reads the object store's
+   credentials from fill the staging claim with the store engine's verified restore; the pod's termination
+   message is the restore's statistics;
+3. the filled PersistentVolume is handed over, as Kubernetes' volume populators do it: the volume is reserved
+   for the new claim (its ``claimRef`` names it, its reclaim policy is ``Retain`` meanwhile), the staging claim
+   is deleted, the new claim is created bound to that volume (``spec.volumeName``), and once it is ``Bound`` the
+   volume's own reclaim policy is given back;
+4. for a notebook target, once every volume is handed over, it creates the ``Notebook``.
+
+On failure :meth:`KubernetesTarget.discard` removes what it made, and only objects that carry the restorer's
+label. What the objects are is :mod:`rok_restorer.manifests`.
 
 The Kubernetes calls here are exactly what the restorer's ClusterRole grants (deploy/base/restorer/rbac.yaml;
 tests/deploy/test_rbac.py compares the two).
@@ -29,19 +39,25 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import NotebookTarget, PvcTarget, RestoredVolume
 from rokcommon.kube import api_client
+from rokcommon.notebooks import NotebookServer
 
 from rok_restorer.manifests import (
     MANAGED_BY,
     NOTEBOOK_GROUP,
     NOTEBOOK_VERSION,
     NOTEBOOKS,
+    RECLAIM_ANNOTATION,
     claim_manifest,
     claim_names,
     credentials_secret_manifest,
+    handed_over_claim_manifest,
     is_ours,
     notebook_manifest,
+    reserved_for,
     restore_pod_manifest,
     restore_pod_name,
+    staging_claim_manifest,
+    staging_claim_name,
 )
 from rok_restorer.targets import RestoreInto, Target, TargetFactory, VolumeToRestore
 
@@ -89,22 +105,33 @@ class KubernetesTargets:
         self.custom = client.CustomObjectsApi(api_client)
         self.settings = settings
 
-    def __call__(self, model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]) -> Target:
-        return KubernetesTarget(self, model, volumes)
+    def __call__(
+        self,
+        model: PvcTarget | NotebookTarget,
+        volumes: Sequence[VolumeToRestore],
+        notebook: NotebookServer | None = None,
+    ) -> Target:
+        return KubernetesTarget(self, model, volumes, notebook)
 
 
 class KubernetesTarget:
     """One request's PVCs (and notebook): claimed, filled by restore pods, discarded on failure."""
 
     def __init__(
-        self, targets: KubernetesTargets, model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]
+        self,
+        targets: KubernetesTargets,
+        model: PvcTarget | NotebookTarget,
+        volumes: Sequence[VolumeToRestore],
+        notebook: NotebookServer | None = None,
     ) -> None:
         self.core, self.custom, self.settings = targets.core, targets.custom, targets.settings
         self.model = model
+        self.notebook = notebook
         self.namespace = model.namespace
         self.volumes = list(volumes)
         self.claims = dict(zip((v.name for v in self.volumes), claim_names(model, self.volumes), strict=True))
         self.nodes: list[str] = []
+        self.targets: dict[str, dict[str, Any]] = {}  # volume → the manifest of its new PVC
         self._restored: set[str] = set()
         self._lock = asyncio.Lock()
 
@@ -132,6 +159,9 @@ class KubernetesTarget:
                 f"a notebook server {self.namespace}/{self.model.name} already exists; choose another name"
             )
         for claim in self.claims.values():
+            staged = self._read_claim(staging_claim_name(claim))
+            if staged is not None:
+                raise TemporaryError(f"a restore into PVC {self.namespace}/{claim} is under way", delay=10.0)
             existing = self._read_claim(claim)
             if existing is None:
                 continue
@@ -141,10 +171,16 @@ class KubernetesTarget:
         self.nodes = self._snapshotter_nodes()
         for volume in self.volumes:
             manifest = claim_manifest(self.model, volume, self.claims[volume.name], self.settings.restore_volume_size)
+            self.targets[volume.name] = manifest
             self.core.create_namespaced_persistent_volume_claim(
-                self.namespace, _model(client.V1PersistentVolumeClaim, manifest)
+                self.namespace, _model(client.V1PersistentVolumeClaim, staging_claim_manifest(manifest))
             )
-            log.info("created PVC %s/%s for volume %s", self.namespace, self.claims[volume.name], volume.name)
+            log.info(
+                "created the staging PVC of %s/%s (volume %s)",
+                self.namespace,
+                manifest["metadata"]["name"],
+                volume.name,
+            )
 
     def _snapshotter_nodes(self) -> list[str]:
         pods = self.core.list_namespaced_pod(
@@ -181,10 +217,11 @@ class KubernetesTarget:
         manifest = restore_pod_manifest(
             self.namespace,
             volume,
-            self.claims[volume.name],
+            staging_claim_name(self.claims[volume.name]),
             nodes=self.nodes,
             image=self.settings.restore_image,
             timeout=self.settings.restore_pod_timeout,
+            name=name,
         )
         pod = self.core.create_namespaced_pod(self.namespace, _model(client.V1Pod, manifest))
         try:
@@ -203,6 +240,7 @@ class KubernetesTarget:
             stats = json.loads(message.strip().splitlines()[-1])
         except (ValueError, IndexError) as error:
             raise TemporaryError(f"the restore pod {self.namespace}/{name} said {message!r}") from error
+        self._hand_over(volume)
         return RestoredVolume(
             name=volume.name,
             snapshot_id=stats["snapshot_id"],
@@ -211,6 +249,51 @@ class KubernetesTarget:
             bytes=stats["bytes"],
             seconds=stats["seconds"],
         )
+
+    # --- handing the filled volume over to the new claim -----------------------------------------------------
+
+    def _hand_over(self, volume: VolumeToRestore) -> None:
+        """Bind the new claim to the volume its staging claim holds (filled and verified), then drop the staging
+        claim: the new claim is never seen unbound or empty."""
+        claim = self.claims[volume.name]
+        staging = staging_claim_name(claim)
+        staged = self._read_claim(staging)
+        bound = self._read_claim(claim)
+        if staged is None and bound is not None and is_ours(bound["metadata"].get("labels")):
+            return  # handed over already (a redelivered request): nothing left to do
+        pv_name = (staged or {}).get("spec", {}).get("volumeName")
+        if not pv_name:
+            raise TemporaryError(f"the staging PVC {self.namespace}/{staging} is not bound to a volume yet", delay=5.0)
+        pv = self.core.read_persistent_volume(pv_name)
+        policy = pv.spec.persistent_volume_reclaim_policy if pv.spec else None
+        if policy == "Retain" and pv.metadata and pv.metadata.annotations:
+            policy = pv.metadata.annotations.get(RECLAIM_ANNOTATION, policy)  # our own earlier, cut-short attempt
+        self.core.patch_persistent_volume(pv_name, reserved_for(self.namespace, claim, policy))
+        self.core.delete_namespaced_persistent_volume_claim(staging, self.namespace)
+        if bound is None:
+            manifest = handed_over_claim_manifest(self.targets[volume.name], pv_name)
+            self.core.create_namespaced_persistent_volume_claim(
+                self.namespace, _model(client.V1PersistentVolumeClaim, manifest)
+            )
+        self._wait_bound(claim)
+        self.core.patch_persistent_volume(
+            pv_name,
+            {
+                "metadata": {"annotations": {RECLAIM_ANNOTATION: None}},
+                "spec": {"persistentVolumeReclaimPolicy": policy or "Delete"},
+            },
+        )
+        log.info("PVC %s/%s is bound to the restored volume %s", self.namespace, claim, pv_name)
+
+    def _wait_bound(self, claim: str) -> None:
+        deadline = time.monotonic() + self.settings.restore_pod_timeout
+        while True:
+            found = self.core.read_namespaced_persistent_volume_claim(claim, self.namespace)
+            if found.status is not None and found.status.phase == "Bound":
+                return
+            if time.monotonic() > deadline:
+                raise TemporaryError(f"PVC {self.namespace}/{claim} was not bound to its restored volume in time")
+            time.sleep(self.settings.restore_poll_interval)
 
     def _wait(self, name: str) -> tuple[str, str]:
         """Poll the pod until it ends: (phase, its container's termination message)."""
@@ -228,7 +311,7 @@ class KubernetesTarget:
 
     def _create_notebook(self) -> None:
         assert isinstance(self.model, NotebookTarget)
-        manifest = notebook_manifest(self.model, self.volumes, self.claims, self.settings.notebook_image)
+        manifest = notebook_manifest(self.model, self.volumes, self.claims, self.settings.notebook_image, self.notebook)
         self.custom.create_namespaced_custom_object(
             NOTEBOOK_GROUP, NOTEBOOK_VERSION, self.namespace, NOTEBOOKS, manifest
         )
@@ -256,10 +339,11 @@ class KubernetesTarget:
                 )
         for volume in self.volumes:
             self._delete_pod(self.pod_name(volume))
-            claim = self._read_claim(self.claims[volume.name])
-            if claim is not None and is_ours(claim["metadata"].get("labels")):
-                self.core.delete_namespaced_persistent_volume_claim(self.claims[volume.name], self.namespace)
-                log.info("discarded PVC %s/%s", self.namespace, self.claims[volume.name])
+            for name in (staging_claim_name(self.claims[volume.name]), self.claims[volume.name]):
+                claim = self._read_claim(name)
+                if claim is not None and is_ours(claim["metadata"].get("labels")):
+                    self.core.delete_namespaced_persistent_volume_claim(name, self.namespace)
+                    log.info("discarded PVC %s/%s", self.namespace, name)
 
     def _read_claim(self, name: str) -> dict[str, Any] | None:
         try:

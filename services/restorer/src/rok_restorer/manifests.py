@@ -5,8 +5,9 @@ For every volume a PersistentVolumeClaim (:func:`claim_manifest`) and a short-li
 verified restore (``rok snapshot restore``) into the empty volume and ends; its termination message carries the
 statistics. The pod reads the object store's credentials from a Secret that it owns
 (:func:`credentials_secret_manifest`). For a notebook target a Kubeflow ``Notebook`` (kubeflow.org/v1,
-:func:`notebook_manifest`) mounts the new claims the way the notebook form mounts "Existing" volumes: the
-workspace at ``/home/jovyan``, each data volume at ``/home/jovyan/<volume>``.
+:func:`notebook_manifest`) mounts the new claims where the notebook server the run came from mounted them, with
+its image, resources and environment; without that record, the way the notebook form mounts "Existing" volumes:
+the workspace at ``/home/jovyan``, each data volume at ``/home/jovyan/<volume>``.
 
 Every object carries the label ``app.kubernetes.io/managed-by: rok-restorer`` (:data:`MANAGED_BY`);
 :func:`is_ours` tells an object that does. ``rok_restorer.kubernetes`` creates, waits for and removes them.
@@ -14,19 +15,21 @@ Every object carries the label ``app.kubernetes.io/managed-by: rok-restorer`` (:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rokcommon.errors import PermanentError
 from rokcommon.events import NotebookTarget, PvcTarget
+from rokcommon.notebooks import NotAQuantity, NotebookServer, quantity_bytes, suggested_size, with_headroom
 
 from rok_restorer.targets import VolumeToRestore
 
 MANAGED_BY = {"app.kubernetes.io/managed-by": "rok-restorer"}
 VOLUME_LABEL = "rok.kubeflow.org/volume"
 SNAPSHOT_ANNOTATION = "rok.kubeflow.org/snapshot"
+STAGING_LABEL = "rok.kubeflow.org/staging-for"  # on a staging claim: the claim it will become
+RECLAIM_ANNOTATION = "rok.kubeflow.org/reclaim-policy"  # on a volume being handed over: its own reclaim policy
 NOTEBOOK_GROUP, NOTEBOOK_VERSION, NOTEBOOKS = "kubeflow.org", "v1", "notebooks"
 WORKSPACE_MOUNT = "/home/jovyan"
 MOUNT = "/volume"
@@ -39,7 +42,6 @@ RESTORE_SCRIPT = (
     'rmdir "$0/lost+found" 2>/dev/null || true; exec rok snapshot restore "$1" --repo "$2" --to "$0" --json >"$3" 2>&1'
 )
 TERMINATION_LOG = "/dev/termination-log"
-GIB = 1024**3
 
 
 def claim_names(model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRestore]) -> list[str]:
@@ -61,13 +63,22 @@ def claim_names(model: PvcTarget | NotebookTarget, volumes: Sequence[VolumeToRes
     return names
 
 
-def volume_size(requested: str | None, snapshot_bytes: int, default: str) -> str:
-    """The PVC's size: the request's, else the snapshot's size with a quarter of headroom in whole GiB."""
-    if requested:
-        return requested
-    if snapshot_bytes <= 0:
-        return default
-    return f"{max(1, math.ceil(snapshot_bytes * 1.25 / GIB))}Gi"
+def volume_size(requested: str | None, volume: VolumeToRestore, default: str) -> str:
+    """The new PVC's size: the request's (refused if smaller than the data), else the original claim's if the
+    data fits in it, else the data's with headroom; ``default`` when nothing is known of either."""
+    data = volume.size
+    if not requested:
+        return suggested_size(data, volume.original, default)
+    try:
+        asked = quantity_bytes(requested)
+    except NotAQuantity as error:
+        raise PermanentError(str(error)) from None
+    if asked < data:
+        raise PermanentError(
+            f"a {requested} PVC cannot hold volume {volume.name!r}: its data is {data} bytes; "
+            f"ask for at least {with_headroom(data)}"
+        )
+    return requested
 
 
 def dns_label(text: str) -> str:
@@ -84,14 +95,20 @@ def is_ours(labels: Mapping[str, str] | None) -> bool:
 def claim_manifest(
     model: PvcTarget | NotebookTarget, volume: VolumeToRestore, claim: str, default_size: str
 ) -> dict[str, Any]:
-    """The PVC ``claim`` that ``volume`` is restored into."""
-    size = model.size if isinstance(model, PvcTarget) else None
+    """The PVC ``claim`` that ``volume`` is restored into: size, access mode and storage class as the request
+    names them, else as the original claim had them (recorded with the run), else the cluster's defaults."""
+    size = model.size if isinstance(model, PvcTarget) else model.sizes.get(volume.name)
+    original = volume.original
+    access = model.access_mode if isinstance(model, PvcTarget) else None
+    if access is None:
+        access = original.access_modes[0] if original and original.access_modes else "ReadWriteOnce"
     spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": volume_size(size, volume.size, default_size)}},
+        "accessModes": [access],
+        "resources": {"requests": {"storage": volume_size(size, volume, default_size)}},
     }
-    if model.storage_class:
-        spec["storageClassName"] = model.storage_class
+    storage_class = model.storage_class or (original.storage_class if original else None)
+    if storage_class:
+        spec["storageClassName"] = storage_class
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
@@ -102,6 +119,49 @@ def claim_manifest(
             "annotations": {SNAPSHOT_ANNOTATION: volume.snapshot_id},
         },
         "spec": spec,
+    }
+
+
+def staging_claim_name(claim: str) -> str:
+    """The claim a volume is restored into before it is handed over to ``claim`` (see rok_restorer.kubernetes)."""
+    return dns_label(f"rok-staging-{claim}")
+
+
+def staging_claim_manifest(target: dict[str, Any]) -> dict[str, Any]:
+    """The staging claim of the PVC ``target`` (its manifest): the same spec, under the staging name."""
+    name = target["metadata"]["name"]
+    return {
+        **target,
+        "metadata": {
+            **target["metadata"],
+            "name": staging_claim_name(name),
+            "labels": {**target["metadata"]["labels"], STAGING_LABEL: name},
+        },
+    }
+
+
+def handed_over_claim_manifest(target: dict[str, Any], volume_name: str) -> dict[str, Any]:
+    """The PVC ``target`` bound from the start to the filled volume ``volume_name`` (reserved for it)."""
+    return {**target, "spec": {**target["spec"], "volumeName": volume_name}}
+
+
+def reserved_for(namespace: str, claim: str, reclaim_policy: str | None) -> dict[str, Any]:
+    """The patch of a filled PersistentVolume that reserves it for ``claim``: its claimRef names the new claim
+    (no uid yet: the claim does not exist), and it is kept (Retain) while the staging claim is deleted; its
+    former reclaim policy is remembered in an annotation, and given back once the new claim is bound."""
+    return {
+        "metadata": {"annotations": {RECLAIM_ANNOTATION: reclaim_policy or "Delete"}},
+        "spec": {
+            "claimRef": {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "namespace": namespace,
+                "name": claim,
+                "uid": None,
+                "resourceVersion": None,
+            },
+            "persistentVolumeReclaimPolicy": "Retain",
+        },
     }
 
 
@@ -117,10 +177,12 @@ def restore_pod_manifest(
     nodes: Sequence[str],
     image: str,
     timeout: float,
+    name: str | None = None,
 ) -> dict[str, Any]:
-    """The pod that restores ``volume`` into ``claim`` on one of ``nodes`` (those running a snapshotter),
-    within ``timeout`` seconds; its credentials come from the Secret of the same name."""
-    name = restore_pod_name(claim)
+    """The pod ``name`` (default ``rok-restore-<claim>``) that restores ``volume`` into ``claim`` on one of
+    ``nodes`` (those running a snapshotter), within ``timeout`` seconds; its credentials come from the Secret of
+    the same name."""
+    name = name or restore_pod_name(claim)
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -206,18 +268,42 @@ def credentials_secret_manifest(
 
 
 def notebook_manifest(
-    model: NotebookTarget, volumes: Sequence[VolumeToRestore], claims: Mapping[str, str], default_image: str
+    model: NotebookTarget,
+    volumes: Sequence[VolumeToRestore],
+    claims: Mapping[str, str],
+    default_image: str,
+    original: NotebookServer | None = None,
 ) -> dict[str, Any]:
-    """The notebook server that mounts the restored ``claims`` (by volume name), the first volume as workspace."""
+    """The notebook server that mounts the restored ``claims`` (by volume name), the first volume as workspace.
+
+    With the ``original`` notebook server (recorded when the run started) it is that server again: its image
+    (unless the request names another), resources, environment, service account and each volume's mount path.
+    Without it, the notebook form's defaults: the workspace at ``/home/jovyan``, each data volume at
+    ``/home/jovyan/<volume>``."""
     name = model.name
     mounts, pod_volumes = [], []
     for i, volume in enumerate(volumes):
         claim = claims[volume.name]
-        path = WORKSPACE_MOUNT if i == 0 else f"{WORKSPACE_MOUNT}/{dns_label(volume.name)}"
+        if volume.original is not None:
+            path = volume.original.mount_path
+        else:
+            path = WORKSPACE_MOUNT if i == 0 else f"{WORKSPACE_MOUNT}/{dns_label(volume.name)}"
         pod_volumes.append({"name": claim, "persistentVolumeClaim": {"claimName": claim}})
         mounts.append({"name": claim, "mountPath": path})
     pod_volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
     mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    container: dict[str, Any] = {
+        "name": name,
+        "image": model.image or (original.image if original else "") or default_image,
+        "imagePullPolicy": "IfNotPresent",
+        "resources": {k: dict(v) for k, v in original.resources.items() if v}
+        if original and any(original.resources.values())
+        else {"requests": {"cpu": "0.5", "memory": "1Gi"}},
+        "volumeMounts": mounts,
+    }
+    if original and original.env:
+        container["env"] = [dict(e) for e in original.env]
+    server_type = (original.server_type if original else None) or "jupyter"
     return {
         "apiVersion": f"{NOTEBOOK_GROUP}/{NOTEBOOK_VERSION}",
         "kind": "Notebook",
@@ -225,21 +311,13 @@ def notebook_manifest(
             "name": name,
             "namespace": model.namespace,
             "labels": {"app": name, **MANAGED_BY},
-            "annotations": {"notebooks.kubeflow.org/server-type": "jupyter"},
+            "annotations": {"notebooks.kubeflow.org/server-type": server_type},
         },
         "spec": {
             "template": {
                 "spec": {
-                    "serviceAccountName": "default-editor",
-                    "containers": [
-                        {
-                            "name": name,
-                            "image": model.image or default_image,
-                            "imagePullPolicy": "IfNotPresent",
-                            "resources": {"requests": {"cpu": "0.5", "memory": "1Gi"}},
-                            "volumeMounts": mounts,
-                        }
-                    ],
+                    "serviceAccountName": (original.service_account if original else None) or "default-editor",
+                    "containers": [container],
                     "volumes": pod_volumes,
                 }
             }

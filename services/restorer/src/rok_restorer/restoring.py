@@ -38,7 +38,8 @@ from rokcommon.events import (
     RestoreProgress,
     RestoreRequested,
 )
-from rokcommon.registry_contract import Resolved
+from rokcommon.notebooks import NotebookVolume
+from rokcommon.registry_contract import Resolved, Version
 from rokcommon.telemetry import event_attributes
 from rokstore import CorruptData, Progress, Repository, RestoreStats, open_repository, restore
 
@@ -121,8 +122,9 @@ class Restorer:
                         "device files and set-uid/set-gid bits are restored only into a directory, never into a "
                         "volume of the cluster; ask again without --devices and --keep-setuid"
                     )
-                volumes = await self._choose(request)
-                target = self.targets.open(request.target, volumes)
+                resolved = await self._resolve(request)
+                volumes = choose_volumes(resolved, request.volumes)
+                target = self.targets.open(request.target, volumes, resolved.version.notebook)
                 if prior is not None:  # our own earlier attempt was cut short: what it wrote is ours to remove
                     log.info("request %s was interrupted before; discarding its partial restore", request.request_id)
                     await target.discard()
@@ -158,17 +160,16 @@ class Restorer:
 
     # --- choosing the volumes ----------------------------------------------------------------------------
 
-    async def _choose(self, request: RestoreRequested) -> list[VolumeToRestore]:
+    async def _resolve(self, request: RestoreRequested) -> Resolved:
         with tracer.start_as_current_span("rok.restore.resolve"):
             try:
-                resolved = await self.catalog.resolve(request.namespace, request.url)
+                return await self.catalog.resolve(request.namespace, request.url)
             except NotFound as error:
                 raise Refused(f"unknown URL {request.url}: {error}") from error
             except Forbidden as error:
                 raise Refused(f"{request.url} is not in namespace {request.namespace!r}: {error}") from error
             except InvalidRequest as error:
                 raise Refused(f"invalid URL {request.url}: {error}") from error
-        return choose_volumes(resolved, request.volumes)
 
     # --- restoring ---------------------------------------------------------------------------------------
 
@@ -280,8 +281,32 @@ def choose_volumes(resolved: Resolved, requested: Sequence[str]) -> list[VolumeT
         raise Refused(f"{resolved.url} has no volume {name!r}; it holds: {holds}")
     if not wanted:
         raise Refused(f"{resolved.url} holds no stored volume to restore")
+    originals = _originals(version)
     return [
-        VolumeToRestore(name=m.volume, snapshot_id=m.snapshot_id, repository=m.repository, size=m.size)
+        VolumeToRestore(
+            name=m.volume,
+            snapshot_id=m.snapshot_id,
+            repository=m.repository,
+            size=m.size,
+            original=originals.get(m.volume),
+        )
         for m in resolved.members
         if m.volume in wanted
     ]
+
+
+def _originals(version: Version) -> dict[str, NotebookVolume]:
+    """Each of the version's volumes → the notebook server's claim it was (or was cloned from).
+
+    The initial version holds the notebook's own claims, under their names. A step's versions hold the run's
+    clones: those whose name is not the notebook's are matched in order (the clones are made one per notebook
+    volume, in the notebook's order, the workspace first)."""
+    notebook = version.notebook
+    if notebook is None:
+        return {}
+    by_name = {v.volume: v for v in notebook.volumes}
+    if all(name in by_name for name in version.volumes):
+        return {name: by_name[name] for name in version.volumes}
+    if len(version.volumes) == len(notebook.volumes):
+        return dict(zip(version.volumes, notebook.volumes, strict=True))
+    return {name: by_name[name] for name in version.volumes if name in by_name}

@@ -35,6 +35,7 @@ from typing import Protocol
 
 from rokcommon.errors import PermanentError
 from rokcommon.events import DirectoryTarget, NotebookTarget, PvcTarget, RestoredVolume, RestoreTarget
+from rokcommon.notebooks import NotebookServer, NotebookVolume
 from rokstore import RestoreStats, TargetNotEmpty
 
 
@@ -46,6 +47,7 @@ class VolumeToRestore:
     snapshot_id: str
     repository: str
     size: int = 0
+    original: NotebookVolume | None = None  # the notebook server's claim this volume was, if recorded
 
 
 RestoreInto = Callable[[Path], Awaitable[RestoreStats]]
@@ -61,7 +63,8 @@ class Target(Protocol):
     async def discard(self) -> None: ...
 
 
-TargetFactory = Callable[[PvcTarget | NotebookTarget, Sequence[VolumeToRestore]], Target]
+# (the request's target, the volumes, the notebook server the version's run came from if recorded) → Target
+TargetFactory = Callable[[PvcTarget | NotebookTarget, Sequence[VolumeToRestore], NotebookServer | None], Target]
 
 
 class TargetUnavailable(PermanentError):
@@ -74,7 +77,9 @@ class Targets:
     def __init__(self, kubernetes: TargetFactory | None = None) -> None:
         self.kubernetes = kubernetes
 
-    def open(self, model: RestoreTarget, volumes: Sequence[VolumeToRestore]) -> Target:
+    def open(
+        self, model: RestoreTarget, volumes: Sequence[VolumeToRestore], notebook: NotebookServer | None = None
+    ) -> Target:
         if isinstance(model, DirectoryTarget):
             return DirectoryDestination(Path(model.path), volumes)
         if self.kubernetes is None:
@@ -84,7 +89,7 @@ class Targets:
                 "which this restorer runs without; restore into a directory, or send the request to the "
                 "restorer deployed in the cluster"
             )
-        return self.kubernetes(model, volumes)
+        return self.kubernetes(model, volumes, notebook)
 
 
 class DirectoryDestination:

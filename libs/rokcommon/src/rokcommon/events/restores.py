@@ -43,14 +43,29 @@ def _dns_label(what: str, longest: int) -> AfterValidator:
     return AfterValidator(check)
 
 
+Quantity = Annotated[str, AfterValidator(lambda v: _quantity(v))]
+AccessMode = Literal["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany", "ReadWriteOncePod"]
+
+
+def _quantity(value: str) -> str:
+    """A storage size as Kubernetes writes it (``10Gi``, ``500M``, ``1073741824``)."""
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", value):
+        raise ValueError(f"size {value!r} is not a Kubernetes quantity (such as 10Gi, 500Mi or 2G)")
+    return value
+
+
 class PvcTarget(Model):
-    """Restore one volume into a new PersistentVolumeClaim."""
+    """Restore one volume into a new PersistentVolumeClaim.
+
+    Size, storage class and access mode default to the original claim's (recorded with the run), else to the
+    data's size with headroom; a size smaller than the data is refused."""
 
     kind: Literal["pvc"] = "pvc"
     namespace: Name
     name: Annotated[str, _dns_label("PVC name", 63)]
     storage_class: str | None = None
-    size: str | None = None  # a Kubernetes quantity; default: from the snapshot's size
+    size: Quantity | None = None
+    access_mode: AccessMode | None = None
 
 
 class NotebookTarget(Model):
@@ -61,6 +76,7 @@ class NotebookTarget(Model):
     name: Annotated[str, _dns_label("notebook name", 53)]
     image: str | None = None  # default: the image recorded with the run, else the platform default
     storage_class: str | None = None
+    sizes: dict[str, Quantity] = Field(default_factory=dict)  # volume → size of its new PVC; default as PvcTarget
 
 
 RestoreTarget = Annotated[DirectoryTarget | PvcTarget | NotebookTarget, Field(discriminator="kind")]

@@ -27,6 +27,11 @@ import click
     "--volume", "volumes", multiple=True, metavar="NAME=DIR", help="a notebook volume's directory on this machine"
 )
 @click.option("--python", help="the Python that runs a notebook's steps (it needs cloudpickle); default: rok's own")
+@click.option(
+    "--keep",
+    is_flag=True,
+    help="keep the run's clone of the notebook's volumes (by default removed once the run's versions hold it)",
+)
 def run(
     pipeline_file: Path,
     timeout: float,
@@ -34,6 +39,7 @@ def run(
     parameters: tuple[str, ...],
     volumes: tuple[str, ...],
     python: str | None,
+    keep: bool,
 ) -> None:
     """Run PIPELINE_FILE (docs/pipelines.md) or a Kale-tagged NOTEBOOK.ipynb (docs/notebooks.md): snapshot and
     clone the notebook's volumes, then the steps."""
@@ -81,6 +87,7 @@ def run(
                 report=lambda line: click.echo(line, err=True),
                 launcher=launcher,
                 parallelism=parallelism,
+                remove_clone=not keep,
             )
             try:
                 async with follow_progress(

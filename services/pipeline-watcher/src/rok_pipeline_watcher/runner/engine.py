@@ -31,6 +31,7 @@ from rokcommon.errors import RokError, TemporaryError
 from rokcommon.events import DirectoryTarget, Event, RestoreCompleted, RestoreRequested, VersionCommitted
 from rokcommon.versions import VersionKey
 
+from rok_pipeline_watcher.runner import clones
 from rok_pipeline_watcher.runner.pipeline import Pipeline
 from rok_pipeline_watcher.runner.workflow import LocalWorkflow
 from rok_pipeline_watcher.translator import Translator
@@ -117,6 +118,7 @@ class Runner:
         run_id: str | None = None,
         launcher: StepLauncher | None = None,
         parallelism: int = 4,
+        remove_clone: bool = False,
     ) -> None:
         self.pipeline, self.bus, self.report = pipeline, bus, report
         self.launcher: StepLauncher = launcher or ShellSteps(pipeline)
@@ -127,6 +129,7 @@ class Runner:
             pipeline, run_id=run_id, workflow_uid=str(uuid.uuid4()), namespace=namespace, node=node
         )
         self.run_dir = runs_dir / self.workflow.name
+        self.remove_clone = remove_clone  # once the run's snapshots hold every state of it (rok run without --keep)
         self.translator = Translator()
         self.result = RunResult(run_id=run_id, workflow_uid=self.workflow.uid)
 
@@ -167,16 +170,30 @@ class Runner:
                 f"the registry did not record the end of run {flow.name} within {self.commit_timeout:.0f}s: is it "
                 "running (`rok status`, `rok up`)?"
             )
+        failure = None
         if self.result.failed:
             step, code = next(iter(self.result.failed.items()))
             skipped = f"; not run: {', '.join(self.result.skipped)}" if self.result.skipped else ""
             reason = self.launcher.failure(step)
             because = f" ({reason})" if reason else ""
-            raise StepFailedError(f"step {step!r} failed with exit code {code}{because}{skipped}")
+            failure = StepFailedError(f"step {step!r} failed with exit code {code}{because}{skipped}")
+        if self.remove_clone:  # every state of the clone is in the run's versions now
+            await asyncio.to_thread(clones.remove_clone, self.run_dir)
+            self.report(f"run {flow.name}: removed its clone {self.run_dir} (its versions hold it; --keep keeps it)")
+        if failure is not None:
+            raise failure
         self.report(f"run {flow.name}: succeeded")
         return self.result
 
     async def _clone(self, initial: VersionCommitted) -> None:
+        sources = [v.path for v in self.pipeline.volumes]
+        if await asyncio.to_thread(clones.reflinks_work, sources, self.run_dir):
+            # the clone shares the notebook's extents, taken just after the initial version (cp --reflink)
+            self.report(f"run {self.workflow.name}: cloning the notebook's volumes into {self.run_dir} (reflinks)")
+            for volume in self.pipeline.volumes:
+                await asyncio.to_thread(clones.clone_tree, volume.path, self.run_dir / volume.name)
+            self.workflow.run_volumes = [(v.name, self.run_dir / v.name) for v in self.pipeline.volumes]
+            return
         request = RestoreRequested.make(
             request_id=f"{self.workflow.uid}-clone",
             namespace=self.workflow.namespace,

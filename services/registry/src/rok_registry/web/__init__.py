@@ -30,7 +30,9 @@ from rokcommon.humanize import size, when
 from rokcommon.registry_contract import Lineage, Order, Step
 from rokcommon.urls import InvalidUrl, parse_url
 
-from rok_registry.gate import authorize, identity
+from rok_registry import restore_api
+from rok_registry.gate import authorize
+from rok_registry.web import restore_pages
 from rok_registry.web.access import (
     NAMESPACE_COOKIE,
     chosen_namespace,
@@ -40,7 +42,7 @@ from rok_registry.web.access import (
     web_bus,
 )
 from rok_registry.web.changes import StepVolumeChanges, step_changes
-from rok_registry.web.restores import RestoreForm, audit, authorized_target
+from rok_registry.web.restores import RestoreForm
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -254,36 +256,18 @@ async def search_page(request: Request, q: str = "", queries: Any = Depends(regi
 
 @router.post("/restores")
 async def start_restore(request: Request, form: RestoreForm) -> JSONResponse:
-    """Restore a version the caller may read into a target they may create (rok_registry.web.restores)."""
-    try:
-        source = parse_url(form.url).namespace
-        who = await authorize(request, source, READ)
-        target = await authorized_target(request, form, source)
-        volumes = tuple(v for v in form.volumes if v)
-        watch = await web_bus(request).restore(form.url, target, volumes, namespace=source, requested_by=who.user)
-    except RokError as error:
-        return JSONResponse({"error": str(error)}, status_code=_status(error))
-    audit(who, form.url, target, watch.request_id)
-    return JSONResponse(watch.to_dict(), status_code=202)
+    """Restore a version the caller may read into a target they may create (rok_registry.restore_api)."""
+    body, status = await restore_api.start(request, form)
+    return JSONResponse(body, status_code=status)
 
 
 @router.get("/restores/{request_id}")
 async def restore_progress(request: Request, request_id: str) -> JSONResponse:
-    try:
-        watch = web_bus(request).watch(request_id, identity(request).user)
-    except NotFound as error:
-        return JSONResponse({"error": str(error)}, status_code=404)
-    return JSONResponse(watch.to_dict())
+    body, status = restore_api.progress(request, request_id)
+    return JSONResponse(body, status_code=status)
 
 
-def _status(error: Exception) -> int:
-    if isinstance(error, Forbidden):
-        return 403
-    if isinstance(error, NotFound):
-        return 404
-    if isinstance(error, TemporaryError):
-        return 503
-    return 400
+router.include_router(restore_pages.routes(_page, _error_page))  # the restore forms and the version picker
 
 
 @router.get("/static/{name}")

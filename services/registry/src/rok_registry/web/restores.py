@@ -37,6 +37,13 @@ class RestoreForm(BaseModel):
     kind: Literal["directory", "pvc", "notebook"] = "directory"
     namespace: str | None = Field(None, max_length=63)  # of a new PVC or notebook server; default: the version's
     volumes: list[str] = Field(default_factory=list, max_length=64)
+    # a new PVC: its size, storage class and access mode (default: the original claim's, never below the data)
+    size: str | None = Field(None, max_length=32)
+    storage_class: str | None = Field(None, max_length=253)
+    access_mode: str | None = Field(None, max_length=32)
+    # a new notebook server: its image (default: the original's) and each volume's new PVC size
+    image: str | None = Field(None, max_length=512)
+    sizes: dict[str, str] = Field(default_factory=dict, max_length=64)
 
 
 async def authorized_target(request: Request, form: RestoreForm, source_namespace: str) -> RestoreTarget:
@@ -54,18 +61,41 @@ async def authorized_target(request: Request, form: RestoreForm, source_namespac
             "never into a directory of the restorer's host"
         )
     namespace = form.namespace or source_namespace
-    try:
-        target: PvcTarget | NotebookTarget = (
-            PvcTarget(namespace=namespace, name=name)
-            if form.kind == "pvc"
-            else NotebookTarget(namespace=namespace, name=name)
-        )
-    except ValidationError as error:
-        raise InvalidRequest(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    target = kubernetes_target(form, namespace)
     await require(gate.access, who, namespace, RESTORE_INTO_PVC)
     if isinstance(target, NotebookTarget):
         await require(gate.access, who, namespace, RESTORE_INTO_NOTEBOOK)
     return target
+
+
+def kubernetes_target(form: RestoreForm, namespace: str) -> PvcTarget | NotebookTarget:
+    """The PVC or notebook server ``form`` asks for, in ``namespace``; a malformed field is one clear refusal."""
+    blank = {k: v.strip() or None for k, v in {"storage_class": form.storage_class, "image": form.image}.items() if v}
+    try:
+        if form.kind == "pvc":
+            if form.sizes:
+                raise InvalidRequest("a PVC target takes one size (size), not sizes per volume")
+            return PvcTarget(
+                namespace=namespace,
+                name=form.target.strip(),
+                size=(form.size or "").strip() or None,
+                access_mode=(form.access_mode or "").strip() or None,
+                storage_class=blank.get("storage_class"),
+            )
+        if form.size or form.access_mode:
+            raise InvalidRequest("a notebook server takes a size per volume (sizes), not size or access_mode")
+        return NotebookTarget(
+            namespace=namespace,
+            name=form.target.strip(),
+            image=blank.get("image"),
+            storage_class=blank.get("storage_class"),
+            sizes={k: v.strip() for k, v in form.sizes.items() if v.strip()},
+        )
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(p) for p in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        raise InvalidRequest(f"{where}: {message}" if where and where not in message else message) from None
 
 
 def audit(who: Identity, url: str, target: RestoreTarget, request_id: str) -> None:
