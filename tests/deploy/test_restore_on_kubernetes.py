@@ -138,7 +138,7 @@ async def test_a_volume_is_restored_into_a_new_pvc_by_a_pod_beside_a_snapshotter
     (run,) = kube.kubelet.ran.values()
     pod = run["pod"]
     assert schema_errors(pod, "V1Pod") == []
-    secret = cluster.get(f"/api/v1/namespaces/{NS}/secrets/{pod['metadata']['name']}")
+    secret = run["secrets"][pod["metadata"]["name"]]
     assert pod["metadata"]["name"] == "rok-restore-restored-ws"
     assert pod["metadata"]["annotations"]["sidecar.istio.io/inject"] == "false"
     spec = pod["spec"]
@@ -162,6 +162,7 @@ async def test_a_volume_is_restored_into_a_new_pvc_by_a_pod_beside_a_snapshotter
     ]
     assert secret["stringData"]["AWS_ACCESS_KEY_ID"] == os.environ["AWS_ACCESS_KEY_ID"]
     assert "rok-restore-restored-ws" not in _objects(cluster, "pods")
+    assert "rok-restore-restored-ws" not in _objects(cluster, "secrets")  # collected with its owner
     # The volume holds exactly what was snapshotted, and the outcome says where it is.
     assert _same_tree(stored["sources"]["workspace"], kube.claim_directory(NS, "restored-ws"))
     assert restored.location == f"{NS}/restored-ws"

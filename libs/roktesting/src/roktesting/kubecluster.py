@@ -158,7 +158,9 @@ class Kubelet:
     namespaces: tuple[str, ...] = ()
     environment: dict[str, str] = field(default_factory=dict)  # what every command's environment starts from
     fail: set[str] = field(default_factory=set)  # claims whose pods fail without running
-    ran: dict[str, dict[str, Any]] = field(default_factory=dict)  # pod name → {"pod", "env", "code", "message"}
+    ran: dict[str, dict[str, Any]] = field(
+        default_factory=dict
+    )  # pod name → {"pod", "env", "secrets", "code", "message"}
     _started: set[str] = field(default_factory=set)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -207,10 +209,12 @@ class Kubelet:
         name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
         container = pod["spec"]["containers"][0]
         self._status(pod, {"phase": "Running", "containerStatuses": [_running(container)]})
+        secrets: dict[str, dict[str, Any]] = {}  # as the pod saw them: a Secret the pod owns goes with the pod
         try:
             env = dict(self.environment)
             for source in container.get("envFrom", []):
                 secret = self._secret(namespace, source["secretRef"]["name"])
+                secrets[secret["metadata"]["name"]] = secret
                 env |= secret.get("stringData", {})
             env |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
             mounts = {
@@ -232,7 +236,7 @@ class Kubelet:
                 message = log.read_text() if log.exists() else ""
         except Exception as error:  # a broken pod spec fails the pod, as the kubelet would
             code, message, env = 1, f"kubelet: {error!r}", {}
-        self.ran[name] = {"pod": pod, "env": env, "code": code, "message": message}
+        self.ran[name] = {"pod": pod, "env": env, "secrets": secrets, "code": code, "message": message}
         terminated = {"exitCode": code, "message": message, "reason": "Completed" if code == 0 else "Error"}
         status = {
             "phase": "Succeeded" if code == 0 else "Failed",
