@@ -13,8 +13,8 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
 
 setup: ## install uv, the workspace (.venv, so .venv/bin/rok is the CLI) and the servers the tests use
-	@uv=$$(bash tools/install-uv.sh) && $$uv sync --frozen --quiet
 	@bash tools/install-parts.sh
+	@uv=$$(bash tools/install-uv.sh) && $$uv sync --frozen --quiet
 
 parts: ## say which real servers and tools are here (nats-server, S3, PostgreSQL, chromium)
 	@bash tools/check-parts.sh
