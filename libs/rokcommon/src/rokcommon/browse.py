@@ -78,6 +78,7 @@ class BrowseEntry(Model):
     gid: int = 0
     mtime_ns: int = 0
     size: int = 0
+    allocated: int = 0  # bytes of a file's content that are data, not holes (a sparse file's are fewer than size)
     target: str | None = None
     link: str | None = None
     rdev: int = 0

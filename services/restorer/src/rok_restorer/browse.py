@@ -53,6 +53,7 @@ def entry_of(node: Node, content: Node | None = None) -> BrowseEntry:
         gid=shown.gid,
         mtime_ns=shown.mtime_ns,
         size=shown.size,
+        allocated=sum(length for chunk, length in shown.chunks if chunk is not None),
         target=node.target,
         link=node.link,
         rdev=node.rdev,
