@@ -141,9 +141,8 @@ def operations(client: BrowseClient, registry: RegistryClient, url: str, root: P
         def _add(self, place: Place, where: str, ino: int | None = None) -> Item:
             ino = ino or len(self.items) + 1
             entry = BrowseEntry(path="", kind="dir", mode=0o555, uid=self.uid, gid=self.gid)
-            item = Item(
-                ino, entry, place.volume_url, made_up=dict(place.children) if place.volume_url is None else None
-            )
+            made_up = dict(place.children) if place.volume_url is None else None
+            item = Item(ino, entry, place.volume_url, made_up=made_up, pending=place.volume_url is not None)
             self.items[ino] = item
             self.keys[("url", where)] = ino
             return item
