@@ -31,6 +31,8 @@ from rokcommon.urls import format_url, parse_url
 from rokstore import init_repository, open_repository, restore, snapshot
 from roktesting.nats import NatsServer, running
 
+from .stack import rok
+
 NAMESPACE = "team-a"
 VERSION_URL = format_url(NAMESPACE, "exp-1", "run-1", "k3x9q2mf")
 ROK = str(Path(sys.executable).with_name("rok"))
@@ -64,9 +66,10 @@ def volume(root: Path) -> Path:
     return root
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture
 def repo_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "s3":
+    """A repository on the backend the test names (``indirect`` parameter), the file backend by default."""
+    if getattr(request, "param", "file") == "s3":
         return str(request.getfixturevalue("s3_repo_url"))
     return (tmp_path / "repo").as_uri()
 
@@ -173,10 +176,10 @@ def look_inside(mnt: Path, source: Path, restored: Path) -> None:
     # the damaged file: an I/O error, never wrong bytes
     bad = run("cat", str(inside / "damaged.bin"))
     assert bad.returncode != 0 and "Input/output error" in bad.stderr
-    with pytest.raises(OSError) as error:
+    with pytest.raises(OSError, match="Input/output error") as error:
         (inside / "damaged.bin").read_bytes()
     assert error.value.errno == errno.EIO
-    with pytest.raises(OSError) as error:
+    with pytest.raises(OSError, match="Read-only file system") as error:
         (inside / "new.txt").write_text("no")
     assert error.value.errno == errno.EROFS
 
@@ -221,6 +224,7 @@ def env_for(nats_server: NatsServer, tmp_path: Path, namespace: str = NAMESPACE)
     return env | {"ROK_NATS_URL": nats_server.url, "ROK_NAMESPACE": namespace, "ROK_STATE_DIR": str(tmp_path / "cli")}
 
 
+@pytest.mark.parametrize("repo_url", ["file", "s3"], indirect=True)
 async def test_a_mounted_version_is_its_restore_entry_for_entry_and_byte_for_byte(
     stored: tuple[Path, Path, str],
     restorer: None,
@@ -259,18 +263,18 @@ async def test_a_mounted_version_is_its_restore_entry_for_entry_and_byte_for_byt
 
 
 async def test_another_namespaces_version_is_not_mounted(
-    stored: tuple[Path, Path, str], restorer: None, nats_server: NatsServer, tmp_path: Path
+    stored: tuple[Path, Path, str],
+    restorer: None,
+    nats_server: NatsServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [ROK, "mount", VERSION_URL, str(mnt)],
-        env=env_for(nats_server, tmp_path, "team-b"),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert done.returncode == 4, done.stderr
-    assert "team-a" in done.stderr
+    for key, value in env_for(nats_server, tmp_path, "team-b").items():
+        if key.startswith("ROK_"):
+            monkeypatch.setenv(key, value)
+    done = await asyncio.to_thread(rok, "mount", VERSION_URL, str(mnt))
+    assert done.code == 4, done.err
+    assert "team-a" in done.err
     assert not is_mounted(mnt)
