@@ -31,6 +31,7 @@ class Place:
     volume_url: str | None
     path: str = ""
     children: tuple[tuple[str, str], ...] = ()
+    above: str = ""  # the made-up directories on the way (``train-after/workspace``)
 
 
 def version_names(versions: list[Version]) -> dict[str, str]:
@@ -66,14 +67,16 @@ async def locate(registry: RegistryClient, url: str, path: str) -> Place:
     """The place of ``path`` below ``url``."""
     place = await top(registry, url)
     names = [n for n in path.strip("/").split("/") if n]
+    above: list[str] = []
     while names and place.volume_url is None:
         name = names.pop(0)
         below = dict(place.children).get(name)
         if below is None:
             held = ", ".join(n for n, _ in place.children) or "nothing"
             raise NotFound(f"no {name!r} below {url}: it holds {held}")
+        above.append(name)
         place = await top(registry, below)
-    return Place(place.volume_url, "/".join(names), place.children) if place.volume_url else place
+    return Place(place.volume_url, "/".join(names), place.children, "/".join(above))
 
 
 def _mode(entry: BrowseEntry) -> str:
@@ -112,18 +115,19 @@ def cat(url: str, path: str) -> None:
 
 
 async def listing(nc: Client, registry: RegistryClient, url: str, path: str) -> list[BrowseEntry]:
-    """The entries of the directory ``path`` below ``url`` (the directories rok makes up above volumes too)."""
+    """The entries of the directory ``path`` below ``url`` (the directories rok makes up above volumes too), each
+    with its path as ``rok mount`` shows it below ``url``."""
     place = await locate(registry, url, path)
+
+    def shown(inner: str) -> str:
+        return "/".join(p for p in (place.above, inner) if p)
+
     if place.volume_url is None:
-        return [
-            BrowseEntry(path=f"{path.strip('/')}/{name}".strip("/"), kind="dir", mode=0o555)
-            for name, _ in place.children
-        ]
+        return [BrowseEntry(path=shown(name), kind="dir", mode=0o555) for name, _ in place.children]
     client = BrowseClient(nc, registry.namespace)
     entry = await client.stat(place.volume_url, place.path)
-    if entry.kind != "dir":
-        return [entry]
-    return [e async for e in client.list_all(place.volume_url, place.path)]
+    found = [entry] if entry.kind != "dir" else [e async for e in client.list_all(place.volume_url, place.path)]
+    return [e.model_copy(update={"path": shown(e.path)}) for e in found]
 
 
 def print_listing(url: str, path: str, entries: list[BrowseEntry], as_json: bool) -> None:
