@@ -131,7 +131,7 @@ def operations(client: BrowseClient, registry: RegistryClient, url: str, root: P
             super().__init__()
             self.items: dict[int, Item] = {}
             self.keys: dict[tuple[str, str], int] = {}
-            self.links: dict[str, dict[str, int]] = {}  # volume URL → file path → link count
+            self.links: dict[str, asyncio.Task[dict[str, int]]] = {}  # volume URL → file path → link count
             self.blocks = Blocks()
             self.uid, self.gid = os.getuid(), os.getgid()
             self._add(root, url, ROOT)
@@ -145,6 +145,8 @@ def operations(client: BrowseClient, registry: RegistryClient, url: str, root: P
             item = Item(ino, entry, place.volume_url, made_up=made_up, pending=place.volume_url is not None)
             self.items[ino] = item
             self.keys[("url", where)] = ino
+            if place.volume_url is not None:
+                self._links(place.volume_url)
             return item
 
         async def _volume_root(self, item: Item) -> None:
@@ -185,12 +187,25 @@ def operations(client: BrowseClient, registry: RegistryClient, url: str, root: P
         async def _nlink(self, item: Item) -> int:
             if item.entry.kind != "file" or item.volume_url is None:
                 return 1
-            counts = self.links.get(item.volume_url)
-            if counts is None:
-                found = await client.links(item.volume_url)
-                counts = {first: 1 + len(later) for first, later in found.items()}
-                self.links[item.volume_url] = counts
+            try:
+                counts = await self._links(item.volume_url)
+            except RokError:
+                self.links.pop(item.volume_url, None)  # asked again next time
+                raise
             return counts.get(item.path, 1)
+
+        def _links(self, volume_url: str) -> asyncio.Task[dict[str, int]]:
+            """Each file's link count in a volume, asked once, as soon as the volume is seen."""
+            task = self.links.get(volume_url)
+            if task is None:
+
+                async def count() -> dict[str, int]:
+                    found = await client.links(volume_url)
+                    return {first: 1 + len(later) for first, later in found.items()}
+
+                task = self.links[volume_url] = asyncio.get_running_loop().create_task(count())
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a failure shows on the asking
+            return task
 
         async def _attrs(self, item: Item) -> Any:
             await self._volume_root(item)
@@ -217,6 +232,10 @@ def operations(client: BrowseClient, registry: RegistryClient, url: str, root: P
                 parent = self.items[parent_inode]
                 if name == b".":
                     return await self._attrs(parent)
+                if parent.children is None and parent.volume_url is not None:
+                    # one entry asked for, not the whole directory listed (a lookup walks a path)
+                    path = "/".join(p for p in (parent.path, os.fsdecode(name)) if p)
+                    return await self._attrs(self._child(parent.volume_url, await client.stat(parent.volume_url, path)))
                 ino = (await self._children(parent)).get(name)
                 if ino is None:
                     raise pyfuse3.FUSEError(errno.ENOENT)
