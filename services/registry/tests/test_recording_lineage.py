@@ -310,3 +310,18 @@ async def test_an_event_that_moves_a_run_to_another_namespace_is_refused_as_perm
         PermanentError, match="run wf-1 is recorded in namespace 'team-a', but this event says 'team-b'"
     ):
         await recorder.record(elsewhere)
+
+
+async def test_the_metrics_a_run_ends_with_are_recorded_with_it_and_shown_with_its_versions(
+    recorder: Recorder, queries: Queries
+) -> None:
+    events = RunScript().events()
+    finished = next(e for e in events if isinstance(e, RunFinished))
+    with_metrics = finished.model_copy(update={"metrics": {"accuracy": 0.92, "loss": 0.25}})
+    await record_all(recorder, [e if e is not finished else with_metrics for e in events])
+    await record_all(recorder, [finished])  # redelivered from before metrics were known: they stay
+
+    lineage = await only_lineage(queries)
+    assert lineage.file.metrics == {"accuracy": 0.92, "loss": 0.25}
+    resolved = await queries.resolve(NS, lineage.steps[0].after.url)
+    assert resolved.metrics == {"accuracy": 0.92, "loss": 0.25}

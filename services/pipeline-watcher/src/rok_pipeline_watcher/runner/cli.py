@@ -1,4 +1,5 @@
-"""``rok run PIPELINE.yaml``: run a pipeline on this machine, every step between two committed snapshots."""
+"""``rok run PIPELINE.yaml`` / ``rok run NOTEBOOK.ipynb``: run a pipeline on this machine, every step between two
+committed snapshots."""
 
 from __future__ import annotations
 
@@ -16,8 +17,26 @@ import click
     show_default=True,
     help="seconds to wait for each snapshot's commit and for the clone",
 )
-def run(pipeline_file: Path, timeout: float) -> None:
-    """Run PIPELINE_FILE (see docs/pipelines.md): snapshot and clone the notebook's volumes, then the steps."""
+@click.option(
+    "--parallelism", type=click.IntRange(min=1), default=4, show_default=True, help="steps that run at the same time"
+)
+@click.option(
+    "-p", "--parameter", "parameters", multiple=True, metavar="NAME=VALUE", help="a notebook's pipeline parameter"
+)
+@click.option(
+    "--volume", "volumes", multiple=True, metavar="NAME=DIR", help="a notebook volume's directory on this machine"
+)
+@click.option("--python", help="the Python that runs a notebook's steps (it needs cloudpickle); default: rok's own")
+def run(
+    pipeline_file: Path,
+    timeout: float,
+    parallelism: int,
+    parameters: tuple[str, ...],
+    volumes: tuple[str, ...],
+    python: str | None,
+) -> None:
+    """Run PIPELINE_FILE (docs/pipelines.md) or a Kale-tagged NOTEBOOK.ipynb (docs/notebooks.md): snapshot and
+    clone the notebook's volumes, then the steps."""
     import asyncio
 
     from rokcommon.connection import connect as connect_or_fail
@@ -26,7 +45,7 @@ def run(pipeline_file: Path, timeout: float) -> None:
     from rokcommon.settings import load as load_settings
     from rokcommon.telemetry import setup_telemetry
 
-    from rok_pipeline_watcher.runner.engine import Runner
+    from rok_pipeline_watcher.runner.engine import Runner, StepLauncher
     from rok_pipeline_watcher.runner.nats_bus import NatsBus
     from rok_pipeline_watcher.runner.pipeline import check_roots, load
     from rok_pipeline_watcher.runner.progress import follow_progress
@@ -36,7 +55,15 @@ def run(pipeline_file: Path, timeout: float) -> None:
     setup_logging("run", level="WARNING", fmt="text")
     # The producer of the run's events: each step event's trace starts at its publish here (OTEL_* variables).
     telemetry = setup_telemetry("run")
-    pipeline = load(pipeline_file)
+    launcher: StepLauncher | None = None
+    if pipeline_file.suffix == ".ipynb":
+        from rok_pipeline_watcher.notebook.local import notebook_run
+
+        pipeline, launcher = notebook_run(pipeline_file, parameters, volumes, python)
+    elif parameters or volumes or python:
+        raise click.UsageError("-p, --volume and --python are for notebooks (NOTEBOOK.ipynb)")
+    else:
+        pipeline = load(pipeline_file)
     check_roots(pipeline, settings.local_volume_roots, pipeline_file)
 
     async def main() -> None:
@@ -52,6 +79,8 @@ def run(pipeline_file: Path, timeout: float) -> None:
                 commit_timeout=timeout,
                 restore_timeout=timeout,
                 report=lambda line: click.echo(line, err=True),
+                launcher=launcher,
+                parallelism=parallelism,
             )
             try:
                 async with follow_progress(
@@ -64,6 +93,10 @@ def run(pipeline_file: Path, timeout: float) -> None:
                     click.echo(f"run {runner.result.run_id}, its versions:")
                     for what, url in versions.items():
                         click.echo(f"  {what:<24} {url}")
+                if runner.result.metrics:
+                    click.echo("its metrics:")
+                    for name, value in sorted(runner.result.metrics.items()):
+                        click.echo(f"  {name:<24} {value:g}")
 
     # a failed step is a RokError: the rok CLI prints it as one line naming the step, and exits non-zero
     try:
