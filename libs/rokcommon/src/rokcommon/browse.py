@@ -28,6 +28,7 @@ from typing import Literal
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from opentelemetry import propagate
 from pydantic import Field
 
 from rokcommon import payloads, subjects
@@ -176,9 +177,11 @@ class BrowseClient:
             requested_by=self.requested_by,
         )
         data = request.model_dump_json().encode()
-        payloads.check(self.nc, subjects.STORE_BROWSE, data)
+        headers: dict[str, str] = {}
+        propagate.inject(headers)  # the restorer's answer joins the asker's trace
+        payloads.check(self.nc, subjects.STORE_BROWSE, data, headers)
         try:
-            msg = await self.nc.request(subjects.STORE_BROWSE, data, timeout=self.timeout)
+            msg = await self.nc.request(subjects.STORE_BROWSE, data, timeout=self.timeout, headers=headers or None)
         except NoRespondersError:
             raise TemporaryError(
                 f"no service answers {subjects.STORE_BROWSE}: is rok-restorer running (rok up)?", delay=1.0
