@@ -13,8 +13,8 @@ help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
 
 setup: ## install uv, the workspace (.venv, so .venv/bin/rok is the CLI) and the servers the tests use
-	@uv=$$(bash tools/install-uv.sh) && $$uv sync --frozen --quiet
 	@bash tools/install-parts.sh
+	@uv=$$(bash tools/install-uv.sh) && $$uv sync --frozen --quiet
 
 parts: ## say which real servers and tools are here (nats-server, S3, PostgreSQL, chromium)
 	@bash tools/check-parts.sh
@@ -32,12 +32,13 @@ lint: ## ruff (format check + lint), mypy and the import-layer contracts
 	@$(VENV)/bin/mypy libs/*/src services/*/src
 	@$(VENV)/bin/lint-imports
 
-bench: setup ## store engine vs restic/borg, event-to-version latency, and the registry at 10,000 runs
+bench: setup ## store engine vs restic/borg, event-to-version latency, the registry at 10,000 runs, browsing vs restoring
 	@bash tools/install-parts.sh bench
 	@$(VENV)/bin/python bench/store_bench.py
 	@$(VENV)/bin/python bench/step_wait.py
 	@$(VENV)/bin/python bench/latency.py
 	@$(VENV)/bin/python bench/registry_scale.py
+	@$(VENV)/bin/python bench/browse_bench.py
 
 images: ## build the container images, tagged as deploy/ names them (needs a Docker engine)
 	@command -v docker >/dev/null 2>&1 || { echo "make images: no docker here; the images are checked statically by make test" >&2; exit 1; }

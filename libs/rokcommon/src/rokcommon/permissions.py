@@ -166,6 +166,7 @@ def registry() -> Permissions:
             subjects.VERSION_COMMITTED,
             subjects.RESTORE_REQUESTED,
             subjects.STORE_DIFF,
+            subjects.STORE_BROWSE,
             *manage_streams(),
             *consumer(streams.PIPELINE.name, "registry-pipeline"),
             *consumer(streams.SNAPSHOTS.name, "registry-snapshots"),
@@ -179,7 +180,7 @@ def registry() -> Permissions:
 def restorer(bucket: str = "rok_restores") -> Permissions:
     return Permissions(
         RESTORER,
-        "publishes restore outcomes and progress, answers diffs",
+        "publishes restore outcomes and progress, answers diffs and looks inside versions",
         (
             *RESTORE_OUTCOMES,
             RESTORE_PROGRESS_ALL,
@@ -188,7 +189,7 @@ def restorer(bucket: str = "rok_restores") -> Permissions:
             *consumer(streams.RESTORES.name, "restorer"),
             *kv_bucket(bucket),
         ),
-        (subjects.STORE_DIFF,),
+        (subjects.STORE_DIFF, subjects.STORE_BROWSE),
         allow_responses=True,
     )
 
@@ -202,10 +203,11 @@ def cli() -> Permissions:
     """A person's ``rok``: restore requests and registry queries, and following its restores."""
     return Permissions(
         CLI,
-        "requests restores and diffs, asks the registry",
+        "requests restores, diffs and looks inside versions, asks the registry",
         (
             subjects.RESTORE_REQUESTED,
             subjects.STORE_DIFF,
+            subjects.STORE_BROWSE,
             REGISTRY_QUERIES,
             *manage_streams(),
             *following(streams.RESTORES.name),  # the outcome of its restores

@@ -24,6 +24,8 @@ DEAD_LETTER = "rok.dlq.v1"  # + .<stream>.<consumer>; + .replayed.<letter>: that
 
 # Request-reply: the full diff between two versions, answered by a service that holds the store (the restorer)
 STORE_DIFF = "rok.store.diff.v1"
+# Request-reply: a look inside one volume of a version (an entry, a directory, a file's bytes), answered the same way
+STORE_BROWSE = "rok.store.browse.v1"
 
 # Request-reply queries answered by the registry: rok.registry.<query>.v1
 REGISTRY_QUERY_PREFIX = "rok.registry"

@@ -2,7 +2,8 @@
 
 In layers, each importing only those below it: ``commands`` (``rok repo``, ``rok snapshot``); the operations on
 a repository, one module each — ``archiver`` (:func:`snapshot`), ``restorer`` (:func:`restore`), ``checker``
-(:func:`check`), ``gc`` (:func:`collect_garbage`), ``differ`` (:func:`diff`), ``repairer`` (:func:`repair_index`);
+(:func:`check`), ``gc`` (:func:`collect_garbage`), ``differ`` (:func:`diff`), ``repairer`` (:func:`repair_index`),
+``browse`` (:class:`SnapshotView`: one path, one directory, a file's bytes);
 the ``repository`` layer (:class:`Repository`: backends, config, packs, index, manifests and records, locks,
 caches); the file-system side of a restore (``staging``, ``confined``: every path written through descriptors,
 never through a symlink); and plain values and helpers (``models``, ``errors``, ``chunker``, ``xattrs``,
@@ -10,6 +11,7 @@ never through a symlink); and plain values and helpers (``models``, ``errors``, 
 """
 
 from rokstore.archiver import snapshot
+from rokstore.browse import ChunkCache, Node, NotADirectory, NotAFile, PathNotFound, SnapshotView
 from rokstore.checker import check
 from rokstore.differ import diff
 from rokstore.errors import (
@@ -50,11 +52,16 @@ from rokstore.restorer import restore
 __all__ = [
     "AccessDenied",
     "CheckReport",
+    "ChunkCache",
     "CorruptData",
     "GcReport",
     "InvalidRepositoryUrl",
     "LockInfo",
+    "Node",
+    "NotADirectory",
+    "NotAFile",
     "ObjectNotFound",
+    "PathNotFound",
     "Problem",
     "Progress",
     "RepairReport",
@@ -68,6 +75,7 @@ __all__ = [
     "SnapshotInfo",
     "SnapshotNotFound",
     "SnapshotStats",
+    "SnapshotView",
     "StoreError",
     "StoreUnavailable",
     "TargetChanged",

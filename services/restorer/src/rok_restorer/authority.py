@@ -43,6 +43,22 @@ class Authority:
         except (Forbidden, InvalidRequest) as error:
             raise Unauthorised(f"restore {request.request_id} refused: {error}") from error
 
+    async def check_read(self, namespace: str, url: str, requested_by: str) -> None:
+        """Return if ``requested_by`` may look inside ``url`` within ``namespace`` (a browse request): the URL
+        names that namespace, and in a cluster the user who asked may READ it, as for a restore of the version.
+        Else raise :class:`~rokcommon.errors.Forbidden` saying why."""
+        try:
+            source = parse_url(url).namespace
+        except InvalidUrl as error:
+            raise InvalidRequest(str(error)) from None
+        if source != namespace:
+            raise Forbidden(f"{url} is in namespace {source!r}, not in {namespace!r} as the request says")
+        if self.access.mode == "local":
+            return
+        if not requested_by:
+            raise Forbidden("the request names nobody who asked for it (requested_by)")
+        await require(self.access, Identity(requested_by), source, READ)
+
     async def _check(self, request: RestoreRequested) -> None:
         try:
             source = parse_url(request.url).namespace

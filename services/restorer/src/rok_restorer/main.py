@@ -1,5 +1,5 @@
 """The restorer's composition root: settings → service, registry client, outcome store, targets → consumer;
-and the responder that answers full diffs of two versions."""
+the responder that answers full diffs of two versions, and the one that looks inside versions."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rokcommon.health import cached
 from rokcommon.service import Service
 from rokstore import open_repository
 
-from rok_restorer import diffs, handlers
+from rok_restorer import browse, diffs, handlers
 from rok_restorer.authority import Authority
 from rok_restorer.outcome_store import KvOutcomes
 from rok_restorer.registry import RegistryCatalog
@@ -48,6 +48,9 @@ def build(settings: RestorerSettings | None = None) -> Service:
     handlers.register(service, restorer, settings, authority)
     catalog = RegistryCatalog(lambda: service.broker.connection, timeout=settings.registry_timeout)
     diffs.register(service, diffs.Differ(catalog, cache_dir=settings.state_dir / "cache"))
+    browser = browse.Browser(catalog, authority, cache_dir=settings.state_dir / "cache")
+    browse.register(service, browser)
+    service.app.after_shutdown(browser.close)
     service.health.add(
         "store", cached(partial(store_reachable, settings.repository_url), seconds=settings.health_cache)
     )

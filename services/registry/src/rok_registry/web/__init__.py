@@ -276,3 +276,9 @@ async def static(name: str) -> Response:
     if "/" in name or not path.is_file():
         return Response(status_code=404)
     return FileResponse(path)
+
+
+# The file browser's pages (rok_registry.web.browse), under the same namespace switcher as every page.
+from rok_registry.web.browse import router as _browse_router  # noqa: E402
+
+router.include_router(_browse_router)
