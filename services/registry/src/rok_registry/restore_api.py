@@ -17,11 +17,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from rokcommon.authz import READ
-from rokcommon.errors import Forbidden, NotFound, RokError, TemporaryError
+from rokcommon.errors import NotFound, RokError
 from rokcommon.urls import parse_url
 
 from rok_registry.gate import authorize, identity
-from rok_registry.web.access import web_bus
+from rok_registry.web.access import status_of, web_bus
 from rok_registry.web.restores import RestoreForm, audit, authorized_target
 
 router = APIRouter(prefix="/api/v1", tags=["restores"])
@@ -47,16 +47,6 @@ def progress(request: Request, request_id: str) -> tuple[dict[str, object], int]
     except NotFound as error:
         return {"error": str(error)}, 404
     return watch.to_dict(), 200
-
-
-def status_of(error: Exception) -> int:
-    if isinstance(error, Forbidden):
-        return 403
-    if isinstance(error, NotFound):
-        return 404
-    if isinstance(error, TemporaryError):
-        return 503
-    return 400
 
 
 def _api_answer(body: dict[str, object], status: int) -> JSONResponse:
