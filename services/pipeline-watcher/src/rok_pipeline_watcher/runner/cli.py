@@ -1,4 +1,7 @@
-"""``rok run PIPELINE.yaml``: run a pipeline on this machine, every step between two committed snapshots."""
+"""``rok run PIPELINE.yaml``: run a pipeline on this machine, every step between two committed snapshots.
+
+The file is rok's own pipeline file (docs/pipelines.md) or a pipeline compiled by the KFP SDK, told apart by
+what it holds."""
 
 from __future__ import annotations
 
@@ -16,7 +19,15 @@ import click
     show_default=True,
     help="seconds to wait for each snapshot's commit and for the clone",
 )
-def run(pipeline_file: Path, timeout: float) -> None:
+@click.option(
+    "--volume",
+    "volumes",
+    multiple=True,
+    metavar="PVC=DIR",
+    help="a KFP pipeline's PVC played by a local directory (the first one keeps the tasks' outputs); repeatable",
+)
+@click.option("-p", "--parameter", "parameters", multiple=True, metavar="NAME=VALUE", help="a KFP pipeline's input")
+def run(pipeline_file: Path, timeout: float, volumes: tuple[str, ...], parameters: tuple[str, ...]) -> None:
     """Run PIPELINE_FILE (see docs/pipelines.md): snapshot and clone the notebook's volumes, then the steps."""
     import asyncio
 
@@ -36,7 +47,9 @@ def run(pipeline_file: Path, timeout: float) -> None:
     setup_logging("run", level="WARNING", fmt="text")
     # The producer of the run's events: each step event's trace starts at its publish here (OTEL_* variables).
     telemetry = setup_telemetry("run")
-    pipeline = load(pipeline_file)
+    from rok_pipeline_watcher.kfp.local import load_any
+
+    pipeline = load_any(pipeline_file, volumes=volumes, parameters=parameters, loader=load)
     check_roots(pipeline, settings.local_volume_roots, pipeline_file)
 
     async def main() -> None:
