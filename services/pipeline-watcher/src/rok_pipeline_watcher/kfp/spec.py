@@ -140,12 +140,14 @@ def _refuse_unrunnable(spec: dict[str, Any], name: str, component: dict[str, Any
         )
 
 
-def load_kfp(path: Path) -> KfpPipeline:
-    """Read a KFP-compiled pipeline; raises :class:`PipelineError` naming a task this machine cannot run."""
+def load_kfp(path: Path, *, runnable_here: bool = True) -> KfpPipeline:
+    """Read a KFP-compiled pipeline; raises :class:`PipelineError` naming a task this machine cannot run.
+
+    ``runnable_here=False`` reads only its name and inputs (for a cluster, which runs any task)."""
     spec, platform = _read(path)
     name = str(spec["pipelineInfo"].get("name") or path.stem)
     executors = (platform.get("deploymentSpec") or {}).get("executors") or {}
-    dag = spec["root"].get("dag", {}).get("tasks") or {}
+    dag = spec["root"].get("dag", {}).get("tasks") or {} if runnable_here else {}
     for task_name, task in dag.items():  # first what cannot run at all, then how the rest is wired
         _refuse_unrunnable(spec, task_name, spec["components"][task["componentRef"]["name"]], path)
     tasks = []
@@ -167,7 +169,7 @@ def load_kfp(path: Path) -> KfpPipeline:
                 mounts=_mounts(executors.get(component["executorLabel"], {}), task_name, path),
             )
         )
-    if not tasks:
+    if not tasks and runnable_here:
         raise PipelineError(f"{path}: the pipeline has no tasks")
     parameters = tuple(
         Parameter(
@@ -178,7 +180,7 @@ def load_kfp(path: Path) -> KfpPipeline:
         )
         for key, value in ((spec["root"].get("inputDefinitions") or {}).get("parameters") or {}).items()
     )
-    if (spec["root"].get("inputDefinitions") or {}).get("artifacts"):
+    if (spec["root"].get("inputDefinitions") or {}).get("artifacts") and runnable_here:
         raise PipelineError(f"{path}: the pipeline takes input artifacts, which rok run cannot pass in")
     return KfpPipeline(path=path.resolve(), name=name, spec=spec, tasks=tuple(tasks), parameters=parameters)
 
