@@ -215,6 +215,8 @@ def show(url: str, as_json: bool) -> None:
         ("size", size(v.size)),
         ("new bytes", size(v.bytes_new)),
     ]
+    if resolved.metrics:  # the run's, as its steps reported them
+        fields.append(("run metrics", ", ".join(f"{k} {val:g}" for k, val in sorted(resolved.metrics.items()))))
     width = max(len(k) for k, _ in fields)
     for key, value in fields:
         click.echo(f"{key:<{width}}  {value}")

@@ -67,6 +67,7 @@ class RunFile(Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     versions: int = 0
+    metrics: dict[str, float] = {}  # what the run's steps reported (a notebook's pipeline-metrics)
 
 
 class Member(Model):
@@ -124,6 +125,7 @@ class Resolved(Model):
     url: str
     version: Version
     members: tuple[Member, ...]
+    metrics: dict[str, float] = {}  # the metrics of the version's run
 
 
 class Step(Model):

@@ -59,6 +59,7 @@ class RunInfo:
     pipeline_name: str | None = None
     pipeline_version: str | None = None
     experiment: str | None = None
+    metrics: Mapping[str, float] = field(default_factory=dict)  # what the run's steps reported, once it ended
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,12 @@ class Translator:
         events: list[Event] = [started, *steps]
         if phase in _OUTCOMES and (state.pods_complete or not missing):
             events.append(
-                RunFinished.make(run=run, outcome=_OUTCOMES[phase], finished_at=timestamp(status.get("finishedAt")))
+                RunFinished.make(
+                    run=run,
+                    outcome=_OUTCOMES[phase],
+                    finished_at=timestamp(status.get("finishedAt")),
+                    metrics=dict(state.info.metrics),
+                )
             )
         return events
 

@@ -179,7 +179,7 @@ class Queries:
                 raise NotFound(
                     f"version {version.id} has no volume {volume!r}; it has {', '.join(version.volumes) or 'none'}"
                 )
-        return Resolved(url=url, version=version, members=members)
+        return Resolved(url=url, version=version, members=members, metrics=row.run.metrics or {})
 
     async def find_version(
         self, namespace: str, workflow_uid: str, step_id: str | None, phase: Phase, *, attempt: int | None = None

@@ -141,6 +141,8 @@ class Recorder:
         run = await self.rows.run(session, event.run)
         run.status = event.outcome
         run.finished_at = event.finished_at
+        if event.metrics:
+            run.metrics = dict(event.metrics)
         return await self._settle(session, run)
 
     async def record_step_started(self, session: AsyncSession, event: StepStarted) -> list[Commit]:

@@ -106,6 +106,8 @@ class RunRow(Base):
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # what the run's steps reported when it ended (a notebook's pipeline-metrics): name → number
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON, server_default="{}")
 
     namespace: Mapped[NamespaceRow] = relationship(lazy="joined")
     bucket: Mapped[BucketRow | None] = relationship(lazy="joined")

@@ -43,6 +43,7 @@ def run_file(row: RunRow, versions: int = 0) -> RunFile:
         started_at=row.started_at,
         finished_at=row.finished_at,
         versions=versions,
+        metrics=row.metrics or {},
     )
 
 

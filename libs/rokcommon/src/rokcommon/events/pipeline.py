@@ -60,16 +60,28 @@ class RunStarted(Event):
         )
 
 
+MetricName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 class RunFinished(Event):
+    """A run ended; ``metrics`` are the numbers its steps reported (a notebook's ``pipeline-metrics``)."""
+
     subject: ClassVar[str] = subjects.RUN_FINISHED
     run: RunRef
     outcome: Outcome
     finished_at: AwareDatetime
+    metrics: Annotated[dict[MetricName, float], Field(max_length=64)] = {}
 
     @classmethod
-    def make(cls, *, run: RunRef, outcome: Outcome, finished_at: datetime) -> RunFinished:
+    def make(
+        cls, *, run: RunRef, outcome: Outcome, finished_at: datetime, metrics: dict[str, float] | None = None
+    ) -> RunFinished:
         return cls(
-            event_id=stable_id(run.workflow_uid, "run finished"), run=run, outcome=outcome, finished_at=finished_at
+            event_id=stable_id(run.workflow_uid, "run finished"),
+            run=run,
+            outcome=outcome,
+            finished_at=finished_at,
+            metrics=metrics or {},
         )
 
 

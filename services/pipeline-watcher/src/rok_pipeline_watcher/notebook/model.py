@@ -135,7 +135,9 @@ class NotebookPipeline:
     imports: str  # the code of the imports cells, prepended to every step
     functions: str  # the code of the functions cells, prepended to every step after the imports
     steps: tuple[NotebookStep, ...]  # in the notebook's order (of each step's first cell)
-    prelude_cells: tuple[int, ...] = ()  # the imports, functions and pipeline-parameters cells
+    prelude_cells: tuple[int, ...] = ()  # the imports and functions cells, in the notebook's order
+    imports_cells: tuple[int, ...] = ()
+    functions_cells: tuple[int, ...] = ()
     parameters_cells: tuple[int, ...] = ()
     metrics_cells: tuple[int, ...] = ()
 

@@ -159,9 +159,6 @@ def parse_notebook(path: Path) -> NotebookPipeline:
     everywhere = analyse(imports + "\n" + functions).defines | {p.name for p in parameters}
     ins, outs = _marshaling(ordered, names, everywhere)
     metrics = _metrics(notebook, blocks["pipeline-metrics"], ordered, names)
-    for metric in metrics:
-        if metric.variable not in outs[metric.step] and metric.variable not in everywhere:
-            outs[metric.step].add(metric.variable)
 
     name = _text(notebook, metadata, "pipeline_name") or _default_name(path)
     experiment = _text(notebook, metadata, "experiment_name")
@@ -193,6 +190,8 @@ def parse_notebook(path: Path) -> NotebookPipeline:
             for s in steps.values()
         ),
         prelude_cells=tuple(sorted(i for kind in ("imports", "functions") for i, _ in blocks[kind])),
+        imports_cells=tuple(i for i, _ in blocks["imports"]),
+        functions_cells=tuple(i for i, _ in blocks["functions"]),
         parameters_cells=tuple(i for i, _ in blocks["pipeline-parameters"]),
         metrics_cells=tuple(i for i, _ in blocks["pipeline-metrics"]),
     )

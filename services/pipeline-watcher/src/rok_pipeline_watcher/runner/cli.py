@@ -1,6 +1,7 @@
-"""``rok run PIPELINE.yaml``: run a pipeline on this machine, every step between two committed snapshots.
+"""``rok run PIPELINE.yaml`` / ``rok run NOTEBOOK.ipynb``: run a pipeline on this machine, every step between two
+committed snapshots.
 
-The file is rok's own pipeline file (docs/pipelines.md) or a pipeline compiled by the KFP SDK, told apart by
+A YAML file is rok's own pipeline file (docs/pipelines.md) or a pipeline compiled by the KFP SDK, told apart by
 what it holds."""
 
 from __future__ import annotations
@@ -20,15 +21,29 @@ import click
     help="seconds to wait for each snapshot's commit and for the clone",
 )
 @click.option(
+    "--parallelism", type=click.IntRange(min=1), default=4, show_default=True, help="steps that run at the same time"
+)
+@click.option(
+    "-p", "--parameter", "parameters", multiple=True, metavar="NAME=VALUE", help="a notebook's or KFP pipeline's input"
+)
+@click.option(
     "--volume",
     "volumes",
     multiple=True,
-    metavar="PVC=DIR",
-    help="a KFP pipeline's PVC played by a local directory (the first one keeps the tasks' outputs); repeatable",
+    metavar="NAME=DIR",
+    help="a notebook volume's directory on this machine, or a KFP pipeline's PVC (the first keeps its outputs)",
 )
-@click.option("-p", "--parameter", "parameters", multiple=True, metavar="NAME=VALUE", help="a KFP pipeline's input")
-def run(pipeline_file: Path, timeout: float, volumes: tuple[str, ...], parameters: tuple[str, ...]) -> None:
-    """Run PIPELINE_FILE (see docs/pipelines.md): snapshot and clone the notebook's volumes, then the steps."""
+@click.option("--python", help="the Python that runs a notebook's steps (it needs cloudpickle); default: rok's own")
+def run(
+    pipeline_file: Path,
+    timeout: float,
+    parallelism: int,
+    parameters: tuple[str, ...],
+    volumes: tuple[str, ...],
+    python: str | None,
+) -> None:
+    """Run PIPELINE_FILE (docs/pipelines.md), a pipeline compiled by the KFP SDK, or a Kale-tagged NOTEBOOK.ipynb
+    (docs/notebooks.md): snapshot and clone the notebook's volumes, then the steps."""
     import asyncio
 
     from rokcommon.connection import connect as connect_or_fail
@@ -37,7 +52,7 @@ def run(pipeline_file: Path, timeout: float, volumes: tuple[str, ...], parameter
     from rokcommon.settings import load as load_settings
     from rokcommon.telemetry import setup_telemetry
 
-    from rok_pipeline_watcher.runner.engine import Runner
+    from rok_pipeline_watcher.runner.engine import Runner, StepLauncher
     from rok_pipeline_watcher.runner.nats_bus import NatsBus
     from rok_pipeline_watcher.runner.pipeline import check_roots, load
     from rok_pipeline_watcher.runner.progress import follow_progress
@@ -47,9 +62,17 @@ def run(pipeline_file: Path, timeout: float, volumes: tuple[str, ...], parameter
     setup_logging("run", level="WARNING", fmt="text")
     # The producer of the run's events: each step event's trace starts at its publish here (OTEL_* variables).
     telemetry = setup_telemetry("run")
-    from rok_pipeline_watcher.kfp.local import load_any
+    launcher: StepLauncher | None = None
+    if pipeline_file.suffix == ".ipynb":
+        from rok_pipeline_watcher.notebook.local import notebook_run
 
-    pipeline = load_any(pipeline_file, volumes=volumes, parameters=parameters, loader=load)
+        pipeline, launcher = notebook_run(pipeline_file, parameters, volumes, python)
+    elif python:
+        raise click.UsageError("--python is for notebooks (NOTEBOOK.ipynb)")
+    else:
+        from rok_pipeline_watcher.kfp.local import load_any
+
+        pipeline = load_any(pipeline_file, volumes=volumes, parameters=parameters, loader=load)
     check_roots(pipeline, settings.local_volume_roots, pipeline_file)
 
     async def main() -> None:
@@ -65,6 +88,8 @@ def run(pipeline_file: Path, timeout: float, volumes: tuple[str, ...], parameter
                 commit_timeout=timeout,
                 restore_timeout=timeout,
                 report=lambda line: click.echo(line, err=True),
+                launcher=launcher,
+                parallelism=parallelism,
             )
             try:
                 async with follow_progress(
@@ -77,6 +102,10 @@ def run(pipeline_file: Path, timeout: float, volumes: tuple[str, ...], parameter
                     click.echo(f"run {runner.result.run_id}, its versions:")
                     for what, url in versions.items():
                         click.echo(f"  {what:<24} {url}")
+                if runner.result.metrics:
+                    click.echo("its metrics:")
+                    for name, value in sorted(runner.result.metrics.items()):
+                        click.echo(f"  {name:<24} {value:g}")
 
     # a failed step is a RokError: the rok CLI prints it as one line naming the step, and exits non-zero
     try:

@@ -52,6 +52,37 @@ class Bus(Protocol):
         version) within ``timeout`` seconds."""
 
 
+class StepLauncher(Protocol):
+    """What runs a step's work once its before-snapshot is committed: a shell command by default (the
+    pipeline file's ``run``), a notebook's cells for ``rok run NOTEBOOK.ipynb``."""
+
+    async def launch(self, step: str, workspace: Path, env: dict[str, str]) -> int:
+        """Run the step ``step`` in the run's ``workspace`` clone; its exit code."""
+
+    def failure(self, step: str) -> str | None:
+        """Why the step failed, in one line, if the launcher knows more than its exit code."""
+
+    def metrics(self) -> dict[str, float]:
+        """The run's metrics the steps so far reported."""
+
+
+class ShellSteps:
+    """Each step's ``run``, a shell command, in the run's workspace."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def launch(self, step: str, workspace: Path, env: dict[str, str]) -> int:
+        process = await asyncio.create_subprocess_shell(self.pipeline.step(step).run, cwd=workspace, env=env)
+        return await process.wait()
+
+    def failure(self, step: str) -> str | None:
+        return None
+
+    def metrics(self) -> dict[str, float]:
+        return {}
+
+
 class RestoreFailedError(RokError):
     pass
 
@@ -68,6 +99,7 @@ class RunResult:
     failed: dict[str, int] = field(default_factory=dict)  # step → exit code
     skipped: list[str] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)  # "initial", "<step>/before", … → URL
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 class Runner:
@@ -83,8 +115,12 @@ class Runner:
         restore_timeout: float = 600.0,
         report: Callable[[str], None] = lambda line: None,
         run_id: str | None = None,
+        launcher: StepLauncher | None = None,
+        parallelism: int = 4,
     ) -> None:
         self.pipeline, self.bus, self.report = pipeline, bus, report
+        self.launcher: StepLauncher = launcher or ShellSteps(pipeline)
+        self.parallelism = max(1, parallelism)
         self.commit_timeout, self.restore_timeout = commit_timeout, restore_timeout
         run_id = run_id or str(uuid.uuid4())
         self.workflow = LocalWorkflow(
@@ -123,6 +159,7 @@ class Runner:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._emit(), 10)
             raise
+        self.result.metrics = flow.metrics = self.launcher.metrics()
         flow.finish("Failed" if self.result.failed else "Succeeded")
         await self._emit()
         if not await self.bus.settled(initial.url, self.commit_timeout):
@@ -133,7 +170,9 @@ class Runner:
         if self.result.failed:
             step, code = next(iter(self.result.failed.items()))
             skipped = f"; not run: {', '.join(self.result.skipped)}" if self.result.skipped else ""
-            raise StepFailedError(f"step {step!r} failed with exit code {code}{skipped}")
+            reason = self.launcher.failure(step)
+            because = f" ({reason})" if reason else ""
+            raise StepFailedError(f"step {step!r} failed with exit code {code}{because}{skipped}")
         self.report(f"run {flow.name}: succeeded")
         return self.result
 
@@ -160,7 +199,8 @@ class Runner:
         pending = [s.name for s in self.pipeline.order()]
         while pending or running:
             if not self.result.failed:
-                for name in [n for n in pending if set(self.pipeline.step(n).after) <= done]:
+                ready = [n for n in pending if set(self.pipeline.step(n).after) <= done]
+                for name in ready[: self.parallelism - len(running)]:
                     pending.remove(name)
                     running[name] = asyncio.create_task(self._step(name), name=name)
             if not running:
@@ -193,7 +233,7 @@ class Runner:
         flow.step_running(name)
         await self._emit()
         self.report(f"step {name}: running {step.run!r}")
-        code = await self._execute(step.run, name)
+        code = await self._execute(name)
         flow.step_done(name, code)
         await self._emit()
         self.report(
@@ -208,8 +248,8 @@ class Runner:
         else:
             self.result.failed[name] = code
 
-    async def _execute(self, command: str, name: str) -> int:
-        """Run a step's command in the run's workspace, with every volume's path in the environment."""
+    async def _execute(self, name: str) -> int:
+        """Run a step in the run's workspace, with every volume's path in the environment."""
         volumes = self.workflow.run_volumes
         env = dict(os.environ)
         for volume, path in volumes:
@@ -219,5 +259,4 @@ class Runner:
             ROK_RUN_ID=self.workflow.run_id,
             ROK_STEP=name,
         )
-        process = await asyncio.create_subprocess_shell(command, cwd=volumes[0][1], env=env)
-        return await process.wait()
+        return await self.launcher.launch(name, volumes[0][1], env)

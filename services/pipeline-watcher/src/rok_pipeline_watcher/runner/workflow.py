@@ -62,6 +62,7 @@ class LocalWorkflow:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.pods: dict[str, dict[str, Any]] = {}
         self.run_volumes: list[tuple[str, Path]] = []
+        self.metrics: dict[str, float] = {}  # what the steps reported, set once they are done
         notebook = [(v.name, v.path) for v in pipeline.volumes]
         self.notebook_pod = _pod("notebook", stable_id(workflow_uid, "notebook"), node, notebook, {})
 
@@ -171,6 +172,8 @@ class LocalWorkflow:
         return RunState(
             workflow=self.workflow(),
             pods=self.pods,
-            info=RunInfo(pipeline_name=self.pipeline.pipeline, experiment=self.pipeline.experiment),
+            info=RunInfo(
+                pipeline_name=self.pipeline.pipeline, experiment=self.pipeline.experiment, metrics=self.metrics
+            ),
             notebook_pod=self.notebook_pod,
         )

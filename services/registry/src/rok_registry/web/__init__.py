@@ -141,6 +141,7 @@ async def versions_page(
         page = await queries.versions_page(
             bucket, file, limit=PAGE, cursor=cursor, order=order, status=_status_of(status), step=step.strip() or None
         )
+        run: Lineage = await queries.lineage_page(bucket, file, limit=1)  # the run itself: its metrics
     except (RokError, ValidationError) as error:
         return _error_page(request, _invalid(error))
     return _page(
@@ -148,6 +149,7 @@ async def versions_page(
         "versions.html",
         bucket=bucket,
         file=file,
+        metrics=sorted(run.file.metrics.items()),
         versions=page.items,
         selected=version,
         pager=Pager.of(request, page),
