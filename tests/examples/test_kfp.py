@@ -9,9 +9,13 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
+from rokcommon.credentials import web_token
 from roktesting.ports import free_port
 
 ROK = str(Path(sys.executable).parent / "rok")
@@ -83,3 +87,19 @@ def test_the_kfp_example_runs_task_by_task_and_a_middle_tasks_after_state_restor
     # and nothing of the task after it
     assert not (restored / "metrics.json").exists()
     assert not (kept / "evaluate").exists()
+
+    # the web UI's step page (where a compiled notebook's step links point) leads to the step's version
+    run_id = next(line.split()[1].rstrip(",") for line in result.stdout.splitlines() if line.startswith("run "))
+    query = urllib.parse.urlencode({"ns": "local", "run": run_id, "step": "train", "phase": "after"})
+    page = f"http://127.0.0.1:{system['ROK_REGISTRY_PORT']}/steps?{query}"
+    token = web_token(Path(system["ROK_STATE_DIR"]))
+    request = urllib.request.Request(page, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        landed = urllib.parse.urlsplit(response.url)
+    version = urllib.parse.parse_qs(urllib.parse.urlsplit(urls["train/after"]).query)["version"][0]
+    assert urllib.parse.parse_qs(landed.query)["version"] == [version]
+    missing = urllib.parse.urlencode({"ns": "local", "run": run_id, "step": "deploy", "phase": "after"})
+    request = urllib.request.Request(page.split("?")[0] + "?" + missing, headers=request.headers)
+    with pytest.raises(urllib.error.HTTPError) as not_yet:
+        urllib.request.urlopen(request, timeout=10)
+    assert not_yet.value.code == 404
