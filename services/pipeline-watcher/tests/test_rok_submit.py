@@ -120,3 +120,27 @@ def test_rok_s_own_pipeline_file_is_sent_to_rok_run(fake_kfp: FakeKfp, tmp_path)
 
     assert result.code == 2
     assert "run on this machine with `rok run`" in result.err
+
+
+def test_a_notebook_is_compiled_and_run_in_its_own_experiment(fake_kfp: FakeKfp, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from notebook_files import cell, write_notebook
+
+    notebook = write_notebook(
+        tmp_path / "churn.ipynb",
+        [cell("rows = 3", "pipeline-parameters"), cell("data = list(range(rows))", "step:load")],
+        pipeline_name="churn-nb",
+        experiment_name="churn-trials",
+        docker_image="python:3.11-slim",
+        volumes=[{"name": "workspace-pvc", "mount_point": "/home/jovyan", "type": "pvc"}],
+    )
+
+    first, _ = submitted(rok("submit", str(notebook), "--endpoint", fake_kfp.url, "--token", "kfp-test-token"))
+
+    (run,) = fake_kfp.runs.values()
+    (experiment,) = fake_kfp.experiments.values()
+    (uploaded,) = fake_kfp.uploads.values()
+    spec = next(yaml.safe_load_all(uploaded.decode()))
+    assert experiment.display_name == "churn-trials"
+    assert set(spec["root"]["dag"]["tasks"]) == {"create-volume-1", "load"}
+    assert run.display_name.startswith("churn-nb-") and first.endswith("in experiment churn-trials")
