@@ -8,6 +8,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from notebook_files import cell, write_notebook
+from rok_pipeline_watcher.notebook.local import notebook_run
 from rok_pipeline_watcher.runner.engine import Runner, StepFailedError
 from rok_pipeline_watcher.runner.pipeline import PipelineError, check_roots, load
 from rokcommon.errors import TemporaryError
@@ -305,3 +307,66 @@ def test_a_volume_outside_the_snapshotters_roots_is_refused_before_the_run_start
         PipelineError, match=r"volume 'workspace' is .*/notebook/home, outside .* \(ROK_VOLUME_ROOTS: /srv:"
     ):
         check_roots(pipeline, [Path("/srv"), tmp_path / "notebook" / "data"], path)
+
+
+async def test_no_more_steps_run_at_once_than_the_parallelism_allows(notebook):
+    bus = FakeBus(hold=[("left", "after")])
+    run = Runner(
+        load(pipeline_file(notebook, "- name: left\n  run: 'true'\n- name: right\n  run: 'true'\n")),
+        bus,
+        runs_dir=notebook / "runs",
+        namespace="local",
+        node="laptop",
+        parallelism=1,
+    )
+    task = asyncio.create_task(run.run())
+    while await bus.waiting.get() != ("left", "after"):
+        pass
+    assert not any(isinstance(e, StepStarted) and e.step.name == "right" for e in bus.events)
+    bus.held[("left", "after")].set()
+    await asyncio.wait_for(task, 20)
+    assert run.result.succeeded == ["left", "right"]
+
+
+def _notebook_run(tmp_path, cells, bus):
+    directory = tmp_path / "nb"
+    directory.mkdir()
+    path = write_notebook(directory / "nb.ipynb", [cell(source, *tags) for source, *tags in cells])
+    pipeline, launcher = notebook_run(path, (), (), None)
+    return Runner(pipeline, bus, runs_dir=tmp_path / "runs", namespace="local", node="laptop", launcher=launcher)
+
+
+async def test_a_notebooks_metrics_end_the_run_with_it(tmp_path):
+    bus = FakeBus()
+    run = _notebook_run(
+        tmp_path,
+        [
+            ("score = 0.5", "step:first"),
+            ("score = score + 0.25", "step:second", "prev:first"),
+            ("print(score)", "pipeline-metrics"),
+        ],
+        bus,
+    )
+    result = await run.run()
+    assert result.metrics == {"score": 0.75}
+    assert isinstance(bus.events[-1], RunFinished) and bus.events[-1].metrics == {"score": 0.75}
+
+
+async def test_a_notebook_step_that_cannot_save_a_variable_fails_the_run_saying_why(tmp_path):
+    bus = FakeBus()
+    run = _notebook_run(
+        tmp_path,
+        [
+            ("import threading", "imports"),
+            ("lock = threading.Lock()", "step:make"),
+            ("with lock:\n    done = True", "step:use", "prev:make"),
+        ],
+        bus,
+    )
+    with pytest.raises(StepFailedError) as failed:
+        await run.run()
+    assert str(failed.value).startswith(
+        "step 'make' failed with exit code 3 (cannot save variable lock (a _thread.lock) for the steps after it"
+    )
+    assert str(failed.value).endswith("; not run: use")
+    assert ("wait", "after", "make") in bus.log and bus.events[-1].outcome == "failed"
