@@ -130,5 +130,5 @@ def test_rok_s_own_pipeline_file_still_loads_and_takes_no_kfp_options(tmp_path):
     )
 
     assert load_any(own, volumes=[], parameters=[], loader=load).steps[0].run == "echo hello"
-    with pytest.raises(PipelineError, match="--volume and -p are for pipelines compiled by the KFP SDK"):
+    with pytest.raises(PipelineError, match="-p and --volume are for notebooks and pipelines compiled by the KFP SDK"):
         load_any(own, volumes=[f"home={tmp_path / 'home'}"], parameters=[], loader=load)

@@ -29,8 +29,8 @@ def load_any(
     if not is_kfp_pipeline(path):
         if volumes or parameters:
             raise PipelineError(
-                f"{path}: --volume and -p are for pipelines compiled by the KFP SDK; this file is rok's own pipeline "
-                "file, whose volumes are in the file"
+                f"{path}: -p and --volume are for notebooks and pipelines compiled by the KFP SDK; this file is rok's "
+                "own pipeline file, whose volumes are in the file"
             )
         return loader(path)
     pipeline = load_kfp(path)
