@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from notebook_files import cell, write_notebook
 from rok_pipeline_watcher.notebook import NotebookError
 from rok_pipeline_watcher.runner.cli import run
+from rok_pipeline_watcher.runner.pipeline import PipelineError
 
 
 @pytest.fixture
@@ -48,5 +49,6 @@ def test_a_wrong_option_is_refused_naming_it(notebook: Path, args: list[str], me
 
 def test_notebook_options_are_refused_for_a_pipeline_file(tmp_path: Path) -> None:
     result = CliRunner().invoke(run, [str(tmp_path / "pipeline.yaml"), "-p", "a=1"])
-    assert result.exit_code == 2
-    assert "-p, --volume and --python are for notebooks" in result.output
+    # the rok CLI prints a PipelineError as one line and exits with its exit code
+    assert isinstance(result.exception, PipelineError) and result.exception.exit_code == 2
+    assert "-p and --volume are for notebooks and pipelines compiled by the KFP SDK" in str(result.exception)

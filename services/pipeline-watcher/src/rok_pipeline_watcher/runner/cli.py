@@ -1,5 +1,8 @@
 """``rok run PIPELINE.yaml`` / ``rok run NOTEBOOK.ipynb``: run a pipeline on this machine, every step between two
-committed snapshots."""
+committed snapshots.
+
+A YAML file is rok's own pipeline file (docs/pipelines.md) or a pipeline compiled by the KFP SDK, told apart by
+what it holds."""
 
 from __future__ import annotations
 
@@ -21,10 +24,14 @@ import click
     "--parallelism", type=click.IntRange(min=1), default=4, show_default=True, help="steps that run at the same time"
 )
 @click.option(
-    "-p", "--parameter", "parameters", multiple=True, metavar="NAME=VALUE", help="a notebook's pipeline parameter"
+    "-p", "--parameter", "parameters", multiple=True, metavar="NAME=VALUE", help="a notebook's or KFP pipeline's input"
 )
 @click.option(
-    "--volume", "volumes", multiple=True, metavar="NAME=DIR", help="a notebook volume's directory on this machine"
+    "--volume",
+    "volumes",
+    multiple=True,
+    metavar="NAME=DIR",
+    help="a notebook volume's directory on this machine, or a KFP pipeline's PVC (the first keeps its outputs)",
 )
 @click.option("--python", help="the Python that runs a notebook's steps (it needs cloudpickle); default: rok's own")
 @click.option(
@@ -41,8 +48,8 @@ def run(
     python: str | None,
     keep: bool,
 ) -> None:
-    """Run PIPELINE_FILE (docs/pipelines.md) or a Kale-tagged NOTEBOOK.ipynb (docs/notebooks.md): snapshot and
-    clone the notebook's volumes, then the steps."""
+    """Run PIPELINE_FILE (docs/pipelines.md), a pipeline compiled by the KFP SDK, or a Kale-tagged NOTEBOOK.ipynb
+    (docs/notebooks.md): snapshot and clone the notebook's volumes, then the steps."""
     import asyncio
 
     from rokcommon.connection import connect as connect_or_fail
@@ -66,10 +73,12 @@ def run(
         from rok_pipeline_watcher.notebook.local import notebook_run
 
         pipeline, launcher = notebook_run(pipeline_file, parameters, volumes, python)
-    elif parameters or volumes or python:
-        raise click.UsageError("-p, --volume and --python are for notebooks (NOTEBOOK.ipynb)")
+    elif python:
+        raise click.UsageError("--python is for notebooks (NOTEBOOK.ipynb)")
     else:
-        pipeline = load(pipeline_file)
+        from rok_pipeline_watcher.kfp.local import load_any
+
+        pipeline = load_any(pipeline_file, volumes=volumes, parameters=parameters, loader=load)
     check_roots(pipeline, settings.local_volume_roots, pipeline_file)
 
     async def main() -> None:

@@ -254,6 +254,32 @@ async def search_page(request: Request, q: str = "", queries: Any = Depends(regi
     return _page(request, "search.html", hits=hits, query=text)
 
 
+@router.get("/steps", response_class=HTMLResponse)
+async def step_version_page(
+    request: Request, run: str = "", step: str = "", phase: str = "after", queries: Any = Depends(registry)
+) -> Response:
+    """The before- or after-version of step ``step`` of the KFP run ``run`` (its id): where the Markdown links of
+    a compiled notebook's steps point (``rok compile``). They are written before the versions exist, and lead
+    to the version once it is recorded."""
+    if not run.strip() or not step.strip() or phase not in ("before", "after"):
+        return _error_page(
+            request, InvalidRequest("a step's page needs run=<KFP run id>, step=<name>, phase=before|after")
+        )
+    try:
+        files = [hit for hit in await queries.search(run.strip()) if hit.kind == "file"]
+        for hit in files:
+            page = await queries.versions_page(hit.bucket, hit.file, limit=PAGE, step=step.strip())
+            for found in page.items:
+                if found.run_id == run.strip() and found.phase == phase:
+                    where = f"/buckets/{quote(found.bucket)}/{quote(found.file)}?ns={quote(found.namespace)}"
+                    return RedirectResponse(f"{where}&version={quote(found.id)}#v-{quote(found.id)}", status_code=303)
+    except (RokError, ValidationError) as error:
+        return _error_page(request, _invalid(error))
+    return _error_page(
+        request, NotFound(f"no {phase}-snapshot of step {step!r} of run {run} is recorded yet: it is, once committed")
+    )
+
+
 @router.post("/restores")
 async def start_restore(request: Request, form: RestoreForm) -> JSONResponse:
     """Restore a version the caller may read into a target they may create (rok_registry.restore_api)."""

@@ -1,0 +1,134 @@
+"""What ``rok run`` reads of a pipeline compiled by the KFP SDK, before anything runs: the tasks as steps, the
+PVCs mapped to directories, the inputs typed, and what this machine cannot run refused by the task's name."""
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+from kfp import compiler, dsl, kubernetes
+from rok_pipeline_watcher.kfp.local import load_any
+from rok_pipeline_watcher.runner.pipeline import PipelineError, load
+
+
+@dsl.component(base_image="python:3.11")
+def count(rows: int, table: dsl.Output[dsl.Dataset]) -> int:
+    return rows
+
+
+@dsl.component(base_image="python:3.11")
+def report(table: dsl.Input[dsl.Dataset], rows: int, ratio: float, verbose: bool) -> str:
+    return ""
+
+
+@dsl.container_component
+def shout(message: str):
+    return dsl.ContainerSpec(image="alpine:3.20", command=["echo"], args=[message])
+
+
+@dsl.pipeline(name="counting")
+def counting(rows: int = 3, ratio: float = 0.5, verbose: bool = False) -> None:
+    counted = count(rows=rows)
+    kubernetes.mount_pvc(counted, pvc_name="scratch", mount_path="/scratch")
+    reported = report(table=counted.outputs["table"], rows=counted.outputs["Output"], ratio=ratio, verbose=verbose)
+    kubernetes.mount_pvc(reported, pvc_name="models", mount_path="/models")
+
+
+@dsl.pipeline(name="mixed")
+def mixed() -> None:
+    counted = count(rows=1)
+    shout(message="hello").after(counted)
+
+
+@dsl.pipeline(name="creates-its-volume")
+def creates_its_volume() -> None:
+    volume = kubernetes.CreatePVC(pvc_name_suffix="-work", access_modes=["ReadWriteOnce"], size="1Gi")
+    counted = count(rows=1)
+    kubernetes.mount_pvc(counted, pvc_name=volume.outputs["name"], mount_path="/work")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("compiled")
+    files = {}
+    for pipeline in (counting, mixed, creates_its_volume):
+        files[pipeline.name] = root / f"{pipeline.name}.yaml"
+        compiler.Compiler().compile(pipeline, str(files[pipeline.name]))
+    return files
+
+
+def directories(tmp_path: Path, *names: str) -> list[str]:
+    for name in names:
+        (tmp_path / name).mkdir()
+    return [f"{name}={tmp_path / name}" for name in names]
+
+
+def test_each_task_is_a_step_after_the_tasks_it_reads_from_with_the_inputs_typed(compiled, tmp_path):
+    pipeline = load_any(
+        compiled["counting"],
+        volumes=directories(tmp_path, "scratch", "models"),
+        parameters=["rows=7", "verbose=true"],
+        loader=load,
+    )
+
+    assert pipeline.pipeline == "counting"
+    assert [(v.name, v.path) for v in pipeline.volumes] == [
+        ("scratch", tmp_path / "scratch"),
+        ("models", tmp_path / "models"),
+    ]
+    assert [(s.name, s.after) for s in pipeline.order()] == [("count", ()), ("report", ("count",))]
+    command = shlex.split(pipeline.step("report").run)
+    assert command[2:5] == ["rok_pipeline_watcher.kfp.launch", str(compiled["counting"]), "report"]
+    assert json.loads(command[command.index("--arguments") + 1]) == {"rows": 7, "ratio": 0.5, "verbose": True}
+
+
+def test_a_container_component_is_refused_by_name_before_the_run_saying_what_to_do(compiled, tmp_path):
+    with pytest.raises(PipelineError) as refused:
+        load_any(compiled["mixed"], volumes=directories(tmp_path, "work"), parameters=[], loader=load)
+
+    message = str(refused.value)
+    assert "task 'shout' runs the container image 'alpine:3.20'" in message
+    assert "@dsl.component" in message and "rok submit" in message
+
+
+def test_a_pvc_the_pipeline_creates_is_refused_naming_the_task(compiled, tmp_path):
+    with pytest.raises(PipelineError, match="task 'createpvc' creates or deletes a PVC"):
+        load_any(compiled["creates-its-volume"], volumes=directories(tmp_path, "work"), parameters=[], loader=load)
+
+
+def test_a_mounted_pvc_without_a_directory_is_named_with_the_tasks_that_mount_it(compiled, tmp_path):
+    with pytest.raises(PipelineError, match=r"PVC 'models' \(mounted by report\) is mapped to no directory"):
+        load_any(compiled["counting"], volumes=directories(tmp_path, "scratch"), parameters=[], loader=load)
+
+
+@pytest.mark.parametrize(
+    ("parameter", "problem"),
+    [
+        ("rows=seven", "parameter 'rows' is an integer; 'seven' is not one"),
+        ("verbose=perhaps", "parameter 'verbose' is a boolean"),
+        ("epochs=3", "the pipeline has no parameter 'epochs' (its parameters: ratio, rows, verbose)"),
+        ("rows", "-p 'rows': expected NAME=VALUE"),
+    ],
+)
+def test_a_wrong_input_is_refused_naming_it(compiled, tmp_path, parameter, problem):
+    with pytest.raises(PipelineError) as refused:
+        load_any(
+            compiled["counting"],
+            volumes=directories(tmp_path, "scratch", "models"),
+            parameters=[parameter],
+            loader=load,
+        )
+    assert problem in str(refused.value)
+
+
+def test_rok_s_own_pipeline_file_still_loads_and_takes_no_kfp_options(tmp_path):
+    (tmp_path / "home").mkdir()
+    own = tmp_path / "pipeline.yaml"
+    own.write_text(
+        "pipeline: own\nexperiment: trials\nvolumes:\n  - name: workspace\n    path: ./home\n"
+        "steps:\n  - name: hello\n    run: echo hello\n"
+    )
+
+    assert load_any(own, volumes=[], parameters=[], loader=load).steps[0].run == "echo hello"
+    with pytest.raises(PipelineError, match="-p and --volume are for notebooks and pipelines compiled by the KFP SDK"):
+        load_any(own, volumes=[f"home={tmp_path / 'home'}"], parameters=[], loader=load)
