@@ -9,7 +9,7 @@ records.
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rokcommon.authz import FORGET, PIN
 from rokcommon.events import Name, Tag
 from rokcommon.registry_contract import Forget, ForgetReport, KeepRules, Pinned
@@ -30,6 +30,11 @@ class ForgetBody(BaseModel):
     keep_within: str | None = Field(None, max_length=64)
     keep_tags: tuple[Tag, ...] = ("final", "failed")
     dry_run: bool = False
+
+    @field_validator("keep_within")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        return KeepRules(keep_within=value).keep_within  # a bad duration is this body's 422, naming the field
 
 
 def get_retention(request: Request) -> Retention:
