@@ -38,10 +38,11 @@ class DatedRun(RunScript):
 
 
 async def record(recorder: Recorder, *runs: RunScript, finish: bool = True) -> None:
+    """Each run's events in one transaction (as the registry batches what arrives together)."""
     for run in runs:
-        for event in run.events():
-            if finish or type(event).__name__ != "RunFinished":
-                await recorder.record(event)
+        events = [e for e in run.events() if finish or type(e).__name__ != "RunFinished"]
+        for outcome in await recorder.record_batch(events):
+            assert not isinstance(outcome, Exception), outcome
 
 
 async def versions_of(queries: Queries, bucket: str) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
