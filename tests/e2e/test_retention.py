@@ -67,7 +67,7 @@ async def test_forgotten_versions_are_reclaimed_and_every_kept_version_still_res
         "initial pinned": (first, ("initial", "initial")),
         "final": (first, ("train", "after")),
         "failed": (failed, ("train", "after")),
-        **{f"last {phase}": (last, key) for phase, key in last.commits.items() for _ in [phase]},
+        **{f"last {step} {phase}": (last, (step, phase)) for step, phase in last.commits},
     }
     assert sorted(u for urls in (await versions()).values() for u in urls) == sorted(
         run.commits[key].url for run, key in kept.values()
