@@ -144,6 +144,8 @@ async def test_over_http_forgetting_and_pinning_need_the_edit_role_of_the_namesp
             "a bad duration": await asyncio.to_thread(
                 _call, "POST", f"{api}/forget", "alice@example.com", {"keep_within": "a while"}
             ),
+            "carol reads the record": await asyncio.to_thread(_call, "GET", f"{api}/forgets", "carol@example.com"),
+            "bob reads the record": await asyncio.to_thread(_call, "GET", f"{api}/forgets", "bob@example.com"),
         }
     finally:
         await http.stop()
@@ -157,9 +159,18 @@ async def test_over_http_forgetting_and_pinning_need_the_edit_role_of_the_namesp
         "alice pins": 200,
         "alice forgets": 200,
         "a bad duration": 422,
+        "carol reads the record": 200,
+        "bob reads the record": 403,
     }
     assert "may not forget rok's versions in namespace 'team-a'" in answers["carol forgets"][1]["error"]["message"]
     assert answers["carol's dry run"][1]["runs_removed"] == 2
     report = answers["alice forgets"][1]
     assert (report["by"], report["runs_removed"]) == ("alice@example.com", 1)  # the pinned run stayed
     assert {f.url for f in await queries.list_files("team-a", bucket)} >= {run_url}
+    (record,) = answers["carol reads the record"][1]["items"]  # the dry run and the refused ones left none
+    assert (record["by"], record["rules"], record["runs"], record["snapshots"]) == (
+        "alice@example.com",
+        "keep-last 1, no keep-tag",
+        1,
+        report["snapshots_forgotten"],
+    )

@@ -356,6 +356,24 @@ class ForgetReport(Model):
     runs: tuple[ForgottenRun, ...] = ()
 
 
+class ForgetRecord(Model):
+    """One forget that removed something from one bucket, as the registry recorded it."""
+
+    bucket: str | None
+    rules: str
+    by: str
+    at: datetime
+    runs: int
+    versions: int
+    snapshots: int
+
+
+class ForgetLog(Model):
+    """The namespace's latest forgets, newest first."""
+
+    items: tuple[ForgetRecord, ...] = ()
+
+
 class Pin(Query):
     """Pin (or with ``pinned`` False, unpin) what ``url`` names: a bucket, a run or a version. No forget removes
     what is pinned, nor anything inside it."""

@@ -27,6 +27,8 @@ from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Model
 from rokcommon.registry_contract import (
     Forget,
+    ForgetLog,
+    ForgetRecord,
     ForgetReport,
     ForgottenRun,
     KeepRules,
@@ -36,7 +38,7 @@ from rokcommon.registry_contract import (
     SnapshotStates,
 )
 from rokcommon.urls import format_url, parse_url
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from rok_registry import paging
@@ -276,6 +278,36 @@ class Retention:
         )
         for rows in _chunks(plan.members, 200):
             await s.execute(insert(ForgottenRow), [{"forget_id": forget_id, **m} for m in rows])
+
+    async def forgets(self, namespace: str, *, limit: int = 50) -> ForgetLog:
+        """The namespace's ``limit`` latest forgets (each bucket's part of a forget is one), newest first."""
+        snapshots = (
+            select(func.count(func.distinct(ForgottenRow.snapshot_id)))
+            .where(ForgottenRow.forget_id == ForgetRow.id)
+            .scalar_subquery()
+        )
+        query = (
+            select(ForgetRow, snapshots)
+            .where(ForgetRow.namespace == namespace)
+            .order_by(ForgetRow.forgotten_at.desc(), ForgetRow.id.desc())
+            .limit(limit)
+        )
+        async with self.db.reading() as s:
+            rows = (await s.execute(query)).all()
+        return ForgetLog(
+            items=tuple(
+                ForgetRecord(
+                    bucket=row.bucket,
+                    rules=row.rules,
+                    by=row.forgotten_by,
+                    at=row.forgotten_at,
+                    runs=row.runs,
+                    versions=row.versions,
+                    snapshots=int(count or 0),
+                )
+                for row, count in rows
+            )
+        )
 
     # --- pins ------------------------------------------------------------------------------------------------
 

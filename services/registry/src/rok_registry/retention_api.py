@@ -1,4 +1,5 @@
-"""Retention over HTTP: ``POST /api/v1/namespaces/{ns}/forget`` and ``PUT`` / ``DELETE …/pins?url=``.
+"""Retention over HTTP: ``POST /api/v1/namespaces/{ns}/forget``, ``GET …/forgets`` (what was forgotten, when, by
+whom, by which rules) and ``PUT`` / ``DELETE …/pins?url=``.
 
 Each route reads its namespace (the API router's READ check) and then checks the permission of what it does
 there: forgetting is :data:`~rokcommon.authz.FORGET` (as deleting a claim), pinning :data:`~rokcommon.authz.PIN`
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rokcommon.authz import FORGET, PIN
 from rokcommon.events import Name, Tag
-from rokcommon.registry_contract import Forget, ForgetReport, KeepRules, Pinned
+from rokcommon.registry_contract import Forget, ForgetLog, ForgetReport, KeepRules, Pinned
 
 from rok_registry import gate as gates
 from rok_registry.retention import Retention
@@ -52,6 +53,11 @@ def retention_router() -> APIRouter:
         rules = KeepRules(keep_last=body.keep_last, keep_within=body.keep_within, keep_tags=body.keep_tags)
         q = Forget(namespace=namespace, bucket=body.bucket, rules=rules, dry_run=body.dry_run, requested_by=who.user)
         return await get_retention(request).forget(q, by=who.user)
+
+    @router.get("/forgets")
+    async def forgets(namespace: str, request: Request, limit: int = Query(50, ge=1, le=500)) -> ForgetLog:
+        """The latest forgets in the namespace, newest first."""
+        return await get_retention(request).forgets(namespace, limit=limit)
 
     @router.put("/pins")
     async def pin(namespace: str, request: Request, url: str = Query(..., max_length=2048)) -> Pinned:
