@@ -29,7 +29,7 @@ from rokstore.errors import (
     UnsafePath,
     UnsupportedFormat,
 )
-from rokstore.gc import collect_garbage
+from rokstore.gc import SnapshotCatalog, collect_garbage
 from rokstore.models import (
     CheckReport,
     GcReport,
@@ -64,6 +64,7 @@ __all__ = [
     "RepositoryNotFound",
     "RestoreFailed",
     "RestoreStats",
+    "SnapshotCatalog",
     "SnapshotDiff",
     "SnapshotInfo",
     "SnapshotNotFound",
