@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from registry_testkit import T0, RunScript
 from rok_registry.database import Database
+from rok_registry.keeping import RunFacts, kept_runs
+from rok_registry.policy import Policy
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
-from rok_registry.retention import Policy, Retention, RunFacts, kept_runs
+from rok_registry.retention import Retention
 from rok_registry.settings import RegistrySettings
 from rok_registry.tables import ForgetRow, ForgottenRow
 from rokcommon.durations import parse_duration

@@ -14,9 +14,10 @@ from rok_registry.api import create_app
 from rok_registry.database import Database
 from rok_registry.gate import Gate
 from rok_registry.http_server import HttpServer
+from rok_registry.policy import Policy
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
-from rok_registry.retention import Policy, Retention
+from rok_registry.retention import Retention
 from rok_registry.settings import RegistrySettings
 
 

@@ -1,5 +1,5 @@
-"""Retention: what a forget keeps (plain rules, :func:`kept_runs` and :func:`forgotten_versions`), forgetting the
-rest, pins, the policy the registry applies on its own, and what the store's gc may remove.
+"""Retention: forgetting what the rules of :mod:`rok_registry.keeping` keep not, pins, the record of forgets, and
+what the store's gc may remove (the policy that forgets on its own is :mod:`rok_registry.policy`).
 
 Forgetting removes rows: a forgotten version's members and the version; a run left with no version, its steps
 and the run. Each forget that removed something is recorded (``forgets``: when, by whom, by which rules) with
@@ -13,17 +13,14 @@ applying the policy at once forget each run once.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from rokcommon.durations import parse_duration
-from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
+from rokcommon.errors import Forbidden, InvalidRequest, NotFound
 from rokcommon.events import Model
 from rokcommon.registry_contract import (
     Forget,
@@ -43,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from rok_registry import paging
 from rok_registry.database import Database
+from rok_registry.keeping import RunFacts, VersionFacts, forgotten_versions, kept_runs
 from rok_registry.tables import (
     BucketRow,
     ForgetRow,
@@ -59,43 +57,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 CHUNK = 500  # ids in one IN (…): well within SQLite's and PostgreSQL's limits on bound parameters
 POLICY = "policy"  # who forgot, when the registry's own policy did
-
-
-# --- the rules -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RunFacts:
-    id: int
-    name: str
-    time: datetime  # when it started (when it was first recorded, if its start is unknown)
-    status: str
-    pinned: bool = False
-
-
-@dataclass(frozen=True)
-class VersionFacts:
-    id: str
-    tags: tuple[str, ...] = ()
-    pinned: bool = False
-
-
-def kept_runs(runs: Iterable[RunFacts], rules: KeepRules) -> set[int]:
-    """The runs of one bucket that a forget keeps whole (see :class:`~rokcommon.registry_contract.KeepRules`)."""
-    newest_first = sorted(runs, key=lambda r: (r.time, r.id), reverse=True)
-    keep = {r.id for r in newest_first if r.pinned or r.status == "running"}
-    if rules.keep_last:
-        keep |= {r.id for r in newest_first[: rules.keep_last]}
-    if rules.keep_within and newest_first:
-        since = parse_duration(rules.keep_within).before(newest_first[0].time)
-        keep |= {r.id for r in newest_first if r.time >= since}
-    return keep
-
-
-def forgotten_versions(versions: Iterable[VersionFacts], rules: KeepRules) -> list[str]:
-    """Of a run that is not kept whole, the versions that go: neither pinned nor tagged one of the kept tags."""
-    keep_tags = set(rules.keep_tags)
-    return [v.id for v in versions if not v.pinned and not keep_tags.intersection(v.tags)]
 
 
 # --- forgetting ------------------------------------------------------------------------------------------------
@@ -370,47 +331,6 @@ class Retention:
     async def namespaces(self) -> list[str]:
         async with self.db.reading() as s:
             return [str(n) for n in (await s.execute(select(NamespaceRow.name).order_by(NamespaceRow.name))).scalars()]
-
-
-# --- the policy ------------------------------------------------------------------------------------------------
-
-
-class Policy:
-    """Forget by ``rules`` in every namespace, every ``interval`` seconds (the first time at start)."""
-
-    def __init__(self, retention: Retention, rules: KeepRules, interval: float) -> None:
-        self.retention = retention
-        self.rules = rules
-        self.interval = interval
-        self._task: asyncio.Task[None] | None = None
-
-    async def apply(self) -> list[ForgetReport]:
-        """One round: a forget in each namespace, recorded as the policy's."""
-        reports = []
-        for namespace in await self.retention.namespaces():
-            forget = Forget(namespace=namespace, rules=self.rules, requested_by=POLICY)
-            reports.append(await self.retention.forget(forget, by=POLICY))
-        return reports
-
-    async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._forever(), name="rok-retention-policy")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-    async def _forever(self) -> None:
-        while True:
-            try:
-                await self.apply()
-            except TemporaryError as error:  # the database is away: the next round tries again
-                log.warning("the retention policy could not run: %s", error)
-            except Exception:
-                log.exception("the retention policy failed")
-            await asyncio.sleep(self.interval)
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
