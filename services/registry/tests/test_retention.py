@@ -102,6 +102,8 @@ async def test_a_forget_keeps_the_last_runs_the_tagged_and_pinned_versions_and_a
     )
     assert (await retention.pin("team-a", r1_prepare_after.url)).kind == "version"
     assert (await retention.pin("team-a", files["run-wf-3"].url)).kind == "file"
+    assert (await queries.get_version("team-a", r1_prepare_after.url)).pinned
+    assert [f.run_id for f in await queries.list_files("team-a", bucket) if f.pinned] == ["run-wf-3"]
     before = await versions_of(queries, bucket)
 
     rules = KeepRules(keep_last=1)

@@ -50,6 +50,7 @@ class Bucket(Model):
     experiment: str | None = None
     created_at: datetime
     files: int = 0
+    pinned: bool = False  # no forget removes it (rok pin)
 
 
 class RunFile(Model):
@@ -68,6 +69,7 @@ class RunFile(Model):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     versions: int = 0
+    pinned: bool = False
 
 
 class Member(Model):
@@ -112,6 +114,7 @@ class Version(Model):
     failed: tuple[FailedVolume, ...] = ()
     size: int = 0
     bytes_new: int = 0
+    pinned: bool = False
 
     @property
     def committed(self) -> bool:

@@ -23,6 +23,7 @@ def bucket(row: BucketRow, files: int = 0) -> Bucket:
         experiment=row.experiment,
         created_at=row.created_at,
         files=files,
+        pinned=bool(row.pinned),
     )
 
 
@@ -43,6 +44,7 @@ def run_file(row: RunRow, versions: int = 0) -> RunFile:
         started_at=row.started_at,
         finished_at=row.finished_at,
         versions=versions,
+        pinned=bool(row.pinned),
     )
 
 
@@ -77,6 +79,7 @@ def version(row: VersionRow) -> Version:
         failed=failed,
         size=sum(m.size for m in members),
         bytes_new=sum(m.bytes_new for m in members),
+        pinned=bool(row.pinned),
     )
 
 
