@@ -55,6 +55,10 @@ def test_forget_pin_and_gc_with_the_registry_remove_only_what_no_rule_keeps(
     for volume, held in first.held[("train", "after")].items():
         assert tree(target / volume) == held
 
-    for usage in (("forget", bucket), ("forget", "--keep-within", "a while"), ("forget", final, "--keep-last", "1")):
+    for usage, says in (
+        (("forget", bucket), "give --keep-last N or --keep-within DURATION"),
+        (("forget", "--keep-within", "a while"), "duration 'a while' is not a number and a unit"),
+        (("forget", final, "--keep-last", "1"), "names a run: forget takes a bucket"),
+    ):
         result = stack.rok(*usage)
-        assert result.code == 2, (usage, result.out, result.err)
+        assert result.code == 2 and says in result.err, (usage, result.out, result.err)

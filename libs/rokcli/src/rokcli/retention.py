@@ -16,6 +16,8 @@ from contextlib import asynccontextmanager
 import click
 from nats.aio.client import Client
 from rokcommon.connection import connect
+from rokcommon.durations import parse_duration
+from rokcommon.errors import InvalidRequest
 from rokcommon.humanize import size
 from rokcommon.permissions import OPERATOR
 from rokcommon.registry_client import RegistryClient
@@ -83,10 +85,12 @@ def forget(
             raise click.BadParameter(f"{bucket} names a run: forget takes a bucket (or none: every bucket)")
         bucket = url.bucket
     tags = () if no_keep_tags else keep_tags or ("final", "failed")
-    try:
-        rules = KeepRules.model_validate({"keep_last": keep_last, "keep_within": keep_within, "keep_tags": tags})
-    except ValueError as error:
-        raise click.BadParameter(str(error).splitlines()[-1], param_hint="--keep-within") from None
+    if keep_within is not None:
+        try:
+            keep_within = str(parse_duration(keep_within))
+        except InvalidRequest as error:
+            raise click.BadParameter(str(error), param_hint="--keep-within") from None
+    rules = KeepRules.model_validate({"keep_last": keep_last, "keep_within": keep_within, "keep_tags": tags})
 
     report = run(lambda nc, registry: _client(nc, registry).forget(rules, bucket=bucket, dry_run=dry_run))
     if as_json:
