@@ -14,7 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from rok_registry.database import Database, alembic_config, async_url
 from rok_registry.queries import Queries
-from rok_registry.tables import Base, BucketRow, NamespaceRow, RunRow
+from rok_registry.tables import Base, NamespaceRow
 from rok_registry.tables import UtcDateTime as Ts
 from rokcommon.errors import PermanentError
 from rokcommon.urls import format_url
@@ -33,6 +33,17 @@ MEMBERS_0001 = sa.table(
     *(sa.column(c) for c in ("version_id", "volume", "role", "position", "status", "snapshot_id", "repository")),
     *(sa.column(c) for c in ("size", "bytes_new", "files")),
     sa.column("taken_at", Ts()),
+)
+# Buckets and runs as revision 0001 made them (no pins yet).
+BUCKETS_0001 = sa.table(
+    "buckets",
+    *(sa.column(c) for c in ("id", "namespace_id", "name", "suffix", "experiment_key")),
+    sa.column("created_at", Ts()),
+)
+FILES_0001 = sa.table(
+    "files",
+    *(sa.column(c) for c in ("id", "workflow_uid", "namespace_id", "bucket_id", "name", "run_id", "status")),
+    sa.column("created_at", Ts()),
 )
 JOINED = [
     # id, phase, step, volumes, event_tags, tags
@@ -85,12 +96,12 @@ async def test_migrating_turns_joined_volumes_and_tags_of_recorded_versions_into
         async with db.engine.begin() as conn:
             await conn.execute(sa.insert(NamespaceRow).values(id=1, name="team-a", created_at=AT))
             await conn.execute(
-                sa.insert(BucketRow).values(
+                sa.insert(BUCKETS_0001).values(
                     id=1, namespace_id=1, name="exp-abcde", suffix="abcde", experiment_key="exp", created_at=AT
                 )
             )
             await conn.execute(
-                sa.insert(RunRow).values(
+                sa.insert(FILES_0001).values(
                     id=1,
                     workflow_uid="wf-1",
                     namespace_id=1,

@@ -226,6 +226,7 @@ def show(url: str, as_json: bool) -> None:
         ("phase", v.phase),
         ("tags", ", ".join(v.tags) or "-"),
         ("status", v.status + (" (best effort)" if v.best_effort else "")),
+        ("pinned", "yes: no forget removes it" if v.pinned else "no"),
         ("taken", when(v.taken_at)),
         ("size", size(v.size)),
         ("new bytes", size(v.bytes_new)),

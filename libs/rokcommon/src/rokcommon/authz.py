@@ -12,6 +12,8 @@ show, search, diff
 restore into a PVC     ``create`` ``persistentvolumeclaims``      kubeflow-edit
 restore into a new     ``create`` ``notebooks.kubeflow.org``      kubeflow-edit
 notebook server
+pin, unpin             ``patch`` ``persistentvolumeclaims``       kubeflow-edit
+forget                 ``delete`` ``persistentvolumeclaims``      kubeflow-edit
 =====================  =========================================  ======================================
 
 rok versions volumes, so reading its lineage is reading what the namespace's claims held: whoever may list the
@@ -76,6 +78,9 @@ class Permission:
 READ = Permission("list", "persistentvolumeclaims", what="read rok's lineage")
 RESTORE_INTO_PVC = Permission("create", "persistentvolumeclaims", what="restore into a new PVC")
 RESTORE_INTO_NOTEBOOK = Permission("create", "notebooks", "kubeflow.org", what="restore into a new notebook server")
+# Forgetting removes what the claims held, as deleting a claim does; a pin changes what is kept, as a patch does.
+FORGET = Permission("delete", "persistentvolumeclaims", what="forget rok's versions")
+PIN = Permission("patch", "persistentvolumeclaims", what="pin or unpin rok's versions")
 
 
 class AccessSettings(BaseSettings):

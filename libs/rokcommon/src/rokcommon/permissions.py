@@ -35,6 +35,10 @@ LOCAL_USERS = (*CLUSTER_USERS, RUNNER)
 
 API = "$JS.API"
 REGISTRY_QUERIES = f"{subjects.REGISTRY_QUERY_PREFIX}.*.v1"
+REGISTRY_RETENTION = f"{subjects.REGISTRY_RETENTION_PREFIX}.*.v1"
+# a person's changes to what is kept; what the store's gc asks (every namespace's snapshots) is the operator's
+FORGET_AND_PIN = (subjects.registry_retention("forget"), subjects.registry_retention("pin"))
+RECORDED_SNAPSHOTS = subjects.registry_retention("snapshots")
 RESTORE_PROGRESS_ALL = f"{subjects.RESTORE_PROGRESS}.*"
 RESTORE_OUTCOMES = (subjects.RESTORE_COMPLETED, subjects.RESTORE_FAILED)
 RUN_AND_STEP_EVENTS = (
@@ -172,7 +176,7 @@ def registry() -> Permissions:
             *consumer(streams.SNAPSHOTS.name, "registry-snapshots"),
             *following(streams.RESTORES.name),  # the outcome of a restore its pages asked for
         ),
-        (REGISTRY_QUERIES, RESTORE_PROGRESS_ALL, *RESTORE_OUTCOMES),
+        (REGISTRY_QUERIES, REGISTRY_RETENTION, RESTORE_PROGRESS_ALL, *RESTORE_OUTCOMES),
         allow_responses=True,
     )
 
@@ -200,15 +204,16 @@ def guard() -> Permissions:
 
 
 def cli() -> Permissions:
-    """A person's ``rok``: restore requests and registry queries, and following its restores."""
+    """A person's ``rok``: restore requests, registry queries, forget and pin, and following its restores."""
     return Permissions(
         CLI,
-        "requests restores, diffs and looks inside versions, asks the registry",
+        "requests restores and diffs, looks inside versions, asks the registry, forgets and pins",
         (
             subjects.RESTORE_REQUESTED,
             subjects.STORE_DIFF,
             subjects.STORE_BROWSE,
             REGISTRY_QUERIES,
+            *FORGET_AND_PIN,
             *manage_streams(),
             *following(streams.RESTORES.name),  # the outcome of its restores
         ),
@@ -218,12 +223,14 @@ def cli() -> Permissions:
 
 def operator() -> Permissions:
     """Whoever runs ``rok dlq``: reads the dead letters (and the originals of truncated ones), and replays them
-    to the subjects rok's consumers take — which is why it is a user of its own, not a person's ``cli``."""
+    to the subjects rok's consumers take — which is why it is a user of its own, not a person's ``cli``; and
+    ``rok repo gc --registry``, which asks the registry which of every namespace's snapshots it still records."""
     dlq = streams.DLQ.name
     return Permissions(
         OPERATOR,
-        "inspects and replays dead letters (rok dlq)",
+        "inspects and replays dead letters (rok dlq), asks which snapshots are recorded (rok repo gc --registry)",
         (
+            RECORDED_SNAPSHOTS,
             *RUN_AND_STEP_EVENTS,
             *SNAPSHOT_RESULTS,
             subjects.RESTORE_REQUESTED,

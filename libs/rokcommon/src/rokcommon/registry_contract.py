@@ -17,8 +17,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rokcommon.durations import parse_duration
 from rokcommon.errors import (
     AnswerTooLarge,
     Forbidden,
@@ -50,6 +51,7 @@ class Bucket(Model):
     experiment: str | None = None
     created_at: datetime
     files: int = 0
+    pinned: bool = False  # no forget removes it (rok pin)
 
 
 class RunFile(Model):
@@ -69,6 +71,7 @@ class RunFile(Model):
     finished_at: datetime | None = None
     versions: int = 0
     metrics: dict[str, float] = {}  # what the run's steps reported (a notebook's pipeline-metrics)
+    pinned: bool = False
 
 
 class Member(Model):
@@ -116,6 +119,7 @@ class Version(Model):
     # the notebook server the run came from, as recorded when it started (the initial version's; a step's
     # versions carry their run's): what a restore into a new notebook server rebuilds (rokcommon.notebooks)
     notebook: NotebookServer | None = None
+    pinned: bool = False
 
     @property
     def committed(self) -> bool:
@@ -280,6 +284,148 @@ QUERIES: dict[str, tuple[type[Query], type[Model]]] = {
     "lineage": (GetLineage, Lineage),
     "find": (FindVersion, Found),
     "search": (Search, SearchHits),
+}
+
+
+# --- retention: forgetting, pins, and what the store's gc may remove ---------------------------------------
+#
+# Sent to ``rok.registry.retention.<name>.v1`` (:data:`RETENTION`), apart from the queries: they change what the
+# registry keeps, or (``snapshots``) span every namespace, so the bus lets fewer users ask them.
+
+
+class KeepRules(Model):
+    """What a forget keeps, as restic's ``forget`` does: whatever any rule keeps stays.
+
+    A run is kept whole when it is among the ``keep_last`` newest runs of its bucket, started within
+    ``keep_within`` of the bucket's newest run (restic measures from the newest snapshot, not from now, so an
+    experiment nobody runs any more keeps its last runs), is pinned (or its bucket is), or is still running.
+    Of every other run, the versions tagged one of ``keep_tags`` and the pinned ones stay; the rest go, and a run
+    left with no version goes too.
+    """
+
+    keep_last: int | None = Field(None, ge=1, le=1_000_000)
+    keep_within: str | None = Field(None, max_length=64)
+    keep_tags: tuple[Tag, ...] = ("final", "failed")
+
+    @field_validator("keep_within")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        try:
+            return None if value is None else str(parse_duration(value))
+        except InvalidRequest as error:  # a validation error like any other field's
+            raise ValueError(str(error)) from None
+
+    def describe(self) -> str:
+        """The rules as the CLI writes them: ``keep-last 5, keep-within 30d, keep-tag final,failed``."""
+        parts = [f"keep-last {self.keep_last}"] if self.keep_last else []
+        parts += [f"keep-within {self.keep_within}"] if self.keep_within else []
+        parts.append(f"keep-tag {','.join(self.keep_tags)}" if self.keep_tags else "no keep-tag")
+        return ", ".join(parts)
+
+
+class Forget(Query):
+    """Forget the runs and versions of ``bucket`` (every bucket of the namespace when None) that no rule keeps.
+
+    ``keep_last`` or ``keep_within`` must be given: a forget with neither would keep nothing but tags and pins.
+    ``dry_run`` reports what would go and changes nothing.
+    """
+
+    bucket: Name | None = None
+    rules: KeepRules
+    dry_run: bool = False
+    requested_by: str = Field("", max_length=253)
+
+
+class ForgottenRun(Model):
+    """One run a forget removed versions of: ``whole`` when the run itself went (no version of it was kept)."""
+
+    bucket: str
+    file: str
+    url: str
+    whole: bool
+    versions_forgotten: int
+    versions_kept: int
+
+
+class ForgetReport(Model):
+    """What a forget removed (or, with ``dry_run``, would remove). ``runs`` lists at most what one reply carries:
+    ``runs_listed`` < ``runs_forgotten`` says some were left out of the list (not out of the forget)."""
+
+    namespace: str
+    dry_run: bool
+    rules: str  # as KeepRules.describe writes them
+    by: str
+    at: datetime
+    runs_forgotten: int = 0  # runs that lost at least one version
+    runs_removed: int = 0  # runs that went whole
+    versions_forgotten: int = 0
+    snapshots_forgotten: int = 0  # volume snapshots the store's gc may now remove
+    bytes_forgotten: int = 0  # bytes the forgotten versions held (shared content stays while others hold it)
+    runs_listed: int = 0
+    runs: tuple[ForgottenRun, ...] = ()
+
+
+class ForgetRecord(Model):
+    """One forget that removed something from one bucket, as the registry recorded it."""
+
+    bucket: str | None
+    rules: str
+    by: str
+    at: datetime
+    runs: int
+    versions: int
+    snapshots: int
+
+
+class ForgetLog(Model):
+    """The namespace's latest forgets, newest first."""
+
+    items: tuple[ForgetRecord, ...] = ()
+
+
+class Pin(Query):
+    """Pin (or with ``pinned`` False, unpin) what ``url`` names: a bucket, a run or a version. No forget removes
+    what is pinned, nor anything inside it."""
+
+    url: str = Field(max_length=2048)
+    pinned: bool = True
+    requested_by: str = Field("", max_length=253)
+
+
+class Pinned(Model):
+    url: str
+    kind: Literal["bucket", "file", "version"]
+    pinned: bool
+
+
+SNAPSHOTS_ASKED = 4096  # snapshot ids one ``snapshots`` request may ask about
+
+
+class SnapshotStates(BaseModel):
+    """The store's gc asks which of its snapshots the registry still records (in any namespace).
+
+    The asker sends the ids it holds, a batch at a time, so the answer (a part of what was asked) is never larger
+    than the question: no page, no cursor, and nothing recorded meanwhile is skipped.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ids: tuple[str, ...] = Field(max_length=SNAPSHOTS_ASKED)
+
+
+class SnapshotsKnown(Model):
+    """Of the ids asked: ``recorded``, a version still holds them; ``forgotten``, a forget removed every version
+    that held them. An id in neither the registry never recorded (an orphan, or one still being recorded)."""
+
+    recorded: tuple[str, ...] = ()
+    forgotten: tuple[str, ...] = ()
+
+
+# retention request name → (request model, result model); the subject is subjects.registry_retention(name)
+RETENTION: dict[str, tuple[type[BaseModel], type[Model]]] = {
+    "forget": (Forget, ForgetReport),
+    "pin": (Pin, Pinned),
+    "snapshots": (SnapshotStates, SnapshotsKnown),
 }
 
 

@@ -29,6 +29,9 @@ STORE_BROWSE = "rok.store.browse.v1"
 
 # Request-reply queries answered by the registry: rok.registry.<query>.v1
 REGISTRY_QUERY_PREFIX = "rok.registry"
+# Request-reply requests that change what the registry keeps (forget, pin) or ask what its forgetting left
+# (the store's gc): rok.registry.retention.<request>.v1, apart from the queries so that who may ask is apart too
+REGISTRY_RETENTION_PREFIX = "rok.registry.retention"
 
 # Subjects whose last token is a node name.
 NODE_ROUTED = (RUN_STARTED, STEP_STARTED, STEP_FINISHED)
@@ -74,6 +77,11 @@ def node_filter(node_name: str) -> str:
 def registry_query(name: str) -> str:
     """The request-reply subject of a registry query, e.g. ``registry_query("resolve")``."""
     return f"{REGISTRY_QUERY_PREFIX}.{name}.v1"
+
+
+def registry_retention(name: str) -> str:
+    """The request-reply subject of a retention request, e.g. ``registry_retention("forget")``."""
+    return f"{REGISTRY_RETENTION_PREFIX}.{name}.v1"
 
 
 _NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")

@@ -31,7 +31,7 @@ from rokstore.errors import (
     UnsafePath,
     UnsupportedFormat,
 )
-from rokstore.gc import collect_garbage
+from rokstore.gc import SnapshotCatalog, collect_garbage
 from rokstore.models import (
     CheckReport,
     GcReport,
@@ -71,6 +71,7 @@ __all__ = [
     "RepositoryNotFound",
     "RestoreFailed",
     "RestoreStats",
+    "SnapshotCatalog",
     "SnapshotDiff",
     "SnapshotInfo",
     "SnapshotNotFound",

@@ -146,24 +146,77 @@ def repo_check(url: str, read_data: bool, as_json: bool) -> None:
 @repo.command("gc")
 @repo_option
 @click.option("--dry-run", is_flag=True, help="Report what would be removed, remove nothing.")
+@click.option(
+    "--registry",
+    "ask_registry",
+    is_flag=True,
+    help="Ask rok's registry (over the bus, as the operator) which snapshots it still records: remove those it "
+    "forgot (rok forget), and those it never recorded once older than --orphan-grace.",
+)
+@click.option(
+    "--orphan-grace",
+    default="24h",
+    show_default=True,
+    envvar="ROK_GC_ORPHAN_GRACE",
+    show_envvar=True,
+    metavar="DURATION",
+    help="With --registry: how old a snapshot nobody recorded must be to go (s, m, h, d: 90m, 24h, 7d).",
+)
 @json_option
-def repo_gc(url: str, dry_run: bool, as_json: bool) -> None:
-    """Remove data that no snapshot references."""
+def repo_gc(url: str, dry_run: bool, ask_registry: bool, orphan_grace: str, as_json: bool) -> None:
+    """Remove data that no snapshot references (with --registry, also the snapshots nothing records)."""
     from rokstore import collect_garbage, open_repository
+
+    grace = _seconds(orphan_grace, "--orphan-grace")
 
     async def go() -> Any:
         async with await open_repository(url) as r:
-            return await collect_garbage(r, dry_run=dry_run)
+            if not ask_registry:
+                return await collect_garbage(r, dry_run=dry_run)
+            async with _catalog("registry")() as catalog:
+                return await collect_garbage(r, dry_run=dry_run, catalog=catalog, orphan_grace=grace)
 
     report = _run(go())
-    _emit(
-        report,
-        as_json,
-        lambda g: click.echo(
+
+    def human(g: Any) -> None:
+        if ask_registry:
+            verb = "would remove" if g.dry_run else "removed"
+            click.echo(
+                f"{verb} {g.snapshots_forgotten} forgotten and {g.orphans_removed} orphaned snapshots "
+                f"({g.orphans_kept} unrecorded ones are younger than {orphan_grace} and stay); {g.snapshots} remain"
+            )
+        click.echo(
             f"{'would free' if g.dry_run else 'freed'} {g.bytes_freed} bytes: {g.packs_deleted} packs deleted, "
             f"{g.packs_repacked} repacked, {g.chunks_deleted} chunks dropped"
-        ),
-    )
+        )
+
+    _emit(report, as_json, human)
+
+
+def _catalog(name: str) -> Any:
+    """The snapshot catalog called ``name``: a package's ``rok.snapshot_catalogs`` entry point (rok's CLI gives
+    ``registry``), which returns an async context manager yielding a :class:`rokstore.gc.SnapshotCatalog`."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="rok.snapshot_catalogs", name=name):
+        return ep.load()
+    raise click.UsageError(f"--{name} needs rok's CLI (the rokcli package) installed: it asks the {name} on the bus")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str, option: str) -> float:
+    value = text.strip().lower()
+    unit = value[-1:] if value[-1:] in _UNITS else "s"
+    number = value[:-1] if value[-1:] in _UNITS else value
+    try:
+        seconds = float(number) * _UNITS[unit]
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        raise click.BadParameter(f"{text!r} is not a duration: a number and s, m, h or d (24h, 7d)", param_hint=option)
+    return seconds
 
 
 @repo.command("repair-index")

@@ -104,6 +104,9 @@ class GcReport(_AsDict):
     chunks_deleted: int
     index_files_rewritten: int
     seconds: float
+    snapshots_forgotten: int = 0  # records removed: the catalog (the registry) forgot them
+    orphans_removed: int = 0  # records removed: never recorded, and older than the grace period
+    orphans_kept: int = 0  # never recorded, but younger than the grace period: perhaps still being recorded
 
 
 @dataclass(frozen=True)

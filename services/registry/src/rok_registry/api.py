@@ -154,12 +154,14 @@ def create_app(
     settings: Any = None,
     health: Health | None = None,
     gate: gates.Gate | None = None,
+    retention: Any = None,
 ) -> FastAPI:
     """The registry's HTTP app: the JSON API, health, and the web pages if ``rok_registry.web`` exists.
 
     ``/livez`` and ``/readyz`` report ``health``'s checks (:mod:`rokcommon.health`: NATS, the consumers, the
     database); ``/healthz`` answers as long as the process serves HTTP. ``gate`` identifies callers
-    (:mod:`rok_registry.gate`); without one, only health and static files answer.
+    (:mod:`rok_registry.gate`); without one, only health and static files answer. ``retention``
+    (:class:`~rok_registry.retention.Retention`) serves forget and pins (:mod:`rok_registry.retention_api`).
     """
     # FastAPI's docs pages load their scripts from a CDN; ours are served from the package (rok_registry.api_docs)
     app = FastAPI(
@@ -200,6 +202,11 @@ def create_app(
 
     app.include_router(api_router())
     app.include_router(_restore_router())
+    if retention is not None:
+        from rok_registry.retention_api import retention_router
+
+        app.state.retention = retention
+        app.include_router(retention_router())
     web = _web_router()
     if web is not None:
         app.include_router(web)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 from faststream.nats import NatsMessage
 from opentelemetry import trace
@@ -26,16 +26,18 @@ from rokcommon.events import (
     StepStarted,
     invalid_event,
 )
-from rokcommon.registry_contract import QUERIES, Query, Reply, encode_reply, error_body, reply_budget
+from rokcommon.registry_contract import QUERIES, RETENTION, Reply, encode_reply, error_body, reply_budget
 from rokcommon.service import Service
 from rokcommon.telemetry import event_attributes
 
 from rok_registry.batching import GroupCommit
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
+from rok_registry.retention import Retention
 from rok_registry.settling import Commit
 
 log = logging.getLogger(__name__)
+Answers: TypeAlias = Queries | Retention  # what answers requests: the queries, and the retention requests
 tracer = trace.get_tracer("rok_registry")
 
 PIPELINE_CONSUMER = "registry-pipeline"
@@ -82,8 +84,16 @@ class EventHandlers:
             )
 
 
-def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers: int = 8, batch: int = 64) -> None:
-    """Bind the registry's consumers and query handlers to the service's broker.
+def subscribe(
+    service: Service,
+    recorder: Recorder,
+    queries: Queries,
+    *,
+    workers: int = 8,
+    batch: int = 64,
+    retention: Retention | None = None,
+) -> None:
+    """Bind the registry's consumers, query handlers and retention requests to the service's broker.
 
     ``workers``: events of each stream in flight at once; ``batch``: events recorded in one transaction, at most.
     """
@@ -110,9 +120,13 @@ def subscribe(service: Service, recorder: Recorder, queries: Queries, *, workers
         service.broker.subscriber(subjects.registry_query(name), queue=QUEUE_GROUP)(
             _answerer(queries, name, request_model, limit)
         )
+    for name, (request_model, _) in RETENTION.items() if retention is not None else ():
+        service.broker.subscriber(subjects.registry_retention(name), queue=QUEUE_GROUP)(
+            _answerer(retention, name, request_model, limit)
+        )
 
 
-def _answerer(queries: Queries, name: str, request_model: type[Query], limit: Callable[[], int]) -> Any:
+def _answerer(queries: Answers, name: str, request_model: type[Any], limit: Callable[[], int]) -> Any:
     async def answer(msg: NatsMessage) -> bytes:
         budget = reply_budget(limit())
         return encode_reply(await reply(queries, request_model, msg.raw_message.data, budget=budget), budget, name)
@@ -121,7 +135,7 @@ def _answerer(queries: Queries, name: str, request_model: type[Query], limit: Ca
     return answer
 
 
-async def reply(queries: Queries, request_model: type[Query], data: bytes, *, budget: int | None = None) -> Reply:
+async def reply(queries: Answers, request_model: type[Any], data: bytes, *, budget: int | None = None) -> Reply:
     """The reply to one request: its result, or the typed error the query raised (whatever it raised).
 
     ``budget``: the bytes a reply may take; pages are filled up to it.

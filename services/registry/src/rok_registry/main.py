@@ -14,8 +14,10 @@ from rok_registry.api import create_app
 from rok_registry.database import Database
 from rok_registry.gate import Gate
 from rok_registry.http_server import HttpServer
+from rok_registry.policy import Policy
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
+from rok_registry.retention import Retention
 from rok_registry.settings import RegistrySettings
 
 
@@ -42,8 +44,15 @@ def build(settings: RegistrySettings | None = None, *, graceful_timeout: float =
     settings = settings or RegistrySettings()
     service = Service("registry", settings, graceful_timeout=graceful_timeout)
     db = Database(settings.database)
-    recorder, queries = Recorder(db), Queries(db)
-    handlers.subscribe(service, recorder, queries, workers=settings.registry_workers, batch=settings.registry_batch)
+    recorder, queries, retention = Recorder(db), Queries(db), Retention(db)
+    handlers.subscribe(
+        service,
+        recorder,
+        queries,
+        workers=settings.registry_workers,
+        batch=settings.registry_batch,
+        retention=retention,
+    )
     service.health.add("database", db.ping)
     app = create_app(
         queries,
@@ -52,6 +61,7 @@ def build(settings: RegistrySettings | None = None, *, graceful_timeout: float =
         settings=settings,
         health=service.health,
         gate=gate_for(settings),
+        retention=retention,
     )
     http = HttpServer(app, settings.registry_host, settings.registry_port)
     registry = Registry(settings, service, db, recorder, queries, http)
@@ -59,6 +69,11 @@ def build(settings: RegistrySettings | None = None, *, graceful_timeout: float =
     service.app.on_startup(registry.http.start)
     service.app.on_shutdown(registry.http.stop)
     service.app.after_shutdown(registry.db.close)
+    rules = settings.retention
+    if rules is not None:  # ROK_RETENTION_KEEP_LAST / _KEEP_WITHIN: forget on its own, every ROK_RETENTION_INTERVAL s
+        policy = Policy(retention, rules, settings.retention_interval)
+        service.app.after_startup(policy.start)
+        service.app.on_shutdown(policy.stop)
     return registry
 
 

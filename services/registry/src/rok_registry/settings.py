@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from rokcommon.authz import AccessSettings
+from rokcommon.durations import parse_duration
+from rokcommon.errors import InvalidRequest
+from rokcommon.registry_contract import KeepRules
 from rokcommon.settings import RokSettings
 
 
@@ -21,6 +24,41 @@ class RegistrySettings(RokSettings, AccessSettings):
     )
     userid_header: str = Field("kubeflow-userid", description="cluster: the gateway's header naming the user")
     userid_prefix: str = Field("", description="cluster: the prefix the gateway puts before the user's name")
+
+    retention_keep_last: int | None = Field(
+        None, ge=1, description="retention policy: keep the N newest runs of every bucket (with keep-within: either)"
+    )
+    retention_keep_within: str = Field(
+        "", description="retention policy: keep the runs started within this of each bucket's newest (30d, 1y2m)"
+    )
+    retention_keep_tags: str = Field(
+        "final,failed", description="retention policy: of other runs keep the versions with these tags (','; '': none)"
+    )
+    retention_interval: float = Field(
+        3600.0, gt=0, description="seconds between two applications of the retention policy"
+    )
+
+    @field_validator("retention_keep_within")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        try:
+            return str(parse_duration(value)) if value.strip() else ""
+        except InvalidRequest as error:
+            raise ValueError(f"ROK_RETENTION_KEEP_WITHIN: {error}") from None
+
+    @property
+    def retention(self) -> KeepRules | None:
+        """The retention policy the registry applies on its own, or None when no keep rule is set (the default)."""
+        if not self.retention_keep_last and not self.retention_keep_within:
+            return None
+        tags = tuple(t.strip() for t in self.retention_keep_tags.split(",") if t.strip())
+        return KeepRules.model_validate(
+            {
+                "keep_last": self.retention_keep_last,
+                "keep_within": self.retention_keep_within or None,
+                "keep_tags": tags,
+            }
+        )
 
     @property
     def hosts(self) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 namespace ─< bucket (one per experiment) ─< file (one per run: :class:`RunRow`) ─< version (one per snapshot of a
 step's volumes) ─< member (one per volume, workspace first); file ─< step (one per attempt of a workflow node).
-Lists (a version's volumes and tags) are JSON arrays.
+Lists (a version's volumes and tags) are JSON arrays. A bucket, a run and a version may be ``pinned``: no forget
+removes them. forget (one per forget that removed something) ─< forgotten (one per volume snapshot it removed).
 
 Every row has a natural key with a unique constraint, so that recording an event is an upsert: redelivered,
 duplicated and reordered events end in the same rows.
@@ -25,6 +26,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -77,6 +79,7 @@ class BucketRow(Base):
     experiment_key: Mapped[str] = mapped_column(String(512))  # the experiment, or "" for the fallback bucket
     experiment: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     namespace: Mapped[NamespaceRow] = relationship(lazy="joined")
 
@@ -108,6 +111,7 @@ class RunRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # what the run's steps reported when it ended (a notebook's pipeline-metrics): name → number
     metrics: Mapped[dict[str, float]] = mapped_column(JSON, server_default="{}")
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     namespace: Mapped[NamespaceRow] = relationship(lazy="joined")
     bucket: Mapped[BucketRow | None] = relationship(lazy="joined")
@@ -155,6 +159,7 @@ class VersionRow(Base):
     taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     committed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())  # recorded whole and named: announced
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     run: Mapped[RunRow] = relationship(lazy="joined")
     members: Mapped[list[MemberRow]] = relationship(lazy="selectin", order_by="MemberRow.position")
@@ -164,7 +169,10 @@ class MemberRow(Base):
     """One volume of a version: stored (``snapshot_id``) or failed (``reason``)."""
 
     __tablename__ = "members"
-    __table_args__ = (UniqueConstraint("version_id", "volume", name="uq_members_volume"),)
+    __table_args__ = (
+        UniqueConstraint("version_id", "volume", name="uq_members_volume"),
+        Index("ix_members_snapshot", "snapshot_id"),  # is a snapshot still recorded (the store's gc asks)
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[str] = mapped_column(ForeignKey("versions.id"), index=True)
@@ -181,3 +189,32 @@ class MemberRow(Base):
     node: Mapped[str | None] = mapped_column(String(253))
     taken_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     changes: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # SnapshotChanges, as the snapshotter sent it
+
+
+class ForgetRow(Base):
+    """One forget that removed something: when, by whom (a user, or ``policy``), by which rules, in what."""
+
+    __tablename__ = "forgets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    namespace: Mapped[str] = mapped_column(String(253))
+    bucket: Mapped[str | None] = mapped_column(String(253))  # None: every bucket of the namespace
+    rules: Mapped[str] = mapped_column(Text)
+    forgotten_by: Mapped[str] = mapped_column(String(253))
+    forgotten_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    runs: Mapped[int] = mapped_column(Integer, default=0)  # runs that lost versions
+    versions: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ForgottenRow(Base):
+    """One volume snapshot of a forgotten version: what the store's gc may remove once nothing records it."""
+
+    __tablename__ = "forgotten"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    forget_id: Mapped[int] = mapped_column(ForeignKey("forgets.id"), index=True)
+    url: Mapped[str] = mapped_column(Text)  # the version's
+    volume: Mapped[str] = mapped_column(String(253))
+    snapshot_id: Mapped[str] = mapped_column(String(253), index=True)
+    repository: Mapped[str | None] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)

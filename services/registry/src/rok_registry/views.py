@@ -23,6 +23,7 @@ def bucket(row: BucketRow, files: int = 0) -> Bucket:
         experiment=row.experiment,
         created_at=row.created_at,
         files=files,
+        pinned=bool(row.pinned),
     )
 
 
@@ -44,6 +45,7 @@ def run_file(row: RunRow, versions: int = 0) -> RunFile:
         finished_at=row.finished_at,
         versions=versions,
         metrics=row.metrics or {},
+        pinned=bool(row.pinned),
     )
 
 
@@ -78,6 +80,7 @@ def version(row: VersionRow) -> Version:
         failed=failed,
         size=sum(m.size for m in members),
         bytes_new=sum(m.bytes_new for m in members),
+        pinned=bool(row.pinned),
     )
 
 

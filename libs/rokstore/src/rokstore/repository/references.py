@@ -13,13 +13,16 @@ from rokstore.repository.manifest import Entry, chunk_ids
 from rokstore.repository.repository import Repository
 
 
-async def load_references(repo: Repository) -> tuple[list[str], dict[bytes, set[str]], list[Problem]]:
-    """Snapshot ids, blob (tree or chunk) -> snapshots using it, and problems with records or trees."""
+async def load_references(
+    repo: Repository, *, skip: set[str] | frozenset[str] = frozenset()
+) -> tuple[list[str], dict[bytes, set[str]], list[Problem]]:
+    """Snapshot ids, blob (tree or chunk) -> snapshots using it, and problems with records or trees; the
+    snapshots in ``skip`` are left out (gc is about to remove them, or would)."""
     problems: list[Problem] = []
     users: dict[bytes, set[str]] = defaultdict(set)
     trees: dict[bytes, list[Entry]] = {}
     uses: dict[bytes, list[bytes]] = {}  # tree -> the chunks its entries hold
-    ids = await repo.snapshot_ids()
+    ids = [sid for sid in await repo.snapshot_ids() if sid not in skip]
     await repo.load_index()  # as stored now: trees are found through it
     for sid in ids:
         try:
