@@ -38,6 +38,7 @@ import nats
 import psutil
 from nats.js import JetStreamContext
 from rokcommon import bus, streams, subjects
+from rokcommon.credentials import web_token
 from rokcommon.events import (
     Event,
     RunFinished,
@@ -176,8 +177,9 @@ async def timed(label: str, call: Callable[[], Awaitable[Any]], samples: int) ->
     print(f"    {label:<44} p50 {quantile(took, 0.5):7.1f} ms   p99 {quantile(took, 0.99):7.1f} ms", flush=True)
 
 
-def http_get(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=30) as response:
+def http_get(url: str, token: str) -> bytes:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
         body: bytes = response.read()
         assert response.status == 200, (url, response.status)
         return body
@@ -216,14 +218,15 @@ async def measure(database: str, url: str, tmp: Path, args: argparse.Namespace) 
         with registry_process(env) as pid:
             nc = await nats.connect(server.url)
             try:
-                await run_bench(database, nc, f"http://127.0.0.1:{port}", Cpu(pid), args)
+                token = web_token(tmp / "state")  # the local user's, made by the registry as it started
+                await run_bench(database, nc, f"http://127.0.0.1:{port}", token, Cpu(pid), args)
             finally:
                 await nc.close()
     finally:
         server.stop()
 
 
-async def run_bench(database: str, nc: Any, web: str, cpu: Cpu, args: argparse.Namespace) -> None:
+async def run_bench(database: str, nc: Any, web: str, token: str, cpu: Cpu, args: argparse.Namespace) -> None:
     js = nc.jetstream()
     await streams.ensure_streams(js)
     client = RegistryClient(nc, NS, timeout=30)
@@ -310,7 +313,7 @@ async def run_bench(database: str, nc: Any, web: str, cpu: Cpu, args: argparse.N
         (f"web: run page ({versions} versions)", f"{web}/buckets/{sweep_bucket}/{sweep_run.name}"),
         ("web: lineage page", f"{web}/buckets/{sweep_bucket}/{sweep_run.name}/lineage"),
     ]:
-        await timed(label, lambda target=target: asyncio.to_thread(http_get, target), n)  # type: ignore[misc]
+        await timed(label, lambda target=target: asyncio.to_thread(http_get, target, token), n)  # type: ignore[misc]
 
 
 async def _bucket(client: RegistryClient, experiment: str) -> str:
