@@ -16,7 +16,8 @@ once, and acks each message. The next batch is recorded meanwhile.
 - The batches of one stream are recorded one after the other, and the events of one run in a batch in the order
   they were delivered.
 - Each message keeps its own trace: a consumer span per message, a child of the context its headers carry, with
-  its share of the batch's commit (a ``registry db commit`` span over the transaction) and its announcements.
+  its announcements; each trace in the batch shows the commit (a ``registry db commit`` span over the
+  transaction, under the first of its messages).
 """
 
 from __future__ import annotations
@@ -163,11 +164,16 @@ class BatchConsumer:
         except Exception as error:  # a fault of the batch itself: each message fails with it
             outcomes = [error] * len(recorded)
         ended = time.time_ns()
+        traced: set[int] = set()  # the traces that show the commit already (messages of one step share one)
         for delivery, outcome in zip(recorded, outcomes, strict=True):
             if isinstance(outcome, Exception):
                 delivery.error = outcome
                 continue
             delivery.commits = outcome
+            trace_id = delivery.span.get_span_context().trace_id
+            if trace_id in traced:
+                continue
+            traced.add(trace_id)
             commit = tracer.start_span(
                 "registry db commit",
                 context=trace.set_span_in_context(delivery.span),

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rok_registry import names
 from rok_registry.database import Database
 from rok_registry.rows import Rows
-from rok_registry.settling import Commit, Due, OneVersion, StepKey, settle, settle_due
+from rok_registry.settling import Commit, Due, OneVersion, StepKey, settle, settle_dues
 from rok_registry.tables import MemberRow, RunRow
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ class Recorder:
             results[i] = await self.record_in(session, events[i])
             last[_run_of(events[i])] = i
         await self._store_members(session, members)
-        for uid, due in dues.items():
-            results[last[uid]] = await settle_due(session, due)
+        for uid, commits in zip(dues, await settle_dues(session, list(dues.values())), strict=True):
+            results[last[uid]] = commits
         return results
 
     async def _store_members(self, session: AsyncSession, members: list[dict[str, Any]]) -> None:
