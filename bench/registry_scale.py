@@ -1,6 +1,6 @@
 """The registry at scale: one run of 2,000 versions and 10,000 runs in one bucket, on SQLite and on PostgreSQL.
 
-Run: ``uv run python bench/registry_scale.py [--runs 10000] [--steps 1000] [--samples 100] [--only sqlite]``.
+Run: ``uv run python bench/registry_scale.py [--runs 10000] [--steps 1000] [--samples 100] [--only sqlite] [--quick]``.
 For each database it starts a nats-server and the registry in its own process (SQLite in a temporary directory;
 PostgreSQL on the local server, else a throwaway cluster), then records through the real bus:
 
@@ -253,7 +253,8 @@ async def run_bench(database: str, nc: Any, web: str, token: str, cpu: Cpu, args
     used = cpu.since()
     print(
         f"  one run of {versions} versions ({len(events)} events): {versions / took:6.0f} versions/s, "
-        f"{len(events) / took:6.0f} events/s; registry CPU {used / versions * 1000:.1f} ms/version",
+        f"{len(events) / took:6.0f} events/s; registry CPU {used / versions * 1000:.2f} ms/version "
+        f"(one core's worth: {versions / used:6.0f} versions/s)",
         flush=True,
     )
 
@@ -335,7 +336,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="steps of the big run (two versions each)")
     parser.add_argument("--samples", type=int, default=100, help="times each list call is timed")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="one database only")
+    parser.add_argument("--quick", action="store_true", help="2,000 runs, 300 steps, 20 samples (about a minute)")
     args = parser.parse_args()
+    if args.quick:
+        args.runs, args.steps, args.samples = min(args.runs, 2000), min(args.steps, 300), min(args.samples, 20)
     print(f"registry at scale (pessimistic on a shared machine: {os.cpu_count()} cores)", flush=True)
     with tempfile.TemporaryDirectory() as root:
         tmp = Path(root)
