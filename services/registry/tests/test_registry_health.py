@@ -37,6 +37,7 @@ async def test_readiness_fails_naming_the_database_while_it_is_gone_and_recovers
                 "nats-open": "ok",
                 "consumers": "ok",
                 "database": "ok",
+                "recording": "ok",
             }
             spans.clear()
             assert await asyncio.to_thread(get_json, f"{registry.http.url}/readyz") == (

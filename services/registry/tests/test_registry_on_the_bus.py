@@ -210,8 +210,8 @@ async def test_one_trace_covers_the_snapshot_publish_the_registry_record_and_its
     trace_id = publish.context.trace_id
     in_trace = {s.context.span_id: s for s in spans if s.context.trace_id == trace_id}
     record = next(s for s in in_trace.values() if s.name == "registry record SnapshotCompleted")
-    consumer = in_trace[record.parent.span_id]
-    assert consumer.kind.name == "CONSUMER"
+    assert record.kind.name == "CONSUMER" and record.parent.span_id == publish.context.span_id
+    assert record.attributes["rok.run_id"] == "run-wf-1"
     commits = [
         s for s in in_trace.values() if s.name == "registry db commit" and s.parent.span_id == record.context.span_id
     ]

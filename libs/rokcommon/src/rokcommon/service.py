@@ -128,8 +128,7 @@ class Service:
         ``max_ack_pending`` is as small as its workers wants 1: a pull for more than the server may hand out
         waits for its timeout before returning what it has.
         """
-        self.consumers[spec.durable] = spec
-        self._forward_dead_letters(spec)
+        self.declare_consumer(spec)
         return self.broker.subscriber(
             spec.filter_subject,
             stream=JStream(spec.stream.name, declare=False),
@@ -141,6 +140,12 @@ class Service:
             decoder=decode_event,
             inbox_prefix=self._inbox_prefix,
         )
+
+    def declare_consumer(self, spec: ConsumerSpec) -> None:
+        """Declare a durable consumer (created at start) and forward its exhausted messages to the DLQ, for a
+        consumer that pulls its messages itself rather than through :meth:`consumer`."""
+        self.consumers[spec.durable] = spec
+        self._forward_dead_letters(spec)
 
     def _forward_dead_letters(self, spec: ConsumerSpec) -> None:
         advisory = ConsumerSpec(
@@ -170,6 +175,11 @@ class Service:
             return self.broker.connection
         except Exception:  # FastStream's "not connected yet" state raises on access
             return None
+
+    @property
+    def inbox_prefix(self) -> bytes:
+        """The prefix of this service's pull subscriptions' inboxes (its NATS user may only read those)."""
+        return self._inbox_prefix
 
     @property
     def js(self) -> JetStreamContext:
@@ -225,6 +235,49 @@ class Service:
     def _failure_policy(self, msg: Any, **kwargs: Any) -> BaseMiddleware:
         return _FailurePolicy(msg, service=self, **kwargs)
 
+    async def failed(self, raw: Msg, error: Exception) -> float | None:
+        """Apply the failure policy to a consumed message whose handling raised ``error``: ``None`` if it was
+        dead-lettered (terminate it), else the delay in seconds to nak it with."""
+        meta = raw.metadata
+        spec = self.consumers.get(meta.consumer)
+        max_deliver = spec.max_deliver if spec else self.settings.max_deliver
+        if isinstance(error, ValidationError):
+            await self._dead_letter(raw, str(invalid_event(_model_name(error), error)))
+            return None
+        if isinstance(error, PermanentError):
+            await self._dead_letter(raw, str(error))
+            return None
+        delay = error.delay if isinstance(error, TemporaryError) else self.settings.retry_delay
+        reason = f"{type(error).__name__}: {error}"
+        if meta.num_delivered >= max_deliver:
+            await self._dead_letter(raw, f"gave up after {meta.num_delivered} deliveries: {reason}")
+            return None
+        delay *= 2 ** (meta.num_delivered - 1)
+        log.warning(
+            "delivery %d of %d failed, retrying in %.1fs: %s",
+            meta.num_delivered,
+            max_deliver,
+            delay,
+            reason,
+            exc_info=not isinstance(error, TemporaryError),
+        )
+        return delay
+
+    async def _dead_letter(self, raw: Msg, reason: str) -> None:
+        meta = raw.metadata
+        await bus.dead_letter(
+            self.js,
+            payload=raw.data,
+            subject=raw.subject,
+            stream=meta.stream,
+            consumer=meta.consumer,
+            sequence=meta.sequence.stream,
+            deliveries=meta.num_delivered,
+            reason=reason,
+            headers=raw.headers,
+        )
+        self.instruments.add("rok.bus.dead_letters", 1, {"consumer": meta.consumer})
+
     async def serve(self) -> None:
         """Run until SIGTERM or SIGINT; raise :class:`BusConnectionLost` if the connection closed for good."""
         try:
@@ -269,36 +322,14 @@ class _FailurePolicy(BaseMiddleware):
         raw = msg.raw_message
         if not isinstance(raw, Msg) or not raw.reply or not raw.reply.startswith("$JS.ACK."):
             return await call_next(msg)  # core NATS (request-reply): nothing to ack
-        meta = raw.metadata
-        spec = self.service.consumers.get(meta.consumer)
-        max_deliver = spec.max_deliver if spec else self.service.settings.max_deliver
         token = current_event_id.set((raw.headers or {}).get(bus.MSG_ID))
         try:
             return await call_next(msg)
         except HandlerException:
             raise
-        except ValidationError as error:
-            await self._dead_letter(raw, str(invalid_event(_model_name(error), error)))
-            raise RejectMessage() from error
-        except PermanentError as error:
-            await self._dead_letter(raw, str(error))
-            raise RejectMessage() from error
         except Exception as error:
-            delay = error.delay if isinstance(error, TemporaryError) else self.service.settings.retry_delay
-            reason = f"{type(error).__name__}: {error}"
-            if meta.num_delivered >= max_deliver:
-                await self._dead_letter(raw, f"gave up after {meta.num_delivered} deliveries: {reason}")
-                raise RejectMessage() from error
-            delay *= 2 ** (meta.num_delivered - 1)
-            log.warning(
-                "delivery %d of %d failed, retrying in %.1fs: %s",
-                meta.num_delivered,
-                max_deliver,
-                delay,
-                reason,
-                exc_info=not isinstance(error, TemporaryError),
-            )
-            raise NackMessage(delay=delay) from error
+            delay = await self.service.failed(raw, error)
+            raise (RejectMessage() if delay is None else NackMessage(delay=delay)) from error
         finally:
             current_event_id.reset(token)
 
@@ -308,21 +339,6 @@ class _FailurePolicy(BaseMiddleware):
         headers = {"content-type": "application/json", **cmd.headers_to_publish()}
         payloads.check(self.service.broker.connection, cmd.destination, body, headers)
         return await call_next(cmd)
-
-    async def _dead_letter(self, raw: Msg, reason: str) -> None:
-        meta = raw.metadata
-        await bus.dead_letter(
-            self.service.js,
-            payload=raw.data,
-            subject=raw.subject,
-            stream=meta.stream,
-            consumer=meta.consumer,
-            sequence=meta.sequence.stream,
-            deliveries=meta.num_delivered,
-            reason=reason,
-            headers=raw.headers,
-        )
-        self.service.instruments.add("rok.bus.dead_letters", 1, {"consumer": meta.consumer})
 
 
 async def decode_event(msg: StreamMessage[Any]) -> Event:

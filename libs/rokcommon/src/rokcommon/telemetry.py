@@ -219,17 +219,18 @@ def _otlp_exporter(signal: Literal["traces", "metrics"]) -> Any:
 
 def event_attributes(event: object) -> dict[str, str]:
     """``rok.run_id``, ``rok.step`` and ``rok.namespace`` of an event (those it knows), for its spans."""
-    step = getattr(event, "step", None)
-    run = getattr(event, "run", None) or getattr(step, "run", None)
+    fields = getattr(event, "__dict__", {})  # a model's fields: no costly AttributeError for those it lacks
+    step = fields.get("step")
+    run = fields.get("run") or getattr(step, "run", None)
     found: dict[str, str] = {}
     if run is not None:
         found["rok.run_id"] = run.run_id
         found["rok.namespace"] = run.namespace
     if step is not None:
         found["rok.step"] = step.name
-    if isinstance(namespace := getattr(event, "namespace", None), str):
+    if isinstance(namespace := fields.get("namespace"), str):
         found["rok.namespace"] = namespace
-    if isinstance(request_id := getattr(event, "request_id", None), str):
+    if isinstance(request_id := fields.get("request_id"), str):
         found["rok.restore.request_id"] = request_id
     return found
 

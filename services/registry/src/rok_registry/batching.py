@@ -1,63 +1,239 @@
-"""Group commit: events handed in one by one by concurrent handlers, recorded several per database transaction.
+"""Recording in batches: a durable pull consumer whose waiting messages are recorded several per transaction.
 
-A transaction costs the same few round trips and one flush to disk whether it records one event or fifty, so
-recording the events delivered together in one transaction multiplies what the registry records per second. Each
-handler still waits for its own event's outcome: it returns (and its message is acked) only once the
-transaction holding its event has committed, and an event that failed raises its own error, only to its own
-handler (:meth:`~rok_registry.recorder.Recorder.record_batch` falls back to one transaction per event).
+A transaction costs the same few round trips and one flush to disk whether it records one event or two hundred,
+and a message handled on its own costs more than its recording. So the registry pulls what waits on a stream (up
+to :attr:`BatchConsumer.size` messages: under load, those that arrived while the last batch was recorded; when
+quiet, the one that just came), records them in one transaction, then publishes what they made whole, all at
+once, and acks each message. The next batch is recorded meanwhile.
+
+- A message is acked only once the transaction holding its event has committed and its announcements were
+  published. A crash before that leaves it unacked: it is redelivered after ``ack_wait`` and recorded again to
+  the same rows (the recorder upserts on natural keys; announcements carry deterministic ids).
+- A message that cannot be decoded, or whose event cannot be recorded, fails alone (the recorder then records
+  each event of the batch in a transaction of its own), and goes through the service's failure policy: dead-
+  lettered and terminated if retrying cannot help, nak'ed with a growing delay otherwise, dead-lettered after
+  ``max_deliver`` deliveries.
+- The batches of one stream are recorded one after the other, and the events of one run in a batch in the order
+  they were delivered.
+- Each message keeps its own trace: a consumer span per message, a child of the context its headers carry, with
+  its announcements; each trace in the batch shows the commit (a ``registry db commit`` span over the
+  transaction, under the first of its messages).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
-from rokcommon.events import Event
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError
+from nats.js import JetStreamContext
+from opentelemetry import propagate, trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from rokcommon import bus
+from rokcommon.events import Event, model_for_subject
+from rokcommon.logs import current_event_id
+from rokcommon.streams import ConsumerSpec
+from rokcommon.telemetry import event_attributes
 
 from rok_registry.settling import Commit
 
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("rok_registry")
+
 Outcomes = list[list[Commit] | Exception]  # per event, in order: what it announces, or why it failed
-RecordBatch = Callable[[Sequence[Event]], Coroutine[Any, Any, Outcomes]]
+RecordBatch = Callable[[Sequence[Event]], Awaitable[Outcomes]]
+Announce = Callable[[list[Commit]], Awaitable[None]]
+Failed = Callable[[Msg, Exception], Awaitable[float | None]]  # the failure policy: None (terminate) or a nak delay
+
+FETCH_WAIT = 0.5  # seconds a pull waits for a first message (how long a stop may wait for the pull to end)
 
 
-class GroupCommit:
-    """Record events in batches of at most ``size``: those handed in while a batch is gathered or committed."""
+@dataclass
+class Delivery:
+    """One message of a batch: its event (or why it has none), its span, and what it announces once committed."""
 
-    def __init__(self, record_batch: RecordBatch, *, size: int = 64, window: float = 0.002) -> None:
-        self.record_batch = record_batch
+    msg: Msg
+    span: Span
+    event: Event | None = None
+    error: Exception | None = None
+    commits: list[Commit] = field(default_factory=list)
+
+
+class BatchConsumer:
+    """Pull a durable consumer's messages in batches of at most ``size``; record each batch in one transaction.
+
+    ``record``: records events in one transaction, an outcome per event (the recorder's ``record_batch``);
+    ``announce``: publishes one message's commits; ``failed``: the failure policy for a message that failed;
+    ``in_flight``: batches recorded and still being announced and acked, at most.
+    """
+
+    def __init__(
+        self,
+        spec: ConsumerSpec,
+        record: RecordBatch,
+        announce: Announce,
+        failed: Failed,
+        *,
+        size: int = 256,
+        in_flight: int = 4,
+        inbox_prefix: bytes | None = None,
+        db_system: str = "",
+    ) -> None:
+        self.spec = spec
+        self.record = record
+        self.announce = announce
+        self.failed = failed
         self.size = size
-        self.window = window  # seconds the first event of a batch waits for those delivered with it
-        self._waiting: list[tuple[Event, asyncio.Future[list[Commit]], contextvars.Context]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self.inbox_prefix = inbox_prefix
+        self.db_system = db_system
+        self._slots = asyncio.Semaphore(in_flight)
+        self._finishing: set[asyncio.Task[None]] = set()
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
-    async def record(self, event: Event) -> list[Commit]:
-        """Record ``event`` with the others handed in about now; what it announces, once committed."""
-        future: asyncio.Future[list[Commit]] = asyncio.get_running_loop().create_future()
-        self._waiting.append((event, future, contextvars.copy_context()))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.get_running_loop().create_task(self._flush())
-        return await future
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
 
-    async def _flush(self) -> None:
-        await asyncio.sleep(self.window)
-        while self._waiting:
-            batch, self._waiting = self._waiting[: self.size], self._waiting[self.size :]
-            events = [event for event, _, _ in batch]
-            try:  # in the first event's context: the transaction's span joins that event's trace
-                results: Outcomes = await asyncio.get_running_loop().create_task(
-                    self.record_batch(events), context=batch[0][2]
-                )
-            except BaseException as error:  # cancelled, or a fault of record_batch itself: every handler hears it
-                for _, future, _ in batch:
-                    if not future.done():
-                        future.set_exception(error)
+    async def start(self, connection: Client) -> None:
+        js = connection.jetstream()
+        self._sub = await js.pull_subscribe_bind(
+            durable=self.spec.durable, stream=self.spec.stream.name, inbox_prefix=self.inbox_prefix
+        )
+        self._stopping = False
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"consume {self.spec.durable}")
+
+    async def stop(self) -> None:
+        """Pull no more; finish the batch being recorded and those being acked (the rest are redelivered)."""
+        self._stopping = True
+        if self._task is not None:
+            await asyncio.wait([self._task])
+        if self._finishing:
+            await asyncio.wait(self._finishing)
+        if self._sub is not None:
+            try:
+                await self._sub.unsubscribe()
+            except Exception as error:  # the connection went first: the server forgets the subscription anyway
+                log.debug("unsubscribing %s: %s", self.spec.durable, error)
+            self._sub = None
+
+    async def _run(self) -> None:
+        assert self._sub is not None
+        while not self._stopping:
+            try:
+                msgs = await self._sub.fetch(self.size, timeout=FETCH_WAIT)
+            except TimeoutError:
+                continue
+            except ConnectionClosedError:
+                await asyncio.sleep(FETCH_WAIT)  # the service stops (or is stopped) for good
+                continue
+            except Exception as error:  # a reconnect under way, JetStream answering late: pull again
+                log.warning("pulling from %s failed: %s", self.spec.durable, error or type(error).__name__)
+                await asyncio.sleep(FETCH_WAIT)
+                continue
+            await self._slots.acquire()
+            try:
+                deliveries = await self.record_all(msgs)
+            except BaseException:
+                self._slots.release()
                 raise
-            for (_, future, _), result in zip(batch, results, strict=True):
-                if future.done():  # its handler stopped waiting (cancelled)
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            task = asyncio.get_running_loop().create_task(self.finish(deliveries))
+            self._finishing.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._finishing.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("finishing a batch of %s failed", self.spec.durable, exc_info=task.exception())
+
+    async def record_all(self, msgs: Sequence[Msg]) -> list[Delivery]:
+        """Decode and record a batch of messages; each delivery holds its commits or its error."""
+        pulled = time.time_ns()
+        deliveries = [self._delivery(msg, pulled) for msg in msgs]
+        recorded = [d for d in deliveries if d.event is not None]
+        began = time.time_ns()
+        try:
+            outcomes = await self.record([d.event for d in recorded if d.event is not None])
+        except Exception as error:  # a fault of the batch itself: each message fails with it
+            outcomes = [error] * len(recorded)
+        ended = time.time_ns()
+        traced: set[int] = set()  # the traces that show the commit already (messages of one step share one)
+        for delivery, outcome in zip(recorded, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                delivery.error = outcome
+                continue
+            delivery.commits = outcome
+            trace_id = delivery.span.get_span_context().trace_id
+            if trace_id in traced:
+                continue
+            traced.add(trace_id)
+            commit = tracer.start_span(
+                "registry db commit",
+                context=trace.set_span_in_context(delivery.span),
+                kind=SpanKind.CLIENT,
+                attributes={"db.system": self.db_system, "rok.batch.events": len(recorded)},
+                start_time=began,
+            )
+            commit.end(end_time=ended)
+        return deliveries
+
+    def _delivery(self, msg: Msg, pulled: int) -> Delivery:
+        headers = msg.headers or {}
+        event: Event | None = None
+        error: Exception | None = None
+        try:
+            event = model_for_subject(msg.subject).decode(msg.data)
+        except Exception as invalid:
+            error = invalid
+        span = tracer.start_span(
+            f"registry record {type(event).__name__ if event else 'message'}",
+            context=propagate.extract(headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": msg.subject,
+                "messaging.consumer.group.name": self.spec.durable,
+                "messaging.message.id": headers.get(bus.MSG_ID, ""),
+                **({"rok.event": type(event).__name__, **event_attributes(event)} if event else {}),
+            },
+            start_time=pulled,
+        )
+        return Delivery(msg, span, event, error)
+
+    async def finish(self, deliveries: Sequence[Delivery]) -> None:
+        """Announce what each message's event made whole and ack it; a failed one goes to the failure policy."""
+        await asyncio.gather(*(self._finish(d) for d in deliveries))
+
+    async def _finish(self, delivery: Delivery) -> None:
+        token = current_event_id.set((delivery.msg.headers or {}).get(bus.MSG_ID))
+        try:
+            with trace.use_span(delivery.span, end_on_exit=True):
+                try:
+                    if delivery.error is not None:
+                        raise delivery.error
+                    await self.announce(delivery.commits)
+                    await delivery.msg.ack()
+                except Exception as error:
+                    delivery.span.record_exception(error)
+                    delivery.span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+                    await self._fail(delivery.msg, error)
+        finally:
+            current_event_id.reset(token)
+
+    async def _fail(self, msg: Msg, error: Exception) -> None:
+        try:
+            delay = await self.failed(msg, error)
+            if delay is None:
+                await msg.term()
+            else:
+                await msg.nak(delay=delay)
+        except Exception as failure:  # not even dead-lettered: JetStream redelivers it after ack_wait
+            log.error("handling the failure of a message of %s failed: %s", self.spec.durable, failure)

@@ -70,11 +70,18 @@ class Database:
         return self.engine.dialect.name
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction that commits on leaving; database outages are temporary errors."""
+    async def writing(self, *, traced: bool = True) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction that commits on leaving; database outages are temporary errors.
+
+        ``traced``: in a span of its own (a batch of messages traces its commit in each message's trace instead).
+        """
         async with self.write_lock or nullcontext(), _outages_are_temporary():
-            with tracer.start_as_current_span(
-                "registry db commit", kind=SpanKind.CLIENT, attributes={"db.system": self.dialect}
+            with (
+                tracer.start_as_current_span(
+                    "registry db commit", kind=SpanKind.CLIENT, attributes={"db.system": self.dialect}
+                )
+                if traced
+                else nullcontext()
             ):
                 async with self.sessions() as session, session.begin():
                     yield session

@@ -1,36 +1,27 @@
 """The registry on the bus: durable consumers that record events, and request-reply handlers for queries.
 
-Handlers translate messages into calls of the recorder and the query layer, and publish the
-``VersionCommitted`` events the recorder hands back.
+The consumers pull their messages in batches and record each batch in one transaction
+(:mod:`rok_registry.batching`), then publish the ``VersionCommitted`` events the recorder hands back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeAlias
 
 from faststream.nats import NatsMessage
-from opentelemetry import trace
 from pydantic import ValidationError
 from rokcommon import payloads, streams, subjects
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, QueryFailed, TemporaryError
-from rokcommon.events import (
-    Event,
-    RunFinished,
-    RunStarted,
-    SnapshotCompleted,
-    SnapshotFailed,
-    StepFinished,
-    StepStarted,
-    invalid_event,
-)
+from rokcommon.events import invalid_event
+from rokcommon.health import CheckFailed
 from rokcommon.registry_contract import QUERIES, RETENTION, Reply, encode_reply, error_body, reply_budget
 from rokcommon.service import Service
-from rokcommon.telemetry import event_attributes
 
-from rok_registry.batching import GroupCommit
+from rok_registry.batching import BatchConsumer
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
 from rok_registry.retention import Retention
@@ -38,36 +29,20 @@ from rok_registry.settling import Commit
 
 log = logging.getLogger(__name__)
 Answers: TypeAlias = Queries | Retention  # what answers requests: the queries, and the retention requests
-tracer = trace.get_tracer("rok_registry")
 
 PIPELINE_CONSUMER = "registry-pipeline"
 SNAPSHOTS_CONSUMER = "registry-snapshots"
 QUEUE_GROUP = "rok-registry"
 
 
-class EventHandlers:
-    """Record one event (in a transaction with the events delivered with it), then announce what it made whole."""
+class Announcer:
+    """Publish the versions a message's event made whole (all at once), and count the fresh ones."""
 
-    def __init__(self, service: Service, recorder: Recorder, *, batch: int = 64) -> None:
+    def __init__(self, service: Service) -> None:
         self.service = service
-        self.recorder = recorder
-        self.batches = GroupCommit(recorder.record_batch, size=batch)
-
-    async def handle(self, event: Event) -> None:
-        with tracer.start_as_current_span(
-            f"registry record {type(event).__name__}",
-            attributes={
-                "messaging.message.id": event.event_id,
-                "rok.event": type(event).__name__,
-                **event_attributes(event),
-            },
-        ):
-            commits = await self.batches.record(event)
-            await self.announce(commits)
 
     async def announce(self, commits: list[Commit]) -> None:
-        for commit in commits:
-            await self.service.publish(commit.event)
+        await asyncio.gather(*(self.service.publish(commit.event) for commit in commits))
         now = datetime.now(UTC)
         for commit in commits:
             if not commit.fresh:
@@ -89,29 +64,45 @@ def subscribe(
     recorder: Recorder,
     queries: Queries,
     *,
-    workers: int = 8,
-    batch: int = 64,
+    workers: int = 4,
+    batch: int = 256,
     retention: Retention | None = None,
 ) -> None:
     """Bind the registry's consumers, query handlers and retention requests to the service's broker.
 
-    ``workers``: events of each stream in flight at once; ``batch``: events recorded in one transaction, at most.
+    ``batch``: events recorded in one transaction, at most; ``workers``: batches of each stream recorded and
+    still being announced and acked, at most.
     """
-    events = EventHandlers(service, recorder, batch=batch)
-    pipeline = service.consumer_spec(
-        streams.PIPELINE, PIPELINE_CONSUMER, "rok.>", description="registry: run and step events"
-    )
-    snapshots = service.consumer_spec(
-        streams.SNAPSHOTS, SNAPSHOTS_CONSUMER, "rok.snapshot.>", description="registry: snapshot events"
-    )
+    announcer = Announcer(service)
+    recording = []
+    for stream, durable, subject, description in (
+        (streams.PIPELINE, PIPELINE_CONSUMER, "rok.>", "registry: run and step events"),
+        (streams.SNAPSHOTS, SNAPSHOTS_CONSUMER, "rok.snapshot.>", "registry: snapshot events"),
+    ):
+        spec = service.consumer_spec(
+            stream, durable, subject, description=description, max_ack_pending=max(64, 2 * batch * workers)
+        )
+        service.declare_consumer(spec)
+        recording.append(
+            BatchConsumer(
+                spec,
+                lambda events: recorder.record_batch(events, traced=False),
+                announcer.announce,
+                service.failed,
+                size=batch,
+                in_flight=workers,
+                inbox_prefix=service.inbox_prefix,
+                db_system=recorder.db.dialect,
+            )
+        )
+    service.broker.loops += recording
 
-    @service.consumer(pipeline, max_workers=workers)
-    async def on_pipeline(event: RunStarted | RunFinished | StepStarted | StepFinished) -> None:
-        await events.handle(event)
+    async def consuming() -> None:
+        idle = [c.spec.durable for c in recording if not c.running]
+        if idle:
+            raise CheckFailed(f"not recording yet: {', '.join(idle)}")
 
-    @service.consumer(snapshots, max_workers=workers)
-    async def on_snapshot(event: SnapshotCompleted | SnapshotFailed) -> None:
-        await events.handle(event)
+    service.health.add("recording", consuming)
 
     def limit() -> int:
         return payloads.limit(service.broker.connection)

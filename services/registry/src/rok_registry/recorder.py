@@ -32,12 +32,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from rok_registry import names
 from rok_registry.database import Database
 from rok_registry.rows import Rows
-from rok_registry.settling import Commit, Due, OneVersion, StepKey, settle, settle_due
+from rok_registry.settling import Commit, Due, OneVersion, StepKey, settle, settle_dues
 from rok_registry.tables import MemberRow, RunRow
 
 log = logging.getLogger(__name__)
 
 _DUE = "rok.due"  # session.info in a batch: what each run's events can change, by workflow uid, settled at its end
+_MEMBERS = "rok.members"  # session.info in a batch: the members its snapshot events recorded, inserted together
 
 
 class Recorder:
@@ -46,50 +47,95 @@ class Recorder:
         self.rows = Rows(db.dialect)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, traced: bool = True) -> AsyncIterator[AsyncSession]:
         """A write transaction; what it looked up is remembered (:meth:`Rows.committed`) only once it commits.
 
         Changes to rows are written once, at the commit, however many events of a batch made them: no query of
         the recorder filters on a column it changes (only on keys and ids), so none needs them written before.
+        ``traced``: the commit has a span of its own.
         """
-        async with self.db.writing() as session:
+        async with self.db.writing(traced=traced) as session:
             with session.no_autoflush:
                 yield session
         self.rows.committed(session)
 
-    async def record(self, event: Event) -> list[Commit]:
+    async def record(self, event: Event, *, traced: bool = True) -> list[Commit]:
         """Record any event the registry consumes (others are ignored), in a transaction of its own."""
-        async with self.transaction() as session:
-            return await self.record_in(session, event)
+        async with self.transaction(traced=traced) as session:
+            [commits] = await self._record_all(session, [event])
+            return commits
 
-    async def record_batch(self, events: Sequence[Event]) -> list[list[Commit] | Exception]:
+    async def record_batch(self, events: Sequence[Event], *, traced: bool = True) -> list[list[Commit] | Exception]:
         """Record events in one transaction; what each announces, or why it failed, in their order.
 
         If the transaction fails, each event is recorded again on its own: a poison event fails alone, and the
         others are recorded all the same. Runs are locked in one order (by workflow uid) so that two replicas
-        recording batches at once do not deadlock.
+        recording batches at once do not deadlock; the events of one run are recorded in the order given.
+        ``traced``: each transaction has a span of its own.
         """
+        if not events:
+            return []
         if len(events) == 1:
-            return [await self._alone(events[0])]
-        order = sorted(range(len(events)), key=lambda i: _run_of(events[i]))
-        results: list[list[Commit] | Exception] = [[] for _ in events]
+            return [await self._alone(events[0], traced=traced)]
         try:
-            async with self.transaction() as session:
-                dues: dict[str, Due] = session.info.setdefault(_DUE, {})
-                last: dict[str, int] = {}  # the last event of each run: it announces what the run's events made whole
-                for i in order:
-                    results[i] = await self.record_in(session, events[i])
-                    last[_run_of(events[i])] = i
-                for uid, due in dues.items():
-                    results[last[uid]] = await settle_due(session, due)
+            async with self.transaction(traced=traced) as session:
+                return list(await self._record_all(session, events))
         except Exception as error:
             log.info("a batch of %d events failed (%s); recording each on its own", len(events), error)
-            return [await self._alone(event) for event in events]
+            return [await self._alone(event, traced=traced) for event in events]
+
+    async def _record_all(self, session: AsyncSession, events: Sequence[Event]) -> list[list[Commit]]:
+        """Record events in ``session``'s transaction, run by run; the last event of each run announces what the
+        run's events made whole."""
+        order = sorted(range(len(events)), key=lambda i: _run_of(events[i]))
+        await self.rows.prefetch(session, [events[i] for i in order])
+        dues: dict[str, Due] = session.info.setdefault(_DUE, {})
+        members: list[dict[str, Any]] = session.info.setdefault(_MEMBERS, [])
+        results: list[list[Commit]] = [[] for _ in events]
+        last: dict[str, int] = {}
+        for i in order:
+            results[i] = await self.record_in(session, events[i])
+            last[_run_of(events[i])] = i
+        await self._store_members(session, members)
+        for uid, commits in zip(dues, await settle_dues(session, list(dues.values())), strict=True):
+            results[last[uid]] = commits
         return results
 
-    async def _alone(self, event: Event) -> list[Commit] | Exception:
+    async def _store_members(self, session: AsyncSession, members: list[dict[str, Any]]) -> None:
+        """Insert the members snapshot events of a batch recorded, in one statement.
+
+        A volume's member is inserted once; a volume that failed and then succeeded (on a retry) counts as
+        stored, and a stored one stays: of the events about one volume, the first that stored it wins, else the
+        first that failed, as recording them one by one would decide.
+        """
+        chosen: dict[tuple[str, str], dict[str, Any]] = {}
+        for member in members:
+            key = (member["version_id"], member["volume"])
+            if key not in chosen or (chosen[key]["status"] == "failed" and member["status"] == "complete"):
+                chosen[key] = member
+        members.clear()
+        if not chosen:
+            return
+        table = MemberRow.__table__
+        rows = [{"reason": None, **m} for m in chosen.values()]
+        columns = sorted({c for row in rows for c in row})
+        rows = [{c: row.get(c) for c in columns} for row in rows]
+        inserted = await session.execute(
+            self.rows.insert(table).on_conflict_do_nothing().returning(table.c.version_id, table.c.volume), rows
+        )
+        stored = {(r.version_id, r.volume) for r in inserted}
+        for key, member in chosen.items():
+            if key in stored or member["status"] != "complete":
+                continue
+            await session.execute(
+                update(table)
+                .where(table.c.version_id == key[0], table.c.volume == key[1], table.c.status == "failed")
+                .values(**member, reason=None)
+            )
+
+    async def _alone(self, event: Event, *, traced: bool) -> list[Commit] | Exception:
         try:
-            return await self.record(event)
+            return await self.record(event, traced=traced)
         except Exception as error:
             return error
 
@@ -189,17 +235,11 @@ class Recorder:
             version.event_tags = sorted(set(version.event_tags) | set(event.tags))
         else:
             member |= {"reason": event.reason, "size": 0, "bytes_new": 0, "files": 0}
-        inserted = await session.execute(
-            self.rows.insert(MemberRow).values(**member).on_conflict_do_nothing().returning(MemberRow.id)
-        )
-        if inserted.first() is None and completed:
-            # A volume that failed and then succeeded on a retry counts as stored; a stored one stays.
-            await session.execute(
-                update(MemberRow)
-                .where(MemberRow.version_id == version.id, MemberRow.volume == event.volume.name)
-                .where(MemberRow.status == "failed")
-                .values(**member, reason=None)
-            )
+        pending: list[dict[str, Any]] | None = session.info.get(_MEMBERS)
+        if pending is not None:
+            pending.append(member)  # inserted with the batch's others, before it is settled
+        else:
+            await self._store_members(session, [member])
         # A redelivered snapshot event announces its whole version again; once the run has succeeded the
         # settling widens to the whole run (the final tag may move to this version).
         return await self._settle(session, run, OneVersion(version, step), again=version.id)

@@ -3,16 +3,29 @@
 A redelivered or duplicated event finds the rows its first delivery inserted; two replicas inserting the same row
 at once end with one. The run's row is locked for the transaction (``SELECT … FOR UPDATE`` on PostgreSQL), so
 that the events of one run are recorded one after the other.
+
+A batch of events finds (or inserts) the rows of all its events at once (:meth:`Rows.prefetch`): a few statements
+per batch rather than a few per event; each event then finds its rows in the transaction's own map.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from rokcommon.errors import PermanentError
-from rokcommon.events import RunRef, SnapshotCompleted, SnapshotFailed, StepRef
+from rokcommon.events import (
+    Event,
+    RunFinished,
+    RunRef,
+    RunStarted,
+    SnapshotCompleted,
+    SnapshotFailed,
+    StepFinished,
+    StepRef,
+    StepStarted,
+)
 from sqlalchemy import Insert, Select, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -54,6 +67,7 @@ class Rows:
         postgres = dialect == "postgresql"
         self.insert = postgresql.insert if postgres else sqlite.insert
         self._find_run = _FIND_RUN.with_for_update(of=RunRow) if postgres else _FIND_RUN
+        self._find_runs = select(RunRow).with_for_update(of=RunRow) if postgres else select(RunRow)
         self._namespaces: dict[str, int] = {}
 
     async def run(self, session: AsyncSession, ref: RunRef) -> RunRow:
@@ -109,6 +123,124 @@ class Rows:
             )
         return pending[name]
 
+    async def prefetch(self, session: AsyncSession, events: Sequence[Event]) -> None:
+        """Find the run, step and version rows ``events`` are about, inserting those that are new, in a few
+        statements for the whole batch; the events then find them in the transaction (:func:`in_transaction`).
+
+        Runs are locked in the order of their workflow uids, then inserted in that order: two replicas
+        recording batches of the same runs at once wait for each other and never deadlock.
+        """
+        rows: dict[tuple[Any, ...], Any] = session.info.setdefault(_ROWS, {})
+        runs: dict[str, RunRef] = {}
+        steps: dict[tuple[str, str, int], StepRef] = {}
+        versions: dict[str, SnapshotCompleted | SnapshotFailed] = {}
+        for event in events:
+            match event:
+                case RunStarted() | RunFinished():
+                    runs.setdefault(event.run.workflow_uid, event.run)
+                case StepStarted() | StepFinished():
+                    runs.setdefault(event.step.run.workflow_uid, event.step.run)
+                    steps.setdefault(_step_key(event.step), event.step)
+                case SnapshotCompleted() | SnapshotFailed():
+                    runs.setdefault(event.run.workflow_uid, event.run)
+                    if event.step is not None:
+                        steps.setdefault(_step_key(event.step), event.step)
+                    versions.setdefault(event.key.version_id, event)
+        wanted = sorted(uid for uid in runs if ("run", uid) not in rows)
+        if not wanted:
+            return await self._prefetch_steps(session, rows, steps, versions)
+        namespaces = {uid: await self.namespace(session, runs[uid].namespace) for uid in wanted}
+        found = await self._runs(session, wanted)
+        new = [uid for uid in wanted if uid not in found]
+        if new:
+            await session.execute(
+                self.insert(RunRow.__table__).on_conflict_do_nothing(index_elements=["workflow_uid"]),
+                [
+                    {
+                        "workflow_uid": uid,
+                        "namespace_id": namespaces[uid],
+                        "run_id": runs[uid].run_id,
+                        "status": "running",
+                        "created_at": now(),
+                    }
+                    for uid in new
+                ],
+            )
+            found |= await self._runs(session, new)
+        for uid, run in found.items():
+            rows[("run", uid)] = run
+        await self._prefetch_steps(session, rows, steps, versions)
+
+    async def _runs(self, session: AsyncSession, uids: list[str]) -> dict[str, RunRow]:
+        query = self._find_runs.where(RunRow.workflow_uid.in_(uids)).order_by(RunRow.workflow_uid)
+        return {run.workflow_uid: run for run in (await session.execute(query)).scalars()}
+
+    async def _prefetch_steps(
+        self,
+        session: AsyncSession,
+        rows: dict[tuple[Any, ...], Any],
+        steps: dict[tuple[str, str, int], StepRef],
+        versions: dict[str, SnapshotCompleted | SnapshotFailed],
+    ) -> None:
+        run_ids = {uid: rows[("run", uid)].id for uid, _, _ in steps if ("run", uid) in rows}
+        keyed = {
+            (run_ids[uid], step_id, attempt): ref for (uid, step_id, attempt), ref in steps.items() if uid in run_ids
+        }
+        wanted = [key for key in keyed if ("step", *key) not in rows]
+        if wanted:
+            found = await self._steps(session, wanted)
+            new = [key for key in wanted if key not in found]
+            if new:
+                await session.execute(
+                    self.insert(StepRow.__table__).on_conflict_do_nothing(
+                        index_elements=["file_id", "step_id", "attempt"]
+                    ),
+                    [
+                        {"file_id": f, "step_id": s, "attempt": a, "name": keyed[(f, s, a)].name, "guarded": False}
+                        for f, s, a in new
+                    ],
+                )
+                found |= await self._steps(session, new)
+            for key, step in found.items():
+                rows[("step", *key)] = step
+        await self._prefetch_versions(session, rows, versions)
+
+    async def _steps(
+        self, session: AsyncSession, keys: list[tuple[int, str, int]]
+    ) -> dict[tuple[int, str, int], StepRow]:
+        query = select(StepRow).where(
+            StepRow.file_id.in_(sorted({f for f, _, _ in keys})), StepRow.step_id.in_(sorted({s for _, s, _ in keys}))
+        )
+        wanted = set(keys)
+        found = {(st.file_id, st.step_id, st.attempt): st for st in (await session.execute(query)).scalars()}
+        return {key: step for key, step in found.items() if key in wanted}
+
+    async def _prefetch_versions(
+        self,
+        session: AsyncSession,
+        rows: dict[tuple[Any, ...], Any],
+        versions: dict[str, SnapshotCompleted | SnapshotFailed],
+    ) -> None:
+        wanted = [
+            vid for vid, e in versions.items() if ("version", vid) not in rows and ("run", e.run.workflow_uid) in rows
+        ]
+        if not wanted:
+            return
+        found = await self._versions(session, wanted)
+        new = [vid for vid in wanted if vid not in found]
+        if new:
+            await session.execute(
+                self.insert(VersionRow.__table__).on_conflict_do_nothing(index_elements=["id"]),
+                [_new_version(rows[("run", versions[vid].run.workflow_uid)], vid, versions[vid]) for vid in new],
+            )
+            found |= await self._versions(session, new)
+        for vid, version in found.items():
+            rows[("version", vid)] = version
+
+    async def _versions(self, session: AsyncSession, ids: list[str]) -> dict[str, VersionRow]:
+        query = select(VersionRow).where(VersionRow.id.in_(ids)).options(*NO_RUN)
+        return {v.id: v for v in (await session.execute(query)).scalars()}
+
     def committed(self, session: AsyncSession) -> None:
         """Remember the namespace ids ``session`` looked up or inserted, now that its transaction has committed."""
         self._namespaces.update(session.info.pop(_PENDING_NAMESPACES, {}))
@@ -116,7 +248,17 @@ class Rows:
     async def bucket(self, session: AsyncSession, namespace_id: int, experiment: str | None) -> BucketRow:
         """The experiment's bucket (``None``: the namespace's fallback bucket), named when it is created."""
         key = experiment or ""
+        bucket: BucketRow = await in_transaction(
+            session, ("bucket", namespace_id, key), lambda: self._bucket(session, namespace_id, experiment)
+        )
+        return bucket
+
+    async def _bucket(self, session: AsyncSession, namespace_id: int, experiment: str | None) -> BucketRow:
+        key = experiment or ""
         query = select(BucketRow).where(BucketRow.namespace_id == namespace_id, BucketRow.experiment_key == key)
+        found = (await session.execute(query)).scalar_one_or_none()
+        if found is not None:
+            return found
         for _ in range(8):  # a new random suffix if the name is taken
             suffix = names.random_suffix()
             await session.execute(
@@ -160,7 +302,6 @@ class Rows:
         self, session: AsyncSession, run: RunRow, event: SnapshotCompleted | SnapshotFailed
     ) -> VersionRow:
         """The row of the version a snapshot event is about, created if new; it names every volume events named."""
-        step = event.step
         version_id = event.key.version_id
         version: VersionRow = await in_transaction(
             session,
@@ -171,20 +312,7 @@ class Rows:
                 {"id": version_id},
                 lambda: (
                     self.insert(VersionRow)
-                    .values(
-                        id=version_id,
-                        file_id=run.id,
-                        step_key=step.step_id if step else "",
-                        attempt=step.attempt if step else 0,
-                        phase=event.phase,
-                        step_name=step.name if step else None,
-                        volumes=list(event.volumes),
-                        event_tags=[],
-                        tags=[],
-                        status="pending",
-                        best_effort=False,
-                        created_at=now(),
-                    )
+                    .values(**_new_version(run, version_id, event))
                     .on_conflict_do_nothing(index_elements=["id"])
                 ),
                 returning=VersionRow,
@@ -194,6 +322,29 @@ class Rows:
         if merged != version.volumes:
             version.volumes = merged
         return version
+
+
+def _step_key(ref: StepRef) -> tuple[str, str, int]:
+    return (ref.run.workflow_uid, ref.step_id, ref.attempt)
+
+
+def _new_version(run: RunRow, version_id: str, event: SnapshotCompleted | SnapshotFailed) -> dict[str, Any]:
+    """The columns of a new version's row."""
+    step = event.step
+    return {
+        "id": version_id,
+        "file_id": run.id,
+        "step_key": step.step_id if step else "",
+        "attempt": step.attempt if step else 0,
+        "phase": event.phase,
+        "step_name": step.name if step else None,
+        "volumes": list(event.volumes),
+        "event_tags": [],
+        "tags": [],
+        "status": "pending",
+        "best_effort": False,
+        "created_at": now(),
+    }
 
 
 async def in_transaction(session: AsyncSession, key: tuple[Any, ...], find: Callable[[], Awaitable[T]]) -> T:

@@ -17,8 +17,10 @@ class RegistrySettings(RokSettings, AccessSettings):
     )
     registry_host: str = Field("127.0.0.1", description="address the registry's HTTP API and web pages bind")
     registry_port: int = Field(8470, ge=0, description="port of the registry's HTTP API and web pages (0: any)")
-    registry_workers: int = Field(32, ge=1, le=64, description="events of one stream in flight at once")
-    registry_batch: int = Field(64, ge=1, description="events recorded in one database transaction, at most")
+    registry_workers: int = Field(
+        4, ge=1, le=64, description="batches of one stream recorded and still being announced and acked, at most"
+    )
+    registry_batch: int = Field(256, ge=1, le=4096, description="events recorded in one database transaction, at most")
     registry_hosts: str = Field(
         "", description="host names the HTTP API answers to besides loopback, comma-separated ('*': any)"
     )

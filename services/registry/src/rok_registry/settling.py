@@ -10,6 +10,7 @@ in the union of their scopes (:class:`Due`). The rules themselves are :mod:`rok_
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -90,10 +91,37 @@ async def settle(
     return await settle_due(session, due)
 
 
-async def settle_due(session: AsyncSession, due: Due) -> list[Commit]:
-    """Settle what :class:`Due` gathered (as :func:`settle` does one scope); return the versions to announce."""
+async def settle_dues(session: AsyncSession, dues: Sequence[Due]) -> list[list[Commit]]:
+    """Settle what each :class:`Due` gathered, as :func:`settle_due` does, finding the rows of the runs settled as
+    a whole in two statements for all of them; the versions to announce, for each due."""
+    whole = [due.run.id for due in dues if _whole(due)]
+    versions: dict[int, list[VersionRow]] = defaultdict(list)
+    steps: dict[int, dict[StepKey, StepRow]] = defaultdict(dict)
+    if whole:
+        found = select(VersionRow).where(VersionRow.file_id.in_(whole)).options(*NO_RUN)
+        for version in (await session.execute(found)).scalars():
+            versions[version.file_id].append(version)
+        for step in (await session.execute(select(StepRow).where(StepRow.file_id.in_(whole)))).scalars():
+            steps[step.file_id][(step.step_id, step.attempt)] = step
+    return [
+        await settle_due(session, due, (versions[due.run.id], steps[due.run.id]) if _whole(due) else None)
+        for due in dues
+    ]
+
+
+def _whole(due: Due) -> bool:
+    return due.whole or due.run.status == "succeeded"
+
+
+async def settle_due(
+    session: AsyncSession, due: Due, rows: tuple[list[VersionRow], dict[StepKey, StepRow]] | None = None
+) -> list[Commit]:
+    """Settle what :class:`Due` gathered (as :func:`settle` does one scope); return the versions to announce.
+
+    ``rows``: the run's versions and steps, if it is settled as a whole and they were found already.
+    """
     run = due.run
-    versions, steps = await _in_scope(session, run, None if due.whole or run.status == "succeeded" else due)
+    versions, steps = rows or await _in_scope(session, run, None if _whole(due) else due)
     members: dict[str, list[Any]] = defaultdict(list)
     if versions:
         for member in await session.execute(_MEMBERS_OF, {"ids": [v.id for v in versions]}):
