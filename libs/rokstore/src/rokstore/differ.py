@@ -6,6 +6,10 @@ and never read. A directory is changed when its own entry is (its tree id aside)
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+from rokstore.errors import ObjectNotFound, SnapshotNotFound
 from rokstore.models import SnapshotDiff
 from rokstore.repository import Repository
 from rokstore.repository.manifest import Entry
@@ -14,9 +18,9 @@ from rokstore.repository.trees import subtrees
 
 async def diff(repo: Repository, a_id: str, b_id: str) -> SnapshotDiff:
     """Paths added, removed and changed from snapshot ``a_id`` to ``b_id`` (ids or unique prefixes of them)."""
-    a_full, b_full = await repo.resolve(a_id), await repo.resolve(b_id)
-    a_root = bytes.fromhex((await repo.load_record(a_full))["tree"])
-    b_root = bytes.fromhex((await repo.load_record(b_full))["tree"])
+    (a_full, a_record), (b_full, b_record) = await asyncio.gather(_record(repo, a_id), _record(repo, b_id))
+    a_root = bytes.fromhex(a_record["tree"])
+    b_root = bytes.fromhex(b_record["tree"])
     added: list[str] = []
     removed: list[str] = []
     changed: list[str] = []
@@ -59,6 +63,20 @@ async def diff(repo: Repository, a_id: str, b_id: str) -> SnapshotDiff:
                     below.extend((path + "/", t, added) for t in subtrees([entry]))
         pairs, only = following, below
     return SnapshotDiff(a=a_full, b=b_full, added=sorted(added), removed=sorted(removed), changed=sorted(changed))
+
+
+async def _record(repo: Repository, snapshot_id: str) -> tuple[str, dict[str, Any]]:
+    """A snapshot's full id and record: a full id is read at once (one GET), a prefix resolved by a listing."""
+    wanted = snapshot_id.strip().lower()
+    if len(wanted) == 64 and all(c in "0123456789abcdef" for c in wanted):
+        try:
+            return wanted, await repo.load_record(wanted)
+        except ObjectNotFound:
+            raise SnapshotNotFound(
+                f"no snapshot {wanted!r} in {repo.url}; list them with 'rok snapshot ls --repo {repo.url}'"
+            ) from None
+    full = await repo.resolve(wanted)
+    return full, await repo.load_record(full)
 
 
 def _own(entry: Entry) -> Entry:

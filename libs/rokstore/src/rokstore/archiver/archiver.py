@@ -133,7 +133,7 @@ class Archiver:
             finally:
                 await lock.release()
         if not ("" in unchanged and known.trusted):
-            await asyncio.to_thread(known.save, list(index.files), {rel: t.hex() for rel, t in trees.ids.items()})
+            known.save_later(list(index.files), {rel: t.hex() for rel, t in trees.ids.items()}, tally.failed)
         tally.phase = "done"
         tally.report()
         # Drop the per-file structures now: the packer's callback makes the saver part of a reference cycle,
@@ -162,8 +162,9 @@ class Archiver:
         reader.start()
         try:
             walker.walk()
-            unchanged = known.unchanged_dirs(walker.listed, walker.linked, self.tally.failed)
+            unchanged = known.unchanged_dirs(walker.listed, self.tally.failed)
             if "" not in unchanged:
+                walker.materialize(skip=unchanged)
                 known.fill_hits(reader.read, skip=unchanged)
         finally:
             reader.stop()

@@ -35,7 +35,7 @@ class TreeSaver:
 
     def save(
         self,
-        listed: Mapping[str, tuple[list[Entry], list[str]]],
+        listed: Mapping[str, tuple[list[Entry] | None, list[str]]],
         unchanged: Mapping[str, bytes],
         failed: Collection[str],
     ) -> bytes:
@@ -46,8 +46,11 @@ class TreeSaver:
             if reused is not None:
                 ids[rel] = reused
                 continue
+            entries = listed[rel][0]
+            if entries is None:  # same as cached, yet neither reused nor rebuilt: it failed, and is left out
+                continue
             children: list[Entry] = []
-            for entry in listed[rel][0]:
+            for entry in entries:
                 path = entry["p"]
                 if failed and (path in failed or entry.get("h") in failed):
                     continue  # could not be read: left out, named in the record's errors

@@ -1,23 +1,27 @@
 """The node-local files cache as one snapshot uses it: what the last snapshot knew, what this one learns.
 
-A file whose stat signature is the cached one is not read again: its chunks come from the cache (checked
-against the index unless the cache is trusted, see :meth:`KnownFiles.load`); a directory whose entries all
-match is its cached tree again (:meth:`KnownFiles.unchanged_dirs`). Only what was seen outside the racy window
-is remembered for next time.
+A directory whose listing (the stat signature of each entry, see :mod:`rokstore.repository.cache`) is the cached
+one is *same*: the walker builds no entries for it, and unless something below it changed its cached tree is
+this snapshot's (:meth:`KnownFiles.unchanged_dirs`). In a directory whose listing changed, a file whose signature
+is the cached one is not read again: its chunks come from the cache (checked against the index unless the cache
+is trusted, see :meth:`KnownFiles.load`). Only what was seen outside the racy window is vouched for next time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from collections.abc import Callable, Collection, Mapping
 
-from rokstore.repository.cache import CachedState, Content, FileCache, Signature
+from rokstore.repository.cache import CachedState, Child, Content, FileCache, Listing
 from rokstore.repository.index import Index, Location
 from rokstore.repository.manifest import Entry
 from rokstore.repository.trees import deepest_first
 
 ReadJob = tuple[str, str, Entry, os.stat_result]  # path, relative path, entry, stat
+Listed = Mapping[str, tuple[list[Entry] | None, list[str]]]  # directory -> its entries (None: same), subdirs
+_UNTRUSTED = -1
 
 
 class KnownFiles:
@@ -35,12 +39,13 @@ class KnownFiles:
         self.trusted = trusted
         self.racy_after = racy_after
         self._chunks = chunks
-        self._previous = state.files
         self._content = content  # only when the cache is not trusted: each reused chunk is looked up
-        self.files: dict[str, Signature] = {}  # stat signatures of the files whose content is known
-        self.read: dict[str, Content] = {}  # content of the files read by this snapshot
-        self.others: dict[str, Signature] = {}  # signatures of the other entries (directories, symlinks, ...)
-        self.hits: list[ReadJob] = []  # files whose cached content is reused
+        self._by_name: dict[str, dict[str, Child]] = {}  # cached listings of changed directories, by entry name
+        self.read: dict[str, Content] = {}  # content of the files read by this snapshot (outside the racy window)
+        self.hits: list[ReadJob] = []  # files of changed directories whose cached content is reused
+        self.same: set[str] = set()  # directories whose listing is the cached one
+        self.listings: dict[str, Listing] = {}  # listings of the other directories, as walked
+        self.linked: set[str] = set()  # directories holding a file with several links
 
     @classmethod
     async def load(cls, cache: FileCache, index: Index, racy_after: int) -> KnownFiles:
@@ -51,21 +56,33 @@ class KnownFiles:
         content = None if trusted else await asyncio.to_thread(state.content)
         return cls(cache, state, index.chunks, trusted, content, racy_after)
 
+    def is_same(self, rel: str, listing: Listing) -> bool:
+        """True if directory ``rel``'s listing is the cached one (then it is *same*: no entries are built)."""
+        if self.trusted and rel in self.state.reusable and self.state.listings.get(rel) == listing:
+            self.same.add(rel)
+            return True
+        self.listings[rel] = listing
+        return False
+
     def unchanged(self, path: str, rel: str, entry: Entry, cst: os.stat_result) -> bool:
         """True if the cache holds the file's chunks (the file is then a hit); otherwise it must be read."""
-        cached = self._previous.get(rel)
+        directory, _, name = rel.rpartition("/")
+        by_name = self._by_name.get(directory)
+        if by_name is None:
+            by_name = self._by_name[directory] = {c[0]: c for c in self.state.listings.get(directory, ())}
+        cached = by_name.get(name)
         if (
             cached is not None
-            and cached[0] == cst.st_size
-            and cached[1] == cst.st_mtime_ns
-            and cached[2] == cst.st_ctime_ns
-            and cached[3] == cst.st_ino
+            and len(cached) == 6
+            and cached[2] == cst.st_size
+            and cached[3] == cst.st_mtime_ns
+            and cached[4] == cst.st_ctime_ns
+            and cached[5] == cst.st_ino
             and (self._content is None or self._chunks_stored(rel))
         ):
             # Same ctime: neither content nor xattrs changed since the cached read. The content ("c", "x") is
-            # filled in after the walk, and only if its directory's cached tree cannot be reused (see fill_hits).
+            # filled in after the walk (see fill_hits).
             entry["s"] = cst.st_size
-            self.files[rel] = cached
             self.hits.append((path, rel, entry, cst))
             return True
         return False
@@ -78,47 +95,28 @@ class KnownFiles:
     def remember_read(self, rel: str, st: os.stat_result, content: list[list[object]], xattrs: dict[str, str]) -> None:
         if st.st_ctime_ns < self.racy_after:
             self.read[rel] = (content, xattrs)
-            self.files[rel] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         # else: changed just before the snapshot started, within the file system's timestamp granularity;
         # a write right after our read could leave (size, mtime, ctime) unchanged, so read it again next time.
 
-    def unchanged_dirs(
-        self, listed: Mapping[str, tuple[list[Entry], list[str]]], linked: Collection[str], failed: Collection[str]
-    ) -> dict[str, bytes]:
+    def unchanged_dirs(self, listed: Listed, failed: Collection[str]) -> dict[str, bytes]:
         """The directories (relative path, root ``""``) whose tree is the cached one, with its id.
 
-        A directory is unchanged when its own signature is the cached one (its mtime changes when a name is
-        added, removed or renamed in it; its ctime when its mode, owner or xattrs change), every file in it is a
-        hit, every other entry in it has its cached signature, it holds no file with several links (those name
-        their first path across directories), nothing in it failed, every subdirectory is unchanged, and the
-        cached tree is still in the index.
+        A directory is unchanged when it is *same* (its listing is the cached one: no name added, removed or
+        renamed, every entry's mode, size, mtime, ctime and inode as they were, so neither content, owner nor
+        xattrs changed), nothing in it failed, every subdirectory is unchanged, and the cached tree is still
+        in the index. (A directory holding a file with several links is never reusable: those name their
+        first path across directories.)
         """
-        cached_trees, cached_others, others = self.state.trees, self.state.others, self.others
-        if not cached_trees:
+        cached_trees = self.state.trees
+        if not cached_trees or not self.same:
             return {}
-        hits = {rel for _, rel, _, _ in self.hits}
         failed_in = {path.rpartition("/")[0] for path in failed if path != "."}  # a failed entry is in no listing
-
-        def same(entry: Entry) -> bool:
-            kind, path = entry["t"], entry["p"]
-            if kind == "f":
-                return path in hits
-            if kind == "d":
-                return True  # judged on its own, before its parent
-            signature = others.get(path)
-            return signature is not None and signature == cached_others.get(path)
-
         unchanged: dict[str, bytes] = {}
-        for rel in deepest_first(listed):
+        for rel in deepest_first(self.same):
             tree = cached_trees.get(rel)
-            key = rel or "."
-            signature = others.get(key)
-            if tree is None or signature is None or signature != cached_others.get(key):
+            if tree is None or (rel or ".") in failed or rel in failed_in:
                 continue
-            entries, subdirs = listed[rel]
-            if rel in linked or key in failed or rel in failed_in or not all(sub in unchanged for sub in subdirs):
-                continue
-            if all(same(e) for e in entries):
+            if all(sub in unchanged for sub in listed[rel][1]):
                 tree_id = bytes.fromhex(tree)
                 if tree_id in self._chunks:
                     unchanged[rel] = tree_id
@@ -131,25 +129,64 @@ class KnownFiles:
         if not wanted:
             return
         content = self.state.content_in({rel.rpartition("/")[0] for _, rel, _, _ in wanted})
+        missing: set[str] = set()
         for path, rel, entry, st in wanted:
             found = content.get(rel)
             if found is None:  # damaged cache: read the file after all
-                del self.files[rel]
+                missing.add(rel)
                 read(path, rel, entry, st)
                 continue
             entry["c"] = found[0]
             if found[1]:
                 entry["x"] = found[1]
+        if missing:
+            self.hits = [hit for hit in self.hits if hit[1] not in missing]
 
-    def save(self, index_files: list[str], trees: dict[str, str]) -> None:
-        content = self.state.parts_with(self.read, [rel for _, rel, _, _ in self.hits])
-        self.cache.save(self.files, content, self.others, index_files, trees)
+    def save_later(self, index_files: list[str], trees: dict[str, str], failed: Collection[str]) -> None:
+        """Write what this snapshot knows for the next one, in the background (see ``FileCache.save_later``)."""
+        state, racy_after = self.state, self.racy_after
+        known = {rel for _, rel, _, _ in self.hits} | self.read.keys()
+        read, same, listings, linked = self.read, self.same, self.listings, self.linked
+        failed = set(failed)
+
+        def vouched(directory: str, listing: Listing) -> Listing:
+            prefix = f"{directory}/" if directory else ""
+            out: list[Child] = []
+            for child in listing:
+                rel = prefix + child[0]
+                ok = rel in known if stat.S_ISREG(child[1]) else child[4] < racy_after and rel not in failed
+                out.append(child if ok else (child[0], _UNTRUSTED))
+            return tuple(out)
+
+        def make() -> CachedState:
+            new: dict[str, Listing] = {}
+            for rel in trees:
+                if rel in same:
+                    new[rel] = state.listings[rel]
+                elif rel in listings:
+                    new[rel] = vouched(rel, listings[rel])
+            reusable = frozenset(
+                rel for rel in new if rel not in linked and rel not in failed and (rel or ".") not in failed
+            )
+
+            def live() -> list[str]:
+                return [
+                    f"{rel}/{c[0]}" if rel else c[0]
+                    for rel, listing in new.items()
+                    for c in listing
+                    if len(c) == 6 and stat.S_ISREG(c[1])
+                ]
+
+            reused = sum(1 for rel in same for c in state.listings[rel] if len(c) == 6 and stat.S_ISREG(c[1]))
+            parts = state.parts_with(read, reused + len(known) - len(read), live)
+            return CachedState(new, reusable, frozenset(index_files), trees, parts)
+
+        self.cache.save_later(make)
 
     def release(self) -> None:
         self.hits = []
-        self.files = {}
         self.read = {}
-        self.others = {}
+        self.listings = {}
+        self._by_name = {}
         self.state = CachedState()
-        self._previous = {}
         self._content = None

@@ -3,14 +3,15 @@
 It fills ``entries`` (walk order) and ``listed`` (each directory's entries) and hands files that must be read
 to the :class:`~rokstore.archiver.reader.FileReader`;
 files the node-local cache knows unchanged (:class:`~rokstore.archiver.known.KnownFiles`) are not read.
+A directory whose listing is the cached one costs a stat and a tuple comparison per entry: no entries are
+built for it, unless something below it changed and its tree must be encoded again (:meth:`Walker.materialize`).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import os
 import stat
-import threading
+from collections.abc import Mapping
 from pathlib import Path
 
 from rokstore.archiver.known import KnownFiles
@@ -19,8 +20,6 @@ from rokstore.archiver.tally import Tally, replaced
 from rokstore.errors import StorePermanentError
 from rokstore.repository.manifest import Entry
 from rokstore.xattrs import read_xattrs
-
-WALKERS = 1
 
 
 class Walker:
@@ -38,10 +37,10 @@ class Walker:
         self.reader = reader
         self.thread_errors = thread_errors
         self.entries: list[Entry] = []  # walk order: depth first, names sorted within a directory
-        self.listed: dict[str, tuple[list[Entry], list[str]]] = {}  # directory ("" the root) -> entries, subdirs
-        self.linked: set[str] = set()  # directories holding a file with several links
-        self.missed = False  # set when a file is queued for reading
+        # directory ("" the root) -> its entries (None while it is same as cached), its subdirectories
+        self.listed: dict[str, tuple[list[Entry] | None, list[str]]] = {}
         self._listed: dict[str, os.stat_result] = {}  # each directory as its parent's listing saw it, by path
+        self._same: dict[str, tuple[str, os.stat_result, list[tuple[str, os.stat_result]]]] = {}  # path, stat, stats
 
     def walk(self) -> None:
         """List the tree with a few threads (stat calls release the GIL), then put the entries in order.
@@ -59,42 +58,21 @@ class Walker:
         self.entries.append(self._entry(".", root, st, "d"))
         self._listed[""] = st
         self.tally.dirs += 1
-        if st.st_ctime_ns < self.known.racy_after:
-            self.known.others["."] = (st.st_mode, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
         listed = self.listed
-        outstanding = [1]
-        done = threading.Event()
-        pool = concurrent.futures.ThreadPoolExecutor(WALKERS, thread_name_prefix="rok-walk")
-        lock = self.tally.lock
-
-        def job(path: str, rel: str) -> None:
-            subdirs: list[tuple[str, str]] = []
-            try:
-                listed[rel] = self._list_dir(path, rel, subdirs)
-                with lock:
-                    outstanding[0] += len(subdirs)
-                for sub_path, sub_rel in subdirs:
-                    pool.submit(job, sub_path, sub_rel)
-            except BaseException as error:
-                self.thread_errors.append(error)
-            finally:
-                with lock:
-                    outstanding[0] -= 1
-                    if outstanding[0] == 0:
-                        done.set()
-
-        try:
-            pool.submit(job, root, "")
-            done.wait()
-        finally:
-            pool.shutdown(wait=True)
-        if self.thread_errors:
-            raise self.thread_errors[0]
+        # One thread: each stat releases the GIL only for a few microseconds of kernel work, and the Python
+        # around it holds it, so more walkers only contend (measured: one lists 28k entries fastest).
+        todo = [(root, "")]
+        while todo:
+            path, rel = todo.pop()
+            found: list[tuple[str, str]] = []
+            listed[rel] = self._list_dir(path, rel, found)
+            todo.extend(found)
         stack = [""]
         while stack:
             rel = stack.pop()
             entries, subdirs = listed.get(rel, ([], []))
-            self.entries.extend(entries)
+            if entries is not None:
+                self.entries.extend(entries)
             stack.extend(reversed(subdirs))
         # Hard links: the first name in walk order holds the content, later ones point at it.
         links: dict[tuple[int, int], str] = {}
@@ -109,7 +87,7 @@ class Walker:
                 links[identity] = entry["p"]
                 self.tally.bytes_scanned += cst.st_size
                 if self._cached_or_queued(path, entry["p"], entry, cst, batch):
-                    with lock:
+                    with self.tally.lock:
                         self.tally.files_done += 1
             else:
                 entry["t"] = "h"
@@ -128,101 +106,167 @@ class Walker:
         """True if the cache holds the file's chunks; otherwise it is queued for the readers."""
         if self.known.unchanged(path, rel, entry, cst):
             return True
-        self.missed = True
         batch.append((path, rel, entry, cst))
         if len(batch) >= BATCH:
             self.reader.submit(batch[:])
             batch.clear()
         return False
 
-    def _list_dir(self, path: str, rel: str, subdirs: list[tuple[str, str]]) -> tuple[list[Entry], list[str]]:
+    def _list_dir(self, path: str, rel: str, subdirs: list[tuple[str, str]]) -> tuple[list[Entry] | None, list[str]]:
         """List and stat one directory's children, relative to an open descriptor of it (no path lookups)."""
-        entries: list[Entry] = []
-        batch: list[tuple[str, str, Entry, os.stat_result]] = []
-        files = dirs = scanned = cached = 0
         try:
             dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as error:
             self.tally.fail(rel or ".", error)
-            return entries, []
+            return [], []
         try:
-            swapped = replaced(self._listed.pop(rel), os.fstat(dir_fd))  # opened by path: a parent may be a link now
+            listed = self._listed.pop(rel)
+            swapped = replaced(listed, os.fstat(dir_fd))  # opened by path: a parent may be a link now
             if swapped is not None:
                 self.tally.fail(rel or ".", swapped)
-                return entries, []
+                return [], []
             try:
                 names = sorted(os.listdir(dir_fd))
             except OSError as error:
                 self.tally.fail(rel or ".", error)
-                return entries, []
+                return [], []
             prefix = f"{rel}/" if rel else ""
             lstat = os.lstat
-            racy_after = self.known.racy_after
-            others = self.known.others
-            s_imode = stat.S_IMODE
-            for name in names:
-                child = prefix + name
-                child_path = f"{path}/{name}"
-                try:
-                    cst = lstat(name, dir_fd=dir_fd)
-                except OSError as error:
-                    self.tally.fail(child, error)
-                    continue
-                mode = cst.st_mode
-                if stat.S_ISREG(mode):
-                    files += 1
-                    entry: Entry = {
-                        "p": child,
-                        "t": "f",
-                        "m": s_imode(mode),
-                        "u": cst.st_uid,
-                        "g": cst.st_gid,
-                        "mt": cst.st_mtime_ns,
-                    }
-                    entries.append(entry)
-                    if cst.st_nlink > 1:
-                        # decided once all names are known and in order (see _walk)
-                        entry["_link"] = ((cst.st_dev, cst.st_ino), child_path, cst)
-                        self.linked.add(rel)
-                        continue
-                    scanned += cst.st_size
-                    if self._cached_or_queued(child_path, child, entry, cst, batch):
-                        cached += 1
-                    continue
-                if cst.st_ctime_ns < racy_after:
-                    others[child] = (mode, cst.st_mtime_ns, cst.st_ctime_ns, cst.st_ino)
-                if stat.S_ISDIR(mode):
-                    entries.append(self._entry(child, child_path, cst, "d"))
-                    dirs += 1
-                    self._listed[child] = cst
-                    subdirs.append((child_path, child))
-                elif stat.S_ISLNK(mode):
-                    entry = self._entry(child, child_path, cst, "l")
+            try:
+                stats = [(name, lstat(name, dir_fd=dir_fd)) for name in names]
+            except OSError:  # one is gone (or cannot be read) since the listing: stat them one by one
+                stats = []
+                for name in names:
                     try:
-                        entry["l"] = os.readlink(name, dir_fd=dir_fd)
+                        stats.append((name, lstat(name, dir_fd=dir_fd)))
                     except OSError as error:
-                        self.tally.fail(child, error)
-                        continue
-                    entries.append(entry)
-                elif stat.S_ISFIFO(mode):
-                    entries.append(self._entry(child, child_path, cst, "p"))
-                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                    entry = self._entry(child, child_path, cst, "c" if stat.S_ISCHR(mode) else "b")
-                    entry["r"] = cst.st_rdev
-                    entries.append(entry)
-                else:
-                    self.tally.warn(f"{child}: skipped (a socket or unknown file type)")
+                        self.tally.fail(prefix + name, error)
+            listing = tuple([(n, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for n, s in stats])
+            if self.known.is_same(rel, listing):
+                self._same[rel] = (path, listed, stats)
+                return None, self._count_same(path, prefix, stats, subdirs)
+            entries = self._entries(path, rel, dir_fd, stats, subdirs)
         finally:
             os.close(dir_fd)
-        if batch:
-            self.reader.submit(batch)
+        return entries, [sub_rel for _, sub_rel in subdirs]
+
+    def _count_same(
+        self, path: str, prefix: str, stats: list[tuple[str, os.stat_result]], subdirs: list[tuple[str, str]]
+    ) -> list[str]:
+        """Count a same directory's entries (every file in it is known) and queue its subdirectories."""
+        files = scanned = 0
+        s_isreg, s_isdir = stat.S_ISREG, stat.S_ISDIR
+        for name, cst in stats:
+            mode = cst.st_mode
+            if s_isreg(mode):
+                files += 1
+                scanned += cst.st_size
+            elif s_isdir(mode):
+                child = prefix + name
+                self._listed[child] = cst
+                subdirs.append((f"{path}/{name}", child))
         tally = self.tally
         with tally.lock:
             tally.files += files
-            tally.dirs += dirs
+            tally.dirs += len(subdirs)
             tally.bytes_scanned += scanned
-            tally.files_done += cached
-        return entries, [sub_rel for _, sub_rel in subdirs]
+            tally.files_done += files
+        return [sub_rel for _, sub_rel in subdirs]
+
+    def materialize(self, skip: Mapping[str, bytes]) -> None:
+        """Build the entries of the same directories whose tree is not reused (something below them changed),
+        from the stats of the walk; their files are all known."""
+        for rel, (path, listed, stats) in self._same.items():
+            if rel in skip:
+                continue
+            subdirs = self.listed[rel][1]
+            try:
+                dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except OSError as error:
+                self.tally.fail(rel or ".", error)
+                continue
+            try:
+                swapped = replaced(listed, os.fstat(dir_fd))
+                if swapped is not None:
+                    self.tally.fail(rel or ".", swapped)
+                    continue
+                entries = self._entries(path, rel, dir_fd, stats, None)
+            finally:
+                os.close(dir_fd)
+            self.listed[rel] = (entries, subdirs)
+        self._same = {}
+
+    def _entries(
+        self,
+        path: str,
+        rel: str,
+        dir_fd: int,
+        stats: list[tuple[str, os.stat_result]],
+        subdirs: list[tuple[str, str]] | None,
+    ) -> list[Entry]:
+        """The entries of one directory from the stats of its children; files not known are queued for reading,
+        subdirectories added to ``subdirs`` (None: the walk has them already)."""
+        entries: list[Entry] = []
+        batch: list[tuple[str, str, Entry, os.stat_result]] = []
+        files = dirs = scanned = cached = 0
+        prefix = f"{rel}/" if rel else ""
+        s_imode = stat.S_IMODE
+        for name, cst in stats:
+            child = prefix + name
+            child_path = f"{path}/{name}"
+            mode = cst.st_mode
+            if stat.S_ISREG(mode):
+                files += 1
+                entry: Entry = {
+                    "p": child,
+                    "t": "f",
+                    "m": s_imode(mode),
+                    "u": cst.st_uid,
+                    "g": cst.st_gid,
+                    "mt": cst.st_mtime_ns,
+                }
+                entries.append(entry)
+                if cst.st_nlink > 1:
+                    # decided once all names are known and in order (see walk)
+                    entry["_link"] = ((cst.st_dev, cst.st_ino), child_path, cst)
+                    self.known.linked.add(rel)
+                    continue
+                scanned += cst.st_size
+                if self._cached_or_queued(child_path, child, entry, cst, batch):
+                    cached += 1
+                continue
+            if stat.S_ISDIR(mode):
+                entries.append(self._entry(child, child_path, cst, "d"))
+                dirs += 1
+                if subdirs is not None:
+                    self._listed[child] = cst
+                    subdirs.append((child_path, child))
+            elif stat.S_ISLNK(mode):
+                entry = self._entry(child, child_path, cst, "l")
+                try:
+                    entry["l"] = os.readlink(name, dir_fd=dir_fd)
+                except OSError as error:
+                    self.tally.fail(child, error)
+                    continue
+                entries.append(entry)
+            elif stat.S_ISFIFO(mode):
+                entries.append(self._entry(child, child_path, cst, "p"))
+            elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                entry = self._entry(child, child_path, cst, "c" if stat.S_ISCHR(mode) else "b")
+                entry["r"] = cst.st_rdev
+                entries.append(entry)
+            else:
+                self.tally.warn(f"{child}: skipped (a socket or unknown file type)")
+        if batch:
+            self.reader.submit(batch)
+        if subdirs is not None:  # a materialized directory was counted by the walk
+            tally = self.tally
+            with tally.lock:
+                tally.files += files
+                tally.dirs += dirs
+                tally.bytes_scanned += scanned
+                tally.files_done += cached
+        return entries
 
     def _entry(self, rel: str, path: str, st: os.stat_result, kind: str, xattrs: bool = True) -> Entry:
         entry: Entry = {

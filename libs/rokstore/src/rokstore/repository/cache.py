@@ -1,26 +1,33 @@
 """The node-local cache: which chunks an unchanged file holds, and copies of immutable index files.
 
-Files cache: one file per (repository, volume) under ``<cache_dir>/files/``. It maps a path relative to the
-volume to the stat signature ``(size, mtime_ns, ctime_ns, inode)`` the file had when it was read and, apart,
-to ``(content, xattrs)``; a file whose stat matches is not opened again, and its chunks are reused only if the
-repository's index still holds them (gc may have removed them). It also keeps the signature
-``(mode, mtime_ns, ctime_ns, inode)`` of every other entry (directories, symlinks, ...) and the tree id each
-directory had: a directory whose entries all match is that tree again, reused without being encoded.
+Files cache: one file per (repository, volume) under ``<cache_dir>/files/``. For each directory (relative path,
+root ``""``) it keeps its *listing*: the stat signature ``(name, mode, size, mtime_ns, ctime_ns, inode)`` of every
+entry in it, in name order, as the last snapshot saw them, and the tree id that directory had. A directory whose
+listing is the cached one again, entry for entry (one tuple comparison each), is that tree again: reused by its
+id, its entries neither built nor encoded. In a directory whose listing changed, a file whose signature is the
+cached one is not opened again: its chunks come from the cache (``(content, xattrs)``, apart), and are reused
+only if the repository's index still holds them (gc may have removed them). An entry the cache must not vouch
+for (changed within the racy window, unreadable) is saved as ``(name, -1)``, which matches nothing.
 The content part is decoded only when needed, and only for the directories that need it (an unchanged
 directory never does): it is a list of parts, later ones overriding earlier ones, each a pickled dict of
 directory -> its files' content pickled on its own, so that a snapshot which read a few files appends what it
 read instead of pickling every file's content again (the list is compacted once it grows), and one that must
 encode a few changed directories decodes only theirs.
+A long-running process keeps the state it last read or wrote in memory, and reads the file again only when
+it changed on disk (another process wrote it); writing it happens in a background thread once the snapshot is
+committed (:meth:`FileCache.save_later`), and the next load of the same file waits for that write.
 Index cache: ``<cache_dir>/index/<repository id>/<index id>``, verified against its BLAKE3 id when read.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import os
 import pickle
 import secrets
-from collections.abc import Collection
+import threading
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,12 +35,10 @@ from typing import Any
 import blake3
 import zstandard
 
-Signature = tuple[
-    int, int, int, int
-]  # files: (size, mtime_ns, ctime_ns, inode); others: (mode, mtime_ns, ctime_ns, inode)
+Child = tuple[Any, ...]  # (name, mode, size, mtime_ns, ctime_ns, inode), or (name, -1): not vouched for
+Listing = tuple[Child, ...]  # a directory's entries, in name order
 Content = tuple[Any, dict[str, str]]  # ([[chunk hex | None, length], ...], xattrs)
-FileRecord = tuple[Any, ...]  # (size, mtime_ns, ctime_ns, inode, content, xattrs)
-CACHE_VERSION = 5
+CACHE_VERSION = 6
 MAX_CONTENT_PARTS = 8
 
 
@@ -62,8 +67,10 @@ def _loads(data: bytes) -> Any:
 
 @dataclass
 class CachedState:
-    files: dict[str, Signature] = field(default_factory=dict)
-    others: dict[str, Signature] = field(default_factory=dict)
+    """What the last snapshot of a volume saved; never changed once made (a long-running process shares it)."""
+
+    listings: dict[str, Listing] = field(default_factory=dict)  # directory -> its listing
+    reusable: frozenset[str] = frozenset()  # directories whose cached tree may be reused when the listing matches
     index: frozenset[str] = frozenset()
     trees: dict[str, str] = field(default_factory=dict)  # directory (relative path, root "") -> tree id hex
     parts: list[bytes] = field(default_factory=list)
@@ -94,12 +101,13 @@ class CachedState:
         except Exception:
             return {}
 
-    def parts_with(self, new: dict[str, Content], reused: list[str]) -> list[bytes]:
-        """The content parts to save: this snapshot's reads appended, or everything still used in one part."""
-        if self.parts and len(self.parts) < MAX_CONTENT_PARTS and len(new) * 8 <= len(reused):
+    def parts_with(self, new: dict[str, Content], reused: int, live: Callable[[], list[str]]) -> list[bytes]:
+        """The content parts to save: this snapshot's reads appended, or everything still used (the files
+        ``live`` names) in one part."""
+        if self.parts and len(self.parts) < MAX_CONTENT_PARTS and len(new) * 8 <= reused:
             return [*self.parts, _part(new)] if new else list(self.parts)
         old = self.content()
-        content = {rel: old[rel] for rel in reused if rel in old}
+        content = {rel: old[rel] for rel in live() if rel in old}
         content.update(new)
         return [_part(content)]
 
@@ -112,6 +120,20 @@ def _part(content: dict[str, Content]) -> bytes:
     return pickle.dumps({d: pickle.dumps(files, protocol=5) for d, files in grouped.items()}, protocol=5)
 
 
+_memory: dict[Path, tuple[tuple[int, int, int], CachedState]] = {}  # path -> (its stat when read/written, state)
+_writes: dict[Path, concurrent.futures.Future[None]] = {}  # path -> its write in progress
+_memory_lock = threading.Lock()
+_writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="rok-cache")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
 class FileCache:
     def __init__(self, cache_dir: Path, repo_id: str, cache_key: str) -> None:
         name = blake3.blake3(f"{repo_id}\0{cache_key}".encode()).hexdigest()[:32]
@@ -119,38 +141,79 @@ class FileCache:
 
     def load(self) -> CachedState:
         """What the last snapshot saved; a missing or damaged cache is empty (and only costs a full read)."""
+        with _memory_lock:
+            pending = _writes.get(self.path)
+        if pending is not None:
+            pending.result()
+        stamp = _stamp(self.path)
+        with _memory_lock:
+            known = _memory.get(self.path)
+        if stamp is not None and known is not None and known[0] == stamp:
+            return known[1]
+        state = self._read()
+        if stamp is not None:
+            with _memory_lock:
+                _memory[self.path] = (stamp, state)
+        return state
+
+    def _read(self) -> CachedState:
         try:
             data = zstandard.ZstdDecompressor().decompress(self.path.read_bytes(), max_output_size=1 << 32)
             doc = _loads(data)
             if doc.get("version") != CACHE_VERSION:
                 return CachedState()
             return CachedState(
-                doc["files"], doc["others"], frozenset(doc["index"]), dict(doc["trees"]), list(doc["content"])
+                doc["listings"],
+                frozenset(doc["reusable"]),
+                frozenset(doc["index"]),
+                dict(doc["trees"]),
+                list(doc["content"]),
             )
         except Exception:
             return CachedState()
 
-    def save(
-        self,
-        files: dict[str, Signature],
-        content: list[bytes],
-        others: dict[str, Signature],
-        index_files: list[str],
-        trees: dict[str, str],
-    ) -> None:
+    def save(self, state: CachedState) -> None:
         try:
             doc = {
                 "version": CACHE_VERSION,
-                "files": files,
-                "content": content,
-                "others": others,
-                "index": sorted(index_files),
-                "trees": trees,
+                "listings": state.listings,
+                "reusable": sorted(state.reusable),
+                "content": state.parts,
+                "index": sorted(state.index),
+                "trees": state.trees,
             }
             data = zstandard.ZstdCompressor(level=1).compress(pickle.dumps(doc, protocol=5))
             _atomic_write(self.path, data)
         except OSError:
-            pass
+            with _memory_lock:
+                _memory.pop(self.path, None)
+            return
+        stamp = _stamp(self.path)
+        with _memory_lock:
+            if stamp is None:
+                _memory.pop(self.path, None)
+            else:
+                _memory[self.path] = (stamp, state)
+
+    def save_later(self, make: Callable[[], CachedState]) -> concurrent.futures.Future[None]:
+        """Build the state with ``make`` and write it in the background; the next :meth:`load` waits for it."""
+        with _memory_lock:
+            previous = _writes.get(self.path)
+
+            def write() -> None:
+                if previous is not None:
+                    previous.result()
+                self.save(make())
+
+            future = _writer.submit(write)
+            _writes[self.path] = future
+        future.add_done_callback(self._written)
+        return future
+
+    def _written(self, future: concurrent.futures.Future[None]) -> None:
+        with _memory_lock:
+            if _writes.get(self.path) is future:
+                del _writes[self.path]
 
 
 class IndexCache:
