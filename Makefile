@@ -4,6 +4,8 @@ SHELL := /bin/bash
 
 VENV    := .venv
 PYTEST_ARGS ?=
+# test processes side by side (pytest-xdist), one per core; each starts the servers its tests use
+PYTEST_JOBS ?= auto
 IMAGE_TAG   ?= 0.1.0
 REGISTRY    ?=
 
@@ -24,7 +26,7 @@ demo: setup ## run the whole system on this machine and a pipeline through it
 
 test: setup ## run every test, unit and integration, against real servers
 	@bash tools/check-parts.sh || { echo "make test: real parts are missing (above); their tests will fail" >&2; }
-	@$(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(VENV)/bin/pytest -n $(PYTEST_JOBS) $(PYTEST_ARGS)
 
 lint: ## ruff (format check + lint), mypy and the import-layer contracts
 	@$(VENV)/bin/ruff format --check .
