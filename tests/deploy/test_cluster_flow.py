@@ -7,7 +7,6 @@ and the Notebook CRD's, and the new server the one the run came from again.
 
 from __future__ import annotations
 
-import filecmp
 import os
 import sys
 import time
@@ -26,6 +25,7 @@ from rokstore import init_repository, snapshot
 from roktesting.kubecluster import Cluster, schema_errors
 
 from . import crds
+from .trees import same_tree
 
 NS = "kubeflow-user-example-com"
 USER = "user@example.com"
@@ -115,14 +115,6 @@ class Kept:
 
     async def put(self, key: str, record: Record) -> None:
         self.records[key] = record
-
-
-def _same_tree(a: Path, b: Path) -> bool:
-    compared = filecmp.dircmp(a, b)
-    if compared.left_only or compared.right_only or compared.diff_files or compared.funny_files:
-        return False
-    _, mismatch, errors = filecmp.cmpfiles(a, b, compared.common_files, shallow=False)
-    return not mismatch and not errors and all(_same_tree(a / d, b / d) for d in compared.common_dirs)
 
 
 @pytest.fixture
@@ -240,8 +232,8 @@ async def test_a_middle_step_comes_back_as_the_notebook_server_the_run_came_from
         assert claim["spec"]["resources"]["requests"]["storage"] == size
         assert claim["spec"]["accessModes"] == [mode]
         assert claim["spec"]["storageClassName"] == storage_class
-        assert _same_tree(states["train"][volume], cluster.claim_directory(NS, name)), name
-    assert not _same_tree(states["evaluate"][CLONES[0]], cluster.claim_directory(NS, "back-to-train-workspace"))
+        assert same_tree(states["train"][volume], cluster.claim_directory(NS, name)), name
+    assert not same_tree(states["evaluate"][CLONES[0]], cluster.claim_directory(NS, "back-to-train-workspace"))
     assert {r["pod"]["metadata"]["name"] for r in cluster.kubelet.ran.values() if r["code"] == 0} == {
         "rok-restore-back-to-train-workspace",
         "rok-restore-back-to-train-run-7f3a-datasets",

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import filecmp
 import os
 import sys
 from pathlib import Path
@@ -32,6 +31,7 @@ from rokstore import init_repository, snapshot
 from roktesting.kubecluster import Cluster, schema_errors
 
 from . import crds
+from .trees import same_tree
 
 NS = "kubeflow-user-example-com"
 BIN = Path(sys.executable).parent
@@ -101,14 +101,6 @@ def _objects(fake, plural: str, api: str = "api/v1") -> dict[str, dict[str, Any]
     return {k[3]: o for k, o in fake.objects.items() if k[0] == api and k[1] == plural and k[2] == NS}
 
 
-def _same_tree(a: Path, b: Path) -> bool:
-    compared = filecmp.dircmp(a, b)
-    if compared.left_only or compared.right_only or compared.diff_files or compared.funny_files:
-        return False
-    _, mismatch, errors = filecmp.cmpfiles(a, b, compared.common_files, shallow=False)
-    return not mismatch and not errors and all(_same_tree(a / d, b / d) for d in compared.common_dirs)
-
-
 async def test_a_volume_is_restored_into_a_new_pvc_by_a_pod_beside_a_snapshotter(cluster, stored, tmp_path):
     workspace = stored["volumes"][0]
     model = PvcTarget(namespace=NS, name="restored-ws", storage_class="fast-ssd")
@@ -164,7 +156,7 @@ async def test_a_volume_is_restored_into_a_new_pvc_by_a_pod_beside_a_snapshotter
     assert "rok-restore-restored-ws" not in _objects(cluster, "pods")
     assert "rok-restore-restored-ws" not in _objects(cluster, "secrets")  # collected with its owner
     # The volume holds exactly what was snapshotted, and the outcome says where it is.
-    assert _same_tree(stored["sources"]["workspace"], kube.claim_directory(NS, "restored-ws"))
+    assert same_tree(stored["sources"]["workspace"], kube.claim_directory(NS, "restored-ws"))
     assert restored.location == f"{NS}/restored-ws"
     assert restored.snapshot_id == workspace.snapshot_id
     regular = [p for p in stored["sources"]["workspace"].rglob("*") if p.is_file() and not p.is_symlink()]
@@ -182,8 +174,8 @@ async def test_a_notebook_server_mounts_a_new_pvc_per_volume_workspace_first(clu
 
     claims = _objects(cluster, "persistentvolumeclaims")
     assert set(claims) == {"my-nb-workspace", "my-nb-data"}
-    assert _same_tree(stored["sources"]["workspace"], kube.claim_directory(NS, "my-nb-workspace"))
-    assert _same_tree(stored["sources"]["data"], kube.claim_directory(NS, "my-nb-data"))
+    assert same_tree(stored["sources"]["workspace"], kube.claim_directory(NS, "my-nb-workspace"))
+    assert same_tree(stored["sources"]["data"], kube.claim_directory(NS, "my-nb-data"))
     assert len(kube.kubelet.ran) == 2
     notebook = _objects(cluster, "notebooks", "apis/kubeflow.org/v1")["my-nb"]
     assert notebook["apiVersion"] == "kubeflow.org/v1"
