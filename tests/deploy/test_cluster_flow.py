@@ -1,9 +1,9 @@
 """The cluster flow, the way the cluster behaves: a notebook server's volumes snapshotted when the run starts, the
 run's clones of them made by its create-volume-N tasks' restores (PVCs of the run, labelled with it, filled and
-bound before the steps mount them), its steps' versions in a real S3 store, then a notebook restore of a middle step through the restorer, into
-the fake API server with its volumes binding, its kubelet running the restore pods' own store restore for real and
-its notebook controller starting the new server — every object checked field by field against the API's schemas
-and the Notebook CRD's, and the new server the one the run came from again.
+bound before the steps mount them), its steps' versions in a real S3 store, then a notebook restore of a middle
+step through the restorer, into the fake API server with its volumes binding, its kubelet running the restore
+pods' own store restore for real and its notebook controller starting the new server — every object checked field
+by field against the API's schemas and the Notebook CRD's, and the new server the one the run came from again.
 """
 
 from __future__ import annotations
