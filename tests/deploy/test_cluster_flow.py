@@ -1,8 +1,9 @@
-"""The cluster flow, the way the cluster behaves: a notebook server's volumes, the run's clones (create-volume-N)
-and its steps' versions in a real S3 store, then a notebook restore of a middle step through the restorer, into
-the fake API server with its volumes binding, its kubelet running the restore pods' own store restore for real and
-its notebook controller starting the new server — every object checked field by field against the API's schemas
-and the Notebook CRD's, and the new server the one the run came from again.
+"""The cluster flow, the way the cluster behaves: a notebook server's volumes snapshotted when the run starts, the
+run's clones of them made by its create-volume-N tasks' restores (PVCs of the run, labelled with it, filled and
+bound before the steps mount them), its steps' versions in a real S3 store, then a notebook restore of a middle
+step through the restorer, into the fake API server with its volumes binding, its kubelet running the restore
+pods' own store restore for real and its notebook controller starting the new server — every object checked field
+by field against the API's schemas and the Notebook CRD's, and the new server the one the run came from again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import pytest
 from rok_restorer.kubernetes import KubernetesSettings, KubernetesTargets
 from rok_restorer.restoring import Record, Restorer
 from rok_restorer.targets import Targets
-from rokcommon.events import NotebookTarget, RestoreCompleted, RestoreRequested
+from rokcli.clones import clone_name
+from rokcommon.events import NotebookTarget, PvcTarget, RestoreCompleted, RestoreRequested
 from rokcommon.notebooks import notebook_server
 from rokcommon.registry_contract import Member, Resolved, Version
 from rokcommon.urls import format_url
@@ -41,8 +43,9 @@ NOTEBOOK_CLAIMS = {
     "my-notebook-workspace": ("/home/jovyan", "5Gi", "standard"),
     "datasets": ("/mnt/datasets", "20Gi", "nfs"),
 }
-# the run's clones of them, one per volume, the workspace first (create-volume-1, create-volume-2)
-CLONES = ("run-7f3a-my-notebook-workspace", "run-7f3a-datasets")
+RUN_ID = "7f3a0c9e-77b1-4d3e-9a4f-5b6c7d8e9f00"
+# the run's clones of them, one per volume, the workspace first (create-volume-1, create-volume-2: rok clone-pvc)
+CLONES = tuple(clone_name(claim, RUN_ID) for claim in NOTEBOOK_CLAIMS)
 
 
 def _notebook_pod() -> dict[str, Any]:
@@ -144,8 +147,10 @@ async def test_a_middle_step_comes_back_as_the_notebook_server_the_run_came_from
     async with await init_repository(s3_repo_url, cache_dir=tmp_path / "cache") as repo:
         for step, name in enumerate(("initial", "prepare", "train", "evaluate")):
             states[name] = _state(tmp_path / "run", step)
+            # the initial version holds the notebook's volumes; the steps' versions, the run's clones of them
+            names = tuple(NOTEBOOK_CLAIMS) if step == 0 else CLONES
             members = []
-            for i, (volume, path) in enumerate(states[name].items()):
+            for i, (volume, path) in enumerate(zip(names, states[name].values(), strict=True)):
                 taken = await snapshot(repo, path)
                 members.append(
                     Member(
@@ -170,11 +175,13 @@ async def test_a_middle_step_comes_back_as_the_notebook_server_the_run_came_from
                 step_name=None if step == 0 else name,
                 phase="initial" if step == 0 else "after",
                 status="complete",
-                volumes=CLONES,
+                volumes=names,
                 members=tuple(members),
                 notebook=original,
             )
             catalog.versions[url] = Resolved(url=url, version=version, members=tuple(members))
+            for member in members:  # a volume's URL resolves to that one volume
+                catalog.versions[member.url] = Resolved(url=member.url, version=version, members=(member,))
     middle = format_url(NS, "exp-1", "run-7f3a", "v2")  # after "train", the second of three steps
 
     # --- the restore ----------------------------------------------------------------------------------------------
@@ -193,6 +200,34 @@ async def test_a_middle_step_comes_back_as_the_notebook_server_the_run_came_from
         kube, tmp_path / "node", environment={"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(tmp_path)}, namespaces=(NS,)
     )
     with cluster.running():
+        # create-volume-1, create-volume-2: each task's rok clone-pvc asks for its notebook volume of the initial
+        # version as a new PVC of the run (the request it makes; tests/security/test_run_clones_in_the_cluster.py)
+        for i, (claim, clone) in enumerate(zip(NOTEBOOK_CLAIMS, CLONES, strict=True)):
+            cloned = await restorer.handle(
+                RestoreRequested.make(
+                    request_id=f"clone-{i}",
+                    namespace=NS,
+                    url=format_url(NS, "exp-1", "run-7f3a", "v0", claim),
+                    target=PvcTarget(namespace=NS, name=clone, run_id=RUN_ID),
+                    requested_by=f"system:serviceaccount:{NS}:default-editor",
+                )
+            )
+            assert isinstance(cloned, RestoreCompleted), cloned
+        for clone, (_, size, storage_class), mode in zip(
+            CLONES, NOTEBOOK_CLAIMS.values(), ("ReadWriteOnce", "ReadWriteMany"), strict=True
+        ):
+            made_clone = kube.get(f"/api/v1/namespaces/{NS}/persistentvolumeclaims/{clone}")
+            assert schema_errors(made_clone, "V1PersistentVolumeClaim") == [], clone
+            assert made_clone["status"]["phase"] == "Bound"
+            assert made_clone["metadata"]["labels"]["rok.kubeflow.org/run"] == RUN_ID  # retention follows it
+            spec = made_clone["spec"]
+            assert (spec["resources"]["requests"]["storage"], spec["accessModes"], spec["storageClassName"]) == (
+                size,
+                [mode],
+                storage_class,
+            )
+            assert _same_tree(states["initial"][clone], cluster.claim_directory(NS, clone)), clone
+
         outcome = await restorer.handle(request)
         assert isinstance(outcome, RestoreCompleted), outcome
         pod = _eventually(lambda: kube.get(f"/api/v1/namespaces/{NS}/pods/back-to-train-0"), "Running")
@@ -206,7 +241,7 @@ async def test_a_middle_step_comes_back_as_the_notebook_server_the_run_came_from
     assert container["env"] == ENV
     assert container["volumeMounts"] == [
         {"name": "back-to-train-workspace", "mountPath": "/home/jovyan"},
-        {"name": "back-to-train-run-7f3a-datasets", "mountPath": "/mnt/datasets"},
+        {"name": f"back-to-train-{CLONES[1]}", "mountPath": "/mnt/datasets"},
         {"name": "dshm", "mountPath": "/dev/shm"},
     ]
     assert notebook["spec"]["template"]["spec"]["serviceAccountName"] == "default-editor"
@@ -217,12 +252,12 @@ async def test_a_middle_step_comes_back_as_the_notebook_server_the_run_came_from
     # --- its claims: the originals' size, access mode and class; bound; holding the step's state -----------------
     expected = {
         "back-to-train-workspace": (CLONES[0], "5Gi", "ReadWriteOnce", "standard"),
-        "back-to-train-run-7f3a-datasets": (CLONES[1], "20Gi", "ReadWriteMany", "nfs"),
+        f"back-to-train-{CLONES[1]}": (CLONES[1], "20Gi", "ReadWriteMany", "nfs"),
     }
     made = {
         k[3]: o
         for k, o in kube.objects.items()
-        if k[:3] == ("api/v1", "persistentvolumeclaims", NS) and k[3] not in NOTEBOOK_CLAIMS
+        if k[:3] == ("api/v1", "persistentvolumeclaims", NS) and k[3] not in (*NOTEBOOK_CLAIMS, *CLONES)
     }
     assert set(made) == set(expected)  # no staging claim is left
     for name, (volume, size, mode, storage_class) in expected.items():
@@ -236,7 +271,8 @@ async def test_a_middle_step_comes_back_as_the_notebook_server_the_run_came_from
     assert not same_tree(states["evaluate"][CLONES[0]], cluster.claim_directory(NS, "back-to-train-workspace"))
     assert {r["pod"]["metadata"]["name"] for r in cluster.kubelet.ran.values() if r["code"] == 0} == {
         "rok-restore-back-to-train-workspace",
-        "rok-restore-back-to-train-run-7f3a-datasets",
+        f"rok-restore-back-to-train-{CLONES[1]}",
+        *(f"rok-restore-{clone}" for clone in CLONES),
     }
     for run in cluster.kubelet.ran.values():
         if run["pod"]["metadata"]["name"].startswith("rok-restore-"):

@@ -218,3 +218,31 @@ async def test_without_the_kfp_api_the_run_is_recorded_without_experiment_and_th
     assert isinstance(started, RunStarted)
     assert started.experiment is None
     assert "did not answer for run 55357e95-7b14-4cb8-b5f2-f669403832b9" in caplog.text
+
+
+async def test_a_run_whose_clone_task_names_the_notebook_starts_from_it_and_carries_the_notebook_server(
+    fake_kube, source, v2_run, notebook_pod
+):
+    """What a run compiled by ``rok compile`` looks like: the workflow has no annotation (the KFP SDK cannot set
+    one), its ``create-volume-N`` task's pod names the notebook pod instead."""
+    _, published = source
+    del v2_run.workflow["metadata"]["annotations"]["rok/notebook-pod"]
+    ns = v2_run.workflow["metadata"]["namespace"]
+    clone_task = v2_run.pod_list[0]
+    clone_task["metadata"].setdefault("annotations", {})["rok/notebook-pod"] = "nb-1-0"
+    for claim, size in (("workspace-nb-1", "5Gi"), ("data-nb-1", "100Gi")):
+        spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}, "volumeName": claim}
+        fake_kube.create(PVCS.format(ns=ns), {"metadata": {"name": claim}, "spec": spec})
+    create_run(fake_kube, v2_run, notebook_pod)
+
+    [started] = await published.next()
+
+    assert isinstance(started, RunStarted)
+    assert [v.name for v in started.volumes] == ["workspace-nb-1", "data-nb-1"]  # the notebook's, not a step's
+    server = started.notebook
+    assert server is not None
+    assert (server.name, server.namespace, server.image) == ("nb-1", ns, "kubeflownotebookswg/jupyter-scipy:v1.8.0")
+    assert [(v.claim, v.mount_path, v.size) for v in server.volumes] == [
+        ("workspace-nb-1", "/home/jovyan", "5Gi"),
+        ("data-nb-1", notebook_pod["spec"]["containers"][0]["volumeMounts"][-1]["mountPath"], "100Gi"),
+    ]

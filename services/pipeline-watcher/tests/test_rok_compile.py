@@ -149,3 +149,64 @@ def test_a_notebook_without_an_image_is_refused_saying_where_to_set_one(tmp_path
     assert result.code == 2
     assert "no image for the steps: set docker_image" in result.err and "--image" in result.err
     assert not (tmp_path / "out.yaml").exists()
+
+
+def test_the_clone_tasks_name_the_notebook_pod_and_the_registry_when_compiled_in_a_notebook_server(
+    tmp_path, monkeypatch
+):
+    notebook = write_notebook(
+        tmp_path / "nb.ipynb",
+        [cell("x = 1", "step:only")],
+        pipeline_name="one",
+        docker_image="python:3.11-slim",
+        volumes=[{"name": "ws", "mount_point": "/home/jovyan", "type": "pvc"}],
+    )
+    package = tmp_path / "pipeline.yaml"
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")  # in a notebook server's pod
+    monkeypatch.setenv("HOSTNAME", "my-notebook-0")
+    monkeypatch.delenv("ROK_NOTEBOOK_POD", raising=False)
+    result = rok("compile", str(notebook), "-o", str(package), "--rok-registry", "http://rok-registry.rok:8470")
+    assert result.code == 0, result.err
+
+    spec, platform = list(yaml.safe_load_all(package.read_text()))
+    clone_task = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-create-volume-1"]
+    assert clone_task["podMetadata"]["annotations"] == {"rok/notebook-pod": "my-notebook-0"}
+    env_of = spec["deploymentSpec"]["executors"]["exec-create-volume-1"]["container"]["env"]
+    assert env_of == [{"name": "ROK_REGISTRY_URL", "value": "http://rok-registry.rok:8470"}]
+
+
+def test_an_sdk_pipeline_with_clones_mounts_them_in_every_task_it_defines(tmp_path):
+    from kfp import compiler, dsl
+    from rok_pipeline_watcher.kfp.clones import with_clones
+
+    @dsl.component(base_image="python:3.11-slim")
+    def prepare(rows: int) -> int:
+        return rows
+
+    @dsl.component(base_image="python:3.11-slim")
+    def train(rows: int) -> None:
+        print(rows)
+
+    @dsl.pipeline(name="churn")
+    @with_clones({"workspace-nb-1": "/home/jovyan", "data-nb-1": "/data"}, notebook_pod="nb-1-0", rok_image="rok:9")
+    def churn(rows: int = 4) -> None:
+        prepared = prepare(rows=rows)
+        train(rows=prepared.output)
+
+    package = tmp_path / "churn.yaml"
+    compiler.Compiler().compile(churn, str(package))
+    spec, platform = list(yaml.safe_load_all(package.read_text()))
+    tasks = spec["root"]["dag"]["tasks"]
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+
+    assert set(tasks) == {"create-volume-1", "create-volume-2", "prepare", "train"}
+    for task in ("prepare", "train"):
+        mounts = executors[f"exec-{task}"]["pvcMount"]
+        assert [(m["mountPath"], m["taskOutputParameter"]["producerTask"]) for m in mounts] == [
+            ("/home/jovyan", "create-volume-1"),
+            ("/data", "create-volume-2"),
+        ]
+        assert {"create-volume-1", "create-volume-2"} <= set(tasks[task]["dependentTasks"])
+    clone = spec["deploymentSpec"]["executors"]["exec-create-volume-1"]["container"]
+    assert clone["command"] == ["rok", "clone-pvc"] and clone["args"][0] == "workspace-nb-1"
+    assert executors["exec-create-volume-2"]["podMetadata"]["annotations"] == {"rok/notebook-pod": "nb-1-0"}

@@ -14,6 +14,7 @@ from rok_registry.recorder import Recorder
 from rok_registry.settling import Commit
 from rokcommon.errors import PermanentError
 from rokcommon.events import Event, RunFinished, RunStarted, SnapshotCompleted, StepStarted
+from rokcommon.notebooks import NotebookServer, NotebookVolume
 from rokcommon.registry_contract import Lineage
 from rokcommon.versions import VersionKey
 
@@ -325,3 +326,38 @@ async def test_the_metrics_a_run_ends_with_are_recorded_with_it_and_shown_with_i
     assert lineage.file.metrics == {"accuracy": 0.92, "loss": 0.25}
     resolved = await queries.resolve(NS, lineage.steps[0].after.url)
     assert resolved.metrics == {"accuracy": 0.92, "loss": 0.25}
+
+
+async def test_the_notebook_server_a_run_came_from_is_recorded_once_and_shown_on_every_version(
+    recorder: Recorder, queries: Queries
+) -> None:
+    server = NotebookServer(
+        name="analysis",
+        namespace=NS,
+        image="jupyter-tensorflow:v1.9",
+        resources={"requests": {"cpu": "2", "memory": "8Gi"}},
+        env=({"name": "MODE", "value": "train"},),
+        volumes=(
+            NotebookVolume(volume="workspace", claim="workspace", mount_path="/home/jovyan", size="5Gi"),
+            NotebookVolume(
+                volume="data", claim="data", mount_path="/data", size="100Gi", access_modes=("ReadWriteMany",)
+            ),
+        ),
+        server_type="jupyter",
+    )
+    events = RunScript().events()
+    started = next(e for e in events if isinstance(e, RunStarted))
+    noted = started.model_copy(update={"notebook": server})
+    outcomes = await recorder.record_batch([e if e is not started else noted for e in events])
+    assert not [o for o in outcomes if isinstance(o, Exception)]
+    await record_all(recorder, [started])  # redelivered from a watcher that did not know it: it stays
+
+    lineage = await only_lineage(queries)
+    every = [lineage.initial, *(v for s in lineage.steps for v in (s.before, s.after))]
+    assert all(v is not None and v.notebook == server for v in every)
+    resolved = await queries.resolve(NS, lineage.steps[1].after.members[0].url)
+    assert resolved.version.notebook == server
+
+    await record_all(recorder, RunScript("wf-2", run_name="Other").events())  # a run without one: none shown
+    [other] = [f for f in await queries.list_files(NS, lineage.file.bucket) if f.run_name == "Other"]
+    assert (await queries.lineage(NS, other.bucket, other.name)).initial.notebook is None

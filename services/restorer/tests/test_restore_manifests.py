@@ -210,3 +210,14 @@ def test_the_notebook_server_is_read_from_its_pod_and_claims_workspace_first():
     }
 
     assert notebook_server(pod, claims) == ORIGINAL
+
+
+def test_a_runs_clone_carries_the_run_label_that_retention_follows_and_nothing_else_does():
+    clone = claim_manifest(
+        PvcTarget(namespace=NS, name="ws-run-7f3a", run_id="7f3a-b2"), WORKSPACE, "ws-run-7f3a", "1Gi"
+    )
+    assert clone["metadata"]["labels"]["rok.kubeflow.org/run"] == "7f3a-b2"
+    plain = claim_manifest(PvcTarget(namespace=NS, name="restored"), WORKSPACE, "restored", "1Gi")
+    assert "rok.kubeflow.org/run" not in plain["metadata"]["labels"]
+    with pytest.raises(ValueError, match="run_id"):
+        PvcTarget(namespace=NS, name="x", run_id="not a label value")

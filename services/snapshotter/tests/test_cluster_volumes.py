@@ -66,6 +66,33 @@ async def test_a_notebook_pod_the_workflow_does_not_name_is_refused(
         await volumes.locate(cluster.volume("notebook", "workspace-nb-1"), cluster.run, None)
 
 
+async def test_the_notebook_pod_a_clone_task_of_the_run_names_is_read_and_another_runs_pod_cannot_name_it(
+    cluster: Cluster, volumes: ClusterVolumes, fake_kube: FakeKube
+) -> None:
+    """A run compiled with the KFP SDK: its workflow names no notebook pod, its create-volume task's pod does."""
+    mount = cluster.mount("notebook", CSI, NOTEBOOK_WS_PV)
+    namespace, notebook = cluster.run.namespace, cluster.pods["notebook"]["metadata"]["name"]
+    fake_kube.patch(
+        f"/apis/argoproj.io/v1alpha1/namespaces/{namespace}/workflows/ml-pipeline-8xfss",
+        {"metadata": {"annotations": {"rok/notebook-pod": None}}},
+    )
+    volume = cluster.volume("notebook", "workspace-nb-1")
+    other = another_runs_pod(cluster)  # another run's pod naming this notebook does not make it this run's
+    fake_kube.patch(
+        f"/api/v1/namespaces/{namespace}/pods/{other['metadata']['name']}",
+        {"metadata": {"labels": {"pipeline/runid": cluster.run.run_id}, "annotations": {"rok/notebook-pod": notebook}}},
+    )
+    with pytest.raises(VolumeRefused, match=r"workflow names \(none\) nor one its pods name \(none\)"):
+        await volumes.locate(volume, cluster.run, None)
+
+    clone_task = cluster.pods["make-data"]["metadata"]["name"]
+    fake_kube.patch(
+        f"/api/v1/namespaces/{namespace}/pods/{clone_task}",
+        {"metadata": {"annotations": {"rok/notebook-pod": notebook}}},
+    )
+    assert await volumes.locate(volume, cluster.run, None) == mount
+
+
 async def test_a_forged_event_naming_another_pods_uid_is_refused(cluster: Cluster, volumes: ClusterVolumes) -> None:
     other = another_runs_pod(cluster)
     cluster.mount("other-run", CSI, WS_PV)

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "ls": "rokcli.user:ls",
     "show": "rokcli.user:show",
     "restore": "rokcli.restore:restore",
+    "clone-pvc": "rokcli.clones:clone_pvc",
     "diff": "rokcli.user:diff",
     "cat": "rokcli.browse:cat",
     "mount": "rokcli.mount:mount",

@@ -201,10 +201,11 @@ class RestoreAsked:
     storage_class: str | None = None
     access_mode: str | None = None
     image: str | None = None
+    run_id: str | None = None  # a run's clone (rok clone-pvc): the run that owns the new PVC
 
     def body(self) -> dict[str, Any]:
         out: dict[str, Any] = {"url": self.url, "kind": self.kind, "target": self.target, "volumes": list(self.volumes)}
-        for name in ("namespace", "size", "storage_class", "access_mode", "image"):
+        for name in ("namespace", "size", "storage_class", "access_mode", "image", "run_id"):
             if getattr(self, name):
                 out[name] = getattr(self, name)
         if self.sizes:
@@ -224,6 +225,7 @@ class RestoreAsked:
                     size=self.size,
                     storage_class=self.storage_class,
                     access_mode=self.access_mode,
+                    run_id=self.run_id,
                 )
             return NotebookTarget(
                 namespace=namespace,

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import Field
 
-from rokcommon.events.base import Model
+from rokcommon.frozen import Model
 
 WORKSPACE_MOUNT = "/home/jovyan"
 GIB = 1024**3

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -61,6 +61,7 @@ class KubeSource:
         self.pods: dict[Key, dict[str, dict[str, Any]]] = {}  # by workflow, then node id
         self._pvs: dict[tuple[str, str], str] = {}  # (namespace, claim) → bound PV
         self._notebooks: dict[tuple[str, str], dict[str, Any] | None] = {}  # None: asked, not there
+        self._notebook_claims: dict[tuple[str, str], dict[str, Any]] = {}
         self._seen: dict[str, int] = {}  # kind → the resourceVersion its applied changes reach
         self._gone: set[Key] = set()  # workflows deleted, or not found by a re-list: translated once more
         self._pods_at: dict[Key, int] = {}  # resourceVersion of the last pod change seen, per workflow
@@ -201,7 +202,11 @@ class KubeSource:
             workflow = self._conclude(key, workflow, pods)
         run_id = argo.labels(workflow).get(argo.RUN_ID_LABEL, "")
         info = await self.kfp.run_info(run_id) if self.kfp and run_id else RunInfo()
-        notebook = await self._notebook_pod(namespace, argo.annotations_of(workflow).get(argo.NOTEBOOK_POD_ANNOTATION))
+        notebook = await self._notebook_pod(namespace, notebook_pod_name(workflow, pods))
+        notebook_claims: dict[str, dict[str, Any]] = {}
+        for volume in argo.mounted_volumes(notebook, container=None) if notebook else ():
+            if volume.claim and (pvc := await self._claim(namespace, volume.claim)) is not None:
+                notebook_claims[volume.claim] = pvc
         claims: dict[str, str | None] = {}
         for pod in [*pods.values(), *([notebook] if notebook else [])]:
             for volume in argo.mounted_volumes(pod, container=None):
@@ -213,6 +218,7 @@ class KubeSource:
             info=info,
             claims=claims,
             notebook_pod=notebook,
+            notebook_claims=notebook_claims,
             pods_complete=caught_up,
         )
         for event in self.translator.translate(state):
@@ -289,6 +295,20 @@ class KubeSource:
             self._pvs[(namespace, claim)] = volume
         return volume
 
+    async def _claim(self, namespace: str, claim: str) -> dict[str, Any] | None:
+        """A notebook's claim as JSON (what it asked for: size, access modes, class), read once."""
+        if (namespace, claim) in self._notebook_claims:
+            return self._notebook_claims[(namespace, claim)]
+        try:
+            pvc = await asyncio.to_thread(
+                self.core.read_namespaced_persistent_volume_claim, claim, namespace, _preload_content=False
+            )
+        except client.ApiException as error:
+            log.info("claim %s/%s: %s %s", namespace, claim, error.status, error.reason)
+            return None
+        self._notebook_claims[(namespace, claim)] = found = _json(pvc)
+        return found
+
     async def _notebook_pod(self, namespace: str, name: str | None) -> dict[str, Any] | None:
         if not name:
             return None
@@ -309,6 +329,19 @@ class KubeSource:
             return None
         self._notebooks[(namespace, name)] = pod = _json(response)
         return pod
+
+
+def notebook_pod_name(workflow: Mapping[str, Any], pods: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """The notebook pod a run came from: the workflow's annotation ``rok/notebook-pod``, else that of one of its
+    pods (a ``create-volume-N`` task's, as compiled by ``rok compile``; the KFP SDK cannot annotate the workflow)."""
+    named = argo.annotations_of(workflow).get(argo.NOTEBOOK_POD_ANNOTATION)
+    if named:
+        return named
+    for _, pod in sorted(pods.items()):
+        named = argo.annotations_of(pod).get(argo.NOTEBOOK_POD_ANNOTATION)
+        if named:
+            return named
+    return None
 
 
 def _json(response: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -83,6 +84,15 @@ async def serve(
             watch_timeout=settings.watch_timeout,
             retry_delay=settings.retry_delay or 1.0,
         )
+        from rok_pipeline_watcher.clone_retention import CloneRetention
+
+        retention = CloneRetention(
+            api_client,
+            lambda: source.workflows.values(),
+            keep=timedelta(hours=settings.clone_retention_hours),
+            namespace=settings.watch_namespace,
+        )
+        sweeps = retention.run(source.ready, settings.clone_sweep_seconds)
         if settings.leader_election:
             # Only the leader watches and publishes; a replica that loses the Lease stops (and is restarted).
             from rok_pipeline_watcher.leader import LeaderElection
@@ -92,8 +102,10 @@ async def serve(
             )
             tasks.append(asyncio.create_task(election.run(), name="leader-election"))
             tasks.append(asyncio.create_task(_when(election.acquired, source.run()), name="kubernetes-source"))
+            tasks.append(asyncio.create_task(_when(election.acquired, sweeps), name="clone-retention"))
         else:
             tasks.append(asyncio.create_task(source.run(), name="kubernetes-source"))
+            tasks.append(asyncio.create_task(sweeps, name="clone-retention"))
             waits.append(source.ready.wait())
         cleanups.append(kfp.close)
     if settings.webhook:

@@ -40,6 +40,10 @@ class WatcherSettings(RokSettings):
     )
     guard_before_timeout: float = Field(600.0, gt=0, description="seconds a step waits for its before-snapshot")
     guard_after_timeout: float = Field(600.0, gt=0, description="seconds a pod's end waits for its after-snapshot")
+    clone_retention_hours: float = Field(
+        24.0, ge=0, description="hours a run's clones are kept after the run finished (never while it runs)"
+    )
+    clone_sweep_seconds: float = Field(300.0, gt=0, description="seconds between two sweeps of the runs' clones")
 
 
 class LocalRunSettings(RokSettings):

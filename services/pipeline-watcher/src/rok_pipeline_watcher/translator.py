@@ -20,8 +20,12 @@ workspace is the claim named by the workflow annotation ``rok/workspace-claim``;
 mounted. Steps that mount no volume, KFP v1 pods reused from the cache and nodes that never ran take no
 snapshot and produce no event.
 
-Which volumes does the run start with? Those of the notebook's pod, when the workflow names it
-(annotation ``rok/notebook-pod``) and the source found it; otherwise those of the run's first step.
+Which volumes does the run start with? Those of the notebook's pod, when the run names it and the source found
+it; otherwise those of the run's first step. The run names it with the annotation ``rok/notebook-pod``, on the
+workflow or on one of its pods: ``rok compile`` (and :func:`rok_pipeline_watcher.kfp.clones.clone_volumes`) set
+it on the ``create-volume-N`` tasks' pods, as the KFP SDK cannot annotate the workflow. The run's
+``RunStarted`` then also carries the notebook server itself (:func:`rokcommon.notebooks.notebook_server`: image,
+resources, env, each volume's mount path and claim), which the registry gives with every version of the run.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from rokcommon.events import (
     StepStarted,
     VolumeRef,
 )
+from rokcommon.notebooks import NotebookServer, notebook_server
 
 from rok_pipeline_watcher import argo
 
@@ -71,6 +76,7 @@ class RunState:
     info: RunInfo = RunInfo()
     claims: Mapping[str, str | None] = field(default_factory=dict)  # claim name → bound PV name
     notebook_pod: Mapping[str, Any] | None = None
+    notebook_claims: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # its claims, as JSON
     # False while the source may not have seen every pod yet: the run is not finished while a step's pod is
     # missing (its events would come after the run's end)
     pods_complete: bool = True
@@ -149,6 +155,7 @@ class Translator:
             return []  # nothing to snapshot yet: the run is recorded once a volume is known
         node_name, volumes = origin
         started = RunStarted.make(
+            notebook=self._notebook(state, workspace),
             run=run,
             run_name=argo.annotations_of(state.workflow).get(argo.RUN_NAME_ANNOTATION)
             or argo.metadata(state.workflow).get("name")
@@ -171,6 +178,15 @@ class Translator:
                 )
             )
         return events
+
+    def _notebook(self, state: RunState, workspace: str | None) -> NotebookServer | None:
+        if state.notebook_pod is None:
+            return None
+        try:
+            return notebook_server(state.notebook_pod, state.notebook_claims, workspace=workspace)
+        except ValueError as error:
+            log.warning("the run's notebook server is not recorded: %s", error)
+            return None
 
     def _run_origin(
         self, state: RunState, claims: Mapping[str, str | None], workspace: str | None

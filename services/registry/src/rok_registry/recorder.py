@@ -181,6 +181,8 @@ class Recorder:
         run.pipeline_name = event.pipeline_name
         run.pipeline_version = event.pipeline_version
         run.started_at = event.started_at
+        if event.notebook is not None:
+            run.notebook = event.notebook.model_dump(mode="json")
         return await self._settle(session, run, announce_whole=True)
 
     async def record_run_finished(self, session: AsyncSession, event: RunFinished) -> list[Commit]:

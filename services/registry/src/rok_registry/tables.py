@@ -111,6 +111,8 @@ class RunRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     # what the run's steps reported when it ended (a notebook's pipeline-metrics): name → number
     metrics: Mapped[dict[str, float]] = mapped_column(JSON, server_default="{}")
+    # the notebook server the run came from (rokcommon.notebooks.NotebookServer as JSON), when it was found
+    notebook: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     pinned: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     namespace: Mapped[NamespaceRow] = relationship(lazy="joined")

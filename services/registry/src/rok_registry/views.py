@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from rokcommon.events import SnapshotChanges
+from rokcommon.notebooks import NotebookServer
 from rokcommon.registry_contract import Bucket, FailedVolume, Member, RunFile, SearchHit, Step, Version
 from rokcommon.urls import format_url
 
@@ -80,6 +81,7 @@ def version(row: VersionRow) -> Version:
         failed=failed,
         size=sum(m.size for m in members),
         bytes_new=sum(m.bytes_new for m in members),
+        notebook=NotebookServer.model_validate(run.notebook) if run.notebook else None,
         pinned=bool(row.pinned),
     )
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from rokcommon.errors import PermanentError
 from rokcommon.events import NotebookTarget, PvcTarget
+from rokcommon.events.restores import RUN_LABEL
 from rokcommon.notebooks import NotAQuantity, NotebookServer, quantity_bytes, suggested_size, with_headroom
 
 from rok_restorer.targets import VolumeToRestore
@@ -109,13 +110,16 @@ def claim_manifest(
     storage_class = model.storage_class or (original.storage_class if original else None)
     if storage_class:
         spec["storageClassName"] = storage_class
+    labels = {**MANAGED_BY, VOLUME_LABEL: dns_label(volume.name)}
+    if isinstance(model, PvcTarget) and model.run_id:
+        labels[RUN_LABEL] = model.run_id  # a run's clone: retention (the pipeline-watcher) follows this label
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {
             "name": claim,
             "namespace": model.namespace,
-            "labels": {**MANAGED_BY, VOLUME_LABEL: dns_label(volume.name)},
+            "labels": labels,
             "annotations": {SNAPSHOT_ANNOTATION: volume.snapshot_id},
         },
         "spec": spec,

@@ -5,7 +5,7 @@ For each volume of an event :class:`ClusterVolumes` reads the pod the event name
 run's workflow when the pod is the notebook's, the claim and its PV, applies :mod:`rok_snapshotter.pod_checks`
 to them and builds the kubelet's path from what the API said (:func:`rok_snapshotter.volumes.kubelet_mount`),
 never from the event's own ``path`` or ``plugin``. The calls it makes (RBAC: ``deploy/base/snapshotter``):
-``pods`` get, ``persistentvolumeclaims`` get, ``persistentvolumes`` get, ``workflows.argoproj.io`` list.
+``pods`` get and list, ``persistentvolumeclaims`` get, ``persistentvolumes`` get, ``workflows.argoproj.io`` list.
 
 The official client is synchronous: each call runs in a worker thread. An object that does not exist refuses
 the volume; any other failure of the API (unreachable, 5xx, 403) is temporary, so the event is tried again.
@@ -65,7 +65,7 @@ class ClusterVolumes:
                 f"(workflow {run.workflow_uid})"
             )
         else:
-            pod_checks.check_notebook(pod, volume, run, await self._workflows(run))
+            pod_checks.check_notebook(pod, volume, run, await self._workflows(run), await self._run_pods(run))
         pod_checks.check_claimed(pod, volume)
         pvc = await self._read(
             f"claim {namespace}/{claim}",
@@ -90,6 +90,15 @@ class ClusterVolumes:
                 WORKFLOWS,
                 label_selector=f"{pod_checks.RUN_ID_LABEL}={run.run_id}",
                 _preload_content=False,
+            ),
+        )
+        return list(found.get("items") or ())
+
+    async def _run_pods(self, run: RunRef) -> list[dict[str, Any]]:
+        found = await self._read(
+            f"the pods of run {run.namespace}/{run.run_id}",
+            lambda: self.core.list_namespaced_pod(
+                run.namespace, label_selector=f"{pod_checks.RUN_ID_LABEL}={run.run_id}", _preload_content=False
             ),
         )
         return list(found.get("items") or ())

@@ -7,7 +7,8 @@ that pod is the run's:
 * it belongs to the run: Argo made it for the run's workflow (an owner reference to the ``Workflow`` with the
   run's uid, and KFP's ``pipeline/runid`` label, when present, is the run's id), and for a step event it runs
   that step (its node id is the step's); or, for the run's initial snapshot only, it is the notebook server's
-  pod that the run's workflow names (annotation ``rok/notebook-pod``);
+  pod that the run's workflow names (annotation ``rok/notebook-pod``), or that one of the run's own pods names
+  with the same annotation (its ``create-volume-N`` tasks: the KFP SDK cannot annotate the workflow);
 * the pod mounts the claim as the named pod volume, and the claim is bound to the PV whose directory is read
   (the event's ``pv``, when given, must be that one);
 * the PV is of a kind whose directory the kubelet makes under the pod's directory (:func:`mount_of`).
@@ -92,8 +93,11 @@ def check_step(pod: Object, volume: VolumeRef, step: StepRef) -> None:
         )
 
 
-def check_notebook(pod: Object, volume: VolumeRef, run: RunRef, workflows: Sequence[Object]) -> None:
-    """The pod is the notebook server's pod named by the run's workflow (found among ``workflows`` by uid)."""
+def check_notebook(
+    pod: Object, volume: VolumeRef, run: RunRef, workflows: Sequence[Object], run_pods: Sequence[Object] = ()
+) -> None:
+    """The pod is the notebook server's pod named by the run's workflow (found among ``workflows`` by uid), or
+    by one of the run's own pods (among ``run_pods``, those Argo made for the run's workflow)."""
     meta = pod.get("metadata") or {}
     where = f"pod {meta.get('namespace')}/{meta.get('name')}"
     workflow = next((w for w in workflows if (w.get("metadata") or {}).get("uid") == run.workflow_uid), None)
@@ -103,10 +107,20 @@ def check_notebook(pod: Object, volume: VolumeRef, run: RunRef, workflows: Seque
             f"with uid {run.workflow_uid} is in namespace {run.namespace}"
         )
     named = ((workflow.get("metadata") or {}).get("annotations") or {}).get(NOTEBOOK_POD_ANNOTATION)
-    if named != meta.get("name"):
+    if named == meta.get("name"):
+        return
+    by_pods = sorted(
+        {
+            str(((p.get("metadata") or {}).get("annotations") or {}).get(NOTEBOOK_POD_ANNOTATION))
+            for p in run_pods
+            if owned_by_run(p, run)
+            and ((p.get("metadata") or {}).get("annotations") or {}).get(NOTEBOOK_POD_ANNOTATION)
+        }
+    )
+    if meta.get("name") not in by_pods:
         raise VolumeRefused(
             f"volume {volume.name!r}: {where} is neither a pod of run {run.run_id} nor the notebook pod its "
-            f"workflow names ({named or 'none'})"
+            f"workflow names ({named or 'none'}) nor one its pods name ({', '.join(by_pods) or 'none'})"
         )
 
 

@@ -11,7 +11,6 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     field_validator,
@@ -19,6 +18,7 @@ from pydantic import (
 
 from rokcommon import subjects
 from rokcommon.errors import InvalidEvent, UnsupportedSchemaVersion
+from rokcommon.frozen import Model
 
 SCHEMA_VERSION = 1
 
@@ -33,12 +33,6 @@ _VOLUME_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-class Model(BaseModel):
-    """Base of every value carried on the bus: immutable, and unknown fields are an error."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class Event(Model):

@@ -13,6 +13,7 @@ from pydantic import (
 from rokcommon import subjects
 from rokcommon.events.base import Event, NodeName, Outcome
 from rokcommon.events.values import RunRef, StepRef, VolumeRef, Volumes
+from rokcommon.notebooks import NotebookServer
 from rokcommon.versions import VersionKey, stable_id
 
 
@@ -28,6 +29,9 @@ class RunStarted(Event):
     node: NodeName
     volumes: Annotated[Volumes, Field(min_length=1)]
     started_at: AwareDatetime
+    # the notebook server the run came from (its pod and PVCs, when the watcher found them): what a restore into
+    # a new notebook server rebuilds
+    notebook: NotebookServer | None = None
 
     @property
     def key(self) -> VersionKey:
@@ -46,6 +50,7 @@ class RunStarted(Event):
         started_at: datetime,
         pipeline_version: str | None = None,
         experiment: str | None = None,
+        notebook: NotebookServer | None = None,
     ) -> RunStarted:
         return cls(
             event_id=VersionKey.initial(run.workflow_uid).event_id("run started"),
@@ -57,6 +62,7 @@ class RunStarted(Event):
             node=node,
             volumes=volumes,
             started_at=started_at,
+            notebook=notebook,
         )
 
 

@@ -54,6 +54,11 @@ def _quantity(value: str) -> str:
     return value
 
 
+# on a run's clone of a notebook volume (``rok clone-pvc``): the KFP run id that owns it, which retention follows
+RUN_LABEL = "rok.kubeflow.org/run"
+RunLabel = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")]
+
+
 class PvcTarget(Model):
     """Restore one volume into a new PersistentVolumeClaim.
 
@@ -66,6 +71,7 @@ class PvcTarget(Model):
     storage_class: str | None = None
     size: Quantity | None = None
     access_mode: AccessMode | None = None
+    run_id: RunLabel | None = None  # a run's clone: the run it belongs to (label RUN_LABEL on the PVC)
 
 
 class NotebookTarget(Model):

@@ -42,6 +42,18 @@ def _compile_options(command: F) -> F:
                 help="the image of the create-volume tasks (has the rok command)",
             ),
             click.option(
+                "--notebook-pod",
+                default=None,
+                envvar="ROK_NOTEBOOK_POD",
+                help="the notebook server's pod the runs start from (default: this pod, in a notebook server)",
+            ),
+            click.option(
+                "--rok-registry",
+                "registry_url",
+                default=None,
+                help="ROK_REGISTRY_URL of the create-volume tasks (default: their image's)",
+            ),
+            click.option(
                 "--rok-web",
                 default="http://127.0.0.1:8470",
                 show_default=True,
@@ -58,11 +70,27 @@ def _compile_options(command: F) -> F:
 @click.argument("notebook", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True, help="the package")
 @_compile_options
-def compile_(notebook: Path, output: Path, image: str | None, rok_image: str, rok_web: str) -> None:
+def compile_(
+    notebook: Path,
+    output: Path,
+    image: str | None,
+    rok_image: str,
+    notebook_pod: str | None,
+    registry_url: str | None,
+    rok_web: str,
+) -> None:
     """Compile a Kale-tagged NOTEBOOK into a Kubeflow Pipelines v2 package with the KFP SDK (docs/pipelines.md)."""
     from rok_pipeline_watcher.kfp.compile import compile_notebook
 
-    compiled = compile_notebook(notebook, output, image=image, rok_image=rok_image, rok_web=rok_web)
+    compiled = compile_notebook(
+        notebook,
+        output,
+        image=image,
+        rok_image=rok_image,
+        rok_web=rok_web,
+        notebook_pod=notebook_pod,
+        registry_url=registry_url,
+    )
     click.echo(f"compiled {compiled.name}: {len(compiled.steps)} steps into {output}")
 
 
@@ -92,6 +120,8 @@ def submit(
     parameters: tuple[str, ...],
     image: str | None,
     rok_image: str,
+    notebook_pod: str | None,
+    registry_url: str | None,
     rok_web: str,
 ) -> None:
     """Upload SOURCE (a Kale-tagged notebook, compiled first, or a KFP-compiled pipeline) as a new pipeline
@@ -110,7 +140,15 @@ def submit(
             from rok_pipeline_watcher.kfp.compile import compile_notebook
 
             package = Path(scratch) / "pipeline.yaml"
-            compiled = compile_notebook(source, package, image=image, rok_image=rok_image, rok_web=rok_web)
+            compiled = compile_notebook(
+                source,
+                package,
+                image=image,
+                rok_image=rok_image,
+                rok_web=rok_web,
+                notebook_pod=notebook_pod,
+                registry_url=registry_url,
+            )
             experiment = experiment or compiled.experiment
         elif is_kfp_pipeline(source):
             package = source

@@ -4,8 +4,9 @@ SDK (``kfp.dsl``, ``kfp.kubernetes``) and compiled by its compiler.
 The pipeline, for a notebook with volumes V1…Vn (the workspace first) and steps S…:
 
 * ``create-volume-1`` … ``create-volume-n`` first: each asks rok, in ``--rok-image``, to snapshot the notebook's
-  PVC and to create a PVC of the run from that snapshot (:data:`CLONE_COMMAND`; the contract is in
-  docs/pipelines.md), and outputs the new PVC's name;
+  PVC and to create a PVC of the run from that snapshot (``rok clone-pvc``, docs/restore.md), and outputs the
+  new PVC's name (:mod:`rok_pipeline_watcher.kfp.clones`, which SDK pipelines use too); their pods name the
+  notebook pod (``rok/notebook-pod``), which the run starts from;
 * one task per step, after its ``prev:`` steps, in the notebook's image (``docker_image``, or ``--image``),
   mounting every clone at its volume's mount point; its inputs are the pipeline's parameters (the
   ``pipeline-parameters`` cell's values as defaults). It runs the step with rok's notebook step executor
@@ -24,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rok_pipeline_watcher.kfp.clones import clone_volumes
 from rok_pipeline_watcher.notebook.model import NotebookError, NotebookPipeline, NotebookStep
 
-CLONE_COMMAND = ["rok", "clone-pvc"]  # in --rok-image: PVC --run RUN_ID --name-file FILE (docs/pipelines.md)
 _TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool}
 
 # The step task's program (python3 -c): argv is the step's spec (JSON, without parameters and marshal folder),
@@ -104,9 +105,17 @@ def _notebook_subdir(notebook: NotebookPipeline) -> str:
     return "."
 
 
-def pipeline_of(notebook: NotebookPipeline, *, image: str | None, rok_image: str, rok_web: str) -> Any:
+def pipeline_of(
+    notebook: NotebookPipeline,
+    *,
+    image: str | None,
+    rok_image: str,
+    rok_web: str,
+    notebook_pod: str | None = None,
+    registry_url: str | None = None,
+) -> Any:
     """The notebook as a KFP pipeline (a ``GraphComponent``), ready for ``kfp.compiler.Compiler().compile``."""
-    from kfp import dsl, kubernetes
+    from kfp import dsl
 
     image = image or notebook.docker_image
     if not image:
@@ -126,17 +135,6 @@ def pipeline_of(notebook: NotebookPipeline, *, image: str | None, rok_image: str
         inspect.Parameter(p.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=_TYPES[p.type], default=p.default)
         for p in notebook.parameters
     ]
-
-    def clone_component(position: int, pvc: str) -> Any:
-        def create_volume(name: dsl.OutputPath(str)) -> dsl.ContainerSpec:  # type: ignore[valid-type]
-            return dsl.ContainerSpec(
-                image=rok_image,
-                command=CLONE_COMMAND,
-                args=[pvc, "--run", dsl.PIPELINE_JOB_ID_PLACEHOLDER, "--name-file", name],
-            )
-
-        parameter = inspect.Parameter("name", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.OutputPath(str))
-        return dsl.container_component(_signed(create_volume, f"create_volume_{position}", [parameter]))
 
     def step_component(step: NotebookStep) -> Any:
         spec = json.dumps(_step_spec(notebook, step), sort_keys=True)
@@ -165,23 +163,22 @@ def pipeline_of(notebook: NotebookPipeline, *, image: str | None, rok_image: str
         plain = [p.replace(default=inspect.Parameter.empty) for p in inputs]
         return dsl.container_component(_signed(run_step, step.name, [*plain, ui]))
 
-    clones = [clone_component(i, v.name) for i, v in enumerate(notebook.volumes, start=1)]
     components = {s.name: step_component(s) for s in notebook.steps}
 
     def pipeline(*values: Any) -> None:
         arguments = {p.name: v for p, v in zip(notebook.parameters, values, strict=True)}
-        volumes = []
-        for clone in clones:
-            task = clone()
-            task.set_caching_options(False)
-            volumes.append(task)
+        clones = clone_volumes(
+            {v.name: v.mount_point for v in notebook.volumes},
+            notebook_pod=notebook_pod,
+            rok_image=rok_image,
+            registry_url=registry_url,
+        )
         tasks: dict[str, Any] = {}
         for step in notebook.order():
             task = components[step.name](**arguments)
             task.set_caching_options(False)  # every run's snapshots are its own
             task.set_display_name(step.name)
-            for volume, clone in zip(notebook.volumes, volumes, strict=True):
-                kubernetes.mount_pvc(task, pvc_name=clone.outputs["name"], mount_path=volume.mount_point)
+            clones.mount(task)
             for prev in step.prev:
                 task.after(tasks[prev])
             tasks[step.name] = task
@@ -190,12 +187,29 @@ def pipeline_of(notebook: NotebookPipeline, *, image: str | None, rok_image: str
     return dsl.pipeline(name=notebook.name, description=notebook.description or None)(signed)
 
 
-def compile_notebook(path: Path, output: Path, *, image: str | None, rok_image: str, rok_web: str) -> NotebookPipeline:
+def compile_notebook(
+    path: Path,
+    output: Path,
+    *,
+    image: str | None,
+    rok_image: str,
+    rok_web: str,
+    notebook_pod: str | None = None,
+    registry_url: str | None = None,
+) -> NotebookPipeline:
     """Parse the notebook at ``path`` and write its KFP v2 package to ``output``; the notebook is returned."""
     from kfp import compiler
 
     from rok_pipeline_watcher.notebook.parser import parse_notebook
 
     notebook = parse_notebook(path)
-    compiler.Compiler().compile(pipeline_of(notebook, image=image, rok_image=rok_image, rok_web=rok_web), str(output))
+    pipeline = pipeline_of(
+        notebook,
+        image=image,
+        rok_image=rok_image,
+        rok_web=rok_web,
+        notebook_pod=notebook_pod,
+        registry_url=registry_url,
+    )
+    compiler.Compiler().compile(pipeline, str(output))
     return notebook

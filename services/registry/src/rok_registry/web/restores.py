@@ -41,6 +41,7 @@ class RestoreForm(BaseModel):
     size: str | None = Field(None, max_length=32)
     storage_class: str | None = Field(None, max_length=253)
     access_mode: str | None = Field(None, max_length=32)
+    run_id: str | None = Field(None, max_length=63)  # a run's clone (rok clone-pvc): the run that owns the PVC
     # a new notebook server: its image (default: the original's) and each volume's new PVC size
     image: str | None = Field(None, max_length=512)
     sizes: dict[str, str] = Field(default_factory=dict, max_length=64)
@@ -81,9 +82,10 @@ def kubernetes_target(form: RestoreForm, namespace: str) -> PvcTarget | Notebook
                 size=(form.size or "").strip() or None,
                 access_mode=(form.access_mode or "").strip() or None,
                 storage_class=blank.get("storage_class"),
+                run_id=(form.run_id or "").strip() or None,
             )
-        if form.size or form.access_mode:
-            raise InvalidRequest("a notebook server takes a size per volume (sizes), not size or access_mode")
+        if form.size or form.access_mode or form.run_id:
+            raise InvalidRequest("a notebook server takes a size per volume (sizes), not size, access_mode or run_id")
         return NotebookTarget(
             namespace=namespace,
             name=form.target.strip(),
