@@ -226,7 +226,7 @@ async def test_a_middle_step_comes_back_as_the_notebook_server_the_run_came_from
                 [mode],
                 storage_class,
             )
-            assert _same_tree(states["initial"][clone], cluster.claim_directory(NS, clone)), clone
+            assert same_tree(states["initial"][clone], cluster.claim_directory(NS, clone)), clone
 
         outcome = await restorer.handle(request)
         assert isinstance(outcome, RestoreCompleted), outcome
