@@ -40,7 +40,7 @@ from rokcommon.registry_contract import (
     Versions,
 )
 from rokcommon.urls import RokUrl, parse_url
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -215,12 +215,7 @@ class Queries:
             run = await self._run(s, q.namespace, q.bucket, q.file)
             # the database orders the run's steps and cuts the page: only the page's rows come back
             query = _LINEAGE.select(
-                select(StepRow, *_LINEAGE.columns)
-                .outerjoin(_BEFORE, _before_of(StepRow))
-                .where(StepRow.file_id == run.id),
-                "oldest",
-                cursor,
-                q.limit,
+                select(StepRow, *_LINEAGE.columns).where(StepRow.file_id == run.id), "oldest", cursor, q.limit
             )
             window = [(tuple(key), st) for st, *key in (await s.execute(query)).all()]
             step_ids = sorted({st.step_id for _, st in window} | {""})
@@ -354,26 +349,29 @@ _BUCKETS = paging.Keyset((BucketRow.created_at, BucketRow.id))
 _FILES = paging.Keyset((RunRow.started_at, RunRow.id))
 _VERSIONS = paging.Keyset((func.coalesce(VersionRow.taken_at, VersionRow.created_at), VersionRow.id))
 # A step's place in its run's lineage: when it began (its start, else its before-snapshot's time, else its end),
-# ties broken by its before-snapshot's time (workflow times have whole seconds), then its id.
+# ties broken by its before-snapshot's time (workflow times have whole seconds), then its id. The before-snapshot's
+# time is looked up step by step through the versions' unique key, a plan that stays fast before the database has
+# statistics of the tables (a join planned for empty tables scanned every before-version once per step).
 _BEFORE = aliased(VersionRow, name="before")
+_BEFORE_TAKEN = (
+    select(_BEFORE.taken_at)
+    .where(
+        _BEFORE.file_id == StepRow.file_id,
+        _BEFORE.step_key == StepRow.step_id,
+        _BEFORE.attempt == StepRow.attempt,
+        _BEFORE.phase == "before",
+    )
+    .scalar_subquery()
+)
 _LATER = literal(views.LATER, UtcDateTime())
 _LINEAGE = paging.Keyset(
     (
-        func.coalesce(StepRow.started_at, _BEFORE.taken_at, StepRow.finished_at, _LATER).label("began"),
-        func.coalesce(_BEFORE.taken_at, _LATER).label("before_taken"),
+        func.coalesce(StepRow.started_at, _BEFORE_TAKEN, StepRow.finished_at, _LATER),
+        func.coalesce(_BEFORE_TAKEN, _LATER),
         StepRow.step_id,
         StepRow.attempt,
     )
 )
-
-
-def _before_of(step: type[StepRow]) -> Any:
-    return and_(
-        _BEFORE.file_id == step.file_id,
-        _BEFORE.step_key == step.step_id,
-        _BEFORE.attempt == step.attempt,
-        _BEFORE.phase == "before",
-    )
 
 
 def _cursor(text: str | None, order: Order) -> paging.Cursor | None:
