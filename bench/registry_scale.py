@@ -4,9 +4,10 @@ Run: ``uv run python bench/registry_scale.py [--runs 10000] [--steps 1000] [--sa
 For each database it starts a nats-server and the registry in its own process (SQLite in a temporary directory;
 PostgreSQL on the local server, else a throwaway cluster), then records through the real bus:
 
-1. one run whose 1,000 steps each have a before- and an after-version of two volumes (2,001 versions, 6,002
-   events, published with many in flight): versions recorded per second from the first publish to the last
-   announcement, and the registry process's CPU time per version;
+1. ``--rounds`` runs (3), one after another, each of 1,000 steps with a before- and an after-version of two
+   volumes (2,001 versions, 6,002 events, published with many in flight): versions recorded per second from the
+   first publish to the last announcement, and the registry process's CPU time per version, per round and their
+   median and spread;
 2. 10,000 runs in one bucket (their ``RunStarted`` and ``RunFinished``): runs recorded per second.
 
 Then it times each list call, sequentially, ``--samples`` times, over NATS (the registry client) and over HTTP
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import os
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -71,9 +73,10 @@ def quantile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def sweep(steps: int) -> list[Event]:
+def sweep(steps: int, round_: int = 0) -> list[Event]:
     """The events of one run of ``steps`` steps, each with a before- and an after-snapshot of two volumes."""
-    run = RunRef(namespace=NS, run_id="sweep", workflow_uid="wf-sweep")
+    name = "sweep" if round_ == 0 else f"sweep-{round_}"
+    run = RunRef(namespace=NS, run_id=name, workflow_uid=f"wf-{name}")
     names = tuple(v.name for v in VOLUMES)
     events: list[Event] = [
         RunStarted.make(
@@ -96,7 +99,7 @@ def sweep(steps: int) -> list[Event]:
                 volume=volume,
                 volumes=names,
                 repository="file:///repo",
-                snapshot_id=f"snap-{step.step_id if step else 'initial'}-{phase}-{volume.name}",
+                snapshot_id=f"snap-{name}-{step.step_id if step else 'initial'}-{phase}-{volume.name}",
                 stats=SnapshotStatsModel(files=1000, bytes_scanned=100 << 20, bytes_new=1 << 20),
                 node="n",
                 taken_at=at,
@@ -106,7 +109,7 @@ def sweep(steps: int) -> list[Event]:
 
     events += snapshots(None, "initial", T0)
     for i in range(steps):
-        step = StepRef(run=run, step_id=f"wf-sweep-s{i}", name=f"trial-{i:04d}")
+        step = StepRef(run=run, step_id=f"wf-{name}-s{i}", name=f"trial-{i:04d}")
         began, ended = T0 + timedelta(seconds=10 * i + 1), T0 + timedelta(seconds=10 * i + 5)
         events.append(StepStarted.make(step=step, node="n", volumes=VOLUMES, started_at=began))
         events += snapshots(step, "before", began)
@@ -232,7 +235,6 @@ async def run_bench(database: str, nc: Any, web: str, token: str, cpu: Cpu, args
     client = RegistryClient(nc, NS, timeout=30)
     print(f"{database}:", flush=True)
 
-    events = sweep(args.steps)
     versions = 1 + 2 * args.steps
     committed: set[str] = set()
 
@@ -241,20 +243,33 @@ async def run_bench(database: str, nc: Any, web: str, token: str, cpu: Cpu, args
 
     await nc.subscribe(subjects.VERSION_COMMITTED, cb=on_committed)
     await asyncio.sleep(1.0)  # the registry's consumers bind
-    cpu.since()
-    start = time.perf_counter()
-    await publish_all(js, events)
+    rates, costs = [], []
+    for round_ in range(args.rounds):  # a new run each round, in the same bucket
+        events = sweep(args.steps, round_)
+        committed.clear()
+        cpu.since()
+        start = time.perf_counter()
+        await publish_all(js, events)
 
-    async def all_committed() -> bool:
-        return len(committed) >= versions
+        async def all_committed() -> bool:
+            return len(committed) >= versions
 
-    await until(all_committed, 600)
-    took = time.perf_counter() - start
-    used = cpu.since()
+        await until(all_committed, 600)
+        took = time.perf_counter() - start
+        used = cpu.since()
+        rates.append(versions / took)
+        costs.append(used / versions * 1000)
+        print(
+            f"  round {round_ + 1}: one run of {versions} versions ({len(events)} events): "
+            f"{versions / took:6.0f} versions/s; registry CPU {used / versions * 1000:.2f} ms/version "
+            f"(load average {os.getloadavg()[0]:.1f})",
+            flush=True,
+        )
     print(
-        f"  one run of {versions} versions ({len(events)} events): {versions / took:6.0f} versions/s, "
-        f"{len(events) / took:6.0f} events/s; registry CPU {used / versions * 1000:.2f} ms/version "
-        f"(one core's worth: {versions / used:6.0f} versions/s)",
+        f"  recording, median of {args.rounds}: {statistics.median(rates):6.0f} versions/s "
+        f"(spread {min(rates):.0f}–{max(rates):.0f}); registry CPU {statistics.median(costs):.2f} ms/version "
+        f"(spread {min(costs):.2f}–{max(costs):.2f}; one core's worth: {1000 / statistics.median(costs):6.0f} "
+        "versions/s)",
         flush=True,
     )
 
@@ -282,7 +297,7 @@ async def run_bench(database: str, nc: Any, web: str, token: str, cpu: Cpu, args
         flush=True,
     )
 
-    [sweep_run] = [f async for f in client.iter_files(await _bucket(client, "sweep"))]
+    [sweep_run] = [f async for f in client.iter_files(await _bucket(client, "sweep")) if f.run_id == "sweep"]
     sweep_bucket = sweep_run.bucket
     deep_runs = await _cursor_after(lambda c: client.files_page(hourly, cursor=c), args.runs // 2 // 50)
     deep_versions = await _cursor_after(
@@ -335,12 +350,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10_000, help="runs in the one bucket")
     parser.add_argument("--steps", type=int, default=1000, help="steps of the big run (two versions each)")
     parser.add_argument("--samples", type=int, default=100, help="times each list call is timed")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of the big run's size recorded, one by one")
     parser.add_argument("--only", choices=["sqlite", "postgres"], help="one database only")
     parser.add_argument("--quick", action="store_true", help="2,000 runs, 300 steps, 20 samples (about a minute)")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.steps, args.samples = min(args.runs, 2000), min(args.steps, 300), min(args.samples, 20)
-    print(f"registry at scale (pessimistic on a shared machine: {os.cpu_count()} cores)", flush=True)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(
+        f"registry at scale (pessimistic on a shared machine: {os.cpu_count()} cores, load average {load})", flush=True
+    )
     with tempfile.TemporaryDirectory() as root:
         tmp = Path(root)
         if args.only != "postgres":

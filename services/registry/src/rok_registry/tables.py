@@ -94,6 +94,7 @@ class RunRow(Base):
     __table_args__ = (
         UniqueConstraint("bucket_id", "name", name="uq_files_name"),
         Index("ix_files_bucket_started", "bucket_id", "started_at", "id"),  # a page of a bucket's runs
+        Index("ix_files_bucket_status_started", "bucket_id", "status", "started_at", "id"),  # ... of one status
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -12,7 +12,7 @@ from rokcommon.urls import format_url
 
 from rok_registry.tables import BucketRow, MemberRow, RunRow, StepRow, VersionRow
 
-_LATER = datetime.max.replace(tzinfo=UTC)
+LATER = datetime.max.replace(tzinfo=UTC)  # the place of what has no time yet: after all that has
 
 
 def bucket(row: BucketRow, files: int = 0) -> Bucket:
@@ -131,12 +131,3 @@ def step(row: StepRow, versions: Mapping[tuple[str, int, str], Version]) -> Step
         before=versions.get((row.step_id, row.attempt, "before")),
         after=versions.get((row.step_id, row.attempt, "after")),
     )
-
-
-def step_key(
-    started_at: datetime | None, finished_at: datetime | None, step_id: str, attempt: int, before_taken: datetime | None
-) -> tuple[datetime, datetime, str, int]:
-    """Where a step comes in its run's lineage: when it began (its start, else its before-snapshot's time, else
-    its end), ties broken by its before-snapshot's time (workflow times have whole seconds), then its id."""
-    first = started_at or before_taken or finished_at or _LATER
-    return (first, before_taken or _LATER, step_id, attempt)
