@@ -1,14 +1,14 @@
 """An index for a page of a bucket's runs of one status (the failed runs, the running ones), by start.
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02
 """
 
 from alembic import op
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
