@@ -235,6 +235,15 @@ def parse_size(text: str) -> int:
     return int(t)
 
 
+def compile_bytecode() -> None:
+    """Compile rok's and its dependencies' modules once, as the images do (UV_COMPILE_BYTECODE): with
+    PYTHONDONTWRITEBYTECODE set and no .pyc files, every rok process would compile botocore from source (~0.5 s)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    site = Path(sys.prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    targets = [str(p) for p in (site, ROOT / "libs", ROOT / "services") if p.exists()]
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "2", *targets], env=env, capture_output=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1GiB", help="data set size (default 1GiB)")
@@ -245,6 +254,7 @@ def main() -> None:
     missing = [t for t in ("restic", "borg") if shutil.which(t) is None]
     if missing:
         sys.exit(f"{', '.join(missing)} not found: apt-get install -y restic borgbackup")
+    compile_bytecode()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     size = parse_size(args.size)

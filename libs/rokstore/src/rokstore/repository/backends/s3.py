@@ -3,14 +3,23 @@
 Endpoint and credentials come from the standard AWS environment variables (``AWS_ENDPOINT_URL`` too).
 botocore's flexible checksums are turned off (``when_required``): some S3-compatible servers, rclone's among
 them, reject them on ranged GETs, and every byte is verified against its BLAKE3 id anyway.
+
+One client per event loop and endpoint (with its credentials), shared by every backend open on that loop: its
+connections are reused from one repository, and one snapshot, to the next while any backend holds it.
+``REQUESTS_IN_FLIGHT`` bounds the S3 requests in flight in the whole process at once, and sizes the client's
+connection pool to match; the limits of each kind of request (packs up and down, tree packs, index files) are
+set below it (see docs/operations.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
+import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 from rokstore.errors import (
@@ -26,6 +35,7 @@ log = logging.getLogger(__name__)
 
 READ_ATTEMPTS = 4  # reads of a body cut short, before the failure counts
 READ_BACKOFF = 0.2  # seconds before the second attempt, doubling
+REQUESTS_IN_FLIGHT = 32  # S3 requests at once in the whole process, and the size of the connection pool
 
 _DENIED = {
     "AccessDenied",
@@ -37,40 +47,89 @@ _DENIED = {
 }
 
 
+class _Client:
+    """The client of one endpoint on one event loop, the backends that use it, and the bound on its requests."""
+
+    def __init__(self) -> None:
+        self.client: Any = None
+        self.stack = contextlib.AsyncExitStack()
+        self.ready = asyncio.Lock()
+        self.slots = asyncio.Semaphore(REQUESTS_IN_FLIGHT)
+        self.users = 0
+        self.busy = 0  # requests in flight now
+        self.peak = 0  # the most in flight at once
+
+    async def open(self, endpoint: str | None, region: str | None) -> Any:
+        async with self.ready:
+            if self.client is None:
+                # aioboto3's clients are aiobotocore's; importing that directly skips boto3 (~0.25 s per process).
+                from aiobotocore.session import get_session
+                from botocore.config import Config
+
+                config = Config(
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                    max_pool_connections=REQUESTS_IN_FLIGHT,
+                    connect_timeout=10,
+                    read_timeout=120,
+                    retries={"max_attempts": 4, "mode": "standard"},
+                    s3={"addressing_style": "path"},
+                )
+                self.client = await self.stack.enter_async_context(
+                    get_session().create_client("s3", endpoint_url=endpoint, region_name=region, config=config)
+                )
+        return self.client
+
+
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, ...], _Client]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _identity() -> tuple[str, ...]:
+    """What makes two clients differ: the endpoint, the region and the credentials (the secret as a digest)."""
+    secret = os.environ.get("AWS_SECRET_ACCESS_KEY", "")
+    return (
+        os.environ.get("AWS_ENDPOINT_URL", ""),
+        os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "",
+        os.environ.get("AWS_ACCESS_KEY_ID", ""),
+        hashlib.sha256(secret.encode()).hexdigest(),
+        os.environ.get("AWS_SESSION_TOKEN", ""),
+    )
+
+
 class S3Backend:
     def __init__(self, url: str, bucket: str, prefix: str) -> None:
         self.url = url
         self.bucket = bucket
         self.prefix = f"{prefix}/" if prefix else ""
-        self._client: Any = None
-        self._stack: contextlib.AsyncExitStack | None = None
+        self._shared: _Client | None = None
+        self._identity: tuple[str, ...] = ()
 
     async def _c(self) -> Any:
-        if self._client is None:
-            # aioboto3's clients are aiobotocore's; importing that directly skips boto3 (~0.25 s per process).
-            from aiobotocore.session import get_session
-            from botocore.config import Config
+        if self._shared is None:
+            identity = _identity()
+            on_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+            shared = on_loop.get(identity)
+            if shared is None:
+                shared = on_loop[identity] = _Client()
+            shared.users += 1
+            self._shared, self._identity = shared, identity
+        return await self._shared.open(self._identity[0] or None, self._identity[1] or None)
 
-            config = Config(
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
-                max_pool_connections=32,
-                connect_timeout=10,
-                read_timeout=120,
-                retries={"max_attempts": 4, "mode": "standard"},
-                s3={"addressing_style": "path"},
-            )
-            session = get_session()
-            self._stack = contextlib.AsyncExitStack()
-            self._client = await self._stack.enter_async_context(
-                session.create_client(
-                    "s3",
-                    endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
-                    region_name=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or None,
-                    config=config,
-                )
-            )
-        return self._client
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[Any]:
+        """The client, with one of the process's request slots held for the duration of a request."""
+        client = await self._c()
+        shared = self._shared
+        assert shared is not None
+        async with shared.slots:
+            shared.busy += 1
+            shared.peak = max(shared.peak, shared.busy)
+            try:
+                yield client
+            finally:
+                shared.busy -= 1
 
     def _key(self, key: str) -> str:
         return self.prefix + key
@@ -131,7 +190,18 @@ class S3Backend:
         connection: aiohttp's "Response payload is not completed", an incomplete read) is retried here."""
         for attempt in range(1, READ_ATTEMPTS + 1):
             try:
-                c = await self._c()
+                return await self._read_once(key, **range_)
+            except _CutShort as cut:
+                if attempt == READ_ATTEMPTS:
+                    raise cut.translated from None
+                log.info("reading %s was cut short (%s); attempt %d of %d", key, cut, attempt + 1, READ_ATTEMPTS)
+            await asyncio.sleep(READ_BACKOFF * 2 ** (attempt - 1))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_once(self, key: str, **range_: str) -> bytes:
+        """The request and its body under one slot; a body cut short is raised as ``_CutShort``."""
+        async with self._slot() as c:
+            try:
                 response = await c.get_object(Bucket=self.bucket, Key=self._key(key), **range_)
             except Exception as error:
                 raise self._translate(error, key) from None
@@ -144,17 +214,15 @@ class S3Backend:
                 return data
             except Exception as error:
                 translated = error if isinstance(error, StoreError) else self._translate(error, key)
-                if not isinstance(translated, StoreUnavailable) or attempt == READ_ATTEMPTS:
+                if not isinstance(translated, StoreUnavailable):
                     raise translated from None
-                log.info("reading %s was cut short (%s); attempt %d of %d", key, error, attempt + 1, READ_ATTEMPTS)
-                await asyncio.sleep(READ_BACKOFF * 2 ** (attempt - 1))
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise _CutShort(translated) from None
 
     async def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None:
         try:
-            c = await self._c()
             body = data if isinstance(data, bytes | bytearray) else bytes(data)
-            await c.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
+            async with self._slot() as c:
+                await c.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
         except StoreError:
             raise
         except Exception as error:
@@ -162,22 +230,23 @@ class S3Backend:
 
     async def delete(self, key: str) -> None:
         try:
-            c = await self._c()
-            await c.delete_object(Bucket=self.bucket, Key=self._key(key))
+            async with self._slot() as c:
+                await c.delete_object(Bucket=self.bucket, Key=self._key(key))
         except StoreError:
             raise
         except Exception as error:
             raise self._translate(error, key) from None
 
     async def list(self, prefix: str) -> list[ObjectInfo]:
+        """Every object under ``prefix``; the listing holds one slot, its pages come one after another."""
         out: list[ObjectInfo] = []
         try:
-            c = await self._c()
-            paginator = c.get_paginator("list_objects_v2")
-            strip = len(self.prefix)
-            async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
-                for item in page.get("Contents", []) or []:
-                    out.append(ObjectInfo(item["Key"][strip:], int(item["Size"]), item["LastModified"].timestamp()))
+            async with self._slot() as c:
+                paginator = c.get_paginator("list_objects_v2")
+                strip = len(self.prefix)
+                async for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                    for item in page.get("Contents", []) or []:
+                        out.append(ObjectInfo(item["Key"][strip:], int(item["Size"]), item["LastModified"].timestamp()))
         except StoreError:
             raise
         except Exception as error:
@@ -186,9 +255,11 @@ class S3Backend:
 
     async def exists(self, key: str) -> bool:
         try:
-            c = await self._c()
-            await c.head_object(Bucket=self.bucket, Key=self._key(key))
+            async with self._slot() as c:
+                await c.head_object(Bucket=self.bucket, Key=self._key(key))
             return True
+        except StoreError:
+            raise
         except Exception as error:
             translated = self._translate(error, key)
             if isinstance(translated, ObjectNotFound):
@@ -197,21 +268,34 @@ class S3Backend:
 
     async def prepare(self) -> None:
         try:
-            c = await self._c()
-            try:
-                await c.head_bucket(Bucket=self.bucket)
-            except Exception as error:
-                translated = self._translate(error)
-                if not isinstance(translated, ObjectNotFound | RepositoryNotFound):
-                    raise translated from None
-                await c.create_bucket(Bucket=self.bucket)
+            async with self._slot() as c:
+                try:
+                    await c.head_bucket(Bucket=self.bucket)
+                except Exception as error:
+                    translated = self._translate(error)
+                    if not isinstance(translated, ObjectNotFound | RepositoryNotFound):
+                        raise translated from None
+                    await c.create_bucket(Bucket=self.bucket)
         except StoreError:
             raise
         except Exception as error:
             raise self._translate(error) from None
 
     async def close(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-        self._stack = None
-        self._client = None
+        """Let go of the shared client; the last backend to let go of it closes it."""
+        shared, self._shared = self._shared, None
+        if shared is None:
+            return
+        shared.users -= 1
+        if shared.users == 0:
+            with contextlib.suppress(RuntimeError):  # the loop is already gone
+                on_loop = _clients.get(asyncio.get_running_loop(), {})
+                if on_loop.get(self._identity) is shared:
+                    del on_loop[self._identity]
+            await shared.stack.aclose()
+
+
+class _CutShort(Exception):
+    def __init__(self, translated: StoreError) -> None:
+        super().__init__(str(translated))
+        self.translated = translated
