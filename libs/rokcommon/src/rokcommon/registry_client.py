@@ -22,7 +22,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rokcommon import payloads, subjects
 from rokcommon.errors import InvalidRequest, TemporaryError
@@ -166,35 +166,51 @@ class RegistryClient:
         return list((await self._ask("search", SearchHits, text=text, limit=limit)).items)
 
     async def _ask(self, name: str, result: type[T], **fields: Any) -> T:
-        request_model, _ = QUERIES[name]
-        try:
-            request = request_model(namespace=self.namespace, **fields)
-        except ValidationError as error:  # asked wrongly (a 100 KB search): the asker's error, in one line
-            raise InvalidRequest(str(invalid_event(request_model, error))) from None
         subject = subjects.registry_query(name)
-        with tracer.start_as_current_span(
-            f"{subject} request",
-            kind=SpanKind.CLIENT,
-            attributes={"messaging.system": "nats", "messaging.destination.name": subject},
-        ):
-            headers: dict[str, str] = {}
-            propagate.inject(headers)
-            data = request.model_dump_json().encode()
-            payloads.check(self.nc, subject, data, headers)
-            try:
-                msg = await self.nc.request(subject, data, timeout=self.timeout, headers=headers)
-            except NoRespondersError:
-                raise TemporaryError(
-                    f"no registry answers on {subject}: is rok-registry running (rok up)?", delay=1.0
-                ) from None
-            except (TimeoutError, NatsTimeoutError):
-                raise TemporaryError(
-                    f"the registry did not answer {name} within {self.timeout:g}s", delay=1.0
-                ) from None
-        reply = Reply.model_validate_json(msg.data)
-        if reply.error is not None:
-            raise_error(reply.error)
-        return result.model_validate(reply.result or {})
+        request_model = QUERIES[name][0]
+        return await ask_registry(
+            self.nc, subject, name, request_model, result, timeout=self.timeout, namespace=self.namespace, **fields
+        )
+
+
+async def ask_registry(
+    nc: Client,
+    subject: str,
+    name: str,
+    request_model: type[BaseModel],
+    result: type[T],
+    /,
+    *,
+    timeout: float,
+    **fields: Any,
+) -> T:
+    """Send the registry the request ``name`` (``request_model`` of ``fields``) on ``subject`` and return its
+    ``result``, or raise the typed error it answered; the queries and the retention requests both ask this way."""
+    try:
+        request = request_model(**fields)
+    except ValidationError as error:  # asked wrongly (a 100 KB search): the asker's error, in one line
+        raise InvalidRequest(str(invalid_event(request_model, error))) from None
+    with tracer.start_as_current_span(
+        f"{subject} request",
+        kind=SpanKind.CLIENT,
+        attributes={"messaging.system": "nats", "messaging.destination.name": subject},
+    ):
+        headers: dict[str, str] = {}
+        propagate.inject(headers)
+        data = request.model_dump_json().encode()
+        payloads.check(nc, subject, data, headers)
+        try:
+            msg = await nc.request(subject, data, timeout=timeout, headers=headers)
+        except NoRespondersError:
+            raise TemporaryError(
+                f"no registry answers on {subject}: is rok-registry running (rok up)?", delay=1.0
+            ) from None
+        except (TimeoutError, NatsTimeoutError):
+            raise TemporaryError(f"the registry did not answer {name} within {timeout:g}s", delay=1.0) from None
+    reply = Reply.model_validate_json(msg.data)
+    if reply.error is not None:
+        raise_error(reply.error)
+    return result.model_validate(reply.result or {})
 
 
 P = TypeVar("P", Buckets, Files, Versions)

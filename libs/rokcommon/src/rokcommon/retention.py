@@ -16,28 +16,19 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind
-from pydantic import BaseModel, ValidationError
 
 from rokcommon import payloads, subjects
-from rokcommon.errors import InvalidRequest, TemporaryError
-from rokcommon.events import Model, invalid_event
+from rokcommon.events import Model
+from rokcommon.registry_client import ask_registry
 from rokcommon.registry_contract import (
     RETENTION,
     SNAPSHOTS_ASKED,
     ForgetReport,
     KeepRules,
     Pinned,
-    Reply,
     SnapshotsKnown,
-    raise_error,
     reply_budget,
 )
-
-tracer = trace.get_tracer("rokcommon.retention")
 
 T = TypeVar("T", bound=Model)
 
@@ -95,28 +86,5 @@ async def recorded_snapshots(nc: Client, ids: Sequence[str], *, timeout: float =
 
 async def ask(nc: Client, name: str, result: type[T], *, timeout: float, **fields: Any) -> T:
     """Send the retention request ``name`` with ``fields`` and return its result (or raise its error)."""
-    request_model: type[BaseModel] = RETENTION[name][0]
-    try:
-        request = request_model(**fields)
-    except ValidationError as error:
-        raise InvalidRequest(str(invalid_event(request_model, error))) from None
     subject = subjects.registry_retention(name)
-    with tracer.start_as_current_span(
-        f"{subject} request",
-        kind=SpanKind.CLIENT,
-        attributes={"messaging.system": "nats", "messaging.destination.name": subject},
-    ):
-        headers: dict[str, str] = {}
-        propagate.inject(headers)
-        data = request.model_dump_json().encode()
-        payloads.check(nc, subject, data, headers)
-        try:
-            msg = await nc.request(subject, data, timeout=timeout, headers=headers)
-        except NoRespondersError:
-            raise TemporaryError(f"no registry answers on {subject}: is rok-registry running (rok up)?") from None
-        except (TimeoutError, NatsTimeoutError):
-            raise TemporaryError(f"the registry did not answer {name} within {timeout:g}s", delay=1.0) from None
-    reply = Reply.model_validate_json(msg.data)
-    if reply.error is not None:
-        raise_error(reply.error)
-    return result.model_validate(reply.result or {})
+    return await ask_registry(nc, subject, name, RETENTION[name][0], result, timeout=timeout, **fields)
