@@ -99,7 +99,7 @@ class Archiver:
                 thread_errors: list[BaseException] = []
                 saver = ChunkSaver(self.repo.backend, index.chunks, tally)
                 reader = FileReader(saver, known, tally, thread_errors)
-                walker = Walker(self.source, tally, known, reader, thread_errors)
+                walker = Walker(self.source, tally, known, reader)
                 ticker = asyncio.create_task(self._ticker())
                 try:
                     # Many short GIL-releasing syscalls (walk) next to CPU-bound threads: switch more often so
@@ -168,6 +168,6 @@ class Archiver:
                 known.fill_hits(reader.read, skip=unchanged)
         finally:
             reader.stop()
-        if walker.thread_errors:
-            raise walker.thread_errors[0]
+        if reader.thread_errors:
+            raise reader.thread_errors[0]
         return unchanged

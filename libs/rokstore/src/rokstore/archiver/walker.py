@@ -29,13 +29,11 @@ class Walker:
         tally: Tally,
         known: KnownFiles,
         reader: FileReader,
-        thread_errors: list[BaseException],
     ) -> None:
         self.source = source
         self.tally = tally
         self.known = known
         self.reader = reader
-        self.thread_errors = thread_errors
         self.entries: list[Entry] = []  # walk order: depth first, names sorted within a directory
         # directory ("" the root) -> its entries (None while it is same as cached), its subdirectories
         self.listed: dict[str, tuple[list[Entry] | None, list[str]]] = {}
@@ -43,10 +41,11 @@ class Walker:
         self._same: dict[str, tuple[str, os.stat_result, list[tuple[str, os.stat_result]]]] = {}  # path, stat, stats
 
     def walk(self) -> None:
-        """List the tree with a few threads (stat calls release the GIL), then put the entries in order.
+        """List the tree on this thread, then put the entries in order.
 
-        Each directory is one job that lists and stats its children and queues files that must be read; the
-        entries are then concatenated depth first in name order, so each directory precedes what it holds.
+        Each directory in turn is listed and its children stat'ed (a directory whose listing is the cached one
+        builds no entries), and files that must be read are queued for the readers; the entries are then
+        concatenated depth first in name order, so each directory precedes what it holds.
         """
         root = str(self.source)
         try:
