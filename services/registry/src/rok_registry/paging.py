@@ -81,6 +81,16 @@ class Keyset:
         return query.order_by(*ordering).limit(limit + 1)
 
 
+def within(items: Sequence[M], budget: int | None) -> list[M]:
+    """The first ``items`` whose JSON fits in ``budget`` bytes (an answer that is no page: no cursor to go on)."""
+    room = (budget or DEFAULT_BUDGET) - ENVELOPE
+    for i, item in enumerate(items):
+        room -= json_size(item) + 1
+        if room < 0:
+            return list(items[:i])
+    return list(items)
+
+
 @dataclass(frozen=True)
 class Filled(Generic[T]):
     """A page's rows in list order, and the cursors of the pages after and before it."""

@@ -286,7 +286,7 @@ class Queries:
                 .limit(limit)
             )
             hits += [views.version_hit(v) for v in versions.scalars()]
-        return _within(hits[:limit], budget)
+        return paging.within(hits[:limit], budget)
 
     # --- lookups ------------------------------------------------------------------------------------------
 
@@ -420,16 +420,6 @@ async def _every(page: Callable[[str | None], Awaitable[Any]]) -> list[Any]:
         if result.next is None:
             return items
         cursor = result.next
-
-
-def _within(hits: list[SearchHit], budget: int | None) -> list[SearchHit]:
-    """The first hits that fit in ``budget`` bytes."""
-    room = (budget or paging.DEFAULT_BUDGET) - paging.ENVELOPE
-    for i, hit in enumerate(hits):
-        room -= paging.json_size(hit) + 1
-        if room < 0:
-            return hits[:i]
-    return hits
 
 
 def _scoped(namespace: str, url: str) -> RokUrl:

@@ -359,13 +359,7 @@ def _report(q: Forget, plans: list[_Plan], by: str, at: datetime, budget: int | 
         for plan in plans
         for run in plan.runs
     ]
-    room = (budget or paging.DEFAULT_BUDGET) - paging.ENVELOPE
-    listed: list[ForgottenRun] = []
-    for run in runs:
-        room -= paging.json_size(run) + 1
-        if room < 0:
-            break
-        listed.append(run)
+    listed = paging.within(runs, budget)
     members = [m for plan in plans for m in plan.members]
     return ForgetReport(
         namespace=q.namespace,

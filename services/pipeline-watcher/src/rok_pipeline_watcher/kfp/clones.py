@@ -31,8 +31,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from rok_pipeline_watcher.argo import NOTEBOOK_POD_ANNOTATION
+
 CLONE_COMMAND = ["rok", "clone-pvc"]  # in rok's image: PVC --run RUN_ID --name-file FILE (docs/restore.md)
-NOTEBOOK_POD_ANNOTATION = "rok/notebook-pod"  # the pipeline-watcher's argo.NOTEBOOK_POD_ANNOTATION
 DEFAULT_ROK_IMAGE = "rok-pipeline-watcher:latest"
 
 
