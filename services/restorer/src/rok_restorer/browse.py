@@ -150,8 +150,12 @@ class Browser:
                 total=len(nodes),
                 next=end if end < len(nodes) else None,
             )
-            if len(_encode(Reply(result=listing.model_dump(mode="json")))) <= budget or len(shown) <= 1:
-                return encode_reply(Reply(result=listing.model_dump(mode="json")), budget, "a directory listing")
+            reply = Reply(result=listing.model_dump(mode="json"))
+            data = _encode(reply)
+            if len(data) <= budget:
+                return data
+            if len(shown) <= 1:  # one entry alone too large: the typed error that says so
+                return encode_reply(reply, budget, "a directory listing")
             shown = shown[: len(shown) // 2]
 
     async def reply(self, data: bytes, budget: int) -> bytes:
