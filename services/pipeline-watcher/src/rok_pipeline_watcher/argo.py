@@ -19,6 +19,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+GROUP, VERSION, WORKFLOWS = "argoproj.io", "v1alpha1", "workflows"  # the Workflow resource
+API_VERSION = f"{GROUP}/{VERSION}"
+
 RUN_ID_LABEL = "pipeline/runid"
 RUN_NAME_ANNOTATION = "pipelines.kubeflow.org/run_name"
 PIPELINE_SPEC_ANNOTATION = "pipelines.kubeflow.org/pipeline_spec"  # KFP v1: JSON with the pipeline's name

@@ -31,8 +31,6 @@ from rok_pipeline_watcher.translator import timestamp
 
 log = logging.getLogger(__name__)
 
-WORKFLOW_API = "argoproj.io/v1alpha1"
-
 
 class CloneRetention:
     """Deletes the clones that the rule says are done with, and ties the others to their workflow."""
@@ -104,7 +102,7 @@ class CloneRetention:
         meta, owner = claim.get("metadata") or {}, argo.metadata(workflow)
         if not owner.get("uid") or any(r.get("uid") == owner["uid"] for r in meta.get("ownerReferences") or ()):
             return
-        reference = {"apiVersion": WORKFLOW_API, "kind": "Workflow", "name": owner.get("name"), "uid": owner["uid"]}
+        reference = {"apiVersion": argo.API_VERSION, "kind": "Workflow", "name": owner.get("name"), "uid": owner["uid"]}
         patch = {"metadata": {"ownerReferences": [*(meta.get("ownerReferences") or ()), reference]}}
         try:
             await asyncio.to_thread(

@@ -33,7 +33,6 @@ from rok_pipeline_watcher.translator import RunInfo, RunState, Translator
 
 log = logging.getLogger(__name__)
 
-ARGO_GROUP, ARGO_VERSION, WORKFLOWS = "argoproj.io", "v1alpha1", "workflows"
 
 Key = tuple[str, str]  # namespace, workflow name
 Publish = Callable[[Event], Awaitable[Any]]
@@ -70,12 +69,12 @@ class KubeSource:
         if namespace:
             self.watches = [
                 ResourceWatch(
-                    WORKFLOWS,
+                    argo.WORKFLOWS,
                     self.custom.list_namespaced_custom_object,
-                    ARGO_GROUP,
-                    ARGO_VERSION,
+                    argo.GROUP,
+                    argo.VERSION,
                     namespace,
-                    WORKFLOWS,
+                    argo.WORKFLOWS,
                     label_selector=argo.RUN_ID_LABEL,
                     **options,
                 ),
@@ -86,11 +85,11 @@ class KubeSource:
         else:
             self.watches = [
                 ResourceWatch(
-                    WORKFLOWS,
+                    argo.WORKFLOWS,
                     self.custom.list_cluster_custom_object,
-                    ARGO_GROUP,
-                    ARGO_VERSION,
-                    WORKFLOWS,
+                    argo.GROUP,
+                    argo.VERSION,
+                    argo.WORKFLOWS,
                     label_selector=argo.RUN_ID_LABEL,
                     **options,
                 ),
@@ -126,11 +125,11 @@ class KubeSource:
             self._seen[change.kind] = int(change.resource_version)
         if change.type == BOOKMARK:
             affected = set(self.workflows) if change.kind == "pods" else set()
-        elif change.kind == WORKFLOWS:
+        elif change.kind == argo.WORKFLOWS:
             affected = self._apply_workflows(change)
         else:
             affected = self._apply_pods(change)
-        if change.kind == WORKFLOWS:
+        if change.kind == argo.WORKFLOWS:
             self._drop_stray_pods()
         for key in sorted(affected):
             await self._translate(key)
@@ -175,7 +174,7 @@ class KubeSource:
 
     def _drop_stray_pods(self) -> None:
         """Forget the pods of workflows that are not runs (or long gone), once the workflow watch is past them."""
-        reached = self._seen.get(WORKFLOWS, 0)
+        reached = self._seen.get(argo.WORKFLOWS, 0)
         for key in [k for k in self.pods if k not in self.workflows and self._pods_at.get(k, 0) <= reached]:
             del self.pods[key]
             self._pods_at.pop(key, None)

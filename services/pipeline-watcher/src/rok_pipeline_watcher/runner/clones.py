@@ -67,6 +67,7 @@ def clone_tree(source: Path, target: Path) -> CloneStats:
     (else copied), with modes and modification times; symlinks are copied as links."""
     stats = CloneStats()
     target.mkdir(parents=True, exist_ok=False)
+    made: list[tuple[Path, Path]] = [(source, target)]  # directories, parents first: their times are set last
     for dirpath, dirnames, filenames in os.walk(source):
         here = Path(dirpath)
         there = target / here.relative_to(source)
@@ -76,13 +77,14 @@ def clone_tree(source: Path, target: Path) -> CloneStats:
                 os.symlink(os.readlink(path), there / name)
             else:
                 (there / name).mkdir()
+                made.append((path, there / name))
         for name in filenames:
             path, copy = here / name, there / name
-            mode = path.lstat().st_mode
-            if stat.S_ISLNK(mode):
+            found = path.lstat()
+            if stat.S_ISLNK(found.st_mode):
                 os.symlink(os.readlink(path), copy)
                 continue
-            if not stat.S_ISREG(mode):
+            if not stat.S_ISREG(found.st_mode):
                 continue  # sockets, fifos, devices: nothing a step reads as data
             if reflink(path, copy):
                 stats.reflinked += 1
@@ -90,13 +92,9 @@ def clone_tree(source: Path, target: Path) -> CloneStats:
                 shutil.copyfile(path, copy)
             shutil.copystat(path, copy)
             stats.files += 1
-            stats.bytes += path.stat().st_size
-    for dirpath, dirnames, _ in os.walk(source):  # directories' times last: filling them changed them
-        for name in dirnames:
-            path = Path(dirpath) / name
-            if not path.is_symlink():
-                shutil.copystat(path, target / path.relative_to(source))
-    shutil.copystat(source, target)
+            stats.bytes += found.st_size
+    for path, copy in reversed(made):  # children before parents: filling a directory changed its times
+        shutil.copystat(path, copy)
     return stats
 
 

@@ -147,7 +147,7 @@ class LocalWorkflow:
             "children": list(self.nodes),
         }
         return {
-            "apiVersion": "argoproj.io/v1alpha1",
+            "apiVersion": argo.API_VERSION,
             "kind": "Workflow",
             "metadata": {
                 "name": self.name,
