@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from rokcommon.errors import InvalidRequest
+from rokcommon.errors import Forbidden, InvalidRequest
 from rokcommon.events import Model
 
 SCHEME = "rok"
@@ -113,3 +113,12 @@ def parse_url(url: str) -> RokUrl:
         version=version,
         volume=volume,
     )
+
+
+def parse_url_in(namespace: str, url: str) -> RokUrl:
+    """Parse ``url`` as :func:`parse_url` does, refusing one of another namespace than ``namespace`` (the one the
+    request was authorized for) with :class:`~rokcommon.errors.Forbidden`."""
+    parsed = parse_url(url)
+    if parsed.namespace != namespace:
+        raise Forbidden(f"{url} belongs to namespace {parsed.namespace!r}; you are asking from namespace {namespace!r}")
+    return parsed

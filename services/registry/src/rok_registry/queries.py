@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from rokcommon.errors import Forbidden, InvalidRequest, NotFound
+from rokcommon.errors import InvalidRequest, NotFound
 from rokcommon.events import Model as Result
 from rokcommon.events import Phase
 from rokcommon.registry_contract import (
@@ -39,7 +39,7 @@ from rokcommon.registry_contract import (
     Version,
     Versions,
 )
-from rokcommon.urls import RokUrl, parse_url
+from rokcommon.urls import parse_url, parse_url_in
 from sqlalchemy import func, literal, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -319,7 +319,7 @@ class Queries:
         return row
 
     async def _version_at(self, s: AsyncSession, namespace: str, url: str) -> VersionRow:
-        where = _scoped(namespace, url)
+        where = parse_url_in(namespace, url)
         if where.version is None:
             raise InvalidRequest(f"{url!r} names no version: add ?version=<id>")
         row = (await s.execute(select(VersionRow).where(VersionRow.id == where.version))).scalar_one_or_none()
@@ -333,7 +333,7 @@ class Queries:
         return row
 
     async def _url_hit(self, namespace: str, url: str) -> SearchHit:
-        where = _scoped(namespace, url)
+        where = parse_url_in(namespace, url)
         if where.version is not None:
             return views.version_hit(await self._in_session(lambda s: self._version_at(s, namespace, url)))
         if where.file is not None:
@@ -420,10 +420,3 @@ async def _every(page: Callable[[str | None], Awaitable[Any]]) -> list[Any]:
         if result.next is None:
             return items
         cursor = result.next
-
-
-def _scoped(namespace: str, url: str) -> RokUrl:
-    parsed = parse_url(url)
-    if parsed.namespace != namespace:
-        raise Forbidden(f"{url} belongs to namespace {parsed.namespace!r}; you are asking from namespace {namespace!r}")
-    return parsed

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from rokcommon.errors import Forbidden, InvalidRequest, NotFound
+from rokcommon.errors import InvalidRequest, NotFound
 from rokcommon.events import Model
 from rokcommon.registry_contract import (
     Forget,
@@ -34,7 +34,7 @@ from rokcommon.registry_contract import (
     SnapshotsKnown,
     SnapshotStates,
 )
-from rokcommon.urls import format_url, parse_url
+from rokcommon.urls import format_url, parse_url_in
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -274,9 +274,7 @@ class Retention:
 
     async def pin(self, namespace: str, url: str, *, pinned: bool = True, by: str = "") -> Pinned:
         """Pin (or unpin) the bucket, run or version ``url`` names, in ``namespace``."""
-        where = parse_url(url)
-        if where.namespace != namespace:
-            raise Forbidden(f"{url} belongs to namespace {where.namespace!r}; you are asking from {namespace!r}")
+        where = parse_url_in(namespace, url)
         bucket_id = (
             select(BucketRow.id)
             .join(NamespaceRow, BucketRow.namespace_id == NamespaceRow.id)

@@ -10,9 +10,8 @@ records.
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rokcommon.authz import FORGET, PIN
-from rokcommon.events import Name, Tag
+from rokcommon.events import Name
 from rokcommon.registry_contract import Forget, ForgetLog, ForgetReport, KeepRules, Pinned
 
 from rok_registry import gate as gates
@@ -21,21 +20,11 @@ from rok_registry.retention import Retention
 API = "/api/v1/namespaces/{namespace}"
 
 
-class ForgetBody(BaseModel):
+class ForgetBody(KeepRules):
     """What to forget: the rules of :class:`~rokcommon.registry_contract.KeepRules`, in one bucket or all."""
 
-    model_config = ConfigDict(extra="forbid")
-
     bucket: Name | None = None
-    keep_last: int | None = Field(None, ge=1, le=1_000_000)
-    keep_within: str | None = Field(None, max_length=64)
-    keep_tags: tuple[Tag, ...] = ("final", "failed")
     dry_run: bool = False
-
-    @field_validator("keep_within")
-    @classmethod
-    def _duration(cls, value: str | None) -> str | None:
-        return KeepRules(keep_within=value).keep_within  # a bad duration is this body's 422, naming the field
 
 
 def get_retention(request: Request) -> Retention:
@@ -50,7 +39,7 @@ def retention_router() -> APIRouter:
     async def forget(namespace: str, body: ForgetBody, request: Request) -> ForgetReport:
         """Forget the runs and versions no rule keeps (``dry_run``: only say which)."""
         who = gates.identity(request) if body.dry_run else await gates.authorize(request, namespace, FORGET)
-        rules = KeepRules(keep_last=body.keep_last, keep_within=body.keep_within, keep_tags=body.keep_tags)
+        rules = KeepRules(**body.model_dump(include=set(KeepRules.model_fields)))
         q = Forget(namespace=namespace, bucket=body.bucket, rules=rules, dry_run=body.dry_run, requested_by=who.user)
         return await get_retention(request).forget(q, by=who.user)
 
