@@ -45,6 +45,8 @@ async def test_the_notebook_pod_the_workflow_names_is_read_for_the_initial_snaps
     mount = cluster.mount("notebook", CSI, NOTEBOOK_WS_PV)
     volume = cluster.volume("notebook", "workspace-nb-1")
     assert await volumes.locate(volume, cluster.run, None) == mount
+    # the workflow names it: the run's pods are not listed (they are only where the workflow names none)
+    assert not [r for r in cluster.kube.requests if r.path.endswith(f"/namespaces/{cluster.run.namespace}/pods")]
 
 
 async def test_the_notebook_pod_is_not_a_step_of_the_run(cluster: Cluster, volumes: ClusterVolumes) -> None:

@@ -65,7 +65,9 @@ class ClusterVolumes:
                 f"(workflow {run.workflow_uid})"
             )
         else:
-            pod_checks.check_notebook(pod, volume, run, await self._workflows(run), await self._run_pods(run))
+            named = pod_checks.notebook_pod_of_workflow(pod, volume, run, await self._workflows(run))
+            if named != volume.pod_name:  # only then are the run's pods listed
+                pod_checks.check_named_by_pods(pod, volume, run, named, await self._run_pods(run))
         pod_checks.check_claimed(pod, volume)
         pvc = await self._read(
             f"claim {namespace}/{claim}",

@@ -93,35 +93,37 @@ def check_step(pod: Object, volume: VolumeRef, step: StepRef) -> None:
         )
 
 
-def check_notebook(
-    pod: Object, volume: VolumeRef, run: RunRef, workflows: Sequence[Object], run_pods: Sequence[Object] = ()
-) -> None:
-    """The pod is the notebook server's pod named by the run's workflow (found among ``workflows`` by uid), or
-    by one of the run's own pods (among ``run_pods``, those Argo made for the run's workflow)."""
+def notebook_pod_of_workflow(pod: Object, volume: VolumeRef, run: RunRef, workflows: Sequence[Object]) -> str | None:
+    """The notebook server's pod that the run's workflow (found among ``workflows`` by uid) names, if any;
+    refused if the run has no such workflow."""
     meta = pod.get("metadata") or {}
-    where = f"pod {meta.get('namespace')}/{meta.get('name')}"
     workflow = next((w for w in workflows if (w.get("metadata") or {}).get("uid") == run.workflow_uid), None)
     if workflow is None:
         raise VolumeRefused(
-            f"volume {volume.name!r}: {where} is not a pod of run {run.run_id}, and no workflow of that run "
-            f"with uid {run.workflow_uid} is in namespace {run.namespace}"
+            f"volume {volume.name!r}: pod {meta.get('namespace')}/{meta.get('name')} is not a pod of run "
+            f"{run.run_id}, and no workflow of that run with uid {run.workflow_uid} is in namespace {run.namespace}"
         )
-    named = ((workflow.get("metadata") or {}).get("annotations") or {}).get(NOTEBOOK_POD_ANNOTATION)
-    if named == meta.get("name"):
-        return
-    by_pods = sorted(
-        {
-            str(((p.get("metadata") or {}).get("annotations") or {}).get(NOTEBOOK_POD_ANNOTATION))
-            for p in run_pods
-            if owned_by_run(p, run)
-            and ((p.get("metadata") or {}).get("annotations") or {}).get(NOTEBOOK_POD_ANNOTATION)
-        }
-    )
+    named = _notebook_pod_named(workflow)
+    return str(named) if named else None
+
+
+def check_named_by_pods(
+    pod: Object, volume: VolumeRef, run: RunRef, by_workflow: str | None, run_pods: Sequence[Object]
+) -> None:
+    """The pod, which is not the one the workflow names (``by_workflow``), is the notebook server's pod that one of
+    the run's own pods (among ``run_pods``, those Argo made for the run's workflow) names."""
+    meta = pod.get("metadata") or {}
+    by_pods = sorted({str(named) for p in run_pods if owned_by_run(p, run) and (named := _notebook_pod_named(p))})
     if meta.get("name") not in by_pods:
         raise VolumeRefused(
-            f"volume {volume.name!r}: {where} is neither a pod of run {run.run_id} nor the notebook pod its "
-            f"workflow names ({named or 'none'}) nor one its pods name ({', '.join(by_pods) or 'none'})"
+            f"volume {volume.name!r}: pod {meta.get('namespace')}/{meta.get('name')} is neither a pod of run "
+            f"{run.run_id} nor the notebook pod its workflow names ({by_workflow or 'none'}) nor one its pods name "
+            f"({', '.join(by_pods) or 'none'})"
         )
+
+
+def _notebook_pod_named(obj: Object) -> Any:
+    return ((obj.get("metadata") or {}).get("annotations") or {}).get(NOTEBOOK_POD_ANNOTATION)
 
 
 def check_claimed(pod: Object, volume: VolumeRef) -> None:
