@@ -16,12 +16,15 @@ class ObjectInfo:
     mtime: float  # seconds since the epoch, as the storage reports it
 
 
+Data = bytes | bytearray  # what a read returns: a large body may arrive in a buffer it was read into, not copied
+
+
 class Backend(Protocol):
     url: str
 
-    async def get(self, key: str) -> bytes: ...
+    async def get(self, key: str) -> Data: ...
 
-    async def get_range(self, key: str, offset: int, length: int) -> bytes: ...
+    async def get_range(self, key: str, offset: int, length: int) -> Data: ...
 
     async def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None: ...
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import logging
 import os
 import weakref
@@ -29,7 +30,7 @@ from rokstore.errors import (
     StoreError,
     StoreUnavailable,
 )
-from rokstore.repository.backends import ObjectInfo
+from rokstore.repository.backends import Data, ObjectInfo
 
 log = logging.getLogger(__name__)
 
@@ -179,13 +180,13 @@ class S3Backend:
     def _endpoint(self) -> str:
         return os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str) -> Data:
         return await self._read(key)
 
-    async def get_range(self, key: str, offset: int, length: int) -> bytes:
+    async def get_range(self, key: str, offset: int, length: int) -> Data:
         return await self._read(key, Range=f"bytes={offset}-{offset + length - 1}")
 
-    async def _read(self, key: str, **range_: str) -> bytes:
+    async def _read(self, key: str, **range_: str) -> Data:
         """One object (or a range of it). botocore retries the request; a body cut short on the way (a dropped
         connection: aiohttp's "Response payload is not completed", an incomplete read) is retried here."""
         for attempt in range(1, READ_ATTEMPTS + 1):
@@ -198,7 +199,7 @@ class S3Backend:
             await asyncio.sleep(READ_BACKOFF * 2 ** (attempt - 1))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _read_once(self, key: str, **range_: str) -> bytes:
+    async def _read_once(self, key: str, **range_: str) -> Data:
         """The request and its body under one slot; a body cut short is raised as ``_CutShort``."""
         async with self._slot() as c:
             try:
@@ -206,12 +207,9 @@ class S3Backend:
             except Exception as error:
                 raise self._translate(error, key) from None
             try:
-                async with response["Body"] as body:
-                    data: bytes = await body.read()
-                expected = response.get("ContentLength")
-                if expected is not None and len(data) != expected:
-                    raise StoreUnavailable(f"the body of {key} ended after {len(data)} of {expected} bytes")
-                return data
+                stream = response["Body"]  # botocore's body; entered, it is aiohttp's response
+                async with stream:
+                    return await _body(stream, response.get("ContentLength"), key)
             except Exception as error:
                 translated = error if isinstance(error, StoreError) else self._translate(error, key)
                 if not isinstance(translated, StoreUnavailable):
@@ -220,9 +218,8 @@ class S3Backend:
 
     async def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None:
         try:
-            body = data if isinstance(data, bytes | bytearray) else bytes(data)
             async with self._slot() as c:
-                await c.put_object(Bucket=self.bucket, Key=self._key(key), Body=body)
+                await c.put_object(Bucket=self.bucket, Key=self._key(key), Body=_Reader(data), ContentLength=len(data))
         except StoreError:
             raise
         except Exception as error:
@@ -293,6 +290,59 @@ class S3Backend:
                 if on_loop.get(self._identity) is shared:
                     del on_loop[self._identity]
             await shared.stack.aclose()
+
+
+async def _body(body: Any, length: int | None, key: str) -> Data:
+    """The whole body of a response, read into one buffer of its announced length: a pack arrives in pieces, and
+    joining them at the end would hold it twice."""
+    if length is None:
+        data: Data = await body.read()
+        return data
+    buffer = bytearray(length)
+    view, done = memoryview(buffer), 0
+    while done < length:
+        got = await body.readinto(view[done:])
+        if not got:
+            raise StoreUnavailable(f"the body of {key} ended after {done} of {length} bytes")
+        done += got
+    return buffer
+
+
+class _Reader(io.RawIOBase):
+    """A read-only, seekable file over a pack's buffer, given to botocore as a request's body: aiohttp then sends
+    it in pieces read from the buffer, where a ``bytes`` body is copied whole on its way to the socket (more than
+    once: sliced, joined with the headers, buffered by the transport)."""
+
+    def __init__(self, data: bytes | bytearray | memoryview) -> None:
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._at = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._at
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._at, io.SEEK_END: len(self._view)}[whence]
+        self._at = min(max(0, base + offset), len(self._view))
+        return self._at
+
+    def readinto(self, buffer: Any) -> int:
+        piece = self._view[self._at : self._at + len(buffer)]
+        buffer[: len(piece)] = piece
+        self._at += len(piece)
+        return len(piece)
+
+    def read(self, size: int | None = -1) -> bytes:
+        end = len(self._view) if size is None or size < 0 else self._at + size
+        piece = bytes(self._view[self._at : end])
+        self._at += len(piece)
+        return piece
 
 
 class _CutShort(Exception):
