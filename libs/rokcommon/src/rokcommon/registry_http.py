@@ -1,9 +1,10 @@
-"""The registry's HTTP API as the CLI reaches it in a cluster, where people (and notebook pods) have no way onto
+"""The registry's HTTP API as commands reach it in a cluster, where people (and notebook pods) have no way onto
 the bus: ``ROK_REGISTRY_URL`` names the registry (behind Kubeflow's gateway, or its Service from inside the
 cluster), and the caller's identity is a bearer token — ``ROK_TOKEN``, else the service account token of the pod
 the command runs in (a notebook server's ``default-editor``), which the registry checks with a TokenReview.
 
-Only the standard library: a restore is one POST and a poll.
+The CLI's restores and clones (``rokcli``) and ``rok submit`` (the pipeline watcher's command) share it. Only the
+standard library: a restore is one POST and a poll.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +68,11 @@ class Remote:
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             raise TemporaryError(f"the registry at {self.url} did not answer: {reason}") from None
+
+    def experiment_bucket(self, namespace: str, experiment: str) -> dict[str, Any]:
+        """The experiment's bucket (its ``name`` and ``suffix``), named now if it has none yet."""
+        query = urllib.parse.urlencode({"experiment": experiment})
+        return self.call("PUT", f"/api/v1/namespaces/{urllib.parse.quote(namespace, safe='')}/buckets?{query}")
 
     def restore(
         self, asked: Asked, timeout: float, on_update: Callable[[dict[str, Any]], None] | None = None
