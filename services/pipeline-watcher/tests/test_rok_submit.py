@@ -221,6 +221,16 @@ def test_a_registry_that_does_not_answer_stops_the_submit_before_kfp_is_asked(fa
     assert fake_kfp.requests == []
 
 
+def test_an_address_that_is_not_the_registry_s_stops_the_submit_before_anything_is_created(fake_kfp: FakeKfp, package):
+    result = rok(
+        "submit", str(package), "--endpoint", fake_kfp.url, "--token", "kfp-test-token", "--rok-registry", fake_kfp.url
+    )
+
+    assert result.code != 0 and len(result.err.splitlines()) == 1
+    assert fake_kfp.url in result.err and "nothing was created in KFP" in result.err and "Traceback" not in result.err
+    assert not fake_kfp.pipelines and not fake_kfp.experiments and not fake_kfp.runs
+
+
 def test_a_registry_that_refuses_the_token_stops_the_submit_before_kfp_is_asked(
     fake_kfp: FakeKfp, package, monkeypatch
 ):

@@ -64,7 +64,7 @@ class Remote:
                 found: dict[str, Any] = json.loads(answer.read() or b"{}")
                 return found
         except urllib.error.HTTPError as error:
-            raise _error(error.code, _message(error.read())) from None
+            raise _error(error.code, _message(error.read()), self.url) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             raise TemporaryError(f"the registry at {self.url} did not answer: {reason}") from None
@@ -101,15 +101,15 @@ class Remote:
 def _message(raw: bytes) -> str:
     try:
         answer = json.loads(raw)
-    except ValueError:
-        return raw.decode(errors="replace")[:500]
+    except ValueError:  # not the registry's JSON (a proxy's page, another server): its text on one line
+        return " ".join(raw.decode(errors="replace").split())[:300]
     error = answer.get("error") if isinstance(answer, dict) else None
     if isinstance(error, dict):
         return str(error.get("message"))
     return str(error or answer.get("detail") or answer)
 
 
-def _error(status: int, message: str) -> Exception:
+def _error(status: int, message: str, url: str) -> Exception:
     if status == 401:
         return Forbidden(f"the registry does not know who you are ({message}); set ROK_TOKEN")
     if status == 403:
@@ -119,5 +119,5 @@ def _error(status: int, message: str) -> Exception:
     if status in (400, 413, 414, 422):
         return InvalidRequest(message)
     if status >= 500:
-        return TemporaryError(f"the registry answered {status}: {message}")
-    return PermanentError(f"the registry answered {status}: {message}")
+        return TemporaryError(f"the registry at {url} answered {status}: {message}")
+    return PermanentError(f"the registry at {url} answered {status}: {message}")

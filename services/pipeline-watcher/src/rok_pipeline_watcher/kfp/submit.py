@@ -2,8 +2,8 @@
 
 First ask rok's registry (its HTTP API, :class:`~rokcommon.registry_http.Remote`) for the experiment's bucket,
 named now if the experiment has none yet; then upload the package as a new version of its pipeline (the pipeline
-itself the first time), find or create the experiment, create the run. Names carry the bucket's suffix, as Rok
-names them: the KFP experiment is the bucket's own name (``churn-ab3cd``, which the registry maps back to that
+itself the first time), find or create the experiment, create the run. Names carry the bucket's suffix, as Rok's
+do: the KFP experiment is the bucket's own name (``churn-ab3cd``, which the registry maps back to that
 bucket when the run's events arrive), the pipeline version and the run ``<pipeline>-<bucket suffix>-<4 random
 characters>`` (KFP refuses two versions of one name in a pipeline), and the registry's file of the run
 ``<run name>-<4 characters of its workflow uid>``, so that a run is found by the same name in KFP's UI and in rok's.
@@ -71,16 +71,18 @@ def experiment_bucket(registry: Remote | None, namespace: str, experiment: str) 
             "else the pod's service account token is sent); nothing was created in KFP"
         )
     try:
-        found = registry.experiment_bucket(namespace, experiment)
+        found: Any = registry.experiment_bucket(namespace, experiment)
+    except ValueError:  # an answer that is not JSON: not the registry's API
+        found = None
     except TemporaryError as error:
         raise TemporaryError(
-            f"{error}: rok submit asks it for the bucket of experiment {experiment!r} before it creates anything in "
-            "KFP, and nothing was; check the address given with --rok-registry or ROK_REGISTRY_URL"
+            f"{error}; nothing was created in KFP (rok submit asks the registry for the bucket of experiment "
+            f"{experiment!r} first): check the address given with --rok-registry or ROK_REGISTRY_URL"
         ) from None
     except Forbidden as error:
         raise Forbidden(
             f"the registry at {registry.url} refused to name the bucket of experiment {experiment!r} in namespace "
-            f"{namespace!r} ({error}); nothing was created in KFP"
+            f"{namespace!r} ({error}); nothing was created in KFP (the namespace is --namespace, else ROK_NAMESPACE)"
         ) from None
     except RokError as error:
         raise SubmitError(
