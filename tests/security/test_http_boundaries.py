@@ -145,3 +145,27 @@ async def test_a_host_name_not_configured_is_refused_before_anything_else(stage:
     assert configured.status == 200
     probe = await http(f"{stage.web}/healthz", headers={"Host": "10.1.2.3:8080"})  # the kubelet's probe
     assert probe.status == 200
+
+
+async def test_a_bucket_is_named_for_whoever_may_start_a_run_and_answered_to_whoever_may_read(stage: Stage) -> None:
+    url = f"{stage.api(TEAM_A)}/buckets?experiment=boundaries"
+
+    def bearer(namespace: str, account: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {stage.kube.tokens.service_account(namespace, account)}"}
+
+    viewer_first = await http(url, method="PUT", headers=bearer(TEAM_A, "default-viewer"))
+    stranger = await http(url, method="PUT", headers=bearer(TEAM_B, "default-editor"))
+    cross_site = await http(url, method="PUT", headers={**as_user(ALICE), "Origin": "http://attacker.example"})
+    named = await http(url, method="PUT", headers=bearer(TEAM_A, "default-editor"))
+    viewer_after = await http(url, method="PUT", headers=bearer(TEAM_A, "default-viewer"))
+    stranger_after = await http(url, method="PUT", headers=bearer(TEAM_B, "default-editor"))
+
+    assert (
+        viewer_first.status == 403 and "create runs.pipelines.kubeflow.org" in viewer_first.json()["error"]["message"]
+    )
+    assert stranger.status == stranger_after.status == 403 and stranger.body == stranger_after.body
+    assert cross_site.status == 403  # a browser's cookie or the gateway's header alone names no bucket
+    assert named.status == 200 and named.json()["name"] == f"boundaries-{named.json()['suffix']}"
+    assert (viewer_after.status, viewer_after.json()) == (200, named.json())
+    listed = await http(f"{stage.api(TEAM_A)}/buckets", headers=as_user(CAROL))
+    assert [b["name"] for b in listed.json()["items"] if b["experiment"] == "boundaries"] == [named.json()["name"]]

@@ -23,8 +23,8 @@ from urllib.parse import quote, urlencode
 
 import click
 from rokcommon.errors import InvalidRequest, NotFound, PermanentError, TemporaryError
+from rokcommon.registry_http import Remote
 
-from rokcli.remote import Remote
 from rokcli.restore import RestoreAsked, RestoreFailed
 from rokcli.user import exit_codes
 

@@ -1,5 +1,5 @@
 """``rok restore URL --to DIR | --pvc NAME | --notebook NAME``: ask for a restore, show its progress, wait for the
-outcome — over the bus on one machine, through the registry's HTTP API (:mod:`rokcli.remote`) in a cluster."""
+outcome — over the bus on one machine, through the registry's HTTP API (:mod:`rokcommon.registry_http`) in a cluster."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ from rokcommon.events import DirectoryTarget, NotebookTarget, PvcTarget, Restore
 from rokcommon.humanize import size as size_of
 from rokcommon.registry_client import RegistryClient
 from rokcommon.registry_contract import Resolved
+from rokcommon.registry_http import Remote
 from rokcommon.restores import RestoreWatch, request_restore
 from rokcommon.settings import RokSettings
 from rokcommon.telemetry import setup_telemetry
 from rokcommon.urls import parse_url
 
-from rokcli.remote import Remote
 from rokcli.tables import echo_json, print_table
 from rokcli.user import check_url, exit_codes, run
 

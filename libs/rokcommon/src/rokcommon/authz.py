@@ -4,21 +4,25 @@ A person or a workload is an :class:`Identity`. What rok lets them do is express
 Kubeflow's profile roles already grant (``kubeflow-edit`` and ``kubeflow-view``, aggregated into each profile's
 RoleBindings), so nobody has to grant anything new for rok:
 
-=====================  =========================================  ======================================
-what rok is asked      permission checked in the namespace        granted by
-=====================  =========================================  ======================================
-read lineage, list,    ``list`` ``persistentvolumeclaims``        kubeflow-view (and so kubeflow-edit)
+=====================  ============================================  ======================================
+what rok is asked      permission checked in the namespace           granted by
+=====================  ============================================  ======================================
+read lineage, list,    ``list`` ``persistentvolumeclaims``           kubeflow-view (and so kubeflow-edit)
 show, search, diff
-restore into a PVC     ``create`` ``persistentvolumeclaims``      kubeflow-edit
-restore into a new     ``create`` ``notebooks.kubeflow.org``      kubeflow-edit
+restore into a PVC     ``create`` ``persistentvolumeclaims``         kubeflow-edit
+restore into a new     ``create`` ``notebooks.kubeflow.org``         kubeflow-edit
 notebook server
-pin, unpin             ``patch`` ``persistentvolumeclaims``       kubeflow-edit
-forget                 ``delete`` ``persistentvolumeclaims``      kubeflow-edit
-=====================  =========================================  ======================================
+pin, unpin             ``patch`` ``persistentvolumeclaims``          kubeflow-edit
+forget                 ``delete`` ``persistentvolumeclaims``         kubeflow-edit
+name a new bucket      ``create`` ``runs.pipelines.kubeflow.org``    kubeflow-edit (KFP's own part of it)
+(``rok submit``)
+=====================  ============================================  ======================================
 
 rok versions volumes, so reading its lineage is reading what the namespace's claims held: whoever may list the
 claims may read their snapshots. A restore reads the source (``READ`` in the version's namespace) and creates in
-the target's.
+the target's. A bucket is named when the first run of its experiment is recorded, or when ``rok submit`` asks
+for it before it starts that run in KFP: whoever may start a run there (as KFP's API server checks it) may have the
+registry name its bucket.
 
 Two modes (``ROK_AUTH``): ``local`` — one machine, one user, who holds the token ``rok up`` wrote into the state
 directory and may use every namespace (:class:`LocalAccess`); ``cluster`` — tokens are checked by TokenReview
@@ -81,6 +85,8 @@ RESTORE_INTO_NOTEBOOK = Permission("create", "notebooks", "kubeflow.org", what="
 # Forgetting removes what the claims held, as deleting a claim does; a pin changes what is kept, as a patch does.
 FORGET = Permission("delete", "persistentvolumeclaims", what="forget rok's versions")
 PIN = Permission("patch", "persistentvolumeclaims", what="pin or unpin rok's versions")
+# A bucket is named for a run about to start: the right KFP's API server checks to start one.
+START_RUN = Permission("create", "runs", "pipelines.kubeflow.org", what="start a pipeline run")
 
 
 class AccessSettings(BaseSettings):

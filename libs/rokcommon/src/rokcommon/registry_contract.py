@@ -52,6 +52,7 @@ class Bucket(Model):
     created_at: datetime
     files: int = 0
     pinned: bool = False  # no forget removes it (rok pin)
+    suffix: str = ""  # the random part of its name (``<experiment>-<suffix>``), which its runs' names carry
 
 
 class RunFile(Model):

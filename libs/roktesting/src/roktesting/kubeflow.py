@@ -2,9 +2,10 @@
 
 As Kubeflow installs them: ``kubeflow-admin`` ⊃ ``kubeflow-edit`` ⊃ ``kubeflow-view``, each an aggregated
 ClusterRole filled from the ClusterRoles labelled ``rbac.authorization.kubeflow.org/aggregate-to-kubeflow-…``
-(the Kubernetes part and the notebook controller's part); a profile is a namespace whose owner is bound to
-``kubeflow-admin`` (RoleBinding ``namespaceAdmin``), whose contributors get ``kubeflow-edit`` or
-``kubeflow-view``, and whose service accounts ``default-editor`` and ``default-viewer`` get the same.
+(the Kubernetes part, the notebook controller's part and Kubeflow Pipelines' part); a profile is a namespace
+whose owner is bound to ``kubeflow-admin`` (RoleBinding ``namespaceAdmin``), whose contributors get
+``kubeflow-edit`` or ``kubeflow-view``, and whose service accounts ``default-editor`` and ``default-viewer``
+get the same.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ RBAC_API = "/apis/rbac.authorization.k8s.io/v1"
 _LABEL = "rbac.authorization.kubeflow.org/aggregate-to-kubeflow-"
 _KUBERNETES_READ = ["get", "list", "watch"]
 _KUBERNETES_WRITE = ["create", "delete", "deletecollection", "patch", "update"]
+_PIPELINES = "pipelines.kubeflow.org"
 
 
 def _cluster_role(name: str, *, label: str | None = None, aggregates: str | None = None, rules: Any = ()) -> dict:
@@ -54,6 +56,38 @@ def install_profile_roles(kube: FakeKube) -> None:
             "kubeflow-notebooks-view",
             label="view",
             rules=[{"apiGroups": ["kubeflow.org"], "resources": ["notebooks"], "verbs": _KUBERNETES_READ}],
+        ),
+        _cluster_role(  # as KFP's multi-user install aggregates it (its API server checks these verbs)
+            "kubeflow-pipelines-edit",
+            label="edit",
+            rules=[
+                {
+                    "apiGroups": [_PIPELINES],
+                    "resources": ["pipelines", "pipelines/versions"],
+                    "verbs": ["create", "delete", "update"],
+                },
+                {
+                    "apiGroups": [_PIPELINES],
+                    "resources": ["experiments"],
+                    "verbs": ["archive", "create", "delete", "unarchive"],
+                },
+                {
+                    "apiGroups": [_PIPELINES],
+                    "resources": ["runs"],
+                    "verbs": ["archive", "create", "delete", "retry", "terminate", "unarchive"],
+                },
+            ],
+        ),
+        _cluster_role(
+            "kubeflow-pipelines-view",
+            label="view",
+            rules=[
+                {
+                    "apiGroups": [_PIPELINES],
+                    "resources": ["pipelines", "pipelines/versions", "experiments", "runs"],
+                    "verbs": ["get", "list"],
+                },
+            ],
         ),
     ]
     for role in roles:

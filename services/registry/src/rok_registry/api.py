@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from rokcommon.authz import START_RUN
 from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, Phase
 from rokcommon.health import PROBE_PATHS, Health
@@ -28,6 +29,7 @@ from rokcommon.registry_contract import (
     CURSOR_LENGTH,
     DEFAULT_PAGE,
     MAX_PAGE,
+    Bucket,
     Buckets,
     Files,
     GetLineage,
@@ -48,6 +50,7 @@ from rokcommon.urls import format_url
 from rok_registry import gate as gates
 from rok_registry.api_docs import add_api_docs
 from rok_registry.queries import Queries
+from rok_registry.recorder import Recorder
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +150,30 @@ def api_router() -> APIRouter:
     return router
 
 
+def bucket_router() -> APIRouter:
+    """``PUT …/buckets?experiment=NAME``: the experiment's bucket, named now if it has none yet (``rok submit``
+    asks before it starts a run in KFP, and names the KFP experiment and the run with the bucket's name and
+    suffix). Idempotent. A bucket that exists is read (READ); naming a new one takes the right to start a run in
+    the namespace (:data:`~rokcommon.authz.START_RUN`). An experiment named as a bucket (``churn-ab3cd``) is that
+    bucket."""
+    router = APIRouter(prefix=API, tags=["registry"], dependencies=[Depends(gates.readable_namespace)])
+
+    @router.put("/buckets")
+    async def experiment_bucket(
+        namespace: str,
+        request: Request,
+        experiment: str = Query(..., min_length=1, max_length=512, description="the KFP experiment's name"),
+    ) -> Bucket:
+        found = await get_queries(request).experiment_bucket(namespace, experiment)
+        if found is not None:
+            return found
+        await gates.authorize(request, namespace, START_RUN)
+        recorder: Recorder = request.app.state.recorder
+        return await recorder.experiment_bucket(namespace, experiment)
+
+    return router
+
+
 def _page(page: BaseModel) -> Response:
     """A page as JSON, serialised once: the page is the declared response model already (built and checked by the
     queries), so FastAPI's second validation pass — four times the cost of the dump on a lineage page — is skipped."""
@@ -162,13 +189,15 @@ def create_app(
     health: Health | None = None,
     gate: gates.Gate | None = None,
     retention: Any = None,
+    recorder: Recorder | None = None,
 ) -> FastAPI:
     """The registry's HTTP app: the JSON API, health, and the web pages if ``rok_registry.web`` exists.
 
     ``/livez`` and ``/readyz`` report ``health``'s checks (:mod:`rokcommon.health`: NATS, the consumers, the
     database); ``/healthz`` answers as long as the process serves HTTP. ``gate`` identifies callers
     (:mod:`rok_registry.gate`); without one, only health and static files answer. ``retention``
-    (:class:`~rok_registry.retention.Retention`) serves forget and pins (:mod:`rok_registry.retention_api`).
+    (:class:`~rok_registry.retention.Retention`) serves forget and pins (:mod:`rok_registry.retention_api`);
+    ``recorder`` names an experiment's bucket on demand (:func:`bucket_router`).
     """
     # FastAPI's docs pages load their scripts from a CDN; ours are served from the package (rok_registry.api_docs)
     app = FastAPI(
@@ -209,6 +238,9 @@ def create_app(
 
     app.include_router(api_router())
     app.include_router(_restore_router())
+    if recorder is not None:
+        app.state.recorder = recorder
+        app.include_router(bucket_router())
     if retention is not None:
         from rok_registry.retention_api import retention_router
 

@@ -64,6 +64,7 @@ def build(settings: RegistrySettings | None = None, *, graceful_timeout: float =
         health=service.health,
         gate=gate_for(settings),
         retention=retention,
+        recorder=recorder,
     )
     http = HttpServer(app, settings.registry_host, settings.registry_port)
     registry = Registry(settings, service, db, recorder, queries, http)

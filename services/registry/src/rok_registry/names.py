@@ -3,7 +3,9 @@
 A bucket is ``<experiment>-<suffix>`` (the suffix random, like Rok's ``3mis2``, so that an experiment
 deleted and created again gets a new bucket name); the fallback bucket of runs without an experiment is
 ``default-<suffix>``. A run's file is ``<run name>-<bucket suffix>-<4 characters of its workflow uid>``: the
-bucket's suffix shows in it, and it is stable. A version's id is its key's
+bucket's suffix shows in it, and it is stable; a run named with the suffix already (as ``rok submit`` names them,
+``<pipeline>-<suffix>-…``) does not get it twice. An experiment named as a bucket (``churn-ab3cd``, the name
+``rok submit`` gives the KFP experiment) is that bucket (:mod:`rok_registry.rows`). A version's id is its key's
 (:attr:`rokcommon.versions.VersionKey.version_id`), so a replayed event names the same version.
 """
 
@@ -35,4 +37,7 @@ def bucket_name(experiment: str | None, suffix: str) -> str:
 
 
 def file_name(run_name: str | None, run_id: str, bucket_suffix: str, workflow_uid: str) -> str:
-    return f"{slug(run_name or run_id)}-{bucket_suffix}-{base32_digest(workflow_uid, 4)}"
+    name = slug(run_name or run_id)
+    if f"-{bucket_suffix}-" not in f"-{name}-":
+        name = f"{name}-{bucket_suffix}"
+    return f"{name}-{base32_digest(workflow_uid, 4)}"

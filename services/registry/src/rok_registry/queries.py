@@ -46,6 +46,7 @@ from sqlalchemy.orm import aliased
 
 from rok_registry import paging, views
 from rok_registry.database import Database
+from rok_registry.rows import experiment_buckets, the_bucket
 from rok_registry.tables import BucketRow, NamespaceRow, RunRow, StepRow, UtcDateTime, VersionRow
 
 T = TypeVar("T")
@@ -101,6 +102,18 @@ class Queries:
         views_ = [(b, views.bucket(b, runs.get(b.id, 0))) for b in buckets]
         page = _fill(views_, lambda b: (b.created_at, b.id), q, cursor, budget, "a bucket")
         return Buckets(items=tuple(v for _, v in page.rows), next=page.next, prev=page.prev, total=total)
+
+    async def experiment_bucket(self, namespace: str, experiment: str) -> Bucket | None:
+        """The experiment's bucket (or the bucket ``experiment`` names), if it has one yet."""
+        async with self.db.reading() as s:
+            namespace_id = select(NamespaceRow.id).where(NamespaceRow.name == namespace).scalar_subquery()
+            found = the_bucket(
+                (await s.execute(experiment_buckets(namespace_id, experiment))).scalars().all(), experiment
+            )
+            if found is None:
+                return None
+            runs = await _counts(s, RunRow.bucket_id, [found.id])
+        return views.bucket(found, runs.get(found.id, 0))
 
     async def files(self, q: ListFiles, *, budget: int | None = None) -> Files:
         """A page of a bucket's runs, newest first (by when they started), optionally only those in ``q.status``."""

@@ -26,10 +26,11 @@ from rokcommon.events import (
     StepFinished,
     StepStarted,
 )
-from sqlalchemy import update
+from rokcommon.registry_contract import Bucket
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from rok_registry import names
+from rok_registry import names, views
 from rok_registry.database import Database
 from rok_registry.rows import Rows
 from rok_registry.settling import Commit, Due, OneVersion, StepKey, settle, settle_dues
@@ -58,6 +59,16 @@ class Recorder:
             with session.no_autoflush:
                 yield session
         self.rows.committed(session)
+
+    async def experiment_bucket(self, namespace: str, experiment: str) -> Bucket:
+        """The experiment's bucket in ``namespace``, named now if it has none yet (``rok submit`` asks before it
+        starts a run, to name the run as the bucket). Two replicas asked at once answer the same bucket: the
+        row's uniqueness decides, as for the runs' own events."""
+        async with self.transaction() as session:
+            namespace_id = await self.rows.namespace(session, namespace)
+            bucket = await self.rows.bucket(session, namespace_id, experiment)
+            files = await session.scalar(select(func.count()).select_from(RunRow).where(RunRow.bucket_id == bucket.id))
+            return views.bucket(bucket, files or 0)
 
     async def record(self, event: Event, *, traced: bool = True) -> list[Commit]:
         """Record any event the registry consumes (others are ignored), in a transaction of its own."""

@@ -26,7 +26,7 @@ from rokcommon.events import (
     StepRef,
     StepStarted,
 )
-from sqlalchemy import Insert, Select, bindparam, select
+from sqlalchemy import Insert, Select, bindparam, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import raiseload
@@ -246,7 +246,8 @@ class Rows:
         self._namespaces.update(session.info.pop(_PENDING_NAMESPACES, {}))
 
     async def bucket(self, session: AsyncSession, namespace_id: int, experiment: str | None) -> BucketRow:
-        """The experiment's bucket (``None``: the namespace's fallback bucket), named when it is created."""
+        """The experiment's bucket (``None``: the namespace's fallback bucket), named when it is created; an
+        experiment named as one of the namespace's buckets is that bucket (:func:`experiment_buckets`)."""
         key = experiment or ""
         bucket: BucketRow = await in_transaction(
             session, ("bucket", namespace_id, key), lambda: self._bucket(session, namespace_id, experiment)
@@ -255,8 +256,8 @@ class Rows:
 
     async def _bucket(self, session: AsyncSession, namespace_id: int, experiment: str | None) -> BucketRow:
         key = experiment or ""
-        query = select(BucketRow).where(BucketRow.namespace_id == namespace_id, BucketRow.experiment_key == key)
-        found = (await session.execute(query)).scalar_one_or_none()
+        query = experiment_buckets(namespace_id, experiment)
+        found = the_bucket((await session.execute(query)).scalars().all(), experiment)
         if found is not None:
             return found
         for _ in range(8):  # a new random suffix if the name is taken
@@ -273,7 +274,7 @@ class Rows:
                 )
                 .on_conflict_do_nothing()
             )
-            bucket = (await session.execute(query)).scalar_one_or_none()
+            bucket = the_bucket((await session.execute(query)).scalars().all(), experiment)
             if bucket is not None:
                 return bucket
         raise PermanentError(f"could not name a bucket for experiment {experiment!r}")
@@ -322,6 +323,21 @@ class Rows:
         if merged != version.volumes:
             version.volumes = merged
         return version
+
+
+def experiment_buckets(namespace_id: Any, experiment: str | None) -> Select[tuple[BucketRow]]:
+    """The buckets that may be the experiment's: the one keyed by it, and the one it names (a bucket's own name,
+    ``churn-ab3cd``, as ``rok submit`` names the KFP experiment) — :func:`the_bucket` picks."""
+    keyed = BucketRow.experiment_key == (experiment or "")
+    where = or_(keyed, BucketRow.name == experiment) if experiment else keyed
+    return select(BucketRow).where(BucketRow.namespace_id == namespace_id, where)
+
+
+def the_bucket(found: Sequence[BucketRow], experiment: str | None) -> BucketRow | None:
+    """The experiment's bucket among :func:`experiment_buckets`' rows: the one keyed by the experiment first (an
+    experiment that had a bucket of its own before another bucket got its name keeps it), else the one it names."""
+    key = experiment or ""
+    return next((b for b in found if b.experiment_key == key), None) or next(iter(found), None)
 
 
 def _step_key(ref: StepRef) -> tuple[str, str, int]:

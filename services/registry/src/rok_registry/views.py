@@ -25,6 +25,7 @@ def bucket(row: BucketRow, files: int = 0) -> Bucket:
         created_at=row.created_at,
         files=files,
         pinned=bool(row.pinned),
+        suffix=row.suffix,
     )
 
 

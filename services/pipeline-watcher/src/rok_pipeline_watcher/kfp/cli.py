@@ -51,7 +51,8 @@ def _compile_options(command: F) -> F:
                 "--rok-registry",
                 "registry_url",
                 default=None,
-                help="ROK_REGISTRY_URL of the create-volume tasks (default: their image's)",
+                help="ROK_REGISTRY_URL of the create-volume tasks (default: their image's); "
+                "rok submit asks it for the experiment's bucket (default: $ROK_REGISTRY_URL)",
             ),
             click.option(
                 "--rok-web",
@@ -125,7 +126,11 @@ def submit(
     rok_web: str,
 ) -> None:
     """Upload SOURCE (a Kale-tagged notebook, compiled first, or a KFP-compiled pipeline) as a new pipeline
-    version and start a run of it; print the run's id and its rok URL."""
+    version and start a run of it; print the run's id and its rok URL.
+
+    rok's registry (--rok-registry, else ROK_REGISTRY_URL; token ROK_TOKEN, else the pod's service account token)
+    names the experiment's bucket first: the KFP experiment is named as the bucket, and the run with its suffix."""
+    from rokcommon.registry_http import Remote
     from rokcommon.settings import RokSettings
     from rokcommon.settings import load as load_settings
 
@@ -170,6 +175,9 @@ def submit(
             parameters=values,
             rok_web=rok_web,
             rok_namespace=namespace or settings.namespace,
+            registry=Remote.from_environment(
+                {**os.environ, **({"ROK_REGISTRY_URL": registry_url} if registry_url else {})}
+            ),
         )
     click.echo(f"run {done.run_id} ({done.run_name}) in experiment {done.experiment}")
     click.echo(f"  kfp  {done.kfp_url}")

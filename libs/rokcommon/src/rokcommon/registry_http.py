@@ -1,9 +1,10 @@
-"""The registry's HTTP API as the CLI reaches it in a cluster, where people (and notebook pods) have no way onto
+"""The registry's HTTP API as commands reach it in a cluster, where people (and notebook pods) have no way onto
 the bus: ``ROK_REGISTRY_URL`` names the registry (behind Kubeflow's gateway, or its Service from inside the
 cluster), and the caller's identity is a bearer token — ``ROK_TOKEN``, else the service account token of the pod
 the command runs in (a notebook server's ``default-editor``), which the registry checks with a TokenReview.
 
-Only the standard library: a restore is one POST and a poll.
+The CLI's restores and clones (``rokcli``) and ``rok submit`` (the pipeline watcher's command) share it. Only the
+standard library: a restore is one POST and a poll.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,10 +64,15 @@ class Remote:
                 found: dict[str, Any] = json.loads(answer.read() or b"{}")
                 return found
         except urllib.error.HTTPError as error:
-            raise _error(error.code, _message(error.read())) from None
+            raise _error(error.code, _message(error.read()), self.url) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
             raise TemporaryError(f"the registry at {self.url} did not answer: {reason}") from None
+
+    def experiment_bucket(self, namespace: str, experiment: str) -> dict[str, Any]:
+        """The experiment's bucket (its ``name`` and ``suffix``), named now if it has none yet."""
+        query = urllib.parse.urlencode({"experiment": experiment})
+        return self.call("PUT", f"/api/v1/namespaces/{urllib.parse.quote(namespace, safe='')}/buckets?{query}")
 
     def restore(
         self, asked: Asked, timeout: float, on_update: Callable[[dict[str, Any]], None] | None = None
@@ -94,15 +101,15 @@ class Remote:
 def _message(raw: bytes) -> str:
     try:
         answer = json.loads(raw)
-    except ValueError:
-        return raw.decode(errors="replace")[:500]
+    except ValueError:  # not the registry's JSON (a proxy's page, another server): its text on one line
+        return " ".join(raw.decode(errors="replace").split())[:300]
     error = answer.get("error") if isinstance(answer, dict) else None
     if isinstance(error, dict):
         return str(error.get("message"))
     return str(error or answer.get("detail") or answer)
 
 
-def _error(status: int, message: str) -> Exception:
+def _error(status: int, message: str, url: str) -> Exception:
     if status == 401:
         return Forbidden(f"the registry does not know who you are ({message}); set ROK_TOKEN")
     if status == 403:
@@ -112,5 +119,5 @@ def _error(status: int, message: str) -> Exception:
     if status in (400, 413, 414, 422):
         return InvalidRequest(message)
     if status >= 500:
-        return TemporaryError(f"the registry answered {status}: {message}")
-    return PermanentError(f"the registry answered {status}: {message}")
+        return TemporaryError(f"the registry at {url} answered {status}: {message}")
+    return PermanentError(f"the registry at {url} answered {status}: {message}")
