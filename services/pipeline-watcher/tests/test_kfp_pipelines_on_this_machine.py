@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from kfp import compiler, dsl, kubernetes
+from rok_pipeline_watcher.kfp import mounts
 from rok_pipeline_watcher.kfp.local import load_any
 from rok_pipeline_watcher.runner.pipeline import PipelineError, load
 
@@ -78,7 +79,10 @@ def test_each_task_is_a_step_after_the_tasks_it_reads_from_with_the_inputs_typed
     ]
     assert [(s.name, s.after) for s in pipeline.order()] == [("count", ()), ("report", ("count",))]
     command = shlex.split(pipeline.step("report").run)
-    assert command[2:5] == ["rok_pipeline_watcher.kfp.launch", str(compiled["counting"]), "report"]
+    # the task runs in a mount namespace of its own, with the clone of its PVC at its mount path
+    wrapper, task = command[: command.index("--")], command[command.index("--") + 1 :]
+    assert wrapper[-3:] == [str(Path(mounts.__file__)), "--bind", "models=/models"]
+    assert task[1:5] == ["-m", "rok_pipeline_watcher.kfp.launch", str(compiled["counting"]), "report"]
     assert json.loads(command[command.index("--arguments") + 1]) == {"rows": 7, "ratio": 0.5, "verbose": True}
 
 

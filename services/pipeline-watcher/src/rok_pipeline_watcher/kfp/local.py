@@ -1,11 +1,20 @@
-"""What ``rok run`` reads: rok's own pipeline file, or a KFP-compiled one with its PVCs mapped to directories."""
+"""What ``rok run`` reads: rok's own pipeline file, or a KFP-compiled one with its PVCs mapped to directories.
+
+A KFP task finds each PVC it mounts at the mount path its platform spec gives (``/data``), bind-mounted from the
+run's clone in the task's own mount namespace (:mod:`.mounts`). Before the run, :func:`load_any` makes sure that
+this can be done here: a mount namespace with a bind mount is tried, and every mount path exists or may be
+created; :func:`mount_points` creates the missing ones for the run and removes them after it.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from rok_pipeline_watcher.kfp.spec import arguments, is_kfp_pipeline, load_kfp, local_pipeline
+from rok_pipeline_watcher.kfp import mounts
+from rok_pipeline_watcher.kfp.spec import KfpPipeline, arguments, is_kfp_pipeline, load_kfp, local_pipeline
 from rok_pipeline_watcher.runner.pipeline import Pipeline, PipelineError
 
 
@@ -35,4 +44,64 @@ def load_any(
         return loader(path)
     pipeline = load_kfp(path)
     directories = {name: Path(directory).expanduser() for name, directory in pairs(volumes, "--volume").items()}
-    return local_pipeline(pipeline, directories, arguments(pipeline, pairs(parameters, "-p")))
+    local = local_pipeline(pipeline, directories, arguments(pipeline, pairs(parameters, "-p")))
+    missing_mount_points(pipeline)
+    mounting = [task.name for task in pipeline.tasks if task.mounts]
+    if mounting:
+        reason = mounts.check()
+        if reason is not None:
+            raise PipelineError(
+                f"{path}: the tasks {', '.join(mounting)} mount PVCs, which rok run bind-mounts at their mount paths "
+                f"in a mount namespace of each task's own, and {reason}"
+            )
+    return local
+
+
+def missing_mount_points(pipeline: KfpPipeline) -> list[Path]:
+    """The tasks' mount paths that do not exist yet, all of which this user may create; raises
+    :class:`PipelineError` naming the task, the PVC and the path of one that is in the way or may not be made."""
+    missing: list[Path] = []
+    for task in pipeline.tasks:
+        for mount in task.mounts:
+            point = Path(mount.path)
+            what = f"{pipeline.path}: task {task.name!r} mounts PVC {mount.pvc!r} at {mount.path}"
+            if point.is_dir():
+                continue
+            if point.exists() or point.is_symlink():
+                raise PipelineError(f"{what}, which is not a directory: move it away, or mount the PVC elsewhere")
+            parent = next(p for p in point.parents if p.exists() or p.is_symlink())
+            if not parent.is_dir():
+                raise PipelineError(f"{what}, but {parent} is not a directory: mount the PVC elsewhere")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PipelineError(
+                    f"{what}, which does not exist, and this user (uid {os.geteuid()}) may not create it in "
+                    f"{parent}: create the directory (sudo mkdir -p {mount.path}) or run rok as a user who may"
+                )
+            if point not in missing:
+                missing.append(point)
+    return missing
+
+
+@contextlib.contextmanager
+def mount_points(path: Path) -> Iterator[list[Path]]:
+    """For a KFP pipeline, the mount paths of its tasks that do not exist, created for the run and removed after it
+    (only those rok created, and only while they are empty: nothing is written in a mount point while mounted)."""
+    if not is_kfp_pipeline(path):
+        yield []
+        return
+    created: list[Path] = []
+    try:
+        for point in missing_mount_points(load_kfp(path)):
+            for directory in [*reversed(point.parents), point]:
+                if directory.exists():
+                    continue
+                try:
+                    directory.mkdir()
+                except OSError as error:
+                    raise PipelineError(f"cannot create the mount path {directory}: {error.strerror}") from error
+                created.append(directory)
+        yield created
+    finally:
+        for directory in reversed(created):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
