@@ -16,6 +16,7 @@ The file imports only the standard library: it runs isolated (``-I -S``), before
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import subprocess
 import sys
@@ -53,6 +54,10 @@ def _libc() -> ctypes.CDLL:
 
 
 def _why(error: int) -> str:
+    if error == errno.ENOSPC:  # what unshare(2) says when a namespace limit is reached, or 0
+        return "the limit on namespaces is reached (sysctl user.max_user_namespaces, user.max_mnt_namespaces)"
+    if error == errno.EINVAL:
+        return "this kernel has no user or mount namespaces"
     return os.strerror(error)
 
 
@@ -61,12 +66,10 @@ def _unshare(libc: ctypes.CDLL) -> None:
     if uid == 0 and libc.unshare(_CLONE_NEWNS) == 0:
         return
     if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNS) != 0:
-        error = ctypes.get_errno()
         raise NamespaceError(
-            f"this machine refuses a new user and mount namespace (unshare: {_why(error)}): user namespaces are "
-            "disabled or restricted here (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone, "
-            "kernel.apparmor_restrict_unprivileged_userns, or a container's seccomp profile); allow them, or run "
-            "rok as root"
+            f"this machine refuses a new user and mount namespace (unshare: {_why(ctypes.get_errno())}); allow "
+            "user namespaces (sysctl user.max_user_namespaces, kernel.unprivileged_userns_clone, "
+            "kernel.apparmor_restrict_unprivileged_userns, a container's seccomp profile), or run rok as root"
         )
     try:  # the user is itself in the namespace: its files stay its own, and it has no capabilities once it execs
         Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1\n")
