@@ -10,7 +10,8 @@ the files the task writes are the user's, and the task runs as the user, without
 starts). Every mount of the namespace is made private first, so that nothing mounted in it reaches the
 machine's mount table; the namespace, with its mounts, goes when the task's last process ends.
 
-The file imports only the standard library: it runs isolated (``-I -S``), before anything of rok is imported.
+The file imports only the standard library, and in front of a task only the little it needs (it starts in
+~20 ms): it runs isolated (``-I -S``), before anything of rok is imported.
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import subprocess
 import sys
-import tempfile
-from collections.abc import Sequence
-from pathlib import Path
 
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
@@ -41,9 +38,9 @@ def volume_variable(name: str) -> str:
     return f"ROK_VOLUME_{name.upper().replace('-', '_')}"
 
 
-def wrapper(binds: Sequence[tuple[str, str]]) -> list[str]:
+def wrapper(binds: list[tuple[str, str]]) -> list[str]:
     """The command that goes in front of a task's command: ``(pvc, mount_path)`` pairs to bind-mount."""
-    command = [sys.executable, "-I", "-S", str(Path(__file__).resolve())]
+    command = [sys.executable, "-I", "-S", os.path.realpath(__file__)]
     for pvc, path in binds:
         command += ["--bind", f"{pvc}={path}"]
     return [*command, "--"]
@@ -72,21 +69,21 @@ def _unshare(libc: ctypes.CDLL) -> None:
             "kernel.apparmor_restrict_unprivileged_userns, a container's seccomp profile), or run rok as root"
         )
     try:  # the user is itself in the namespace: its files stay its own, and it has no capabilities once it execs
-        Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1\n")
-        Path("/proc/self/setgroups").write_text("deny\n")
-        Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1\n")
+        for name, line in (("uid_map", f"{uid} {uid} 1"), ("setgroups", "deny"), ("gid_map", f"{gid} {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as file:
+                file.write(f"{line}\n")
     except OSError as error:
         raise NamespaceError(f"cannot map user {uid} into its user namespace: {error.strerror}") from error
 
 
-def enter(binds: Sequence[tuple[Path, str]]) -> None:
+def enter(binds: list[tuple[str, str]]) -> None:
     """Move this process into a new mount namespace with each ``(directory, mount_path)`` bind-mounted."""
     libc = _libc()
     _unshare(libc)
     if libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
         raise NamespaceError(f"cannot make the task's mounts private: {_why(ctypes.get_errno())}")
-    for directory, path in sorted(binds, key=lambda bind: len(Path(bind[1]).parts)):  # a parent before a child
-        if not Path(path).is_dir():
+    for directory, path in sorted(binds, key=lambda bind: os.path.normpath(bind[1]).count("/")):  # parents first
+        if not os.path.isdir(path):
             raise NamespaceError(f"the mount path {path} is not a directory")
         if libc.mount(os.fsencode(directory), os.fsencode(path), None, _MS_BIND | _MS_REC, None) != 0:
             raise NamespaceError(f"cannot bind-mount {directory} at {path}: {_why(ctypes.get_errno())}")
@@ -94,6 +91,10 @@ def enter(binds: Sequence[tuple[Path, str]]) -> None:
 
 def check() -> str | None:
     """Why a task's mounts cannot be made on this machine, or ``None`` when they can: one bind mount, tried."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
     with tempfile.TemporaryDirectory(prefix="rok-mount-check-") as scratch:
         source, target = Path(scratch, "volume"), Path(scratch, "mount")
         source.mkdir()
@@ -116,16 +117,16 @@ def check() -> str | None:
         return said[-1].removeprefix("rok: ") if said else f"the bind mount was not seen (exit code {done.returncode})"
 
 
-def main(argv: Sequence[str]) -> int:
+def main(argv: list[str]) -> int:
     arguments = list(argv)
-    binds: list[tuple[Path, str]] = []
+    binds: list[tuple[str, str]] = []
     while arguments and arguments[0] == "--bind" and len(arguments) > 1:
         pvc, _, path = arguments[1].partition("=")
         directory = os.environ.get(volume_variable(pvc))
         if not directory:
             sys.stderr.write(f"rok: PVC {pvc!r} has no directory: {volume_variable(pvc)} is not set\n")
             return FAILED
-        binds.append((Path(directory), path))
+        binds.append((directory, path))
         del arguments[:2]
     if arguments[:1] != ["--"] or len(arguments) < 2:
         sys.stderr.write("rok: usage: mounts.py [--bind PVC=MOUNT_PATH]… -- COMMAND…\n")
