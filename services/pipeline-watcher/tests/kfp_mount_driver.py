@@ -36,7 +36,7 @@ def main(pipeline_file: Path, pvc: str, directory: Path) -> dict[str, object]:
     with mount_points(pipeline_file) as created:
         before = mountinfo()
         code = asyncio.run(ShellSteps(pipeline).launch(step.name, directory, env))
-        left = sorted(set(mountinfo()) - set(before))
+        left = sorted(set(mountinfo()) - set(before))  # the test keeps those at its paths
         during = [str(p) for p in created if p.is_dir()]
     return {"code": code, "created": [str(p) for p in created], "existed_during": during, "left_mounted": left}
 
