@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from rok_pipeline_watcher.kfp import mounts
@@ -45,7 +45,7 @@ def load_any(
     pipeline = load_kfp(path)
     directories = {name: Path(directory).expanduser() for name, directory in pairs(volumes, "--volume").items()}
     local = local_pipeline(pipeline, directories, arguments(pipeline, pairs(parameters, "-p")))
-    missing_mount_points(pipeline)
+    missing_mount_points(pipeline, directories)
     mounting = [task.name for task in pipeline.tasks if task.mounts]
     if mounting:
         reason = mounts.check()
@@ -57,14 +57,30 @@ def load_any(
     return local
 
 
-def missing_mount_points(pipeline: KfpPipeline) -> list[Path]:
+def missing_mount_points(pipeline: KfpPipeline, volumes: Mapping[str, Path] | None = None) -> list[Path]:
     """The tasks' mount paths that do not exist yet, all of which this user may create; raises
-    :class:`PipelineError` naming the task, the PVC and the path of one that is in the way or may not be made."""
+    :class:`PipelineError` naming the task, the PVC and the path of one that is in the way or may not be made.
+
+    A mount path inside another PVC's mount path of the same task is a directory of that PVC: it must be in the
+    PVC's directory (``volumes``), and is never created there."""
     missing: list[Path] = []
     for task in pipeline.tasks:
         for mount in task.mounts:
             point = Path(mount.path)
             what = f"{pipeline.path}: task {task.name!r} mounts PVC {mount.pvc!r} at {mount.path}"
+            outer = max(
+                (o for o in task.mounts if o is not mount and point.is_relative_to(o.path) and Path(o.path) != point),
+                key=lambda o: len(Path(o.path).parts),
+                default=None,
+            )
+            if outer is not None:
+                inside = (volumes or {}).get(outer.pvc)
+                if inside is not None and not (inside / point.relative_to(outer.path)).is_dir():
+                    raise PipelineError(
+                        f"{what}, inside {outer.path} where it mounts PVC {outer.pvc!r}, but that PVC's directory "
+                        f"has no {point.relative_to(outer.path)}: create {inside / point.relative_to(outer.path)}"
+                    )
+                continue
             if point.is_dir():
                 continue
             if point.exists() or point.is_symlink():
