@@ -143,6 +143,30 @@ def test_a_mount_path_inside_another_pvcs_must_be_in_that_pvcs_directory_and_is_
     assert not mnt.exists()
 
 
+def test_a_mount_path_two_runs_use_is_removed_by_the_last_one_and_never_with_what_someone_put_there(tmp_path):
+    mnt = tmp_path / "mnt"
+
+    @dsl.pipeline(name="shared")
+    def shared() -> None:
+        kubernetes.mount_pvc(count(rows=1), pvc_name="data", mount_path=f"{mnt}/data")
+
+    compiled = tmp_path / "shared.yaml"
+    compiler.Compiler().compile(shared, str(compiled))
+    first, second = mount_points(compiled), mount_points(compiled)
+
+    assert first.__enter__() == [mnt, mnt / "data"]
+    assert second.__enter__() == []  # rok made them for the first run, which still goes
+    first.__exit__(None, None, None)
+    assert (mnt / "data").is_dir()  # the second run still mounts it
+    second.__exit__(None, None, None)
+    assert not mnt.exists()  # the last run removed what rok made
+
+    with mount_points(compiled):
+        (mnt / "notes.txt").write_text("mine")
+    assert (mnt / "notes.txt").read_text() == "mine"
+    assert not (mnt / "data").exists()
+
+
 @pytest.mark.parametrize(
     ("parameter", "problem"),
     [
