@@ -7,8 +7,8 @@ from task to task, and a PVC (``churn-data``) mounted by every task (see docs/pi
     rok run pipeline.yaml --volume churn-data=examples/kfp/data -p max_tenure=48
     rok submit pipeline.yaml                             # or run it on Kubeflow
 
-A task finds the PVC at its mount path in a cluster and, under ``rok run``, at the directory in
-``ROK_VOLUME_CHURN_DATA``, the run's clone of the directory given with ``--volume``.
+Every task reads and writes the PVC at its mount path, ``/data``: in a cluster the PVC is mounted there, and
+under ``rok run`` the run's clone of the directory given with ``--volume`` is, in the task's own mount namespace.
 """
 
 import sys
@@ -23,11 +23,10 @@ MOUNT = "/data"
 def prepare(clean: dsl.Output[dsl.Dataset]) -> int:
     """Drop the customers whose tenure is unknown; keep the table in the volume and as an artifact."""
     import csv
-    import os
     import shutil
     from pathlib import Path
 
-    data = Path(os.environ.get("ROK_VOLUME_CHURN_DATA", "/data"))
+    data = Path("/data")
     with (data / "customers.csv").open() as raw, (data / "clean.csv").open("w", newline="") as out:
         rows = [r for r in csv.DictReader(raw) if r["tenure"]]
         writer = csv.DictWriter(out, fieldnames=["tenure", "monthly", "churned"])
@@ -43,7 +42,6 @@ def train(clean: dsl.Input[dsl.Dataset], customers: int, max_tenure: int, model:
     """Fit a one-feature threshold (churn if tenure is below it); keep the model in the volume and as an artifact."""
     import csv
     import json
-    import os
     from pathlib import Path
 
     rows = list(csv.DictReader(Path(clean.path).read_text().splitlines()))
@@ -51,7 +49,7 @@ def train(clean: dsl.Input[dsl.Dataset], customers: int, max_tenure: int, model:
     best = max((sum((float(r["tenure"]) < t) == (r["churned"] == "1") for r in rows), t) for t in range(1, max_tenure))
     fitted = json.dumps({"tenure_below": best[1], "train_hits": best[0]})
     Path(model.path).write_text(fitted)
-    (Path(os.environ.get("ROK_VOLUME_CHURN_DATA", "/data")) / "model.json").write_text(fitted)
+    Path("/data/model.json").write_text(fitted)
     model.metadata["tenure_below"] = best[1]
     print(f"trained: churn if tenure < {best[1]}")
     return best[1]
@@ -62,7 +60,6 @@ def evaluate(clean: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Model], metrics
     """Score the model against always guessing 'stays'."""
     import csv
     import json
-    import os
     from pathlib import Path
 
     rows = list(csv.DictReader(Path(clean.path).read_text().splitlines()))
@@ -70,9 +67,7 @@ def evaluate(clean: dsl.Input[dsl.Dataset], model: dsl.Input[dsl.Model], metrics
     hits = sum((float(r["tenure"]) < threshold) == (r["churned"] == "1") for r in rows)
     accuracy = hits / len(rows)
     metrics.log_metric("accuracy", accuracy)
-    (Path(os.environ.get("ROK_VOLUME_CHURN_DATA", "/data")) / "metrics.json").write_text(
-        json.dumps({"accuracy": accuracy})
-    )
+    Path("/data/metrics.json").write_text(json.dumps({"accuracy": accuracy}))
     print(f"accuracy {accuracy:.2f}")
     return accuracy
 

@@ -1,6 +1,6 @@
 """examples/kfp: the KFP SDK pipeline, compiled by the SDK and run by ``rok run`` against the real services
-(``rok up`` in a temporary state directory), its tasks' parameters and artifacts passed as KFP passes them, and
-a middle task's after-state restored."""
+(``rok up`` in a temporary state directory), its tasks reading and writing their PVC at its mount path, their
+parameters and artifacts passed as KFP passes them, and a middle task's after-state restored."""
 
 from __future__ import annotations
 
@@ -44,6 +44,10 @@ def system(tmp_path_factory):
         subprocess.run([ROK, "down"], env=env, capture_output=True, timeout=60)
 
 
+def mounts_at(path):
+    return [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if line.split()[4] == path]
+
+
 def rok(env, *args):
     return subprocess.run([ROK, *args], env=env, capture_output=True, text=True, timeout=120)
 
@@ -60,10 +64,14 @@ def test_the_kfp_example_runs_task_by_task_and_a_middle_tasks_after_state_restor
     assert compiled.returncode == 0, compiled.stderr
     data = example / "data"
     before = {p.name: p.read_bytes() for p in data.iterdir()}
+    mount_path_existed, mounted_there = Path("/data").exists(), mounts_at("/data")
 
     result = rok(system, "run", str(tmp_path / "pipeline.yaml"), "--volume", f"churn-data={data}", "-p", "max_tenure=5")
 
     assert result.returncode == 0, result.stderr
+    # each task read and wrote /data, its mount path, in a mount namespace of its own: nothing of it stays here
+    assert Path("/data").exists() == mount_path_existed
+    assert mounts_at("/data") == mounted_there
     urls = dict(line.split() for line in result.stdout.splitlines() if line.startswith("  "))
     assert list(urls) == [
         "initial",

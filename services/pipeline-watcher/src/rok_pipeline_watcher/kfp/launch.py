@@ -2,8 +2,9 @@
 (``kfp.local``): ``python -m rok_pipeline_watcher.kfp.launch PIPELINE.yaml TASK --arguments JSON``.
 
 The runner starts it as the task's step, in the run's clone of the workspace, between the task's two committed
-snapshots. The task's inputs are resolved as KFP resolves them (constants, pipeline inputs, the outputs of the
-tasks it reads from); its outputs, parameters and artifacts alike, are kept in ``.kfp/<pipeline>/<task>/`` of
+snapshots, in the task's own mount namespace, where each PVC the task mounts is at its mount path
+(:mod:`.mounts`). The task's inputs are resolved as KFP resolves them (constants, pipeline inputs, the outputs of
+the tasks it reads from); its outputs, parameters and artifacts alike, are kept in ``.kfp/<pipeline>/<task>/`` of
 the workspace, so every after-snapshot holds them and the tasks after it read them from there.
 
 The component runs in rok's own Python environment: the ``pip install`` that its command starts with (kfp and
@@ -23,13 +24,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from rok_pipeline_watcher.kfp.mounts import volume_variable
+
 KEEP = ".kfp"  # the folder of the workspace where the tasks' outputs are kept
 OUTPUTS = "outputs.json"
-
-
-def volume_variable(name: str) -> str:
-    """The environment variable the runner gives a step the path of the run's clone of volume ``name`` in."""
-    return f"ROK_VOLUME_{name.upper().replace('-', '_')}"
 
 
 def _artifact_to_json(artifact: Any) -> dict[str, Any]:
@@ -140,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     del container.args[:]
     container.command.extend(_without_install(command))
 
-    # Each PVC is at its clone's directory; the task learns where through the environment.
+    # Each PVC's clone is at the task's mount path (this process runs in the task's mount namespace, see
+    # .mounts); the directory is in the environment too.
     mounts = (platform.get("deploymentSpec") or {}).get("executors", {}).get(component_spec.executor_label, {})
     for entry in mounts.get("pvcMount") or ():
         pvc = entry.get("constant") or entry["pvcNameParameter"]["runtimeValue"]["constant"]

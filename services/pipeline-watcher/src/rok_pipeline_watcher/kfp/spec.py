@@ -4,7 +4,7 @@ The file holds the pipeline spec (KFP's IR) and, as a second YAML document, the 
 whose ``pvcMount`` entries say which PVC each task mounts where. :func:`load_kfp` reads both and refuses, before
 anything runs, what this machine cannot run: a container image, a nested DAG, a PVC the pipeline creates.
 :func:`local_pipeline` turns it into the runner's :class:`~rok_pipeline_watcher.runner.pipeline.Pipeline`,
-one step per task, each step running :mod:`.launch` for its task.
+one step per task, each step running :mod:`.launch` for its task with its PVCs at their mount paths.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from rok_pipeline_watcher.kfp import mounts
 from rok_pipeline_watcher.runner.pipeline import Pipeline, PipelineError, Step, Volume
 
 EXECUTOR_MODULE = "kfp.dsl.executor_main"  # what every lightweight Python component's command runs
@@ -96,7 +97,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def _mounts(executor: Mapping[str, Any], task: str, path: Path) -> tuple[Mount, ...]:
-    mounts = []
+    found = []
     for entry in executor.get("pvcMount") or ():
         name = entry.get("constant") or entry.get("pvcNameParameter", {}).get("runtimeValue", {}).get("constant")
         if not name:
@@ -104,8 +105,14 @@ def _mounts(executor: Mapping[str, Any], task: str, path: Path) -> tuple[Mount, 
                 f"{path}: task {task!r} mounts a PVC whose name is known only when the pipeline runs (the output of "
                 "another task or a pipeline input); rok run maps PVCs by name: give mount_pvc a constant pvc_name"
             )
-        mounts.append(Mount(pvc=str(name), path=str(entry.get("mountPath", ""))))
-    return tuple(mounts)
+        where = str(entry.get("mountPath", ""))
+        if not where.startswith("/"):
+            raise PipelineError(
+                f"{path}: task {task!r} mounts PVC {name!r} at {where!r}, which is not an absolute path: give "
+                "mount_pvc a mount_path such as /data"
+            )
+        found.append(Mount(pvc=str(name), path=where))
+    return tuple(found)
 
 
 def _refuse_unrunnable(spec: dict[str, Any], name: str, component: dict[str, Any], path: Path) -> None:
@@ -234,7 +241,8 @@ def local_pipeline(
     pipeline: KfpPipeline, volumes: Mapping[str, Path], values: Mapping[str, Any], *, experiment: str | None = None
 ) -> Pipeline:
     """The runner's pipeline for ``pipeline``: its PVCs mapped to directories (``--volume PVC=DIR``, the first
-    one the workspace, where the tasks' outputs are kept), one step per task running :mod:`.launch`."""
+    one the workspace, where the tasks' outputs are kept), one step per task running :mod:`.launch`, in a mount
+    namespace of its own (:mod:`.mounts`) when the task mounts a PVC."""
     missing = [pvc for pvc in pipeline.pvcs() if pvc not in volumes]
     if missing:
         users = {pvc: [t.name for t in pipeline.tasks if any(m.pvc == pvc for m in t.mounts)] for pvc in missing}
@@ -261,6 +269,7 @@ def local_pipeline(
             after=task.after,
             run=shlex.join(
                 [
+                    *(mounts.wrapper([(m.pvc, m.path) for m in task.mounts]) if task.mounts else ()),
                     sys.executable,
                     "-m",
                     "rok_pipeline_watcher.kfp.launch",

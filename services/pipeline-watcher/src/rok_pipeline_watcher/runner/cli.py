@@ -51,6 +51,7 @@ def run(
     """Run PIPELINE_FILE (docs/pipelines.md), a pipeline compiled by the KFP SDK, or a Kale-tagged NOTEBOOK.ipynb
     (docs/notebooks.md): snapshot and clone the notebook's volumes, then the steps."""
     import asyncio
+    import contextlib
 
     from rokcommon.connection import connect as connect_or_fail
     from rokcommon.logs import setup_logging
@@ -69,6 +70,7 @@ def run(
     # The producer of the run's events: each step event's trace starts at its publish here (OTEL_* variables).
     telemetry = setup_telemetry("run")
     launcher: StepLauncher | None = None
+    prepared: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
     if pipeline_file.suffix == ".ipynb":
         from rok_pipeline_watcher.notebook.local import notebook_run
 
@@ -76,9 +78,10 @@ def run(
     elif python:
         raise click.UsageError("--python is for notebooks (NOTEBOOK.ipynb)")
     else:
-        from rok_pipeline_watcher.kfp.local import load_any
+        from rok_pipeline_watcher.kfp.local import load_any, mount_points
 
         pipeline = load_any(pipeline_file, volumes=volumes, parameters=parameters, loader=load)
+        prepared = mount_points(pipeline_file)  # a KFP task's mount paths that rok creates, for the run only
     check_roots(pipeline, settings.local_volume_roots, pipeline_file)
 
     async def main() -> None:
@@ -116,6 +119,7 @@ def run(
 
     # a failed step is a RokError: the rok CLI prints it as one line naming the step, and exits non-zero
     try:
-        asyncio.run(main())
+        with prepared:
+            asyncio.run(main())
     finally:
         telemetry.tracer_provider.force_flush()
