@@ -158,7 +158,13 @@ def _workflow(registry_url: str, step_script: Path) -> dict[str, Any]:
                 {"name": "data", "persistentVolumeClaim": {"claimName": CLONES[1]}},
             ],
             "templates": [
-                {"name": "churn", "steps": [[{"name": t["name"], "template": t["name"]}] for t in templates]},
+                {
+                    "name": "churn",
+                    "steps": [  # the clone tasks side by side, as KFP runs tasks that need nothing of each other
+                        [{"name": t["name"], "template": t["name"]} for t in clone_tasks],
+                        *([{"name": t["name"], "template": t["name"]}] for t in steps),
+                    ],
+                },
                 *templates,
             ],
         },

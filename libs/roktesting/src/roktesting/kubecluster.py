@@ -372,12 +372,14 @@ class Notebooks:
 
 @dataclass
 class Workflows:
-    """Argo's workflow controller, for workflows whose entrypoint is a ``steps`` template of one step per group
-    (the KFP v1 layout): each step's pod is created once the step before it succeeded (named
-    ``<workflow>-<template>-<hash>``, owned by the workflow, labelled with it and with the run's
-    ``pipeline/runid``, annotated with its node's id and name, the template's ``metadata`` added); the workflow's
-    ``status.nodes`` follow the pods' phases (a ``Pod`` node per step, with its ``hostNodeName``), and the
-    workflow ends ``Succeeded``, or ``Failed`` with its first failed step."""
+    """Argo's workflow controller, for workflows whose entrypoint is a ``steps`` template (the KFP v1 layout).
+
+    The steps of a group run side by side; a group's pods are created once every step of the group before it
+    succeeded, each named ``<workflow>-<template>-<hash>``, owned by the workflow, labelled with it and with the
+    run's ``pipeline/runid``, annotated with its node's id and name, the template's ``metadata`` added, and
+    mounting those of the workflow's volumes its container mounts. The workflow's ``status.nodes`` follow the
+    pods' phases (a ``Pod`` node per step, with its ``hostNodeName``), and the workflow ends ``Succeeded``, or
+    ``Failed`` with its first failed step."""
 
     kube: FakeKube
 
@@ -391,7 +393,7 @@ class Workflows:
     def _advance(self, workflow: dict[str, Any]) -> None:
         meta, spec = workflow["metadata"], workflow["spec"]
         templates = {t["name"]: t for t in spec["templates"]}
-        name, namespace = meta["name"], meta["namespace"]
+        name = meta["name"]
         status = copy.deepcopy(workflow.get("status") or {})
         if not status.get("phase"):
             status = {"phase": "Running", "startedAt": _now(), "nodes": {}}
@@ -410,43 +412,57 @@ class Workflows:
             },
         )
         outcome = "Succeeded"
-        for index, (step,) in enumerate(templates[spec["entrypoint"]]["steps"]):
-            node_name = f"{name}[{index}].{step['name']}"
-            node_id = f"{name}-{zlib.crc32(node_name.encode())}"
-            template = templates[step["template"]]
-            pod_name = f"{name}-{step['template']}-{zlib.crc32(node_name.encode())}"
-            if node_id not in nodes:
-                self.kube.create(
-                    f"/api/v1/namespaces/{namespace}/pods", _step_pod(workflow, template, pod_name, node_id, node_name)
-                )
-                nodes[node_id] = {
-                    "id": node_id,
-                    "name": node_name,
-                    "displayName": step["name"],
-                    "type": "Pod",
-                    "templateName": step["template"],
-                    "phase": "Pending",
-                    "startedAt": _now(),
-                }
-                root["children"].append(node_id)
-                outcome = "Running"
+        for index, group in enumerate(templates[spec["entrypoint"]]["steps"]):
+            phases = [
+                self._step(workflow, templates, nodes, root, f"{name}[{index}].{step['name']}", step) for step in group
+            ]
+            if "Failed" in phases:
+                outcome = "Failed"
                 break
-            node = nodes[node_id]
-            pod = self.kube.get(f"/api/v1/namespaces/{namespace}/pods/{pod_name}")
-            phase = (pod.get("status") or {}).get("phase") or "Pending"
-            node["phase"] = phase
-            if pod["spec"].get("nodeName"):
-                node["hostNodeName"] = pod["spec"]["nodeName"]
-            if phase in ("Succeeded", "Failed"):
-                node.setdefault("finishedAt", _now())
-            if phase != "Succeeded":
-                outcome = "Failed" if phase == "Failed" else "Running"
+            if any(phase != "Succeeded" for phase in phases):
+                outcome = "Running"  # the next group starts once every step of this one succeeded
                 break
         if outcome != "Running":
             status["phase"] = root["phase"] = outcome
             status["finishedAt"] = root["finishedAt"] = _now()
         if status != workflow.get("status"):
             self.kube.patch(_path(workflow, "workflows", WORKFLOWS_API), {"status": status})
+
+    def _step(
+        self,
+        workflow: dict[str, Any],
+        templates: dict[str, dict[str, Any]],
+        nodes: dict[str, dict[str, Any]],
+        root: dict[str, Any],
+        node_name: str,
+        step: dict[str, Any],
+    ) -> str:
+        """One step of a group: its pod created if it has none yet, its node following the pod; its phase."""
+        name, namespace = workflow["metadata"]["name"], workflow["metadata"]["namespace"]
+        node_id = f"{name}-{zlib.crc32(node_name.encode())}"
+        pod_name = f"{name}-{step['template']}-{zlib.crc32(node_name.encode())}"
+        if node_id not in nodes:
+            pod = _step_pod(workflow, templates[step["template"]], pod_name, node_id, node_name)
+            self.kube.create(f"/api/v1/namespaces/{namespace}/pods", pod)
+            nodes[node_id] = {
+                "id": node_id,
+                "name": node_name,
+                "displayName": step["name"],
+                "type": "Pod",
+                "templateName": step["template"],
+                "phase": "Pending",
+                "startedAt": _now(),
+            }
+            root["children"].append(node_id)
+            return "Pending"
+        node = nodes[node_id]
+        pod = self.kube.get(f"/api/v1/namespaces/{namespace}/pods/{pod_name}")
+        node["phase"] = phase = (pod.get("status") or {}).get("phase") or "Pending"
+        if pod["spec"].get("nodeName"):
+            node["hostNodeName"] = pod["spec"]["nodeName"]
+        if phase in ("Succeeded", "Failed"):
+            node.setdefault("finishedAt", _now())
+        return str(phase)
 
 
 def _step_pod(
