@@ -1,23 +1,33 @@
 """What a cluster does beside its API server, played against :class:`~roktesting.kubernetes.FakeKube`: volumes
-bind, pods run, notebook servers start.
+bind, workflows run their steps, pods run, notebook servers start.
 
 - :class:`Volumes` is the PV controller with a dynamic provisioner: a new PersistentVolumeClaim without
-  ``spec.volumeName`` gets a PersistentVolume of its size, access modes and class (a directory under ``root``),
-  and both are ``Bound``; a claim that names a volume binds to it if the volume's ``claimRef`` is free or names
-  this claim; a volume whose claim is gone is ``Released``, and deleted with its directory if its reclaim policy
-  is ``Delete``, kept if ``Retain``.
-- :class:`Kubelet` runs pods: a pod stays ``Pending`` while any claim it mounts is not ``Bound``; then a pod whose
-  container has a ``command`` runs it for real (each mount path in the command replaced by the volume's
-  directory, the termination message path by a file, the environment from the container's ``env`` and its
-  Secrets' ``envFrom``), and ends ``Succeeded`` or ``Failed`` with the container's termination message, as a
-  kubelet reports it; a pod without a command (a notebook server) is ``Running``.
+  ``spec.volumeName`` gets a PersistentVolume of its size, access modes and class (a ``hostPath`` directory
+  under ``root``), and both are ``Bound``; a claim that names a volume binds to it if the volume's ``claimRef``
+  is free or names this claim; a volume whose claim is gone is ``Released``, and deleted with its directory if
+  its reclaim policy is ``Delete``, kept if ``Retain``.
+- :class:`Workflows` is Argo's workflow controller for ``steps`` workflows (KFP v1's layout): it creates each
+  step's pod as Argo does (owner reference, labels, node annotations) and keeps ``status.nodes`` and the
+  workflow's phase in step with the pods.
+- :class:`Kubelet` runs pods: a pod stays ``Pending`` while any claim it mounts is not ``Bound``; then it is
+  scheduled on the node (``spec.nodeName``, still ``Pending``), its native sidecars (``initContainers`` with
+  ``restartPolicy: Always``) are started and their ``startupProbe`` (``exec``) awaited, and its container's
+  ``command`` runs for real (each mount path in the command, or a path under one, replaced by the volume's
+  directory, an ``emptyDir`` being a directory of the pod's own; the termination message path by a file; the
+  environment from the container's ``env``, its Secrets' ``envFrom`` and ``pod_environment``, what the pod would
+  find in its own filesystem). Once the container has ended the pod is reported ``Running`` with it terminated
+  while its sidecars are stopped (SIGTERM) and awaited, then ``Succeeded`` or ``Failed`` with the container's
+  termination message, as a kubelet reports it; a pod without a command (a notebook server) is ``Running``.
 - :class:`Notebooks` is the notebook controller: a ``Notebook`` gets its pod ``<name>-0`` (label
   ``notebook-name``), made from ``spec.template``.
+- :func:`mutating_webhook` sends every new object of a kind through an admission review function and applies
+  the JSON patch it answers, as the API server does with a mutating webhook.
 - :func:`schema_errors` checks an object field by field against the official client's models of the API's
   schema (``V1Pod``, ``V1PersistentVolumeClaim``, …): an unknown field or a wrong type is named, as the API
   server would drop or refuse it.
 
-:class:`Cluster` runs all three on one thread (a reconcile every few milliseconds) while its ``with`` lasts.
+:class:`Cluster` runs the controllers and the kubelet on one thread (a reconcile every few milliseconds) while
+its ``with`` lasts.
 """
 
 from __future__ import annotations
