@@ -332,7 +332,7 @@ async def test_a_run_from_its_clones_to_a_middle_steps_notebook_server(
                     [mode],
                     storage_class,
                 )
-            # the steps wrote into the clones: they hold the last step's state now
+            # the steps wrote into the clones (each began from the notebook's content): they hold the last state now
             for clone, state in zip(CLONES, expected[len(STEPS)], strict=True):
                 assert same_tree(state, cluster.claim_directory(NS, clone)), clone
 
@@ -345,12 +345,16 @@ async def test_a_run_from_its_clones_to_a_middle_steps_notebook_server(
             assert [(v.claim, v.mount_path) for v in original.volumes] == [
                 (claim, path) for claim, (path, *_) in NOTEBOOK_CLAIMS.items()
             ]
-            for step in STEPS:
-                for phase in ("before", "after"):
+            assert [_content(m) for m in initial.members] == [_held(d) for d in expected[0]]
+            for number, step in enumerate(STEPS, start=1):
+                for phase, state in (("before", expected[number - 1]), ("after", expected[number])):
                     version = versions[(step, phase)]
                     assert version.volumes == CLONES, (step, phase)
                     assert version.status == "complete", (step, phase)
                     assert version.workflow_uid == workflow["metadata"]["uid"]
+                    # the step guard held the step until its before-snapshot, and its end until its after-snapshot
+                    assert not version.best_effort, (step, phase)
+                    assert [_content(m) for m in version.members] == [_held(d) for d in state], (step, phase)
             assert "final" in versions[(STEPS[-1], "after")].tags
             (bucket,) = await registry.queries.list_buckets(NS)  # the run's experiment, as the KFP API names it
             assert bucket.experiment == EXPERIMENT
@@ -429,6 +433,16 @@ async def test_a_run_from_its_clones_to_a_middle_steps_notebook_server(
         )
     for directory, state in zip(notebook_dirs, expected[0], strict=True):
         assert same_tree(state, directory), directory
+
+
+def _held(directory: Path) -> tuple[int, int]:
+    """Files and bytes under ``directory``."""
+    files = [p for p in directory.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def _content(member: Any) -> tuple[int, int]:
+    return member.files, member.size
 
 
 def _bound(cluster: Cluster, claim: str) -> Path:
