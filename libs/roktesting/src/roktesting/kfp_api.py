@@ -12,6 +12,7 @@ and every request body is read back into one, so a field the SDK does not know i
 * ``POST /apis/v2beta1/pipelines/upload_version`` (``pipelineid``, ``name``) → ``V2beta1PipelineVersion``;
 * ``GET /apis/v2beta1/pipelines`` and ``GET /apis/v2beta1/experiments`` with KFP's ``filter`` (``EQUALS`` on
   ``display_name``) and ``namespace``; ``GET /apis/v2beta1/pipelines/{id}/versions``;
+* ``GET /apis/v2beta1/experiments/{id}`` (what the pipeline-watcher asks of a run's experiment);
 * ``POST /apis/v2beta1/experiments``, ``POST /apis/v2beta1/runs`` (the experiment and the pipeline version
   must exist), ``GET /apis/v2beta1/runs/{id}``.
 
@@ -146,6 +147,11 @@ class FakeKfp:
                     and ("namespace" not in one or e.namespace == one["namespace"])
                 ]
                 return kfp_server_api.V2beta1ListExperimentsResponse(experiments=found or None, total_size=len(found))
+            if method == "GET" and path.startswith(f"{API}/experiments/"):
+                experiment_id = path.rsplit("/", 1)[-1]
+                if experiment_id not in self.experiments:
+                    raise ApiError(404, f"no experiment {experiment_id!r}")
+                return self.experiments[experiment_id]
             if method == "POST" and path == f"{API}/experiments":
                 experiment = self._read(body, "V2beta1Experiment")
                 if not experiment.display_name:

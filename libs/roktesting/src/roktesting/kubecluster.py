@@ -1,40 +1,54 @@
 """What a cluster does beside its API server, played against :class:`~roktesting.kubernetes.FakeKube`: volumes
-bind, pods run, notebook servers start.
+bind, workflows run their steps, pods run, notebook servers start.
 
 - :class:`Volumes` is the PV controller with a dynamic provisioner: a new PersistentVolumeClaim without
-  ``spec.volumeName`` gets a PersistentVolume of its size, access modes and class (a directory under ``root``),
-  and both are ``Bound``; a claim that names a volume binds to it if the volume's ``claimRef`` is free or names
-  this claim; a volume whose claim is gone is ``Released``, and deleted with its directory if its reclaim policy
-  is ``Delete``, kept if ``Retain``.
-- :class:`Kubelet` runs pods: a pod stays ``Pending`` while any claim it mounts is not ``Bound``; then a pod whose
-  container has a ``command`` runs it for real (each mount path in the command replaced by the volume's
-  directory, the termination message path by a file, the environment from the container's ``env`` and its
-  Secrets' ``envFrom``), and ends ``Succeeded`` or ``Failed`` with the container's termination message, as a
-  kubelet reports it; a pod without a command (a notebook server) is ``Running``.
+  ``spec.volumeName`` gets a PersistentVolume of its size, access modes and class (a ``hostPath`` directory
+  under ``root``), and both are ``Bound``; a claim that names a volume binds to it if the volume's ``claimRef``
+  is free or names this claim; a volume whose claim is gone is ``Released``, and deleted with its directory if
+  its reclaim policy is ``Delete``, kept if ``Retain``.
+- :class:`~roktesting.argo.Workflows` is Argo's workflow controller for ``steps`` workflows (KFP v1's layout):
+  it creates each step's pod as Argo does (owner reference, labels, node annotations) and keeps
+  ``status.nodes`` and the workflow's phase in step with the pods.
+- :class:`Kubelet` runs pods: a pod stays ``Pending`` while any claim it mounts is not ``Bound``; then it is
+  scheduled on the node (``spec.nodeName``, still ``Pending``), its native sidecars (``initContainers`` with
+  ``restartPolicy: Always``) are started and their ``startupProbe`` (``exec``) awaited, and its container's
+  ``command`` runs for real (each mount path in the command, or a path under one, replaced by the volume's
+  directory, an ``emptyDir`` being a directory of the pod's own; the termination message path by a file; the
+  environment from the container's ``env``, its Secrets' ``envFrom`` and ``pod_environment``, what the pod would
+  find in its own filesystem). Once the container has ended the pod is reported ``Running`` with it terminated
+  while its sidecars are stopped (SIGTERM) and awaited, then ``Succeeded`` or ``Failed`` with the container's
+  termination message, as a kubelet reports it; a pod without a command (a notebook server) is ``Running``.
 - :class:`Notebooks` is the notebook controller: a ``Notebook`` gets its pod ``<name>-0`` (label
   ``notebook-name``), made from ``spec.template``.
+- :func:`mutating_webhook` sends every new object of a kind through an admission review function and applies
+  the JSON patch it answers, as the API server does with a mutating webhook.
 - :func:`schema_errors` checks an object field by field against the official client's models of the API's
   schema (``V1Pod``, ``V1PersistentVolumeClaim``, …): an unknown field or a wrong type is named, as the API
   server would drop or refuse it.
 
-:class:`Cluster` runs all three on one thread (a reconcile every few milliseconds) while its ``with`` lasts.
+:class:`Cluster` runs the controllers and the kubelet on one thread (a reconcile every few milliseconds) while
+its ``with`` lasts.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import copy
+import json
 import shutil
 import subprocess
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from roktesting.kubernetes import FakeKube
+from roktesting.argo import Workflows
+from roktesting.kubernetes import FakeKube, _json_patch
 
-__all__ = ["Cluster", "Kubelet", "Notebooks", "Volumes", "schema_errors"]
+__all__ = ["Cluster", "Kubelet", "Notebooks", "Volumes", "mutating_webhook", "schema_errors"]
 
 CLAIMS, VOLUMES_API, PODS = "persistentvolumeclaims", "/api/v1/persistentvolumes", "pods"
 NOTEBOOKS_API = "apis/kubeflow.org/v1"
@@ -158,6 +172,9 @@ class Kubelet:
     namespaces: tuple[str, ...] = ()
     environment: dict[str, str] = field(default_factory=dict)  # what every command's environment starts from
     fail: set[str] = field(default_factory=set)  # claims whose pods fail without running
+    # what a pod's containers find in its own filesystem, as variables (a projected token, a private /tmp):
+    # (pod, the pod's own directory) → environment
+    pod_environment: Callable[[dict[str, Any], Path], dict[str, str]] | None = None
     ran: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # pod name → {"pod", "env", "secrets", "code", "message"}
@@ -190,9 +207,13 @@ class Kubelet:
             thread.join(timeout)
 
     def _claims(self, pod: dict[str, Any]) -> dict[str, Path] | None:
-        """Pod volume name → directory of its bound volume; None while one is not bound."""
+        """Pod volume name → directory of its bound volume (an ``emptyDir``: the pod's own); None while a claim
+        is not bound."""
         found = {}
         for volume in pod["spec"].get("volumes", []):
+            if "emptyDir" in volume:
+                found[volume["name"]] = self._pod_directory(pod) / "volumes" / volume["name"]
+                continue
             ref = volume.get("persistentVolumeClaim")
             if ref is None:
                 continue
@@ -205,27 +226,31 @@ class Kubelet:
             found[volume["name"]] = self.volumes.directory(claim["spec"]["volumeName"])
         return found
 
+    def _pod_directory(self, pod: dict[str, Any]) -> Path:
+        return self.volumes.root.parent / "pods" / pod["metadata"]["uid"]
+
     def _run(self, pod: dict[str, Any], claims: dict[str, Path]) -> None:
         name, namespace = pod["metadata"]["name"], pod["metadata"]["namespace"]
         container = pod["spec"]["containers"][0]
-        self._status(pod, {"phase": "Running", "containerStatuses": [_running(container)]})
+        sidecars = [c for c in pod["spec"].get("initContainers", []) if c.get("restartPolicy") == "Always"]
         secrets: dict[str, dict[str, Any]] = {}  # as the pod saw them: a Secret the pod owns goes with the pod
+        started: list[subprocess.Popen[bytes]] = []
+        statuses = [_running(c) for c in sidecars]
         try:
-            env = dict(self.environment)
-            for source in container.get("envFrom", []):
-                secret = self._secret(namespace, source["secretRef"]["name"])
-                secrets[secret["metadata"]["name"]] = secret
-                env |= secret.get("stringData", {})
-            env |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
-            mounts = {
-                m["mountPath"]: claims[m["name"]] for m in container.get("volumeMounts", []) if m["name"] in claims
-            }
+            self._status(pod, {"phase": "Pending"})  # scheduled on this node; its containers not started yet
+            for empty in claims.values():
+                if empty.is_relative_to(self._pod_directory(pod)):
+                    empty.mkdir(parents=True, exist_ok=True)
+            own = self.pod_environment(pod, self._pod_directory(pod)) if self.pod_environment else {}
+            for sidecar in sidecars:  # native sidecars: started, and started up, before the main container
+                argv, sidecar_env = self._command(sidecar, claims, namespace, secrets, own)
+                started.append(subprocess.Popen(argv, env=sidecar_env))
+                self._start_up(sidecar, claims, namespace, secrets, own, started[-1])
+            self._status(pod, {"phase": "Running", "containerStatuses": [*statuses, _running(container)]})
+            argv, env = self._command(container, claims, namespace, secrets, own)
             log = self.volumes.root / f"{name}.termination-log"
             message_path = container.get("terminationMessagePath", "/dev/termination-log")
-            argv = [
-                str(log) if arg == message_path else str(mounts[arg]) if arg in mounts else arg
-                for arg in container["command"] + container.get("args", [])
-            ]
+            argv = [str(log) if arg == message_path else arg for arg in argv]
             mounted = {
                 v["persistentVolumeClaim"]["claimName"] for v in pod["spec"]["volumes"] if "persistentVolumeClaim" in v
             }
@@ -238,11 +263,58 @@ class Kubelet:
             code, message, env = 1, f"kubelet: {error!r}", {}
         self.ran[name] = {"pod": pod, "env": env, "secrets": secrets, "code": code, "message": message}
         terminated = {"exitCode": code, "message": message, "reason": "Completed" if code == 0 else "Error"}
-        status = {
-            "phase": "Succeeded" if code == 0 else "Failed",
-            "containerStatuses": [{**_running(container), "ready": False, "state": {"terminated": terminated}}],
-        }
+        ended = {**_running(container), "ready": False, "state": {"terminated": terminated}}
+        if started:  # the main container has ended; its sidecars are stopped (SIGTERM) and awaited, in turn
+            self._status(pod, {"phase": "Running", "containerStatuses": [*statuses, ended]})
+            for process in reversed(started):
+                process.terminate()
+                try:
+                    process.wait(60)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        status = {"phase": "Succeeded" if code == 0 else "Failed", "containerStatuses": [ended]}
         self._status(pod, status)
+
+    def _command(
+        self,
+        container: dict[str, Any],
+        claims: dict[str, Path],
+        namespace: str,
+        secrets: dict[str, dict[str, Any]],
+        own: dict[str, str],
+    ) -> tuple[list[str], dict[str, str]]:
+        """A container's command line and environment, its mount paths replaced by the volumes' directories."""
+        env = dict(self.environment)
+        for source in container.get("envFrom", []):
+            secret = self._secret(namespace, source["secretRef"]["name"])
+            secrets[secret["metadata"]["name"]] = secret
+            env |= secret.get("stringData", {})
+        env |= own
+        env |= {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+        mounts = {m["mountPath"]: claims[m["name"]] for m in container.get("volumeMounts", []) if m["name"] in claims}
+        return [_mounted(arg, mounts) for arg in container["command"] + container.get("args", [])], env
+
+    def _start_up(
+        self,
+        sidecar: dict[str, Any],
+        claims: dict[str, Path],
+        namespace: str,
+        secrets: dict[str, dict[str, Any]],
+        own: dict[str, str],
+        process: subprocess.Popen[bytes],
+    ) -> None:
+        """Wait until the sidecar's startup probe (``exec``) succeeds, as the kubelet does before the next container."""
+        probe = (sidecar.get("startupProbe") or {}).get("exec")
+        if probe is None:
+            return
+        argv, env = self._command({**sidecar, "command": probe["command"], "args": []}, claims, namespace, secrets, own)
+        for _ in range(3000):
+            if subprocess.run(argv, env=env, timeout=30, check=False).returncode == 0:
+                return
+            if process.poll() is not None:
+                raise RuntimeError(f"sidecar {sidecar['name']} exited ({process.returncode}) before it started up")
+            threading.Event().wait(0.02)
+        raise RuntimeError(f"the startup probe of sidecar {sidecar['name']} never succeeded")
 
     def _secret(self, namespace: str, name: str) -> dict[str, Any]:
         for _ in range(500):  # the Secret may be created just after its pod (it is owned by it)
@@ -253,6 +325,16 @@ class Kubelet:
 
     def _status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
         _gone(lambda: self.kube.patch(_path(pod, PODS), {"spec": {"nodeName": self.node}, "status": status}))
+
+
+def _mounted(arg: str, mounts: dict[str, Path]) -> str:
+    """``arg`` with a mount path (or a path under one) replaced by the volume's directory."""
+    for path, directory in mounts.items():
+        if arg == path:
+            return str(directory)
+        if arg.startswith(path.rstrip("/") + "/"):
+            return str(directory) + arg[len(path.rstrip("/")) :]
+    return arg
 
 
 def _running(container: dict[str, Any]) -> dict[str, Any]:
@@ -296,6 +378,30 @@ class Notebooks:
                 self.kube.create(f"/api/v1/namespaces/{meta['namespace']}/pods", pod)
 
 
+def mutating_webhook(kube: FakeKube, plural: str, review: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Send every new object of ``plural`` through ``review`` (an ``admission.k8s.io/v1`` AdmissionReview in, its
+    answer out) and apply the JSON patch it answers, as the API server does with a mutating webhook."""
+
+    def admit(obj: dict[str, Any]) -> None:
+        request = {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": obj.get("kind") or "Pod"},
+            "operation": "CREATE",
+            "namespace": obj["metadata"].get("namespace"),
+            "object": copy.deepcopy(obj),
+        }
+        answer = review({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request})
+        response = answer["response"]
+        if not response.get("allowed"):
+            raise RuntimeError(f"the webhook refused {obj['metadata'].get('name')}: {response.get('status')}")
+        if response.get("patch"):
+            patched = _json_patch(obj, json.loads(base64.b64decode(response["patch"])))
+            obj.clear()
+            obj.update(patched)
+
+    kube.react(plural, admit)
+
+
 @dataclass
 class Cluster:
     """:class:`Volumes`, a :class:`Kubelet` and :class:`Notebooks` reconciling ``kube`` while the ``with`` lasts."""
@@ -306,13 +412,21 @@ class Cluster:
     environment: dict[str, str] = field(default_factory=dict)
     namespaces: tuple[str, ...] = ()  # whose pods the kubelet runs (all, if empty)
     fail: set[str] = field(default_factory=set)  # claims whose pods fail, as if the object store were unreachable
+    pod_environment: Callable[[dict[str, Any], Path], dict[str, str]] | None = None  # see Kubelet
 
     def __post_init__(self) -> None:
         self.volumes = Volumes(self.kube, self.root / "volumes")
         self.kubelet = Kubelet(
-            self.kube, self.volumes, self.node, self.namespaces, environment=self.environment, fail=self.fail
+            self.kube,
+            self.volumes,
+            self.node,
+            self.namespaces,
+            environment=self.environment,
+            fail=self.fail,
+            pod_environment=self.pod_environment,
         )
         self.notebooks = Notebooks(self.kube)
+        self.workflows = Workflows(self.kube)
         self._stop = threading.Event()
         self.errors: list[BaseException] = []
 
@@ -333,6 +447,7 @@ class Cluster:
         while not self._stop.wait(0.01):
             try:
                 self.volumes.reconcile()
+                self.workflows.reconcile()
                 self.notebooks.reconcile()
                 self.kubelet.reconcile()
             except BaseException as error:  # reported when the cluster stops
