@@ -34,10 +34,10 @@ from rok_restorer.settings import RestorerSettings
 from rok_snapshotter.main import build as build_snapshotter
 from rok_snapshotter.settings import SnapshotterSettings
 from rokcli.clones import clone_name
-from rokcli.remote import Remote
 from rokcli.restore import RestoreAsked
 from rokcommon.notebooks import notebook_server
 from rokcommon.registry_contract import Version
+from rokcommon.registry_http import Remote
 from roktesting.kfp_api import FakeKfp
 from roktesting.kubecluster import Cluster, mutating_webhook, schema_errors
 from roktesting.kubeflow import add_profile, install_profile_roles
