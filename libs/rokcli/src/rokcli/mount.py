@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import importlib.util
 import logging
 import os
 import signal
@@ -383,6 +384,11 @@ def mount(url: str, mountpoint: Path) -> None:
         raise click.BadParameter(f"{mountpoint} is not a directory: create it first", param_hint="MOUNTPOINT")
     if any(mountpoint.iterdir()):
         raise click.BadParameter(f"{mountpoint} is not empty: mount on an empty directory", param_hint="MOUNTPOINT")
+    if importlib.util.find_spec("pyfuse3") is None:
+        raise click.ClickException(
+            "rok mount needs pyfuse3, which is not installed: pip install 'rokcli[mount]' "
+            "(it builds against libfuse 3; Debian: apt-get install fuse3 libfuse3-dev pkg-config)"
+        )
     if not Path("/dev/fuse").exists():
         raise click.ClickException(
             "this machine has no /dev/fuse: rok mount needs FUSE (Debian: apt-get install fuse3)"

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
+from rok_pipeline_watcher.kfp.clones import DEFAULT_ROK_IMAGE
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 TOKEN_PATH_VARIABLE = "KF_PIPELINES_SA_TOKEN_PATH"  # the KFP SDK's own: a projected service account token
@@ -36,7 +38,7 @@ def _compile_options(command: F) -> F:
             click.option("--image", default=None, help="the steps' image (default: the notebook's docker_image)"),
             click.option(
                 "--rok-image",
-                default="rok-pipeline-watcher:latest",
+                default=DEFAULT_ROK_IMAGE,
                 show_default=True,
                 envvar="ROK_IMAGE",
                 help="the image of the create-volume tasks (has the rok command)",

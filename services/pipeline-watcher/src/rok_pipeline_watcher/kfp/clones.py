@@ -25,6 +25,7 @@ from with the run.
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import inspect
 import os
 from collections.abc import Callable, Mapping
@@ -34,7 +35,8 @@ from typing import Any
 from rok_pipeline_watcher.argo import NOTEBOOK_POD_ANNOTATION
 
 CLONE_COMMAND = ["rok", "clone-pvc"]  # in rok's image: PVC --run RUN_ID --name-file FILE (docs/restore.md)
-DEFAULT_ROK_IMAGE = "rok-pipeline-watcher:latest"
+# deploy/images/rok.Dockerfile, tagged as deploy/ tags rok's images (a cluster's registry goes in front: --rok-image)
+DEFAULT_ROK_IMAGE = f"rok/rok:{importlib.metadata.version('rok-pipeline-watcher')}"
 
 
 def this_notebook_pod(environ: Mapping[str, str] | None = None) -> str | None:
