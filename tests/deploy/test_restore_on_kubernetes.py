@@ -260,3 +260,44 @@ async def test_without_a_running_snapshotter_the_restore_waits_for_one(fake_kube
 def test_without_a_cluster_there_are_no_kubernetes_targets(monkeypatch):
     monkeypatch.setenv("ROK_KUBE", "off")
     assert kubernetes_targets() is None
+
+
+async def test_a_retried_clone_task_finds_its_clone_made_and_anything_else_is_still_refused(cluster, stored, tmp_path):
+    """A create-volume task retried after its clone was made (its pod lost after the restore): the run's clone,
+    restored by rok from the same snapshot, is the request done, untouched even by a discard of the retry (its
+    redelivery after an interruption); another run's PVC, or one restored from another snapshot, of the same name
+    is refused as any existing PVC is."""
+    workspace, data = stored["volumes"]
+    clone = PvcTarget(namespace=NS, name="ws-run-7f3a0c9e77b1", run_id="7f3a0c9e-77b1")
+    targets = KubernetesTargets(cluster.api_client, SETTINGS)
+    with running(cluster, tmp_path / "node").running() as kube:
+        await _restore_all(targets(clone, [workspace]), [workspace])
+        made = _objects(cluster, "persistentvolumeclaims")["ws-run-7f3a0c9e77b1"]
+        assert made["metadata"]["labels"]["rok.kubeflow.org/run"] == "7f3a0c9e-77b1"
+        ran = len(kube.kubelet.ran)
+
+        retried = targets(clone, [workspace])
+        (again,) = await _restore_all(retried, [workspace])
+        assert (again.location, again.snapshot_id, again.files) == (
+            f"{NS}/ws-run-7f3a0c9e77b1",
+            workspace.snapshot_id,
+            0,
+        )
+        assert len(kube.kubelet.ran) == ran  # no restore pod: nothing was written
+        await retried.discard()  # even a discard of the retry leaves the run's clone alone
+        assert (
+            _objects(cluster, "persistentvolumeclaims")["ws-run-7f3a0c9e77b1"]["metadata"]["uid"]
+            == made["metadata"]["uid"]
+        )
+        assert same_tree(stored["sources"]["workspace"], kube.claim_directory(NS, "ws-run-7f3a0c9e77b1"))
+
+        other_run = PvcTarget(namespace=NS, name="ws-run-7f3a0c9e77b1", run_id="another-run")
+        no_run = PvcTarget(namespace=NS, name="ws-run-7f3a0c9e77b1")
+        for model, volume in ((other_run, workspace), (no_run, workspace), (clone, data)):
+            target = targets(model, [volume])
+            with pytest.raises(PermanentError, match=f"PVC {NS}/ws-run-7f3a0c9e77b1 already exists"):
+                await target.claim()
+        assert (
+            _objects(cluster, "persistentvolumeclaims")["ws-run-7f3a0c9e77b1"]["metadata"]["uid"]
+            == made["metadata"]["uid"]
+        )

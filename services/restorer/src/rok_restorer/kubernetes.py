@@ -38,6 +38,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rokcommon.errors import PermanentError, TemporaryError
 from rokcommon.events import NotebookTarget, PvcTarget, RestoredVolume
+from rokcommon.events.restores import RUN_LABEL
 from rokcommon.kube import api_client
 from rokcommon.notebooks import NotebookServer
 
@@ -47,6 +48,7 @@ from rok_restorer.manifests import (
     NOTEBOOK_VERSION,
     NOTEBOOKS,
     RECLAIM_ANNOTATION,
+    SNAPSHOT_ANNOTATION,
     claim_manifest,
     claim_names,
     credentials_secret_manifest,
@@ -133,6 +135,7 @@ class KubernetesTarget:
         self.nodes: list[str] = []
         self.targets: dict[str, dict[str, Any]] = {}  # volume → the manifest of its new PVC
         self._restored: set[str] = set()
+        self._made: set[str] = set()  # volumes whose PVC a retried clone task's earlier request already made
         self._lock = asyncio.Lock()
 
     # --- the Target contract -------------------------------------------------------------------------------
@@ -167,9 +170,19 @@ class KubernetesTarget:
                 continue
             if existing["metadata"].get("deletionTimestamp"):
                 raise TemporaryError(f"PVC {self.namespace}/{claim} is still being deleted", delay=5.0)
-            raise PermanentError(f"PVC {self.namespace}/{claim} already exists; restore into a new PVC name")
+            volume = next(v for v in self.volumes if self.claims[v.name] == claim)
+            if not self._made_before(existing, volume):
+                raise PermanentError(f"PVC {self.namespace}/{claim} already exists; restore into a new PVC name")
+            if (existing.get("status") or {}).get("phase") != "Bound":
+                raise TemporaryError(f"PVC {self.namespace}/{claim} is being handed its volume", delay=5.0)
+            self._made.add(volume.name)
+            log.info("PVC %s/%s is this run's clone already (a retried task): left as it is", self.namespace, claim)
+        if self._made == set(self.claims):
+            return
         self.nodes = self._snapshotter_nodes()
         for volume in self.volumes:
+            if volume.name in self._made:
+                continue
             manifest = claim_manifest(self.model, volume, self.claims[volume.name], self.settings.restore_volume_size)
             self.targets[volume.name] = manifest
             self.core.create_namespaced_persistent_volume_claim(
@@ -201,12 +214,28 @@ class KubernetesTarget:
             )
         return nodes
 
+    def _made_before(self, existing: dict[str, Any], volume: VolumeToRestore) -> bool:
+        """Whether ``existing`` is the PVC this request asks for, made by an earlier request of the same run: the
+        run's clone, restored by rok from the same snapshot (a create-volume task retried after it succeeded)."""
+        if not isinstance(self.model, PvcTarget) or not self.model.run_id:
+            return False
+        meta = existing["metadata"]
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        if not is_ours(labels) or labels.get(RUN_LABEL) != self.model.run_id:
+            return False
+        return bool(annotations.get(SNAPSHOT_ANNOTATION) == volume.snapshot_id)
+
     # --- restoring one volume ------------------------------------------------------------------------------
 
     def pod_name(self, volume: VolumeToRestore) -> str:
         return restore_pod_name(self.claims[volume.name])
 
     def _restore(self, volume: VolumeToRestore) -> RestoredVolume:
+        if volume.name in self._made:  # nothing written: the PVC holds this snapshot already
+            location = f"{self.namespace}/{self.claims[volume.name]}"
+            return RestoredVolume(
+                name=volume.name, snapshot_id=volume.snapshot_id, location=location, files=0, bytes=0, seconds=0.0
+            )
         if not volume.repository.startswith("s3://"):
             raise PermanentError(
                 f"volume {volume.name!r} is stored in {volume.repository}, which a pod in the cluster cannot "
@@ -338,10 +367,14 @@ class KubernetesTarget:
                     NOTEBOOK_GROUP, NOTEBOOK_VERSION, self.namespace, NOTEBOOKS, self.model.name
                 )
         for volume in self.volumes:
+            if volume.name in self._made:
+                continue  # made by an earlier request, and the run's steps may be using it
             self._delete_pod(self.pod_name(volume))
             for name in (staging_claim_name(self.claims[volume.name]), self.claims[volume.name]):
                 claim = self._read_claim(name)
                 if claim is not None and is_ours(claim["metadata"].get("labels")):
+                    if name == self.claims[volume.name] and self._made_before(claim, volume):
+                        continue  # the run's clone, whole (a claim exists only once filled): never undone
                     self.core.delete_namespaced_persistent_volume_claim(name, self.namespace)
                     log.info("discarded PVC %s/%s", self.namespace, name)
 
