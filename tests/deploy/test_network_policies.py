@@ -117,6 +117,8 @@ CONNECTIONS = [
     ("rok-restorer", OUTSIDE, 443, True),
     ("rok-restorer", "rok-nats", 4222, True),
     (STEP, "rok-nats", 4222, True),  # the step guard
+    (STEP, "rok-registry", 8080, True),  # a create-volume task: rok clone-pvc asks the registry's HTTP API
+    (NOTEBOOK, "rok-registry", 8080, True),  # rok restore --pvc/--notebook and the web UI, from a notebook server
     (NOTEBOOK, "rok-nats", 4222, False),
     (NOTEBOOK, "rok-snapshotter", 8080, False),
     ("rok-otel-collector", "rok-nats", 7777, True),
