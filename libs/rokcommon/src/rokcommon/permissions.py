@@ -40,6 +40,7 @@ REGISTRY_RETENTION = f"{subjects.REGISTRY_RETENTION_PREFIX}.*.v1"
 FORGET_AND_PIN = (subjects.registry_retention("forget"), subjects.registry_retention("pin"))
 RECORDED_SNAPSHOTS = subjects.registry_retention("snapshots")
 RESTORE_PROGRESS_ALL = f"{subjects.RESTORE_PROGRESS}.*"
+RESTORE_WATCHES_ALL = f"{subjects.RESTORE_WATCHES}.*"
 RESTORE_OUTCOMES = (subjects.RESTORE_COMPLETED, subjects.RESTORE_FAILED)
 RUN_AND_STEP_EVENTS = (
     f"{subjects.RUN_STARTED}.*",
@@ -175,8 +176,9 @@ def registry() -> Permissions:
             *consumer(streams.PIPELINE.name, "registry-pipeline"),
             *consumer(streams.SNAPSHOTS.name, "registry-snapshots"),
             *following(streams.RESTORES.name),  # the outcome of a restore its pages asked for
+            RESTORE_WATCHES_ALL,  # a restore another replica accepted: asked of the replicas
         ),
-        (REGISTRY_QUERIES, REGISTRY_RETENTION, RESTORE_PROGRESS_ALL, *RESTORE_OUTCOMES),
+        (REGISTRY_QUERIES, REGISTRY_RETENTION, RESTORE_PROGRESS_ALL, *RESTORE_OUTCOMES, RESTORE_WATCHES_ALL),
         allow_responses=True,
     )
 

@@ -33,6 +33,10 @@ REGISTRY_QUERY_PREFIX = "rok.registry"
 # (the store's gc): rok.registry.retention.<request>.v1, apart from the queries so that who may ask is apart too
 REGISTRY_RETENTION_PREFIX = "rok.registry.retention"
 
+# Request-reply between the registry's replicas: the state of a restore one of them accepted, asked by the one a
+# client's poll reached (rok.web.restores.v1.<request id>); only the registry may publish or subscribe
+RESTORE_WATCHES = "rok.web.restores.v1"
+
 # Subjects whose last token is a node name.
 NODE_ROUTED = (RUN_STARTED, STEP_STARTED, STEP_FINISHED)
 
@@ -90,6 +94,11 @@ _NOT_TOKEN = re.compile(r"[^A-Za-z0-9_-]")
 def restore_progress(request_id: str) -> str:
     """``rok.restore.progress.v1.<request_id>``, where each character a subject token cannot hold becomes ``_``."""
     return f"{RESTORE_PROGRESS}.{_NOT_TOKEN.sub('_', request_id)}"
+
+
+def restore_watch(request_id: str) -> str:
+    """``rok.web.restores.v1.<request_id>``, each character a subject token cannot hold as ``_``."""
+    return f"{RESTORE_WATCHES}.{_NOT_TOKEN.sub('_', request_id)}"
 
 
 def dead_letter(stream: str, consumer: str) -> str:

@@ -41,12 +41,11 @@ async def start(request: Request, form: RestoreForm) -> tuple[dict[str, object],
     return watch.to_dict(), 202
 
 
-def progress(request: Request, request_id: str) -> tuple[dict[str, object], int]:
+async def progress(request: Request, request_id: str) -> tuple[dict[str, object], int]:
     try:
-        watch = web_bus(request).watch(request_id, identity(request).user)
+        return await web_bus(request).follow(request_id, identity(request).user), 200
     except NotFound as error:
         return {"error": str(error)}, 404
-    return watch.to_dict(), 200
 
 
 def _api_answer(body: dict[str, object], status: int) -> JSONResponse:
@@ -66,4 +65,4 @@ async def request_restore(request: Request, form: RestoreForm) -> JSONResponse:
 @router.get("/restores/{request_id}")
 async def follow_restore(request: Request, request_id: str) -> JSONResponse:
     """The state of a restore the caller asked for."""
-    return _api_answer(*progress(request, request_id))
+    return _api_answer(*await progress(request, request_id))

@@ -289,7 +289,7 @@ async def start_restore(request: Request, form: RestoreForm) -> JSONResponse:
 
 @router.get("/restores/{request_id}")
 async def restore_progress(request: Request, request_id: str) -> JSONResponse:
-    body, status = restore_api.progress(request, request_id)
+    body, status = await restore_api.progress(request, request_id)
     return JSONResponse(body, status_code=status)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -21,7 +22,11 @@ from typing import Any
 
 from fastapi import Request
 from nats.aio.client import Client
-from rokcommon import streams
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from rokcommon import streams, subjects
 from rokcommon.authz import READ, Identity
 from rokcommon.connection import connect
 from rokcommon.errors import Forbidden, NotFound, TemporaryError
@@ -34,6 +39,7 @@ from rokcommon.settings import RokSettings
 from rok_registry.gate import authorize, identity
 
 MAX_WATCHES = 200  # restores remembered for polling; the oldest finished ones are forgotten first
+ASK_REPLICAS = 1.0  # seconds to wait for the replica that accepted a restore to say how it is going
 NAMESPACE_COOKIE = "rok_ns"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a Kubernetes namespace name
 
@@ -50,6 +56,7 @@ class WebBus:
         self._streams_ready = False
         self.restores: OrderedDict[str, RestoreWatch] = OrderedDict()
         self.owners: dict[str, str] = {}  # request id → the user who asked; nobody else sees its progress
+        self._answering: Subscription | None = None
 
     async def nc(self) -> Client:
         shared = self._shared() if self._shared is not None else None
@@ -70,6 +77,8 @@ class WebBus:
         if not self._streams_ready:
             await streams.ensure_streams(nc.jetstream())
             self._streams_ready = True
+        if self._answering is None:  # before the first restore it follows: another replica may be polled for it
+            self._answering = await nc.subscribe(f"{subjects.RESTORE_WATCHES}.*", cb=self._answer)
         watch = await request_restore(
             nc, namespace=namespace, url=url, target=target, volumes=volumes, requested_by=requested_by
         )
@@ -79,12 +88,34 @@ class WebBus:
         self._trim()
         return watch
 
-    def watch(self, request_id: str, user: str) -> RestoreWatch:
-        """A restore ``user`` asked for from these pages (another's is as unknown as one never asked)."""
+    async def follow(self, request_id: str, user: str) -> dict[str, Any]:
+        """The state of a restore ``user`` asked for (another's is as unknown as one never asked): followed here,
+        or by the replica that accepted it, which is asked over the bus (behind a Service, a client's polls reach
+        any replica)."""
         watch = self.restores.get(request_id)
-        if watch is None or self.owners.get(request_id) != user:
-            raise NotFound(f"no restore {request_id!r} was requested from this page (or it was forgotten)")
-        return watch
+        if watch is not None:
+            if self.owners.get(request_id) != user:
+                raise NotFound(f"no restore {request_id!r} was requested from this page (or it was forgotten)")
+            return watch.to_dict()
+        nc = await self.nc()
+        asked = json.dumps({"request_id": request_id, "user": user}).encode()
+        try:
+            reply = await nc.request(subjects.restore_watch(request_id), asked, timeout=ASK_REPLICAS)
+        except (NatsTimeout, NoRespondersError):
+            raise NotFound(f"no restore {request_id!r} was requested from this page (or it was forgotten)") from None
+        state: dict[str, Any] = json.loads(reply.data)
+        return state
+
+    async def _answer(self, msg: Msg) -> None:
+        """Another replica asks for a restore: answer if it is followed here for that user, else say nothing."""
+        try:
+            asked = json.loads(msg.data)
+            request_id, user = str(asked["request_id"]), str(asked["user"])
+        except (ValueError, KeyError, TypeError):
+            return
+        watch = self.restores.get(request_id)
+        if watch is not None and self.owners.get(request_id) == user and msg.reply:
+            await msg.respond(json.dumps(watch.to_dict()).encode())
 
     async def _forget_when_done(self, watch: RestoreWatch) -> None:
         await watch.done.wait()
@@ -97,6 +128,9 @@ class WebBus:
             self.owners.pop(oldest, None)
 
     async def close(self) -> None:
+        if self._answering is not None:
+            with contextlib.suppress(Exception):
+                await self._answering.unsubscribe()
         for watch in self.restores.values():
             await watch.close()
         if self._nc is not None and not self._nc.is_closed:
