@@ -7,12 +7,12 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 import rokscan
-from rokstore import Repository, snapshot
+from rokstore import Repository, restore, snapshot
 from rokstore.archiver import walker
 from rokstore.repository.cache import RECORD, pack_listing, unpack_listing
 
@@ -229,3 +229,36 @@ async def test_a_cache_the_python_path_wrote_is_reused_by_the_c_scan_and_back(
     last = await snapshot(repo, source)
     assert last.files_opened == 0
     assert (await repo.load_record(last.snapshot_id))["tree"] == changed_root
+
+
+async def test_a_same_directory_changed_before_its_entries_are_built_is_snapshotted_as_it_is_then(
+    repo: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, same_tree: Callable[[Path, Path], None]
+) -> None:
+    """The scan found the root same, then a file in it changed before its entries were built (a change below
+    it makes the root's tree be encoded again): the file is read, and read again next time."""
+    volume = tmp_path / "volume"
+    (volume / "below").mkdir(parents=True)
+    (volume / "below" / "deep.txt").write_text("deep\n")
+    (volume / "top.txt").write_text("top\n")
+    time.sleep(0.06)  # past the racy window, as in conftest.settle
+    await snapshot(repo, volume)
+    (volume / "below" / "deep.txt").write_text("deeper\n")  # the root's own listing does not change
+    time.sleep(0.06)
+    build = walker.Walker.materialize
+
+    def changing_first(self: walker.Walker, skip: Mapping[str, bytes]) -> None:
+        with open(volume / "top.txt", "a") as f:
+            f.write("appended while the snapshot ran\n")
+        build(self, skip)
+
+    monkeypatch.setattr(walker.Walker, "materialize", changing_first)
+    during = await snapshot(repo, volume)
+    assert during.files_opened == 2  # deep.txt, and top.txt whose stat is no longer the cached one
+    monkeypatch.setattr(walker.Walker, "materialize", build)
+    target = tmp_path / "restored"
+    await restore(repo, during.snapshot_id, target)
+    same_tree(volume, target)
+    time.sleep(0.06)
+    after = await snapshot(repo, volume)
+    assert after.files_opened == 1  # top.txt changed within the racy window of the last one: read again
+    assert (await repo.load_record(after.snapshot_id))["tree"] == (await repo.load_record(during.snapshot_id))["tree"]

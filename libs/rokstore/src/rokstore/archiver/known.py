@@ -79,6 +79,12 @@ class KnownFiles:
             return True
         return False
 
+    def not_same(self, rel: str, files: int, listing: Listing) -> None:
+        """Directory ``rel``, found same, changed before its entries were built: it has ``listing`` now."""
+        self.same.discard(rel)
+        self.same_files -= files
+        self.listings[rel] = listing
+
     def walked(self, rel: str, listing: Listing) -> None:
         """Directory ``rel``, not same, had ``listing`` (in name order): saved for the next snapshot."""
         self.listings[rel] = listing

@@ -57,7 +57,8 @@ class Walker:
         # directory ("" the root) -> its entries (None while it is same as cached), its subdirectories
         self.listed: dict[str, tuple[list[Entry] | None, list[str]]] = {}
         self._listed: dict[str, os.stat_result | Identity] = {}  # each directory as its parent's listing saw it
-        self._same: dict[str, tuple[str, os.stat_result | Identity, Stats | None]] = {}  # path, identity, stats
+        # same directories: path, identity, the walk's stats (None: scanned in C), signature, regular files
+        self._same: dict[str, tuple[str, os.stat_result | Identity, Stats | None, bytes, int]] = {}
         self.scan = scan  # None: the Python path
 
     def walk(self) -> None:
@@ -156,7 +157,7 @@ class Walker:
                 if known.is_same(rel, signature, files):
                     for name, code in failures:
                         self.tally.fail(prefix + name, OSError(code, os.strerror(code)))
-                    self._same[rel] = (path, listed, None)
+                    self._same[rel] = (path, listed, None, signature, files)
                     subs.sort()  # in name order, as the entries are
                     return None, self._count_same(path, prefix, files, scanned, subs, subdirs)
                 candidate = False  # changed: listed again below, with the stats its entries need
@@ -173,8 +174,9 @@ class Walker:
                         scanned += cst.st_size
                     elif stat.S_ISDIR(cst.st_mode):
                         subs.append((name, cst.st_dev, cst.st_ino))
-                if known.is_same(rel, pack_listing(listing), files):
-                    self._same[rel] = (path, listed, stats)
+                signature = pack_listing(listing)
+                if known.is_same(rel, signature, files):
+                    self._same[rel] = (path, listed, stats, signature, files)
                     return None, self._count_same(path, prefix, files, scanned, subs, subdirs)
             known.walked(rel, listing)
             entries = self._entries(path, rel, dir_fd, stats, subdirs)
@@ -228,8 +230,8 @@ class Walker:
     def materialize(self, skip: Mapping[str, bytes]) -> None:
         """Build the entries of the same directories whose tree is not reused (something below them changed),
         from the stats of the walk, or stats taken again where the scan made none; their files are all known
-        (one changed since the scan is read: its stat is not the cached one)."""
-        for rel, (path, listed, stats) in self._same.items():
+        (one changed since the scan is read: its stat is not the cached one, and the directory is then not same)."""
+        for rel, (path, listed, stats, signature, files) in self._same.items():
             if rel in skip:
                 continue
             subdirs = self.listed[rel][1]
@@ -247,6 +249,11 @@ class Walker:
                     stats = self._stat_children(dir_fd, rel, f"{rel}/" if rel else "")
                     if stats is None:
                         continue
+                    listing = tuple(
+                        [(n, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for n, s in stats]
+                    )
+                    if pack_listing(listing) != signature:  # changed since the scan: saved as walked now
+                        self.known.not_same(rel, files, listing)
                 entries = self._entries(path, rel, dir_fd, stats, None)
             finally:
                 os.close(dir_fd)
