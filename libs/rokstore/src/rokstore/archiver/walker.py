@@ -201,7 +201,8 @@ class Walker:
                 try:
                     stats.append((name, lstat(name, dir_fd=dir_fd)))
                 except OSError as error:
-                    self.tally.fail(prefix + name, error)
+                    if prefix + name not in self.tally.failed:  # a materialized directory's scan may have said so
+                        self.tally.fail(prefix + name, error)
             return stats
 
     def _count_same(
