@@ -10,6 +10,10 @@ ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13
 FROM ${UV_IMAGE} AS uv
 
 FROM ${PYTHON_IMAGE} AS builder
+# a C compiler for rokscan's extension (the Python headers come with the image); the final stage has none
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -20,11 +24,13 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY libs/rokcommon/pyproject.toml libs/rokcommon/pyproject.toml
 COPY libs/rokstore/pyproject.toml libs/rokstore/pyproject.toml
+COPY libs/rokscan/pyproject.toml libs/rokscan/pyproject.toml
 COPY services/restorer/pyproject.toml services/restorer/pyproject.toml
 RUN uv sync --package rok-restorer --frozen --no-dev --no-install-workspace
-# Then the code: rokcommon, rokstore and the service, installed as wheels (not editable) into /opt/rok.
+# Then the code: rokcommon, rokstore (and rokscan, compiled here) and the service, installed as wheels (not editable) into /opt/rok.
 COPY libs/rokcommon/src libs/rokcommon/src
 COPY libs/rokstore/src libs/rokstore/src
+COPY libs/rokscan/src libs/rokscan/src
 COPY services/restorer/src services/restorer/src
 RUN uv sync --package rok-restorer --frozen --no-dev --no-editable
 

@@ -12,6 +12,10 @@ ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13
 FROM ${UV_IMAGE} AS uv
 
 FROM ${PYTHON_IMAGE} AS builder
+# a C compiler for rokscan's extension (the Python headers come with the image); the final stage has none
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
 COPY --from=uv /uv /usr/local/bin/uv
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
@@ -22,6 +26,7 @@ WORKDIR /src
 COPY pyproject.toml uv.lock ./
 COPY libs/rokcommon/pyproject.toml libs/rokcommon/pyproject.toml
 COPY libs/rokstore/pyproject.toml libs/rokstore/pyproject.toml
+COPY libs/rokscan/pyproject.toml libs/rokscan/pyproject.toml
 COPY libs/rokcli/pyproject.toml libs/rokcli/pyproject.toml
 COPY services/pipeline-watcher/pyproject.toml services/pipeline-watcher/pyproject.toml
 COPY services/snapshotter/pyproject.toml services/snapshotter/pyproject.toml
@@ -31,6 +36,7 @@ RUN uv sync --package rokcli --frozen --no-dev --no-install-workspace
 # Then the code, installed as wheels (not editable) into /opt/rok.
 COPY libs/rokcommon/src libs/rokcommon/src
 COPY libs/rokstore/src libs/rokstore/src
+COPY libs/rokscan/src libs/rokscan/src
 COPY libs/rokcli/src libs/rokcli/src
 COPY services/pipeline-watcher/src services/pipeline-watcher/src
 COPY services/snapshotter/src services/snapshotter/src

@@ -1,7 +1,7 @@
 """The node-local files cache as one snapshot uses it: what the last snapshot knew, what this one learns.
 
-A directory whose listing (the stat signature of each entry, see :mod:`rokstore.repository.cache`) is the cached
-one is *same*: the walker builds no entries for it, and unless something below it changed its cached tree is
+A directory whose listing (the stat record of each entry, packed, see :mod:`rokstore.repository.cache`) is the
+cached one is *same*: the walker builds no entries for it, and unless something below it changed its cached tree is
 this snapshot's (:meth:`KnownFiles.unchanged_dirs`). In a directory whose listing changed, a file whose signature
 is the cached one is not read again: its chunks come from the cache (checked against the index unless the cache
 is trusted, see :meth:`KnownFiles.load`). Only what was seen outside the racy window is vouched for next time.
@@ -14,7 +14,16 @@ import os
 import stat
 from collections.abc import Callable, Collection, Mapping
 
-from rokstore.repository.cache import CachedState, Child, Content, FileCache, Listing
+from rokstore.repository.cache import (
+    CachedState,
+    Child,
+    Content,
+    FileCache,
+    Listing,
+    Packed,
+    pack_listing,
+    unpack_listing,
+)
 from rokstore.repository.index import Index, Location
 from rokstore.repository.manifest import Entry
 from rokstore.repository.trees import deepest_first
@@ -44,6 +53,7 @@ class KnownFiles:
         self.read: dict[str, Content] = {}  # content of the files read by this snapshot (outside the racy window)
         self.hits: list[ReadJob] = []  # files of changed directories whose cached content is reused
         self.same: set[str] = set()  # directories whose listing is the cached one
+        self.same_files = 0  # regular files in them
         self.listings: dict[str, Listing] = {}  # listings of the other directories, as walked
         self.linked: set[str] = set()  # directories holding a file with several links
 
@@ -56,20 +66,37 @@ class KnownFiles:
         content = None if trusted else await asyncio.to_thread(state.content)
         return cls(cache, state, index.chunks, trusted, content, racy_after)
 
-    def is_same(self, rel: str, listing: Listing) -> bool:
-        """True if directory ``rel``'s listing is the cached one (then it is *same*: no entries are built)."""
-        if self.trusted and rel in self.state.reusable and self.state.listings.get(rel) == listing:
+    def may_be_same(self, rel: str) -> bool:
+        """True if directory ``rel`` has a cached listing its tree may be reused for (worth comparing)."""
+        return self.trusted and rel in self.state.reusable
+
+    def is_same(self, rel: str, signature: Packed, files: int) -> bool:
+        """True if directory ``rel``'s listing, packed (``signature``, holding ``files`` regular files), is the
+        cached one: it is then *same* (no entries are built)."""
+        if self.may_be_same(rel) and self.state.listings.get(rel) == signature:
             self.same.add(rel)
+            self.same_files += files
             return True
-        self.listings[rel] = listing
         return False
+
+    def not_same(self, rel: str, files: int, listing: Listing) -> None:
+        """Directory ``rel``, found same, changed before its entries were built: it has ``listing`` now."""
+        self.same.discard(rel)
+        self.same_files -= files
+        self.listings[rel] = listing
+
+    def walked(self, rel: str, listing: Listing) -> None:
+        """Directory ``rel``, not same, had ``listing`` (in name order): saved for the next snapshot."""
+        self.listings[rel] = listing
 
     def unchanged(self, path: str, rel: str, entry: Entry, cst: os.stat_result) -> bool:
         """True if the cache holds the file's chunks (the file is then a hit); otherwise it must be read."""
         directory, _, name = rel.rpartition("/")
         by_name = self._by_name.get(directory)
         if by_name is None:
-            by_name = self._by_name[directory] = {c[0]: c for c in self.state.listings.get(directory, ())}
+            by_name = self._by_name[directory] = {
+                c[0]: c for c in unpack_listing(self.state.listings.get(directory, b""))
+            }
         cached = by_name.get(name)
         if (
             cached is not None
@@ -146,7 +173,7 @@ class KnownFiles:
         """Write what this snapshot knows for the next one, in the background (see ``FileCache.save_later``)."""
         state, racy_after = self.state, self.racy_after
         known = {rel for _, rel, _, _ in self.hits} | self.read.keys()
-        read, same, listings, linked = self.read, self.same, self.listings, self.linked
+        read, same, listings, linked, reused = self.read, self.same, self.listings, self.linked, self.same_files
         failed = set(failed)
 
         def vouched(directory: str, listing: Listing) -> Listing:
@@ -159,12 +186,12 @@ class KnownFiles:
             return tuple(out)
 
         def make() -> CachedState:
-            new: dict[str, Listing] = {}
+            new: dict[str, Packed] = {}
             for rel in trees:
                 if rel in same:
                     new[rel] = state.listings[rel]
                 elif rel in listings:
-                    new[rel] = vouched(rel, listings[rel])
+                    new[rel] = pack_listing(vouched(rel, listings[rel]))
             reusable = frozenset(
                 rel for rel in new if rel not in linked and rel not in failed and (rel or ".") not in failed
             )
@@ -172,12 +199,11 @@ class KnownFiles:
             def live() -> list[str]:
                 return [
                     f"{rel}/{c[0]}" if rel else c[0]
-                    for rel, listing in new.items()
-                    for c in listing
+                    for rel, packed in new.items()
+                    for c in unpack_listing(packed)
                     if len(c) == 6 and stat.S_ISREG(c[1])
                 ]
 
-            reused = sum(1 for rel in same for c in state.listings[rel] if len(c) == 6 and stat.S_ISREG(c[1]))
             parts = state.parts_with(read, reused + len(known) - len(read), live)
             return CachedState(new, reusable, frozenset(index_files), trees, parts)
 

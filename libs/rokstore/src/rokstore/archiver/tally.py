@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import errno
-import os
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from rokstore.models import Progress
 
@@ -43,7 +43,16 @@ class Tally:
             self.progress(Progress(self.phase, self.bytes_read, self.bytes_scanned, self.files_done))
 
 
-def replaced(listed: os.stat_result, opened: os.stat_result) -> OSError | None:
+class Identified(Protocol):
+    """What names a file: its device and inode (an ``os.stat_result`` has them)."""
+
+    @property
+    def st_dev(self) -> int: ...
+    @property
+    def st_ino(self) -> int: ...
+
+
+def replaced(listed: Identified, opened: Identified) -> OSError | None:
     """The failure to record when what was opened is not what the walk listed under that name: the entry was
     swapped (for a symlink out of the volume, say) in between, and is not read through."""
     if (listed.st_dev, listed.st_ino) == (opened.st_dev, opened.st_ino):

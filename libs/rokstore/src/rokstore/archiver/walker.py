@@ -3,8 +3,11 @@
 It fills ``entries`` (walk order) and ``listed`` (each directory's entries) and hands files that must be read
 to the :class:`~rokstore.archiver.reader.FileReader`;
 files the node-local cache knows unchanged (:class:`~rokstore.archiver.known.KnownFiles`) are not read.
-A directory whose listing is the cached one costs a stat and a tuple comparison per entry: no entries are
-built for it, unless something below it changed and its tree must be encoded again (:meth:`Walker.materialize`).
+A directory whose listing is the cached one costs a stat per entry and one comparison of bytes: with the
+:mod:`rokscan` extension the listing, the stats and the packed signature are made in C without the GIL and
+without a Python object per entry (without it, the same signature is packed in Python from ``os.lstat``). No
+entries are built for such a directory, unless something below it changed and its tree must be encoded again
+(:meth:`Walker.materialize`, which stats its children again).
 """
 
 from __future__ import annotations
@@ -13,13 +16,29 @@ import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 from rokstore.archiver.known import KnownFiles
 from rokstore.archiver.reader import BATCH, FileReader
 from rokstore.archiver.tally import Tally, replaced
 from rokstore.errors import StorePermanentError
+from rokstore.repository.cache import pack_listing
 from rokstore.repository.manifest import Entry
 from rokstore.xattrs import read_xattrs
+
+try:
+    from rokscan import scan
+except ImportError:  # not built here: the same signature is packed in Python
+    scan = None  # type: ignore[assignment]
+
+Stats = list[tuple[str, os.stat_result]]  # a directory's children and their lstat, in name order
+
+
+class Identity(NamedTuple):
+    """A subdirectory as a scan saw it: what :func:`~rokstore.archiver.tally.replaced` compares."""
+
+    st_dev: int
+    st_ino: int
 
 
 class Walker:
@@ -37,8 +56,10 @@ class Walker:
         self.entries: list[Entry] = []  # walk order: depth first, names sorted within a directory
         # directory ("" the root) -> its entries (None while it is same as cached), its subdirectories
         self.listed: dict[str, tuple[list[Entry] | None, list[str]]] = {}
-        self._listed: dict[str, os.stat_result] = {}  # each directory as its parent's listing saw it, by path
-        self._same: dict[str, tuple[str, os.stat_result, list[tuple[str, os.stat_result]]]] = {}  # path, stat, stats
+        self._listed: dict[str, os.stat_result | Identity] = {}  # each directory as its parent's listing saw it
+        # same directories: path, identity, the walk's stats (None: scanned in C), signature, regular files
+        self._same: dict[str, tuple[str, os.stat_result | Identity, Stats | None, bytes, int]] = {}
+        self.scan = scan  # None: the Python path
 
     def walk(self) -> None:
         """List the tree on this thread, then put the entries in order.
@@ -124,58 +145,94 @@ class Walker:
             if swapped is not None:
                 self.tally.fail(rel or ".", swapped)
                 return [], []
-            try:
-                names = sorted(os.listdir(dir_fd))
-            except OSError as error:
-                self.tally.fail(rel or ".", error)
-                return [], []
             prefix = f"{rel}/" if rel else ""
-            lstat = os.lstat
-            try:
-                stats = [(name, lstat(name, dir_fd=dir_fd)) for name in names]
-            except OSError:  # one is gone (or cannot be read) since the listing: stat them one by one
-                stats = []
-                for name in names:
-                    try:
-                        stats.append((name, lstat(name, dir_fd=dir_fd)))
-                    except OSError as error:
-                        self.tally.fail(prefix + name, error)
+            known = self.known
+            candidate = known.may_be_same(rel)
+            if candidate and self.scan is not None:
+                try:
+                    signature, files, scanned, subs, failures = self.scan(dir_fd)
+                except OSError as error:
+                    self.tally.fail(rel or ".", error)
+                    return [], []
+                if known.is_same(rel, signature, files):
+                    for name, code in failures:
+                        self.tally.fail(prefix + name, OSError(code, os.strerror(code)))
+                    self._same[rel] = (path, listed, None, signature, files)
+                    subs.sort()  # in name order, as the entries are
+                    return None, self._count_same(path, prefix, files, scanned, subs, subdirs)
+                candidate = False  # changed: listed again below, with the stats its entries need
+            stats = self._stat_children(dir_fd, rel, prefix)
+            if stats is None:
+                return [], []
             listing = tuple([(n, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for n, s in stats])
-            if self.known.is_same(rel, listing):
-                self._same[rel] = (path, listed, stats)
-                return None, self._count_same(path, prefix, stats, subdirs)
+            if candidate:
+                files = scanned = 0
+                subs = []
+                for name, cst in stats:
+                    if stat.S_ISREG(cst.st_mode):
+                        files += 1
+                        scanned += cst.st_size
+                    elif stat.S_ISDIR(cst.st_mode):
+                        subs.append((name, cst.st_dev, cst.st_ino))
+                signature = pack_listing(listing)
+                if known.is_same(rel, signature, files):
+                    self._same[rel] = (path, listed, stats, signature, files)
+                    return None, self._count_same(path, prefix, files, scanned, subs, subdirs)
+            known.walked(rel, listing)
             entries = self._entries(path, rel, dir_fd, stats, subdirs)
         finally:
             os.close(dir_fd)
         return entries, [sub_rel for _, sub_rel in subdirs]
 
+    def _stat_children(self, dir_fd: int, rel: str, prefix: str) -> Stats | None:
+        """The children of the directory open as ``dir_fd`` and their lstat, in name order (None: it cannot be
+        listed); a child that cannot be stat'ed is recorded as failed and left out."""
+        try:
+            names = sorted(os.listdir(dir_fd))
+        except OSError as error:
+            self.tally.fail(rel or ".", error)
+            return None
+        lstat = os.lstat
+        try:
+            return [(name, lstat(name, dir_fd=dir_fd)) for name in names]
+        except OSError:  # one is gone (or cannot be read) since the listing: stat them one by one
+            stats = []
+            for name in names:
+                try:
+                    stats.append((name, lstat(name, dir_fd=dir_fd)))
+                except OSError as error:
+                    if prefix + name not in self.tally.failed:  # a materialized directory's scan may have said so
+                        self.tally.fail(prefix + name, error)
+            return stats
+
     def _count_same(
-        self, path: str, prefix: str, stats: list[tuple[str, os.stat_result]], subdirs: list[tuple[str, str]]
+        self,
+        path: str,
+        prefix: str,
+        files: int,
+        scanned: int,
+        subs: list[tuple[str, int, int]],
+        subdirs: list[tuple[str, str]],
     ) -> list[str]:
-        """Count a same directory's entries (every file in it is known) and queue its subdirectories."""
-        files = scanned = 0
-        s_isreg, s_isdir = stat.S_ISREG, stat.S_ISDIR
-        for name, cst in stats:
-            mode = cst.st_mode
-            if s_isreg(mode):
-                files += 1
-                scanned += cst.st_size
-            elif s_isdir(mode):
-                child = prefix + name
-                self._listed[child] = cst
-                subdirs.append((f"{path}/{name}", child))
+        """Count a same directory's entries (every file in it is known: ``files`` regular files of ``scanned``
+        bytes) and queue its subdirectories ``subs`` (name, device, inode)."""
+        for name, dev, ino in subs:
+            child = prefix + name
+            self._listed[child] = Identity(dev, ino)
+            subdirs.append((f"{path}/{name}", child))
         tally = self.tally
         with tally.lock:
             tally.files += files
-            tally.dirs += len(subdirs)
+            tally.dirs += len(subs)
             tally.bytes_scanned += scanned
             tally.files_done += files
         return [sub_rel for _, sub_rel in subdirs]
 
     def materialize(self, skip: Mapping[str, bytes]) -> None:
         """Build the entries of the same directories whose tree is not reused (something below them changed),
-        from the stats of the walk; their files are all known."""
-        for rel, (path, listed, stats) in self._same.items():
+        from the stats of the walk, or stats taken again where the scan made none; their files are all known
+        (one changed since the scan is read: its stat is not the cached one, and the directory is then not same)."""
+        for rel, (path, listed, stats, signature, files) in self._same.items():
             if rel in skip:
                 continue
             subdirs = self.listed[rel][1]
@@ -189,6 +246,15 @@ class Walker:
                 if swapped is not None:
                     self.tally.fail(rel or ".", swapped)
                     continue
+                if stats is None:
+                    stats = self._stat_children(dir_fd, rel, f"{rel}/" if rel else "")
+                    if stats is None:
+                        continue
+                    listing = tuple(
+                        [(n, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for n, s in stats]
+                    )
+                    if pack_listing(listing) != signature:  # changed since the scan: saved as walked now
+                        self.known.not_same(rel, files, listing)
                 entries = self._entries(path, rel, dir_fd, stats, None)
             finally:
                 os.close(dir_fd)

@@ -1,13 +1,15 @@
 """The node-local cache: which chunks an unchanged file holds, and copies of immutable index files.
 
 Files cache: one file per (repository, volume) under ``<cache_dir>/files/``. For each directory (relative path,
-root ``""``) it keeps its *listing*: the stat signature ``(name, mode, size, mtime_ns, ctime_ns, inode)`` of every
-entry in it, in name order, as the last snapshot saw them, and the tree id that directory had. A directory whose
-listing is the cached one again, entry for entry (one tuple comparison each), is that tree again: reused by its
-id, its entries neither built nor encoded. In a directory whose listing changed, a file whose signature is the
-cached one is not opened again: its chunks come from the cache (``(content, xattrs)``, apart), and are reused
-only if the repository's index still holds them (gc may have removed them). An entry the cache must not vouch
-for (changed within the racy window, unreadable) is saved as ``(name, -1)``, which matches nothing.
+root ``""``) it keeps its *listing*, packed in one bytes value (:func:`pack_listing`): the stat record
+``(mode, size, mtime_ns, ctime_ns, inode, name)`` of every entry in it, in the byte order of the names, as the last
+snapshot saw them, and the tree id that directory had. A directory whose listing is the cached one again (one
+comparison of bytes, against the signature :func:`rokscan.scan` builds in C without a Python object per entry)
+is that tree again: reused by its id, its entries neither built nor encoded. In a directory whose listing changed,
+a file whose record is the cached one is not opened again: its chunks come from the cache (``(content, xattrs)``,
+apart), and are reused only if the repository's index still holds them (gc may have removed them). An entry the
+cache must not vouch for (changed within the racy window, unreadable) is saved with the mode ``0xFFFFFFFF``, which
+no stat gives, so its directory's listing matches nothing and the entry is read as ``(name, -1)``.
 The content part is decoded only when needed, and only for the directories that need it (an unchanged
 directory never does): it is a list of parts, later ones overriding earlier ones, each a pickled dict of
 directory -> its files' content pickled on its own, so that a snapshot which read a few files appends what it
@@ -26,8 +28,9 @@ import gc
 import os
 import pickle
 import secrets
+import struct
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,9 +40,42 @@ import zstandard
 
 Child = tuple[Any, ...]  # (name, mode, size, mtime_ns, ctime_ns, inode), or (name, -1): not vouched for
 Listing = tuple[Child, ...]  # a directory's entries, in name order
+Packed = bytes  # a listing as the cache keeps it (pack_listing)
 Content = tuple[Any, dict[str, str]]  # ([[chunk hex | None, length], ...], xattrs)
-CACHE_VERSION = 6
+CACHE_VERSION = 7
 MAX_CONTENT_PARTS = 8
+RECORD = struct.Struct("<IqqqQH")  # mode, size, mtime_ns, ctime_ns, inode, name length; then the name's bytes
+UNVOUCHED = 0xFFFFFFFF  # the mode of an entry not vouched for: no stat gives it
+
+
+def pack_listing(children: Iterable[Child]) -> Packed:
+    """A directory's listing packed: one record per child in the byte order of the names, as
+    :func:`rokscan.scan` builds it from the same stats (the extension and this agree byte for byte)."""
+    pack = RECORD.pack
+    fsencode = os.fsencode
+    records = []
+    for child in children:
+        name = fsencode(child[0])
+        if len(child) == 6:
+            records.append((name, pack(child[1], child[2], child[3], child[4], child[5], len(name))))
+        else:
+            records.append((name, pack(UNVOUCHED, 0, 0, 0, 0, len(name))))
+    records.sort()
+    return b"".join([head + name for name, head in records])
+
+
+def unpack_listing(packed: Packed) -> list[Child]:
+    """The children of a packed listing (an entry not vouched for as ``(name, -1)``)."""
+    out: list[Child] = []
+    unpack, size, fsdecode = RECORD.unpack_from, RECORD.size, os.fsdecode
+    offset, end = 0, len(packed)
+    while offset < end:
+        mode, st_size, mtime, ctime, ino, length = unpack(packed, offset)
+        offset += size
+        name = fsdecode(packed[offset : offset + length])
+        offset += length
+        out.append((name, -1) if mode == UNVOUCHED else (name, mode, st_size, mtime, ctime, ino))
+    return out
 
 
 def default_cache_dir() -> Path:
@@ -69,7 +105,7 @@ def _loads(data: bytes) -> Any:
 class CachedState:
     """What the last snapshot of a volume saved; never changed once made (a long-running process shares it)."""
 
-    listings: dict[str, Listing] = field(default_factory=dict)  # directory -> its listing
+    listings: dict[str, Packed] = field(default_factory=dict)  # directory -> its listing, packed
     reusable: frozenset[str] = frozenset()  # directories whose cached tree may be reused when the listing matches
     index: frozenset[str] = frozenset()
     trees: dict[str, str] = field(default_factory=dict)  # directory (relative path, root "") -> tree id hex

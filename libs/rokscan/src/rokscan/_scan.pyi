@@ -1,0 +1,3 @@
+RECORD: str
+
+def scan(dir_fd: int, /) -> tuple[bytes, int, int, list[tuple[str, int, int]], list[tuple[str, int]]]: ...
