@@ -87,7 +87,12 @@ class Repository:
         if self._index is not None and not fresh:
             return self._index
         cache = IndexCache(self.cache_dir, self.id)
-        names = [info.key.removeprefix("index/") for info in await self.backend.list("index/")]
+        listing = self.backend.list("index/")
+        if verify_packs:  # both listings at once: a round trip each, and the longer of them on S3
+            listed, stored_packs = await asyncio.gather(listing, self.pack_sizes())
+        else:
+            listed, stored_packs = await listing, {}
+        names = [info.key.removeprefix("index/") for info in listed]
         # Index files are immutable: those this process read already are not decoded again, unless gc removed
         # some (then the index is rebuilt from what is there now).
         known = self._read
@@ -132,7 +137,7 @@ class Repository:
             await asyncio.to_thread(cache.prune, set(names))
         self._read = index
         if verify_packs:
-            gone = index.packs() - set(await self.pack_sizes())
+            gone = index.packs() - stored_packs.keys()
             if gone:
                 index = index.without_packs(gone)
         if index is self._read:

@@ -21,6 +21,7 @@ import logging
 import os
 import weakref
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 from rokstore.errors import (
@@ -46,6 +47,19 @@ _DENIED = {
     "InvalidToken",
     "ExpiredToken",
 }
+
+
+def _timestamp(value: str) -> datetime:
+    """A timestamp of an S3 answer: ISO 8601 as listings give it, parsed by ``fromisoformat``; anything else (the
+    HTTP dates of headers) by botocore's own parser. botocore's default, dateutil's general parser, costs ~0.1 ms
+    per listed object, and every snapshot lists the packs and the index files."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        from botocore.utils import parse_timestamp
+
+        return parse_timestamp(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 class _Client:
@@ -76,8 +90,10 @@ class _Client:
                     retries={"max_attempts": 4, "mode": "standard"},
                     s3={"addressing_style": "path"},
                 )
+                session = get_session()
+                session.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=_timestamp)
                 self.client = await self.stack.enter_async_context(
-                    get_session().create_client("s3", endpoint_url=endpoint, region_name=region, config=config)
+                    session.create_client("s3", endpoint_url=endpoint, region_name=region, config=config)
                 )
         return self.client
 
