@@ -66,6 +66,12 @@ def test_a_tree_entry_with_a_field_of_the_wrong_type_is_corrupt_data_naming_the_
         decode_tree(data, tree_id)
 
 
+def test_a_tree_entry_without_its_mtime_is_corrupt_data_naming_the_field() -> None:
+    data, tree_id = _tree({"n": "f", "t": "f", "m": 0o644, "u": 0, "g": 0, "s": 0, "c": []})
+    with pytest.raises(CorruptData, match="entry 'f' has no field 'mt'"):
+        decode_tree(data, tree_id)
+
+
 def test_a_symlink_without_a_target_is_corrupt_data() -> None:
     data, tree_id = _tree({"n": "s", "t": "l", "m": 0o777, "u": 0, "g": 0, "mt": 0})
     with pytest.raises(CorruptData, match="symlink 's' has no target"):
