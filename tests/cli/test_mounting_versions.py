@@ -237,8 +237,8 @@ async def test_a_mounted_version_is_its_restore_entry_for_entry_and_byte_for_byt
     # a chunk of one file is damaged after the restore was made: that file, and only it, fails to read
     async with await open_repository(repo_url, cache_dir=tmp_path / "cache") as repo:
         view_entries = await repo.load_entries(await repo.load_record(sid))
-        damaged = next(e for e in view_entries if e["p"] == "damaged.bin")
-        chunk = bytes.fromhex(damaged["c"][0][0])
+        damaged = next(e for e in view_entries if e.path == "damaged.bin")
+        chunk = bytes.fromhex(damaged.content[0][0])
         where = (await repo.load_index()).chunks[chunk]
     pack = pack_file(repo_url, request, where.pack.hex())
     data = bytearray(pack.read_bytes())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import stat
@@ -11,12 +12,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 from rokstore import Repository, init_repository
 from rokstore.repository.index import encode_index, index_key
-from rokstore.repository.manifest import encode_record, snapshot_key
+from rokstore.repository.manifest import snapshot_key
 from rokstore.repository.packs import build_pack, pack_key
-from rokstore.repository.trees import encode_tree
 
 Forge = Callable[[Repository, list[dict[str, Any]]], Awaitable[str]]
 
@@ -142,7 +143,9 @@ async def forge_snapshot(repo: Repository, entries: list[dict[str, Any]]) -> str
             if entry["t"] == "d":
                 child["tree"] = build(entry["p"]).hex()
             tree.append(child)
-        tree_id, data = encode_tree(tree)
+        # the wire format itself (what a hostile writer stores), not the typed entries encode_tree takes
+        data = json.dumps({"entries": tree}, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()
+        tree_id = blake3.blake3(data).digest()
         blobs.append((tree_id, data, len(data), 0))
         return tree_id
 
@@ -167,7 +170,8 @@ async def forge_snapshot(repo: Repository, entries: list[dict[str, Any]]) -> str
         "errors": [],
         "index": [index_id],
     }
-    snapshot_id, data = encode_record(record)
+    data = json.dumps(record, sort_keys=True, separators=(",", ":")).encode()  # the wire format, as stored
+    snapshot_id = blake3.blake3(data).hexdigest()
     await repo.backend.put(snapshot_key(snapshot_id), data)
     return snapshot_id
 

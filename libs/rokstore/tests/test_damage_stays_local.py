@@ -32,8 +32,8 @@ async def _two_snapshots(repo: Repository, source: Path, tmp_path: Path) -> tupl
     a = await snapshot(repo, source)
     b = await snapshot(repo, _other_tree(tmp_path / "other"))
     return (
-        {"id": a.snapshot_id, **await repo.load_record(a.snapshot_id)},
-        {"id": b.snapshot_id, **await repo.load_record(b.snapshot_id)},
+        {"id": a.snapshot_id, "index": (await repo.load_record(a.snapshot_id)).index},
+        {"id": b.snapshot_id, "index": (await repo.load_record(b.snapshot_id)).index},
     )
 
 

@@ -38,9 +38,9 @@ async def test_changed_file_is_read_and_only_its_new_chunk_uploaded(repo: Reposi
     # FastCDC: appending a byte changes only the last chunk of the 3.4 MB file (random data: its length varies
     # from run to run, up to the 4 MiB maximum, so compare with the chunk itself rather than a fixed bound)
     entries = await repo.load_entries(await repo.load_record(stats.snapshot_id))
-    big = next(e for e in entries if e["p"] == "dir/big.bin")
-    assert len(big["c"]) > 1
-    assert stats.bytes_new == big["c"][-1][1]
+    big = next(e for e in entries if e.path == "dir/big.bin")
+    assert len(big.content) > 1
+    assert stats.bytes_new == big.content[-1][1]
     assert stats.bytes_read == os.path.getsize(source / "dir" / "big.bin") + len("hello\n")
 
 
@@ -97,7 +97,7 @@ async def test_unchanged_tree_is_reused_and_any_change_gives_a_new_one(
     first = await snapshot(repo, source)
     again = await snapshot(repo, source)
     records = [await repo.load_record(s.snapshot_id) for s in (first, again)]
-    assert records[0]["tree"] == records[1]["tree"]
+    assert records[0].tree == records[1].tree
     changes: list[Callable[[], None]] = [
         lambda: (source / "new-dir").mkdir(),
         lambda: os.chmod(source / "dir", 0o700),
@@ -109,15 +109,15 @@ async def test_unchanged_tree_is_reused_and_any_change_gives_a_new_one(
         lambda: (source / "empty-dir" / "added.txt").write_text("new\n"),
         lambda: os.rmdir(source / "new-dir"),
     ]
-    roots = {records[0]["tree"]}
+    roots = {records[0].tree}
     for number, change in enumerate(changes):
         change()
         time.sleep(0.06)  # past the racy window, as in conftest.settle
         stats = await snapshot(repo, source)
         unchanged = await snapshot(repo, source)
-        root = (await repo.load_record(stats.snapshot_id))["tree"]
+        root = (await repo.load_record(stats.snapshot_id)).tree
         assert root not in roots, f"change {number} kept the old root tree"
-        assert (await repo.load_record(unchanged.snapshot_id))["tree"] == root
+        assert (await repo.load_record(unchanged.snapshot_id)).tree == root
         roots.add(root)
         target = tmp_path / f"restored-{number}"
         await restore(repo, unchanged.snapshot_id, target)
@@ -139,7 +139,7 @@ async def test_a_change_deep_in_the_tree_writes_only_the_trees_on_its_path(repo:
     after = await snapshot(repo, volume)
     assert after.files_opened == 1
     new = set((await repo.load_index()).chunks) - blobs_before
-    trees_after = await repo.load_tree_closure(bytes.fromhex((await repo.load_record(after.snapshot_id))["tree"]))
+    trees_after = await repo.load_tree_closure(bytes.fromhex((await repo.load_record(after.snapshot_id)).tree))
     # the changed file's one chunk, and the trees of b/y, b and the root: nothing else was stored
     assert len(new) == 4 and len(new & trees_after.keys()) == 3
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from rokstore import CorruptData, Repository, SnapshotNotFound, TargetNotEmpty, UnsafePath, check, restore, snapshot
+from rokstore.repository.manifest import Entry
 
 ROOT = {"p": ".", "t": "d", "m": 0o755, "u": 0, "g": 0, "mt": 0}
 
@@ -118,9 +119,11 @@ async def test_check_finds_snapshots_whose_blobs_are_in_no_index(repo: Repositor
     assert report.problems[0].snapshots == [stats.snapshot_id]
 
 
-async def _entries(repo: Repository, snapshot_id: str) -> list[dict]:
+async def _entries(repo: Repository, snapshot_id: str) -> list[Entry]:
     return await repo.load_entries(await repo.load_record(snapshot_id))
 
 
-def _first_chunk(entries: list[dict], path: str) -> str:
-    return next(e for e in entries if e["p"] == path)["c"][0][0]
+def _first_chunk(entries: list[Entry], path: str) -> str:
+    content = next(e for e in entries if e.path == path).content
+    assert content is not None
+    return str(content[0][0])

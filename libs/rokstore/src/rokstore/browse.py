@@ -29,8 +29,8 @@ from rokcommon.errors import InvalidRequest, NotFound
 
 from rokstore.errors import CorruptData, StorePermanentError
 from rokstore.repository import Repository
-from rokstore.repository.manifest import Entry
-from rokstore.repository.trees import MAX_DEPTH, root_entry
+from rokstore.repository.manifest import Entry, SnapshotRecord
+from rokstore.repository.trees import MAX_DEPTH
 
 CACHE_BYTES = 64 << 20  # chunks kept in memory, in all
 READ_AHEAD = 8 << 20  # bytes fetched beyond a read that reaches the end of its chunks
@@ -74,26 +74,24 @@ class Node:
 
     @classmethod
     def of(cls, path: str, entry: Entry) -> Node:
-        kind = entry.get("t")
-        try:
-            tree = bytes.fromhex(entry["tree"]) if kind == "d" and "tree" in entry else None
-            return cls(
-                path=path,
-                kind=str(kind),
-                mode=int(entry.get("m", 0)),
-                uid=int(entry.get("u", 0)),
-                gid=int(entry.get("g", 0)),
-                mtime_ns=int(entry.get("mt", 0)),
-                size=int(entry.get("s", 0)) if kind == "f" else 0,
-                target=str(entry["l"]) if kind == "l" else None,
-                link=str(entry["h"]) if kind == "h" else None,
-                rdev=int(entry.get("r", 0)),
-                tree=tree,
-                chunks=tuple((c, int(n)) for c, n in entry.get("c", ())) if kind == "f" else (),
-                xattrs=dict(entry.get("x", {})),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise CorruptData(f"the entry of {path or '/'!r} is damaged ({error}); run 'rok repo check'") from None
+        """The node of ``entry`` (decoded, so its fields have their types) at ``path``."""
+        kind = entry.kind
+        file = kind == "f"
+        return cls(
+            path=path,
+            kind=kind,
+            mode=entry.mode,
+            uid=entry.uid,
+            gid=entry.gid,
+            mtime_ns=entry.mtime_ns,
+            size=(entry.size or 0) if file else 0,
+            target=entry.target if kind == "l" else None,
+            link=entry.link if kind == "h" else None,
+            rdev=entry.rdev or 0,
+            tree=bytes.fromhex(entry.tree) if kind == "d" and entry.tree is not None else None,
+            chunks=tuple((c, n) for c, n in entry.content or ()) if file else (),
+            xattrs=dict(entry.xattrs or {}),
+        )
 
 
 class ChunkCache:
@@ -165,12 +163,12 @@ class ChunkCache:
 class SnapshotView:
     """One snapshot of ``repo``, looked into path by path (see the module's docstring)."""
 
-    def __init__(self, repo: Repository, snapshot_id: str, record: dict[str, Any], cache: ChunkCache) -> None:
+    def __init__(self, repo: Repository, snapshot_id: str, record: SnapshotRecord, cache: ChunkCache) -> None:
         self.repo = repo
         self.snapshot_id = snapshot_id
         self.record = record
         self.cache = cache
-        self.root = replace(Node.of("", root_entry(record)), tree=bytes.fromhex(record["tree"]))
+        self.root = replace(Node.of("", record.root), tree=bytes.fromhex(record.tree))
         self._indexes: OrderedDict[bytes, dict[str, Entry]] = OrderedDict()
         self._layouts: OrderedDict[tuple[str, ...], list[int]] = OrderedDict()
         self._links: dict[str, tuple[str, ...]] | None = None
@@ -233,11 +231,11 @@ class SnapshotView:
                 if prefix.count("/") >= MAX_DEPTH:
                     raise CorruptData(f"{prefix!r} is nested deeper than {MAX_DEPTH} directories")
                 for entry in trees[tree_id]:
-                    path = prefix + entry["n"]
-                    if entry["t"] == "d":
-                        stack.append((path + "/", bytes.fromhex(entry["tree"])))
-                    elif entry["t"] == "h":
-                        links.setdefault(str(entry["h"]), []).append(path)
+                    path = prefix + entry.path
+                    if entry.kind == "d" and entry.tree is not None:
+                        stack.append((path + "/", bytes.fromhex(entry.tree)))
+                    elif entry.kind == "h" and entry.link is not None:
+                        links.setdefault(entry.link, []).append(path)
             self._links = {first: tuple(sorted(later)) for first, later in links.items()}
         return self._links
 
@@ -325,7 +323,7 @@ class SnapshotView:
         index = self._indexes.get(tree_id)
         if index is None:
             entries = (await self.repo.load_trees([tree_id]))[tree_id]
-            index = {str(e["n"]): e for e in sorted(entries, key=lambda e: str(e["n"]))}
+            index = {e.path: e for e in sorted(entries, key=lambda e: e.path)}
             self._indexes[tree_id] = index
             while len(self._indexes) > TREE_INDEXES:
                 self._indexes.popitem(last=False)

@@ -7,20 +7,19 @@ and never read. A directory is changed when its own entry is (its tree id aside)
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from rokstore.errors import ObjectNotFound, SnapshotNotFound
 from rokstore.models import SnapshotDiff
 from rokstore.repository import Repository
-from rokstore.repository.manifest import Entry
+from rokstore.repository.manifest import Entry, SnapshotRecord
 from rokstore.repository.trees import subtrees
 
 
 async def diff(repo: Repository, a_id: str, b_id: str) -> SnapshotDiff:
     """Paths added, removed and changed from snapshot ``a_id`` to ``b_id`` (ids or unique prefixes of them)."""
     (a_full, a_record), (b_full, b_record) = await asyncio.gather(_record(repo, a_id), _record(repo, b_id))
-    a_root = bytes.fromhex(a_record["tree"])
-    b_root = bytes.fromhex(b_record["tree"])
+    a_root = bytes.fromhex(a_record.tree)
+    b_root = bytes.fromhex(b_record.tree)
     added: list[str] = []
     removed: list[str] = []
     changed: list[str] = []
@@ -32,13 +31,13 @@ async def diff(repo: Repository, a_id: str, b_id: str) -> SnapshotDiff:
         below: list[tuple[str, bytes, list[str]]] = []
         for prefix, tree, out in only:
             for entry in trees[tree]:
-                path = prefix + entry["n"]
+                path = prefix + entry.path
                 out.append(path)
-                if entry["t"] == "d":
-                    below.append((path + "/", bytes.fromhex(entry["tree"]), out))
+                if entry.kind == "d" and entry.tree is not None:
+                    below.append((path + "/", bytes.fromhex(entry.tree), out))
         for prefix, a, b in pairs:
-            a_entries = {e["n"]: e for e in trees[a]}
-            b_entries = {e["n"]: e for e in trees[b]}
+            a_entries = {e.path: e for e in trees[a]}
+            b_entries = {e.path: e for e in trees[b]}
             for name, entry in a_entries.items():
                 path = prefix + name
                 other = b_entries.get(name)
@@ -48,7 +47,7 @@ async def diff(repo: Repository, a_id: str, b_id: str) -> SnapshotDiff:
                     continue
                 if _own(entry) != _own(other):
                     changed.append(path)
-                a_tree, b_tree = entry.get("tree"), other.get("tree")
+                a_tree, b_tree = entry.tree, other.tree
                 if a_tree is not None and b_tree is not None:
                     if a_tree != b_tree:
                         following.append((path + "/", bytes.fromhex(a_tree), bytes.fromhex(b_tree)))
@@ -65,7 +64,7 @@ async def diff(repo: Repository, a_id: str, b_id: str) -> SnapshotDiff:
     return SnapshotDiff(a=a_full, b=b_full, added=sorted(added), removed=sorted(removed), changed=sorted(changed))
 
 
-async def _record(repo: Repository, snapshot_id: str) -> tuple[str, dict[str, Any]]:
+async def _record(repo: Repository, snapshot_id: str) -> tuple[str, SnapshotRecord]:
     """A snapshot's full id and record: a full id is read at once (one GET), a prefix resolved by a listing."""
     wanted = snapshot_id.strip().lower()
     if len(wanted) == 64 and all(c in "0123456789abcdef" for c in wanted):
@@ -81,4 +80,4 @@ async def _record(repo: Repository, snapshot_id: str) -> tuple[str, dict[str, An
 
 def _own(entry: Entry) -> Entry:
     """An entry without the id of its tree: what makes a directory itself changed."""
-    return {k: v for k, v in entry.items() if k != "tree"}
+    return entry.at(entry.path)

@@ -155,20 +155,20 @@ class TreeRestorer:
         """pack -> chunk -> (location, [(file, offset), ...])."""
         plan: Plan = defaultdict(dict)
         for entry in self.entries:
-            if entry["t"] not in ("f", "h"):
+            if entry.kind not in ("f", "h"):
                 continue
             self.files += 1
-            if entry["t"] != "f":
+            if entry.kind != "f":
                 continue
             offset = 0
-            path = entry["p"]
-            for chunk_hex, length in entry.get("c", ()):
+            path = entry.path
+            for chunk_hex, length in entry.content or ():
                 if chunk_hex is not None:
                     chunk = bytes.fromhex(chunk_hex)
                     location = chunks.get(chunk)
                     if location is None:
                         raise CorruptData(
-                            f"chunk {chunk_hex} of {entry['p']!r} in snapshot {self.snapshot_id[:12]} is not in "
+                            f"chunk {chunk_hex} of {entry.path!r} in snapshot {self.snapshot_id[:12]} is not in "
                             "any pack that exists; run 'rok repo check'"
                         )
                     slot = plan[location.pack].get(chunk)
@@ -183,7 +183,7 @@ class TreeRestorer:
     def _create_tree(self) -> None:
         files: list[Entry] = []
         for entry in self.entries:
-            kind, rel = entry["t"], entry["p"]
+            kind, rel = entry.kind, entry.path
             if kind == "d" and rel != ".":
                 self.tree.mkdir(rel)
             elif kind == "f":
@@ -193,13 +193,13 @@ class TreeRestorer:
 
     def _create_files(self, entries: list[Entry]) -> None:
         for entry in entries:
-            size = entry.get("s", 0)
+            size = entry.size or 0
             if not isinstance(size, int) or not 0 <= size <= MAX_FILE_SIZE:
                 raise CorruptData(
-                    f"file {entry['p']!r} of snapshot {self.snapshot_id[:12]} claims a size of {size!r} bytes, "
+                    f"file {entry.path!r} of snapshot {self.snapshot_id[:12]} claims a size of {size!r} bytes, "
                     f"more than any volume holds: the snapshot is damaged; nothing was restored into {self.target}"
                 )
-            self.tree.create(entry["p"], size)
+            self.tree.create(entry.path, size)
 
     async def _fetch_all(self, plan: Plan) -> None:
         loop = asyncio.get_running_loop()
@@ -280,9 +280,9 @@ class TreeRestorer:
         """Every restored file is a regular file of its snapshot's size (what a lost ftruncate or a swapped file
         would change); its content was checked chunk by chunk on the way in."""
         for entry in self.entries:
-            if entry["t"] != "f":
+            if entry.kind != "f":
                 continue
-            rel = entry["p"]
+            rel = entry.path
             fd = self.tree.open(rel, O_READ)
             try:
                 st = os.fstat(fd)
@@ -291,24 +291,24 @@ class TreeRestorer:
             self._check_is_the_file(rel, entry, st)
 
     def _check_is_the_file(self, rel: str, entry: Entry, st: os.stat_result) -> None:
-        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.get("s", 0):
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or 0:
             raise CorruptData(
                 f"restored file {rel!r} in {self.target} is not the snapshot's ({st.st_size} bytes, "
-                f"{entry.get('s', 0)} expected); nothing was left in {self.target}"
+                f"{entry.size or 0} expected); nothing was left in {self.target}"
             )
 
     def _verify_files(self) -> None:
         """Read every restored file back: its size, and each chunk against its id (a chunk never written, a
         write that went astray or a file that was swapped fails here, naming the file and the chunk).
         Largest files first, a few at a time (reads and BLAKE3 release the GIL)."""
-        files = sorted((e for e in self.entries if e["t"] == "f"), key=lambda e: -int(e.get("s", 0)))
+        files = sorted((e for e in self.entries if e.kind == "f"), key=lambda e: -int(e.size or 0))
         local = threading.local()
         with concurrent.futures.ThreadPoolExecutor(WORKERS + 1, thread_name_prefix="rok-verify") as pool:
             for done in pool.map(lambda entry: self._verify_file(entry, local), files):
                 del done
 
     def _verify_file(self, entry: Entry, local: threading.local) -> None:
-        rel = entry["p"]
+        rel = entry.path
         buffer: bytearray | None = getattr(local, "buffer", None)
         if buffer is None:
             buffer = local.buffer = bytearray(MAX_SIZE)
@@ -318,7 +318,7 @@ class TreeRestorer:
             st = os.fstat(fd)
             self._check_is_the_file(rel, entry, st)
             offset = 0
-            for chunk_hex, length in entry.get("c", ()):
+            for chunk_hex, length in entry.content or ():
                 if chunk_hex is not None:
                     part = view[:length] if length <= len(view) else memoryview(bytearray(length))
                     got = os.preadv(fd, [part], offset)
@@ -335,9 +335,9 @@ class TreeRestorer:
         as_root = os.geteuid() == 0
         tree = self.tree
         for entry in self.entries:
-            kind, rel = entry["t"], entry["p"]
+            kind, rel = entry.kind, entry.path
             if kind == "h":
-                tree.link(entry["h"], rel)
+                tree.link(entry.link, rel)
             elif kind == "p":
                 tree.mkfifo(rel)
             elif kind in ("c", "b"):
@@ -346,14 +346,14 @@ class TreeRestorer:
                 elif not as_root:
                     self.warnings.append(f"{rel}: device file skipped (restoring devices needs root)")
                 else:
-                    tree.mknod(rel, stat.S_IFCHR if kind == "c" else stat.S_IFBLK, entry.get("r", 0))
+                    tree.mknod(rel, stat.S_IFCHR if kind == "c" else stat.S_IFBLK, entry.rdev or 0)
         for entry in self.entries:
-            if entry["t"] == "l":
-                tree.symlink(entry["l"], entry["p"])
+            if entry.kind == "l":
+                tree.symlink(entry.target, entry.path)
         dirs: list[Entry] = []
         others: list[Entry] = []
         for entry in self.entries:
-            kind = entry["t"]
+            kind = entry.kind
             if kind == "d":
                 dirs.append(entry)
             elif kind != "h" and self._created(entry, as_root):
@@ -368,17 +368,17 @@ class TreeRestorer:
             self._metadata(entry, as_root)
 
     def _created(self, entry: Entry, as_root: bool) -> bool:
-        return entry["t"] not in ("c", "b") or (self.devices and as_root)
+        return entry.kind not in ("c", "b") or (self.devices and as_root)
 
     def _metadata(self, entry: Entry, as_root: bool) -> None:
-        kind, mode = entry["t"], entry["m"]
+        kind, mode = entry.kind, entry.mode
         if kind != "d" and mode & _SET_ID and not self.keep_setuid:
             mode &= ~_SET_ID
             self.warnings.append(
-                f"{entry['p']}: set-uid/set-gid bits cleared (restore with --keep-setuid to keep them)"
+                f"{entry.path}: set-uid/set-gid bits cleared (restore with --keep-setuid to keep them)"
             )
-        owner = (entry["u"], entry["g"]) if as_root else None
-        self.warnings += self.tree.apply(entry["p"], kind, mode, owner, entry["mt"], entry.get("x") or {})
+        owner = (entry.uid, entry.gid) if as_root else None
+        self.warnings += self.tree.apply(entry.path, kind, mode, owner, entry.mtime_ns, entry.xattrs or {})
 
     def verify_structure(self) -> None:
         """The staging tree holds exactly the snapshot's names, each of its type (nothing swapped or added);
@@ -386,17 +386,17 @@ class TreeRestorer:
         as_root = os.geteuid() == 0
         children: dict[str, set[str]] = defaultdict(set)
         for entry in self.entries:
-            rel = entry["p"]
+            rel = entry.path
             if rel == "." or not self._created(entry, as_root):
                 continue
             parent, _, name = rel.rpartition("/")
             children[parent or "."].add(name)
-            if not kind_matches(entry["t"], self.tree.kind_of(rel)):
+            if not kind_matches(entry.kind, self.tree.kind_of(rel)):
                 raise self.tree.failed("verify", rel, OSError(errno.ELOOP, "its type changed"))
         for entry in self.entries:
-            if entry["t"] == "d" and self.tree.names(entry["p"]) != children.get(entry["p"], set()):
+            if entry.kind == "d" and self.tree.names(entry.path) != children.get(entry.path, set()):
                 raise self.tree.failed(
-                    "verify", entry["p"], OSError(errno.ELOOP, "it holds names the snapshot does not")
+                    "verify", entry.path, OSError(errno.ELOOP, "it holds names the snapshot does not")
                 )
 
 

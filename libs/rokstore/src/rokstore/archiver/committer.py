@@ -17,7 +17,7 @@ from rokstore.errors import RepositoryLocked
 from rokstore.repository import Repository
 from rokstore.repository.index import Location, encode_index, index_key
 from rokstore.repository.locks import Lock
-from rokstore.repository.manifest import RECORD_VERSION, Entry, encode_record, snapshot_key
+from rokstore.repository.manifest import Entry, SnapshotRecord, encode_record, snapshot_key
 from rokstore.repository.packs import SealedPack
 from rokstore.repository.trees import deepest_first, encode_tree
 
@@ -51,17 +51,16 @@ class TreeSaver:
                 continue
             children: list[Entry] = []
             for entry in entries:
-                path = entry["p"]
-                if failed and (path in failed or entry.get("h") in failed):
+                path = entry.path
+                if failed and (path in failed or entry.link in failed):
                     continue  # could not be read: left out, named in the record's errors
-                child = {k: v for k, v in entry.items() if k != "p"}
-                child["n"] = path.rpartition("/")[2]
-                if entry["t"] == "d":
+                if entry.kind == "d":
                     subtree = ids.get(path)
                     if subtree is None:  # its listing never ran (a walker thread failed, and the snapshot with it)
                         continue
-                    child["tree"] = subtree.hex()
-                children.append(child)
+                    children.append(entry.at(path.rpartition("/")[2], subtree.hex()))
+                else:
+                    children.append(entry.at(path.rpartition("/")[2]))
             tree_id, data = encode_tree(children)
             ids[rel] = tree_id
             if self.saver.save_tree(tree_id, data):
@@ -97,22 +96,21 @@ class Committer:
         """The snapshot record, last: from here on the snapshot exists. Its id. ``root`` is the root directory's
         own entry, whose metadata no tree holds."""
         tally = self.tally
-        record = {
-            "version": RECORD_VERSION,
-            "tree": tree.hex(),
-            "root": {k: v for k, v in root.items() if k not in ("p", "t")},
-            "time": datetime.datetime.now(datetime.UTC).isoformat(),
-            "hostname": socket.gethostname(),
-            "path": str(source),
-            "tags": tags,
-            "files": tally.files,
-            "dirs": tally.dirs,
-            "bytes": tally.bytes_scanned,
-            "bytes_new": tally.bytes_new,
-            "incomplete": bool(tally.errors),
-            "errors": sorted(tally.errors)[:1000],
-            "index": index_ids,
-        }
+        record = SnapshotRecord(
+            tree=tree.hex(),
+            root=root,
+            time=datetime.datetime.now(datetime.UTC).isoformat(),
+            hostname=socket.gethostname(),
+            path=str(source),
+            tags=tags,
+            files=tally.files,
+            dirs=tally.dirs,
+            bytes=tally.bytes_scanned,
+            bytes_new=tally.bytes_new,
+            incomplete=bool(tally.errors),
+            errors=sorted(tally.errors)[:1000],
+            index=index_ids,
+        )
         snapshot_id, data = encode_record(record)
         with tracer.start_as_current_span("rok.store.snapshot_record.write") as span:
             span.set_attribute("rok.snapshot.id", snapshot_id)

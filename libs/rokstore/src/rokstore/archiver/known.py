@@ -107,9 +107,9 @@ class KnownFiles:
             and cached[5] == cst.st_ino
             and (self._content is None or self._chunks_stored(rel))
         ):
-            # Same ctime: neither content nor xattrs changed since the cached read. The content ("c", "x") is
+            # Same ctime: neither content nor xattrs changed since the cached read. The content and xattrs are
             # filled in after the walk (see fill_hits).
-            entry["s"] = cst.st_size
+            entry.size = cst.st_size
             self.hits.append((path, rel, entry, cst))
             return True
         return False
@@ -163,9 +163,9 @@ class KnownFiles:
                 missing.add(rel)
                 read(path, rel, entry, st)
                 continue
-            entry["c"] = found[0]
+            entry.content = found[0]
             if found[1]:
-                entry["x"] = found[1]
+                entry.xattrs = found[1]
         if missing:
             self.hits = [hit for hit in self.hits if hit[1] not in missing]
 

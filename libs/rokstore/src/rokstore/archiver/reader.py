@@ -109,11 +109,11 @@ class FileReader:
                     content[position][0] = job.result()
             for job in jobs:
                 job.result()
-            entry["c"] = content
-            entry["s"] = sum(length for _, length in content)
+            entry.content = content
+            entry.size = sum(length for _, length in content)
             xattrs = read_xattrs(fd)  # the file read, not whatever the path leads to by now
             if xattrs:
-                entry["x"] = xattrs
+                entry.xattrs = xattrs
             self.known.remember_read(rel, st, content, xattrs)
             with tally.lock:
                 if st.st_size <= MIN_SIZE:

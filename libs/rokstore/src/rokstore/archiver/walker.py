@@ -23,7 +23,7 @@ from rokstore.archiver.reader import BATCH, FileReader
 from rokstore.archiver.tally import Tally, replaced
 from rokstore.errors import StorePermanentError
 from rokstore.repository.cache import pack_listing
-from rokstore.repository.manifest import Entry
+from rokstore.repository.manifest import Entry, Kind
 from rokstore.xattrs import read_xattrs
 
 try:
@@ -60,6 +60,8 @@ class Walker:
         # same directories: path, identity, the walk's stats (None: scanned in C), signature, regular files
         self._same: dict[str, tuple[str, os.stat_result | Identity, Stats | None, bytes, int]] = {}
         self.scan = scan  # None: the Python path
+        # files with several links, by relative path: (device, inode), path, stat (see walk)
+        self._linked: dict[str, tuple[tuple[int, int], str, os.stat_result]] = {}
 
     def walk(self) -> None:
         """List the tree on this thread, then put the entries in order.
@@ -97,21 +99,22 @@ class Walker:
         # Hard links: the first name in walk order holds the content, later ones point at it.
         links: dict[tuple[int, int], str] = {}
         batch: list[tuple[str, str, Entry, os.stat_result]] = []
-        for entry in self.entries:
-            link = entry.pop("_link", None)
+        linked, self._linked = self._linked, {}
+        for entry in self.entries if linked else ():
+            link = linked.pop(entry.path, None)
             if link is None:
                 continue
             identity, path, cst = link
             first = links.get(identity)
             if first is None:
-                links[identity] = entry["p"]
+                links[identity] = entry.path
                 self.tally.bytes_scanned += cst.st_size
-                if self._cached_or_queued(path, entry["p"], entry, cst, batch):
+                if self._cached_or_queued(path, entry.path, entry, cst, batch):
                     with self.tally.lock:
                         self.tally.files_done += 1
             else:
-                entry["t"] = "h"
-                entry["h"] = first
+                entry.kind = "h"
+                entry.link = first
         if batch:
             self.reader.submit(batch)
 
@@ -282,18 +285,11 @@ class Walker:
             mode = cst.st_mode
             if stat.S_ISREG(mode):
                 files += 1
-                entry: Entry = {
-                    "p": child,
-                    "t": "f",
-                    "m": s_imode(mode),
-                    "u": cst.st_uid,
-                    "g": cst.st_gid,
-                    "mt": cst.st_mtime_ns,
-                }
+                entry = Entry(child, "f", s_imode(mode), cst.st_uid, cst.st_gid, cst.st_mtime_ns)
                 entries.append(entry)
                 if cst.st_nlink > 1:
                     # decided once all names are known and in order (see walk)
-                    entry["_link"] = ((cst.st_dev, cst.st_ino), child_path, cst)
+                    self._linked[child] = ((cst.st_dev, cst.st_ino), child_path, cst)
                     self.known.linked.add(rel)
                     continue
                 scanned += cst.st_size
@@ -309,7 +305,7 @@ class Walker:
             elif stat.S_ISLNK(mode):
                 entry = self._entry(child, child_path, cst, "l")
                 try:
-                    entry["l"] = os.readlink(name, dir_fd=dir_fd)
+                    entry.target = os.readlink(name, dir_fd=dir_fd)
                 except OSError as error:
                     self.tally.fail(child, error)
                     continue
@@ -318,7 +314,7 @@ class Walker:
                 entries.append(self._entry(child, child_path, cst, "p"))
             elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
                 entry = self._entry(child, child_path, cst, "c" if stat.S_ISCHR(mode) else "b")
-                entry["r"] = cst.st_rdev
+                entry.rdev = cst.st_rdev
                 entries.append(entry)
             else:
                 self.tally.warn(f"{child}: skipped (a socket or unknown file type)")
@@ -333,17 +329,10 @@ class Walker:
                 tally.files_done += cached
         return entries
 
-    def _entry(self, rel: str, path: str, st: os.stat_result, kind: str, xattrs: bool = True) -> Entry:
-        entry: Entry = {
-            "p": rel,
-            "t": kind,
-            "m": stat.S_IMODE(st.st_mode),
-            "u": st.st_uid,
-            "g": st.st_gid,
-            "mt": st.st_mtime_ns,
-        }
+    def _entry(self, rel: str, path: str, st: os.stat_result, kind: Kind, xattrs: bool = True) -> Entry:
+        entry = Entry(rel, kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns)
         if xattrs:
             found = read_xattrs(path)
             if found:
-                entry["x"] = found
+                entry.xattrs = found
         return entry

@@ -27,7 +27,7 @@ async def load_references(
     for sid in ids:
         try:
             record = await repo.load_record(sid)
-            reached = await repo.load_tree_closure(bytes.fromhex(record["tree"]), trees, from_storage=True)
+            reached = await repo.load_tree_closure(bytes.fromhex(record.tree), trees, from_storage=True)
         except MissingBlob as error:
             problems.append(Problem("missing-tree", error.blob.hex(), f"snapshot {sid[:12]}: {error}", [sid]))
             continue

@@ -30,9 +30,9 @@ from rokstore.repository.cache import IndexCache, default_cache_dir
 from rokstore.repository.config import CONFIG_KEY, new_config, parse_config
 from rokstore.repository.index import Index, Location, decode_index, index_key
 from rokstore.repository.locks import Lock
-from rokstore.repository.manifest import Entry, decode_record, snapshot_key
+from rokstore.repository.manifest import Entry, SnapshotRecord, decode_record, snapshot_key
 from rokstore.repository.packs import decompress, pack_key
-from rokstore.repository.trees import decode_tree, flatten, root_entry, subtrees
+from rokstore.repository.trees import decode_tree, flatten, subtrees
 
 PACKS_IN_FLIGHT = 8  # ranged GETs of tree packs at once
 TREE_MEMORY = 200_000  # entries of decoded trees kept in memory (reused by the next diff or snapshot)
@@ -179,7 +179,7 @@ class Repository:
             raise SnapshotNotFound(f"snapshot id prefix {prefix!r} is ambiguous in {self.url}; give more characters")
         return matches[0]
 
-    async def load_record(self, snapshot_id: str) -> dict[str, Any]:
+    async def load_record(self, snapshot_id: str) -> SnapshotRecord:
         return decode_record(await self.backend.get(snapshot_key(snapshot_id)), snapshot_id)
 
     async def read_blobs(self, blobs: Iterable[bytes], what: str = "blob") -> dict[bytes, bytes]:
@@ -266,11 +266,11 @@ class Repository:
             level = following
         return reached
 
-    async def load_entries(self, record: dict[str, Any]) -> list[Entry]:
+    async def load_entries(self, record: SnapshotRecord) -> list[Entry]:
         """A snapshot's entries in walk order, each with its path ``p`` (``"."`` is the root)."""
-        root = bytes.fromhex(record["tree"])
+        root = bytes.fromhex(record.tree)
         trees = await self.load_tree_closure(root)
-        return await asyncio.to_thread(flatten, root_entry(record), root, trees)
+        return await asyncio.to_thread(flatten, record.root, root, trees)
 
     async def list_snapshots(self) -> list[SnapshotInfo]:
         """The snapshots whose records can be read, oldest first (see :meth:`scan_snapshots`)."""
@@ -291,23 +291,19 @@ class Repository:
                 except CorruptData as error:
                     skipped.append(f"skipped snapshot {sid[:16]}: {error}")
                     return None
-            try:
-                return SnapshotInfo(
-                    id=sid,
-                    time=str(r["time"]),
-                    hostname=str(r["hostname"]),
-                    path=str(r["path"]),
-                    tags=dict(r.get("tags", {})),
-                    files=int(r.get("files", 0)),
-                    dirs=int(r.get("dirs", 0)),
-                    bytes=int(r.get("bytes", 0)),
-                    bytes_new=int(r.get("bytes_new", 0)),
-                    incomplete=bool(r.get("incomplete", False)),
-                    tree=str(r["tree"]),
-                )
-            except (KeyError, TypeError, ValueError) as error:
-                skipped.append(f"skipped snapshot {sid[:16]}: its record lacks or garbles {error}")
-                return None
+            return SnapshotInfo(
+                id=sid,
+                time=r.time,
+                hostname=r.hostname,
+                path=r.path,
+                tags=dict(r.tags),
+                files=r.files,
+                dirs=r.dirs,
+                bytes=r.bytes,
+                bytes_new=r.bytes_new,
+                incomplete=r.incomplete,
+                tree=r.tree,
+            )
 
         infos = [i for i in await asyncio.gather(*(one(s) for s in ids)) if i is not None]
         return sorted(infos, key=lambda i: (i.time, i.id)), sorted(skipped)
