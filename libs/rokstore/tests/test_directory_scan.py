@@ -215,20 +215,20 @@ async def test_a_cache_the_python_path_wrote_is_reused_by_the_c_scan_and_back(
     monkeypatch.setattr(walker, "scan", rokscan.scan)
     again = await snapshot(repo, source)
     assert again.files_opened == 0
-    root = (await repo.load_record(first.snapshot_id))["tree"]
-    assert (await repo.load_record(again.snapshot_id))["tree"] == root
+    root = (await repo.load_record(first.snapshot_id)).tree
+    assert (await repo.load_record(again.snapshot_id)).tree == root
     with open(source / "dir" / "big.bin", "ab") as f:
         f.write(b"!")
     time.sleep(0.06)  # past the racy window, as in conftest.settle
     monkeypatch.setattr(walker, "scan", None)
     changed = await snapshot(repo, source)
     assert changed.files_opened == 1
-    changed_root = (await repo.load_record(changed.snapshot_id))["tree"]
+    changed_root = (await repo.load_record(changed.snapshot_id)).tree
     assert changed_root != root
     monkeypatch.setattr(walker, "scan", rokscan.scan)
     last = await snapshot(repo, source)
     assert last.files_opened == 0
-    assert (await repo.load_record(last.snapshot_id))["tree"] == changed_root
+    assert (await repo.load_record(last.snapshot_id)).tree == changed_root
 
 
 async def test_a_same_directory_changed_before_its_entries_are_built_is_snapshotted_as_it_is_then(
@@ -261,4 +261,4 @@ async def test_a_same_directory_changed_before_its_entries_are_built_is_snapshot
     time.sleep(0.06)
     after = await snapshot(repo, volume)
     assert after.files_opened == 1  # top.txt changed within the racy window of the last one: read again
-    assert (await repo.load_record(after.snapshot_id))["tree"] == (await repo.load_record(during.snapshot_id))["tree"]
+    assert (await repo.load_record(after.snapshot_id)).tree == (await repo.load_record(during.snapshot_id)).tree
