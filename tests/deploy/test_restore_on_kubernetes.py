@@ -301,3 +301,19 @@ async def test_a_retried_clone_task_finds_its_clone_made_and_anything_else_is_st
             _objects(cluster, "persistentvolumeclaims")["ws-run-7f3a0c9e77b1"]["metadata"]["uid"]
             == made["metadata"]["uid"]
         )
+
+
+async def test_a_restore_pod_that_never_ends_is_given_up_after_the_timeout_and_removed(cluster, stored):
+    """No kubelet runs it: the pod never starts, the restorer waits the restore pod timeout, says so (a temporary
+    failure: the request is retried), and removes the pod."""
+    workspace = stored["volumes"][0]
+    settings = KubernetesSettings(
+        kube="incluster", restore_image="rok/restorer:9.9", restore_poll_interval=0.05, restore_pod_timeout=0.3
+    )
+    target = KubernetesTargets(cluster.api_client, settings)(PvcTarget(namespace=NS, name="never"), [workspace])
+    await target.claim()
+    with pytest.raises(TemporaryError, match=r"rok-restore-never failed: did not finish within 0s \(phase \w+\)"):
+        await target.restore_volume(workspace, None)
+    assert "rok-restore-never" not in _objects(cluster, "pods")
+    await target.discard()
+    assert not _objects(cluster, "persistentvolumeclaims")

@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -315,25 +315,27 @@ class KubernetesTarget:
         log.info("PVC %s/%s is bound to the restored volume %s", self.namespace, claim, pv_name)
 
     def _wait_bound(self, claim: str) -> None:
-        deadline = time.monotonic() + self.settings.restore_pod_timeout
-        while True:
-            found = self.core.read_namespaced_persistent_volume_claim(claim, self.namespace)
+        for found in self._polled(lambda: self.core.read_namespaced_persistent_volume_claim(claim, self.namespace)):
             if found.status is not None and found.status.phase == "Bound":
                 return
-            if time.monotonic() > deadline:
-                raise TemporaryError(f"PVC {self.namespace}/{claim} was not bound to its restored volume in time")
-            time.sleep(self.settings.restore_poll_interval)
+        raise TemporaryError(f"PVC {self.namespace}/{claim} was not bound to its restored volume in time")
 
     def _wait(self, name: str) -> tuple[str, str]:
         """Poll the pod until it ends: (phase, its container's termination message)."""
-        deadline = time.monotonic() + self.settings.restore_pod_timeout
-        while True:
-            pod = self.core.read_namespaced_pod(name, self.namespace)
+        phase = None
+        for pod in self._polled(lambda: self.core.read_namespaced_pod(name, self.namespace)):
             phase = pod.status.phase if pod.status else None
             if phase in ("Succeeded", "Failed"):
                 return phase, _termination_message(pod)
+        return "Timeout", f"did not finish within {self.settings.restore_pod_timeout:.0f}s (phase {phase})"
+
+    def _polled(self, read: Callable[[], Any]) -> Iterator[Any]:
+        """What ``read()`` answers, every poll interval, until the restore pod timeout has passed."""
+        deadline = time.monotonic() + self.settings.restore_pod_timeout
+        while True:
+            yield read()
             if time.monotonic() > deadline:
-                return "Timeout", f"did not finish within {self.settings.restore_pod_timeout:.0f}s (phase {phase})"
+                return
             time.sleep(self.settings.restore_poll_interval)
 
     # --- the notebook --------------------------------------------------------------------------------------
