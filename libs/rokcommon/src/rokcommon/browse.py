@@ -26,13 +26,9 @@ from collections.abc import AsyncIterator
 from typing import Literal
 
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from opentelemetry import propagate
 from pydantic import Field
 
 from rokcommon import payloads, subjects
-from rokcommon.errors import TemporaryError
 from rokcommon.events import Model, Name
 from rokcommon.registry_contract import Reply, raise_error, reply_budget
 from rokcommon.urls import parse_url
@@ -176,17 +172,13 @@ class BrowseClient:
             limit=limit,
             requested_by=self.requested_by,
         )
-        data = request.model_dump_json().encode()
-        headers: dict[str, str] = {}
-        propagate.inject(headers)  # the restorer's answer joins the asker's trace
-        payloads.check(self.nc, subjects.STORE_BROWSE, data, headers)
-        try:
-            msg = await self.nc.request(subjects.STORE_BROWSE, data, timeout=self.timeout, headers=headers or None)
-        except NoRespondersError:
-            raise TemporaryError(
-                f"no service answers {subjects.STORE_BROWSE}: is rok-restorer running (rok up)?", delay=1.0
-            ) from None
-        except (TimeoutError, NatsTimeoutError):
-            raise TemporaryError(f"no answer about {url} came back within {self.timeout:g}s", delay=1.0) from None
+        msg = await payloads.request(
+            self.nc,
+            subjects.STORE_BROWSE,
+            request.model_dump_json().encode(),
+            timeout=self.timeout,
+            nobody=f"no service answers {subjects.STORE_BROWSE}: is rok-restorer running (rok up)?",
+            too_late=f"no answer about {url} came back within {self.timeout:g}s",
+        )
         body: bytes = msg.data
         return body

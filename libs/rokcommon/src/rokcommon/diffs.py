@@ -16,13 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from rokcommon import payloads, subjects
-from rokcommon.errors import TemporaryError
 from rokcommon.events import Model, Name
 from rokcommon.registry_contract import Reply, raise_error
 from rokcommon.urls import parse_url
@@ -85,18 +82,14 @@ async def request_diff(
     with tracer.start_as_current_span(f"{subjects.STORE_DIFF} request", kind=SpanKind.CLIENT) as span:
         span.set_attribute("messaging.system", "nats")
         span.set_attribute("messaging.destination.name", subjects.STORE_DIFF)
-        headers: dict[str, str] = {}
-        propagate.inject(headers)
-        data = request.model_dump_json().encode()
-        payloads.check(nc, subjects.STORE_DIFF, data, headers)
-        try:
-            msg = await nc.request(subjects.STORE_DIFF, data, timeout=timeout, headers=headers)
-        except NoRespondersError:
-            raise TemporaryError(
-                f"no service answers diffs on {subjects.STORE_DIFF}: is rok-restorer running (rok up)?", delay=1.0
-            ) from None
-        except (TimeoutError, NatsTimeoutError):
-            raise TemporaryError(f"no diff of {a} and {b} came back within {timeout:g}s", delay=1.0) from None
+        msg = await payloads.request(
+            nc,
+            subjects.STORE_DIFF,
+            request.model_dump_json().encode(),
+            timeout=timeout,
+            nobody=f"no service answers diffs on {subjects.STORE_DIFF}: is rok-restorer running (rok up)?",
+            too_late=f"no diff of {a} and {b} came back within {timeout:g}s",
+        )
     reply = Reply.model_validate_json(msg.data)
     if reply.error is not None:
         raise_error(reply.error)

@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
+from opentelemetry import propagate
 
-from rokcommon.errors import PermanentError
+from rokcommon.errors import PermanentError, TemporaryError
 
 _HEADER_LINE = len(b"NATS/1.0\r\n")
 _HEADER_END = len(b"\r\n")
@@ -60,3 +64,18 @@ def connection(js: JetStreamContext) -> Client:
     """The connection a JetStream context publishes on (nats-py keeps it private)."""
     nc: Client = js._nc
     return nc
+
+
+async def request(nc: Client, subject: str, data: bytes, *, timeout: float, nobody: str, too_late: str) -> Msg:
+    """Ask ``subject`` with ``data`` — measured first (:func:`check`), the asker's trace context in its headers —
+    and return the answer; no responder is a :class:`~rokcommon.errors.TemporaryError` saying ``nobody``, no
+    answer within ``timeout`` seconds one saying ``too_late``."""
+    headers: dict[str, str] = {}
+    propagate.inject(headers)  # the answer joins the asker's trace
+    check(nc, subject, data, headers)
+    try:
+        return await nc.request(subject, data, timeout=timeout, headers=headers or None)
+    except NoRespondersError:
+        raise TemporaryError(nobody, delay=1.0) from None
+    except (TimeoutError, NatsTimeoutError):
+        raise TemporaryError(too_late, delay=1.0) from None

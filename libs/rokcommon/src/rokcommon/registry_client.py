@@ -18,14 +18,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
 from rokcommon import payloads, subjects
-from rokcommon.errors import InvalidRequest, TemporaryError
+from rokcommon.errors import InvalidRequest
 from rokcommon.events import Model, Phase, invalid_event
 from rokcommon.registry_contract import (
     DEFAULT_PAGE,
@@ -195,18 +193,14 @@ async def ask_registry(
         kind=SpanKind.CLIENT,
         attributes={"messaging.system": "nats", "messaging.destination.name": subject},
     ):
-        headers: dict[str, str] = {}
-        propagate.inject(headers)
-        data = request.model_dump_json().encode()
-        payloads.check(nc, subject, data, headers)
-        try:
-            msg = await nc.request(subject, data, timeout=timeout, headers=headers)
-        except NoRespondersError:
-            raise TemporaryError(
-                f"no registry answers on {subject}: is rok-registry running (rok up)?", delay=1.0
-            ) from None
-        except (TimeoutError, NatsTimeoutError):
-            raise TemporaryError(f"the registry did not answer {name} within {timeout:g}s", delay=1.0) from None
+        msg = await payloads.request(
+            nc,
+            subject,
+            request.model_dump_json().encode(),
+            timeout=timeout,
+            nobody=f"no registry answers on {subject}: is rok-registry running (rok up)?",
+            too_late=f"the registry did not answer {name} within {timeout:g}s",
+        )
     reply = Reply.model_validate_json(msg.data)
     if reply.error is not None:
         raise_error(reply.error)
