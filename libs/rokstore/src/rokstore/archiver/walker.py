@@ -22,7 +22,7 @@ from rokstore.archiver.known import KnownFiles
 from rokstore.archiver.reader import BATCH, FileReader
 from rokstore.archiver.tally import Tally, replaced
 from rokstore.errors import StorePermanentError
-from rokstore.repository.cache import pack_listing
+from rokstore.repository.cache import Listing, pack_listing
 from rokstore.repository.manifest import Entry, Kind
 from rokstore.xattrs import read_xattrs
 
@@ -137,17 +137,11 @@ class Walker:
 
     def _list_dir(self, path: str, rel: str, subdirs: list[tuple[str, str]]) -> tuple[list[Entry] | None, list[str]]:
         """List and stat one directory's children, relative to an open descriptor of it (no path lookups)."""
-        try:
-            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except OSError as error:
-            self.tally.fail(rel or ".", error)
+        listed = self._listed.pop(rel)
+        dir_fd = self._open(path, rel, listed)
+        if dir_fd is None:
             return [], []
         try:
-            listed = self._listed.pop(rel)
-            swapped = replaced(listed, os.fstat(dir_fd))  # opened by path: a parent may be a link now
-            if swapped is not None:
-                self.tally.fail(rel or ".", swapped)
-                return [], []
             prefix = f"{rel}/" if rel else ""
             known = self.known
             candidate = known.may_be_same(rel)
@@ -167,7 +161,7 @@ class Walker:
             stats = self._stat_children(dir_fd, rel, prefix)
             if stats is None:
                 return [], []
-            listing = tuple([(n, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for n, s in stats])
+            listing = _listing(stats)
             if candidate:
                 files = scanned = 0
                 subs = []
@@ -186,6 +180,21 @@ class Walker:
         finally:
             os.close(dir_fd)
         return entries, [sub_rel for _, sub_rel in subdirs]
+
+    def _open(self, path: str, rel: str, listed: os.stat_result | Identity) -> int | None:
+        """A descriptor of directory ``rel``, opened by ``path`` and checked to be the one its parent's listing saw
+        (a parent may be a link now); None, and the failure recorded, if it is not or cannot be opened."""
+        try:
+            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as error:
+            self.tally.fail(rel or ".", error)
+            return None
+        swapped = replaced(listed, os.fstat(dir_fd))
+        if swapped is not None:
+            os.close(dir_fd)
+            self.tally.fail(rel or ".", swapped)
+            return None
+        return dir_fd
 
     def _stat_children(self, dir_fd: int, rel: str, prefix: str) -> Stats | None:
         """The children of the directory open as ``dir_fd`` and their lstat, in name order (None: it cannot be
@@ -239,23 +248,15 @@ class Walker:
             if rel in skip:
                 continue
             subdirs = self.listed[rel][1]
-            try:
-                dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-            except OSError as error:
-                self.tally.fail(rel or ".", error)
+            dir_fd = self._open(path, rel, listed)
+            if dir_fd is None:
                 continue
             try:
-                swapped = replaced(listed, os.fstat(dir_fd))
-                if swapped is not None:
-                    self.tally.fail(rel or ".", swapped)
-                    continue
                 if stats is None:
                     stats = self._stat_children(dir_fd, rel, f"{rel}/" if rel else "")
                     if stats is None:
                         continue
-                    listing = tuple(
-                        [(n, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for n, s in stats]
-                    )
+                    listing = _listing(stats)
                     if pack_listing(listing) != signature:  # changed since the scan: saved as walked now
                         self.known.not_same(rel, files, listing)
                 entries = self._entries(path, rel, dir_fd, stats, None)
@@ -336,3 +337,8 @@ class Walker:
             if found:
                 entry.xattrs = found
         return entry
+
+
+def _listing(stats: Stats) -> Listing:
+    """A directory's listing signature as the cache keeps it: each child's name, mode, size, times and inode."""
+    return tuple([(n, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for n, s in stats])
