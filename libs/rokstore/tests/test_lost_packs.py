@@ -45,7 +45,10 @@ async def test_a_snapshot_after_its_packs_were_lost_stores_the_data_again_and_re
     assert all(p.snapshots == [] for p in missing)
 
     repaired = await repair_index(repo)
-    assert bool(repaired.entries_dropped) == bool(gone) and repaired.index_files_removed >= 1
+    # Packs are content-addressed: when the second snapshot packed its chunks as the first did (threads decide),
+    # every lost pack is back under its name and the index already describes what exists.
+    assert bool(repaired.entries_dropped) == bool(gone)
+    assert repaired.index_files_removed >= (1 if gone else 0)
     after = await check(repo, read_data=True)
     assert after.ok, after.problems
     # The index no longer names the lost packs: a third snapshot finds everything stored.
