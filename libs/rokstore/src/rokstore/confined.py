@@ -101,13 +101,17 @@ class ConfinedTree:
         except OSError as error:
             raise self.failed("create directory", rel, error) from None
 
-    def create(self, rel: str, size: int) -> None:
-        """A new regular file (never an existing one) of ``size`` bytes, all of them a hole for now."""
+    def create_open(self, rel: str) -> int:
+        """A new, empty regular file (never an existing one), open for writing."""
         parent_fd, name = self._parent(rel)
         try:
-            fd = os.open(name, O_WRITE | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=parent_fd)
+            return os.open(name, O_WRITE | os.O_CREAT | os.O_EXCL, 0o600, dir_fd=parent_fd)
         except OSError as error:
             raise self.failed("create", rel, error) from None
+
+    def create(self, rel: str, size: int) -> None:
+        """A new regular file (never an existing one) of ``size`` bytes, all of them a hole for now."""
+        fd = self.create_open(rel)
         try:
             if size:
                 os.ftruncate(fd, size)
@@ -174,12 +178,31 @@ class ConfinedTree:
         else:
             flags = _O_PATH  # a device node is not opened: opening one can act on the device
         fd = self.dir(rel) if kind == "d" else self.open(rel, flags)
+        try:
+            return self.apply_to(fd, rel, kind, mode, owner, mtime, xattrs, on_path=flags == _O_PATH)
+        finally:
+            if kind != "d":
+                os.close(fd)
+
+    def apply_to(
+        self,
+        fd: int,
+        rel: str,
+        kind: str,
+        mode: int,
+        owner: tuple[int, int] | None,
+        mtime: int,
+        xattrs: dict[str, str],
+        *,
+        on_path: bool = False,
+    ) -> list[str]:
+        """:meth:`apply` on ``fd``, the open descriptor of ``rel`` (``on_path``: an ``O_PATH`` one), left open."""
         problems: list[str] = []
         try:
             st = os.fstat(fd)
             if stat.S_IFMT(st.st_mode) != _KINDS[kind]:
                 raise self.failed("set the metadata of", rel, OSError(errno.ELOOP, "its type changed"))
-            on_path = flags == _O_PATH  # fchmod and fchown do not take an O_PATH descriptor: use its /proc name
+            # fchmod and fchown do not take an O_PATH descriptor: use its /proc name
             if owner is not None:
                 try:
                     if on_path:
@@ -202,9 +225,6 @@ class ConfinedTree:
                 os.utime(fd, ns=(mtime, mtime))
         except OSError as error:
             raise self.failed("set the metadata of", rel, error) from None
-        finally:
-            if kind != "d":
-                os.close(fd)
         return problems
 
     def _apply_symlink(self, rel: str, owner: tuple[int, int] | None, mtime: int, xattrs: dict[str, str]) -> list[str]:

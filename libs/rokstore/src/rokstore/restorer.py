@@ -2,10 +2,11 @@
 
 Order: read the snapshot's trees into the walk-order list of entries and check every path
 (``manifest.check_paths``); open a private staging directory on the target's
-file system (``staging.Staging``); create directories, create regular files at their size (holes stay
-holes), fetch packs — a few in flight, each with one (ranged) GET — and write every chunk after checking it
-against its BLAKE3 id; check every file's size (with ``verify``, read every file back and check what was
-written against its chunks' ids); then hard
+file system (``staging.Staging``); create directories, create the regular files of several chunks (or none) at
+their size (holes stay holes), fetch packs — a few in flight, each with one (ranged) GET — and write every chunk
+after checking it against its BLAKE3 id (a file that is one chunk, most of a volume's, is created, written,
+checked and given its metadata on one descriptor as its chunk arrives); check every other file's size (with
+``verify``, read every file back and check what was written against its chunks' ids); then hard
 links, fifos and (when asked) devices, then symlinks (last, so that no path is ever resolved through one),
 then metadata: owner (as root), mode (set-uid and set-gid bits of files only when asked), xattrs, mtime,
 directories deepest first; and, right before putting it in place, check that the tree holds exactly the
@@ -125,11 +126,12 @@ class TreeRestorer:
         self.bytes_total = 0
         self.files = 0
         self.warnings: list[str] = []
+        self._whole: dict[str, Entry] = {}  # files that are one chunk: made whole when it arrives (_write_whole)
+        self._as_root = os.geteuid() == 0
 
     async def run(self) -> RestoreStats:
         started = time.monotonic()
         tune_malloc()
-        check_paths(self.entries)
         with tracer.start_as_current_span("rok.store.restore") as span:
             span.set_attribute("rok.snapshot.id", self.snapshot_id)
             # Checked against one listing of the packs: a chunk is fetched from a pack that exists, and one
@@ -162,7 +164,10 @@ class TreeRestorer:
                 continue
             offset = 0
             path = entry.path
-            for chunk_hex, length in entry.content or ():
+            content = entry.content or []
+            if len(content) == 1 and content[0][0] is not None and content[0][1] == entry.size:
+                self._whole[path] = entry
+            for chunk_hex, length in content:
                 if chunk_hex is not None:
                     chunk = bytes.fromhex(chunk_hex)
                     location = chunks.get(chunk)
@@ -186,7 +191,7 @@ class TreeRestorer:
             kind, rel = entry.kind, entry.path
             if kind == "d" and rel != ".":
                 self.tree.mkdir(rel)
-            elif kind == "f":
+            elif kind == "f" and rel not in self._whole:
                 files.append(entry)
         # Creating files is kernel work that releases the GIL: a few threads, in slices.
         _in_parallel(self._create_files, files)
@@ -266,6 +271,10 @@ class TreeRestorer:
                     "run 'rok repo check --read-data'"
                 )
             for path, offset in targets:
+                whole = self._whole.get(path)
+                if whole is not None:
+                    self._write_whole(whole, raw)
+                    continue
                 fd = self.tree.open(path, O_WRITE)
                 try:
                     if os.pwrite(fd, raw, offset) != len(raw):
@@ -276,11 +285,28 @@ class TreeRestorer:
                     os.close(fd)
                 self.bytes_done += len(raw)
 
+    def _write_whole(self, entry: Entry, raw: bytes) -> None:
+        """Create the file that is this one chunk, write it, check it and give it its metadata, on one descriptor."""
+        path = entry.path
+        fd = self.tree.create_open(path)
+        try:
+            try:
+                if os.pwrite(fd, raw, 0) != len(raw):
+                    raise RestoreFailed(f"cannot write {path!r} in {self.target}: short write")
+            except OSError as error:
+                raise self.tree.failed("write", path, error) from None
+            self._check_is_the_file(path, entry, os.fstat(fd))
+            mode, owner = self._mode_and_owner(entry)
+            self.warnings += self.tree.apply_to(fd, path, "f", mode, owner, entry.mtime_ns, entry.xattrs or {})
+        finally:
+            os.close(fd)
+        self.bytes_done += len(raw)
+
     def _check_sizes(self) -> None:
         """Every restored file is a regular file of its snapshot's size (what a lost ftruncate or a swapped file
         would change); its content was checked chunk by chunk on the way in."""
         for entry in self.entries:
-            if entry.kind != "f":
+            if entry.kind != "f" or entry.path in self._whole:  # checked on its descriptor when it was written
                 continue
             rel = entry.path
             fd = self.tree.open(rel, O_READ)
@@ -332,7 +358,7 @@ class TreeRestorer:
             os.close(fd)
 
     def _finish_tree(self) -> None:
-        as_root = os.geteuid() == 0
+        as_root = self._as_root
         tree = self.tree
         for entry in self.entries:
             kind, rel = entry.kind, entry.path
@@ -356,34 +382,38 @@ class TreeRestorer:
             kind = entry.kind
             if kind == "d":
                 dirs.append(entry)
-            elif kind != "h" and self._created(entry, as_root):
+            elif kind != "h" and entry.path not in self._whole and self._created(entry, as_root):
                 others.append(entry)
 
         def apply(part: list[Entry]) -> None:
             for e in part:
-                self._metadata(e, as_root)
+                self._metadata(e)
 
         _in_parallel(apply, others)
         for entry in reversed(dirs):  # deepest first, after everything inside them
-            self._metadata(entry, as_root)
+            self._metadata(entry)
 
     def _created(self, entry: Entry, as_root: bool) -> bool:
         return entry.kind not in ("c", "b") or (self.devices and as_root)
 
-    def _metadata(self, entry: Entry, as_root: bool) -> None:
-        kind, mode = entry.kind, entry.mode
-        if kind != "d" and mode & _SET_ID and not self.keep_setuid:
+    def _metadata(self, entry: Entry) -> None:
+        mode, owner = self._mode_and_owner(entry)
+        self.warnings += self.tree.apply(entry.path, entry.kind, mode, owner, entry.mtime_ns, entry.xattrs or {})
+
+    def _mode_and_owner(self, entry: Entry) -> tuple[int, tuple[int, int] | None]:
+        """The mode to give ``entry`` (set-uid and set-gid bits of files only when asked) and, as root, its owner."""
+        mode = entry.mode
+        if entry.kind != "d" and mode & _SET_ID and not self.keep_setuid:
             mode &= ~_SET_ID
             self.warnings.append(
                 f"{entry.path}: set-uid/set-gid bits cleared (restore with --keep-setuid to keep them)"
             )
-        owner = (entry.uid, entry.gid) if as_root else None
-        self.warnings += self.tree.apply(entry.path, kind, mode, owner, entry.mtime_ns, entry.xattrs or {})
+        return mode, (entry.uid, entry.gid) if self._as_root else None
 
     def verify_structure(self) -> None:
         """The staging tree holds exactly the snapshot's names, each of its type (nothing swapped or added);
         checked right before the tree is put in place."""
-        as_root = os.geteuid() == 0
+        as_root = self._as_root
         children: dict[str, set[str]] = defaultdict(set)
         for entry in self.entries:
             rel = entry.path
