@@ -34,7 +34,7 @@ from opentelemetry import trace
 from rokstore.chunker import MAX_SIZE
 from rokstore.confined import O_READ, O_WRITE, ConfinedTree, kind_matches
 from rokstore.errors import CorruptData, MissingBlob, ObjectNotFound, RestoreFailed
-from rokstore.memory import tune_malloc
+from rokstore.memory import collector_paused, tune_malloc
 from rokstore.models import Progress, RestoreStats
 from rokstore.repository import Repository
 from rokstore.repository.index import Location
@@ -71,6 +71,19 @@ async def restore(
     reads every file back and checks each chunk again (as ``restic restore --verify``), which costs a second
     pass over the data.
     """
+    with collector_paused():
+        return await _restore(repo, snapshot_id, target, progress, devices, keep_setuid, verify)
+
+
+async def _restore(
+    repo: Repository,
+    snapshot_id: str,
+    target: Path,
+    progress: Callable[[Progress], None] | None,
+    devices: bool,
+    keep_setuid: bool,
+    verify: bool,
+) -> RestoreStats:
     full_id = await repo.resolve(snapshot_id)
     lock = await repo.lock("shared")
     try:

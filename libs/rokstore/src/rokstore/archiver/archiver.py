@@ -26,7 +26,7 @@ from rokstore.archiver.reader import FileReader
 from rokstore.archiver.saver import ChunkSaver
 from rokstore.archiver.tally import Tally
 from rokstore.archiver.walker import Walker
-from rokstore.memory import tune_malloc
+from rokstore.memory import collector_paused, tune_malloc
 from rokstore.models import Progress, SnapshotStats
 from rokstore.repository import Repository
 from rokstore.repository.cache import FileCache
@@ -88,7 +88,7 @@ class Archiver:
         racy_after = time.time_ns() - RACY_WINDOW_NS
         tune_malloc()
         tally = self.tally
-        with tracer.start_as_current_span("rok.store.snapshot") as span:
+        with collector_paused(), tracer.start_as_current_span("rok.store.snapshot") as span:
             span.set_attribute("rok.source", str(self.source))
             lock = await self.repo.lock("shared")
             try:

@@ -24,7 +24,6 @@ Index cache: ``<cache_dir>/index/<repository id>/<index id>``, verified against 
 from __future__ import annotations
 
 import concurrent.futures
-import gc
 import os
 import pickle
 import secrets
@@ -37,6 +36,8 @@ from typing import Any
 
 import blake3
 import zstandard
+
+from rokstore.memory import collector_paused
 
 Child = tuple[Any, ...]  # (name, mode, size, mtime_ns, ctime_ns, inode), or (name, -1): not vouched for
 Listing = tuple[Child, ...]  # a directory's entries, in name order
@@ -91,14 +92,8 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _loads(data: bytes) -> Any:
-    # Many small objects: the cyclic collector would run several times while building them, for nothing.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():  # many small objects: the collector would run several times while building them
         return pickle.loads(data)
-    finally:
-        if enabled:
-            gc.enable()
 
 
 @dataclass
