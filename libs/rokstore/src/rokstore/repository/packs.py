@@ -23,7 +23,7 @@ HEADER_ENTRY = struct.Struct("<32sIIB")
 TRAILER = struct.Struct("<I8s")
 FLAG_RAW = 0
 FLAG_ZSTD = 1
-ZSTD_LEVEL = 1
+ZSTD_LEVEL = 2  # docs/format.md: why
 
 _local = threading.local()
 
