@@ -290,24 +290,24 @@ class TreeRestorer:
                     continue
                 fd = self.tree.open(path, O_WRITE)
                 try:
-                    if os.pwrite(fd, raw, offset) != len(raw):
-                        raise RestoreFailed(f"cannot write {path!r} in {self.target}: short write")
-                except OSError as error:
-                    raise self.tree.failed("write", path, error) from None
+                    self._pwrite(fd, path, raw, offset)
                 finally:
                     os.close(fd)
                 self.bytes_done += len(raw)
+
+    def _pwrite(self, fd: int, path: str, raw: bytes, offset: int) -> None:
+        try:
+            if os.pwrite(fd, raw, offset) != len(raw):
+                raise RestoreFailed(f"cannot write {path!r} in {self.target}: short write")
+        except OSError as error:
+            raise self.tree.failed("write", path, error) from None
 
     def _write_whole(self, entry: Entry, raw: bytes) -> None:
         """Create the file that is this one chunk, write it, check it and give it its metadata, on one descriptor."""
         path = entry.path
         fd = self.tree.create_open(path)
         try:
-            try:
-                if os.pwrite(fd, raw, 0) != len(raw):
-                    raise RestoreFailed(f"cannot write {path!r} in {self.target}: short write")
-            except OSError as error:
-                raise self.tree.failed("write", path, error) from None
+            self._pwrite(fd, path, raw, 0)
             self._check_is_the_file(path, entry, os.fstat(fd))
             mode, owner = self._mode_and_owner(entry)
             self.warnings += self.tree.apply_to(fd, path, "f", mode, owner, entry.mtime_ns, entry.xattrs or {})
@@ -371,7 +371,6 @@ class TreeRestorer:
             os.close(fd)
 
     def _finish_tree(self) -> None:
-        as_root = self._as_root
         tree = self.tree
         for entry in self.entries:
             kind, rel = entry.kind, entry.path
@@ -382,7 +381,7 @@ class TreeRestorer:
             elif kind in ("c", "b"):
                 if not self.devices:
                     self.warnings.append(f"{rel}: device file skipped (restore with --devices to create it)")
-                elif not as_root:
+                elif not self._as_root:
                     self.warnings.append(f"{rel}: device file skipped (restoring devices needs root)")
                 else:
                     tree.mknod(rel, stat.S_IFCHR if kind == "c" else stat.S_IFBLK, entry.rdev or 0)
@@ -395,7 +394,7 @@ class TreeRestorer:
             kind = entry.kind
             if kind == "d":
                 dirs.append(entry)
-            elif kind != "h" and entry.path not in self._whole and self._created(entry, as_root):
+            elif kind != "h" and entry.path not in self._whole and self._created(entry):
                 others.append(entry)
 
         def apply(part: list[Entry]) -> None:
@@ -406,8 +405,8 @@ class TreeRestorer:
         for entry in reversed(dirs):  # deepest first, after everything inside them
             self._metadata(entry)
 
-    def _created(self, entry: Entry, as_root: bool) -> bool:
-        return entry.kind not in ("c", "b") or (self.devices and as_root)
+    def _created(self, entry: Entry) -> bool:
+        return entry.kind not in ("c", "b") or (self.devices and self._as_root)
 
     def _metadata(self, entry: Entry) -> None:
         mode, owner = self._mode_and_owner(entry)
@@ -426,11 +425,10 @@ class TreeRestorer:
     def verify_structure(self) -> None:
         """The staging tree holds exactly the snapshot's names, each of its type (nothing swapped or added);
         checked right before the tree is put in place."""
-        as_root = self._as_root
         children: dict[str, set[str]] = defaultdict(set)
         for entry in self.entries:
             rel = entry.path
-            if rel == "." or not self._created(entry, as_root):
+            if rel == "." or not self._created(entry):
                 continue
             parent, _, name = rel.rpartition("/")
             children[parent or "."].add(name)
