@@ -7,6 +7,7 @@ pipeline-watcher ``rok run`` and ``rok guard`` — so this package imports none 
 
 from __future__ import annotations
 
+import functools
 import sys
 from importlib import import_module
 
@@ -52,14 +53,19 @@ def exit_code(error: RokError) -> int:
 
 
 class _LazyGroup(click.Group):
+    @functools.cached_property
+    def _contributed(self) -> dict[str, str]:
+        """Other packages' commands, read once: ``rok --help`` asks for every command in turn."""
+        return entry_points("rok.commands")
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(COMMANDS) | entry_points("rok.commands").keys())
+        return sorted(set(COMMANDS) | self._contributed.keys())
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in COMMANDS:
             module, _, attr = COMMANDS[cmd_name].partition(":")
             return getattr(import_module(module), attr)
-        contributed = entry_points("rok.commands").get(cmd_name)
+        contributed = self._contributed.get(cmd_name)
         return None if contributed is None else load(contributed)
 
 
