@@ -13,7 +13,7 @@ from rok_pipeline_watcher.kube_source import KubeSource
 NS = "kubeflow-user-example-com"
 PVCS = f"/api/v1/namespaces/{NS}/persistentvolumeclaims"
 WORKFLOWS = f"/apis/argoproj.io/v1alpha1/namespaces/{NS}/workflows"
-NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+NOW = datetime.now(UTC).replace(microsecond=0)  # the fake API server stamps what it creates with the real clock
 
 
 def workflow(name: str, run_id: str, phase: str, finished: datetime | None = None) -> dict:
