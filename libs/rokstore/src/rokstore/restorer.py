@@ -46,6 +46,7 @@ tracer = trace.get_tracer("rokstore")
 
 PACKS_IN_FLIGHT = 4
 WORKERS = 3
+READ_PIECE = 4 << 20  # bytes of a local pack read at once
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: no volume holds a larger file; a snapshot that claims one is damaged
 _SET_ID = stat.S_ISUID | stat.S_ISGID
 
@@ -267,7 +268,19 @@ class TreeRestorer:
         end: int,
         wanted: dict[bytes, tuple[Location, Targets]],
     ) -> None:
-        self._write_blobs(get_sync(key, start, end - start), start, wanted)
+        """Read a local pack's wanted blobs in pieces of about ``READ_PIECE`` bytes (a read costs no request here,
+        and a whole pack per worker would hold 16 MiB each) and write each piece's chunks."""
+        blobs = sorted(wanted.items(), key=lambda item: item[1][0].offset)
+        first = 0
+        while first < len(blobs):
+            piece_start = blobs[first][1][0].offset
+            last = first + 1
+            while last < len(blobs) and blobs[last][1][0].offset + blobs[last][1][0].length - piece_start <= READ_PIECE:
+                last += 1
+            piece = dict(blobs[first:last])
+            piece_end = max(loc.offset + loc.length for loc, _ in piece.values())
+            self._write_blobs(get_sync(key, piece_start, piece_end - piece_start), piece_start, piece)
+            first = last
 
     def _write_blobs(self, data: bytes, start: int, wanted: dict[bytes, tuple[Location, Targets]]) -> None:
         view = memoryview(data)

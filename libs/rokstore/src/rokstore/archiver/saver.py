@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
+import os
 import threading
+from dataclasses import replace
 
 import blake3
 from opentelemetry import trace
@@ -41,8 +44,11 @@ class ChunkSaver:
         self._loop = asyncio.get_running_loop()
         self._context = contextvars.copy_context()
         self._cpu = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="rok-zstd")
-        self.packer = Packer(self._emit)
-        self.tree_packer = Packer(self._emit)  # trees apart from file data: reading them fetches few bytes
+        self._put_sync = getattr(backend, "put_sync", None)
+        self._place_sync = getattr(backend, "place_sync", None)  # a local repository: packs are written in place
+        spool = backend.spool_dir() if self._place_sync is not None else None
+        self.packer = Packer(self._emit, spool=spool)
+        self.tree_packer = Packer(self._emit, spool=spool)  # trees apart from file data: reading them fetches few bytes
 
     def save(self, chunk: bytes, data: bytes | memoryview) -> None:
         """Compress and pack a chunk unless the repository or this snapshot already has it."""
@@ -70,8 +76,6 @@ class ChunkSaver:
     @staticmethod
     def _add(packer: Packer, blob: bytes, data: bytes | memoryview) -> None:
         stored, flags = compress(data)
-        if isinstance(stored, memoryview):
-            stored = bytes(stored)
         packer.add(blob, stored, len(data), flags)
 
     def submit(self, data: memoryview) -> concurrent.futures.Future[str]:
@@ -92,21 +96,25 @@ class ChunkSaver:
         self._inflight.acquire()
         key = pack_key(pack.pack_id)
         backend = self.backend
-        put_sync = getattr(backend, "put_sync", None)
 
         async def upload() -> None:
             try:
                 with tracer.start_as_current_span("rok.store.pack.upload") as span:
                     span.set_attribute("rok.pack.id", pack.pack_id.hex())
-                    span.set_attribute("rok.bytes", len(pack.data))
-                    if put_sync is not None:
-                        await asyncio.to_thread(put_sync, key, pack.data)
+                    span.set_attribute("rok.bytes", pack.size)
+                    if pack.path is not None and self._place_sync is not None:
+                        await asyncio.to_thread(self._place_sync, pack.path, key)
+                    elif self._put_sync is not None:
+                        await asyncio.to_thread(self._put_sync, key, pack.data)
                     else:
                         await backend.put(key, pack.data)
                 with self.tally.lock:
-                    self.written.append(SealedPack(pack.pack_id, b"", pack.blobs))
-                    self.tally.bytes_uploaded += len(pack.data)
+                    self.written.append(replace(pack, data=b"", path=None))
+                    self.tally.bytes_uploaded += pack.size
             finally:
+                if pack.path is not None:
+                    with contextlib.suppress(OSError):
+                        os.unlink(pack.path)  # not put in place: the upload failed or was cancelled
                 self._inflight.release()
 
         # Reader threads have an empty context: schedule the upload in the snapshot span's context.
@@ -124,8 +132,10 @@ class ChunkSaver:
             await asyncio.wrap_future(upload)
 
     async def close(self) -> None:
-        """Stop the CPU pool and wait for uploads still in flight (after a failure)."""
+        """Stop the CPU pool and wait for uploads still in flight (after a failure); drop partly filled packs."""
         self._cpu.shutdown(wait=True, cancel_futures=True)
+        self.packer.discard()
+        self.tree_packer.discard()
         for upload in self._uploads:
             if not upload.done():
                 await asyncio.wrap_future(upload)

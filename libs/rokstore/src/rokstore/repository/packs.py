@@ -7,10 +7,14 @@ rebuilt from packs alone. A pack's name is the BLAKE3 hash of all its bytes.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 import struct
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import blake3
 import zstandard
@@ -24,6 +28,7 @@ TRAILER = struct.Struct("<I8s")
 FLAG_RAW = 0
 FLAG_ZSTD = 1
 ZSTD_LEVEL = 2  # docs/format.md: why
+SPOOL_PREFIX = ".tmp.pack."  # a pack spooled to a file while it fills
 
 _local = threading.local()
 
@@ -71,8 +76,14 @@ class BlobRef:
 @dataclass(frozen=True)
 class SealedPack:
     pack_id: bytes
-    data: bytes
+    data: bytes  # empty when the pack was spooled to ``path``
     blobs: list[BlobRef]
+    size: int = 0
+    path: str | None = None  # the spooled pack's file, to be put in place or uploaded, then gone
+
+    def __post_init__(self) -> None:
+        if not self.size:
+            object.__setattr__(self, "size", len(self.data))
 
 
 def build_pack(blobs: list[tuple[bytes, bytes | memoryview, int, int]]) -> SealedPack:
@@ -127,44 +138,101 @@ def pack_size(blobs: list[BlobRef]) -> int:
 
 
 class Packer:
-    """Collects compressed chunks from many threads into one growing buffer; hands each full pack to ``emit``.
+    """Collects compressed chunks from many threads into one pack at a time; hands each full pack to ``emit``.
 
-    Blobs are copied into the pack buffer as they arrive (no list of blobs, no join at the end), so a pack
-    costs its own size in memory once. ``emit`` may block (bounded uploads in flight).
+    Blobs are copied into the pack as they arrive (no list of blobs, no join at the end) and hashed on the way.
+    With ``spool``, a directory, each pack is written to a temporary file there instead of memory (a local
+    repository's packs go straight to their file system: a pack costs no memory at all). ``emit`` may block
+    (bounded uploads in flight).
     """
 
-    def __init__(self, emit: Callable[[SealedPack], None], target: int = PACK_TARGET) -> None:
+    def __init__(
+        self, emit: Callable[[SealedPack], None], target: int = PACK_TARGET, spool: Path | None = None
+    ) -> None:
         self._emit = emit
         self._target = target
+        self._spool = spool
         self._lock = threading.Lock()
         self._new()
 
     def _new(self) -> None:
-        self._buf = bytearray()
+        self._out: _Spooled | bytearray | None = None  # made by the first blob
+        self._size = 0
         self._refs: list[BlobRef] = []
+        self._hash = blake3.blake3()
 
     def add(self, chunk: bytes, stored: bytes | memoryview, raw_length: int, flags: int) -> None:
         full = None
         with self._lock:
-            self._refs.append(BlobRef(chunk, len(self._buf), len(stored), raw_length, flags))
-            self._buf += stored
-            if len(self._buf) >= self._target:
-                full = self._buf, self._refs
-                self._new()
+            out = self._out
+            if out is None:
+                out = self._out = _Spooled(self._spool) if self._spool is not None else bytearray()
+            self._refs.append(BlobRef(chunk, self._size, len(stored), raw_length, flags))
+            if isinstance(out, bytearray):
+                out += stored
+            else:
+                out.write(stored)
+            self._hash.update(stored)
+            self._size += len(stored)
+            if self._size >= self._target:
+                full = self._take()
         if full:
-            self._emit(seal(*full))
+            self._emit(full)
 
     def flush(self) -> None:
         with self._lock:
-            full = self._buf, self._refs
+            full = self._take() if self._refs else None
+        if full:
+            self._emit(full)
+
+    def discard(self) -> None:
+        """Drop the pack being filled (a snapshot that failed): its spooled file is removed."""
+        with self._lock:
+            out = self._out
             self._new()
-        if full[1]:
-            self._emit(seal(*full))
+        if isinstance(out, _Spooled):
+            out.remove()
+
+    def _take(self) -> SealedPack:
+        """The pack filled so far, sealed (its header and trailer added); a new one begins."""
+        out, refs, digest = self._out, self._refs, self._hash
+        tail = bytearray()
+        for ref in refs:
+            tail += HEADER_ENTRY.pack(ref.chunk, ref.length, ref.raw_length, ref.flags)
+        tail += TRAILER.pack(len(refs), PACK_MAGIC)
+        digest.update(tail)
+        size = self._size + len(tail)
+        self._new()
+        pack_id = digest.digest()
+        if isinstance(out, _Spooled):
+            out.write(tail)
+            out.close()
+            return SealedPack(pack_id, b"", refs, size, out.path)
+        assert out is not None
+        out += tail
+        return SealedPack(pack_id, bytes(out) if size < 1 << 20 else out, refs, size)  # type: ignore[arg-type]
 
 
-def seal(buf: bytearray, refs: list[BlobRef]) -> SealedPack:
-    for ref in refs:
-        buf += HEADER_ENTRY.pack(ref.chunk, ref.length, ref.raw_length, ref.flags)
-    buf += TRAILER.pack(len(refs), PACK_MAGIC)
-    data: bytes | bytearray = bytes(buf) if len(buf) < 1 << 20 else buf
-    return SealedPack(blake3.blake3(data, max_threads=blake3.blake3.AUTO).digest(), data, refs)  # type: ignore[arg-type]
+class _Spooled:
+    """A pack being written to a temporary file (named ``.tmp.…``, which listings skip)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = str(directory / f"{SPOOL_PREFIX}{secrets.token_hex(8)}")
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)

@@ -108,6 +108,25 @@ class FileBackend:
     async def close(self) -> None:
         return None
 
+    def spool_dir(self) -> Path:
+        """Where packs are written while they fill (skipped by listings), on the repository's file system."""
+        return self.root / "packs"
+
+    def place_sync(self, path: str, key: str, durable: bool = True) -> None:
+        """Put a file written in :meth:`spool_dir` in place as object ``key``."""
+        target = self._path(key)
+        if durable:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        try:
+            os.replace(path, target)
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+
     def put_sync(self, key: str, data: bytes | memoryview, durable: bool = True) -> None:
         """For worker threads that write packs without a trip through the event loop."""
         self._put(key, data, durable)
