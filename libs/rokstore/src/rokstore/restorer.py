@@ -44,9 +44,9 @@ from rokstore.staging import Staging
 
 tracer = trace.get_tracer("rokstore")
 
-PACKS_IN_FLIGHT = 4
+PIECES_IN_FLIGHT = 6  # reads of packs at once, each of about READ_PIECE bytes (a ranged GET on S3)
+READ_PIECE = 4 << 20
 WORKERS = 3
-READ_PIECE = 4 << 20  # bytes of a local pack read at once
 MAX_FILE_SIZE = 1 << 50  # 1 PiB: no volume holds a larger file; a snapshot that claims one is damaged
 _SET_ID = stat.S_ISUID | stat.S_ISGID
 
@@ -224,15 +224,13 @@ class TreeRestorer:
         loop = asyncio.get_running_loop()
         backend = self.repo.backend
         get_sync = getattr(backend, "get_sync", None)
-        slots = asyncio.Semaphore(PACKS_IN_FLIGHT)
+        slots = asyncio.Semaphore(PIECES_IN_FLIGHT)
         with concurrent.futures.ThreadPoolExecutor(WORKERS, thread_name_prefix="rok-restore") as pool:
 
-            async def one(pack: bytes, wanted: dict[bytes, tuple[Location, Targets]]) -> None:
+            async def one(pack: bytes, start: int, end: int, wanted: dict[bytes, tuple[Location, Targets]]) -> None:
                 async with slots:
                     with tracer.start_as_current_span("rok.store.pack.download") as span:
                         span.set_attribute("rok.pack.id", pack.hex())
-                        start = min(loc.offset for loc, _ in wanted.values())
-                        end = max(loc.offset + loc.length for loc, _ in wanted.values())
                         span.set_attribute("rok.bytes", end - start)
                         key = pack_key(pack)
                         try:
@@ -252,7 +250,11 @@ class TreeRestorer:
                     if self.progress:
                         self.progress(Progress("restore", self.bytes_done, self.bytes_total, self.files))
 
-            tasks = [asyncio.ensure_future(one(pack, wanted)) for pack, wanted in plan.items()]
+            tasks = [
+                asyncio.ensure_future(one(pack, start, end, piece))
+                for pack, wanted in plan.items()
+                for start, end, piece in pieces(wanted)
+            ]
             try:
                 await asyncio.gather(*tasks)
             finally:
@@ -268,19 +270,7 @@ class TreeRestorer:
         end: int,
         wanted: dict[bytes, tuple[Location, Targets]],
     ) -> None:
-        """Read a local pack's wanted blobs in pieces of about ``READ_PIECE`` bytes (a read costs no request here,
-        and a whole pack per worker would hold 16 MiB each) and write each piece's chunks."""
-        blobs = sorted(wanted.items(), key=lambda item: item[1][0].offset)
-        first = 0
-        while first < len(blobs):
-            piece_start = blobs[first][1][0].offset
-            last = first + 1
-            while last < len(blobs) and blobs[last][1][0].offset + blobs[last][1][0].length - piece_start <= READ_PIECE:
-                last += 1
-            piece = dict(blobs[first:last])
-            piece_end = max(loc.offset + loc.length for loc, _ in piece.values())
-            self._write_blobs(get_sync(key, piece_start, piece_end - piece_start), piece_start, piece)
-            first = last
+        self._write_blobs(get_sync(key, start, end - start), start, wanted)
 
     def _write_blobs(self, data: bytes, start: int, wanted: dict[bytes, tuple[Location, Targets]]) -> None:
         view = memoryview(data)
@@ -462,3 +452,22 @@ def _in_parallel(work: Callable[[list[Entry]], object], items: list[Entry], thre
     with concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="rok-tree") as pool:
         for future in [pool.submit(work, items[i : i + step]) for i in range(0, len(items), step)]:
             future.result()
+
+
+def pieces(
+    wanted: dict[bytes, tuple[Location, Targets]],
+) -> list[tuple[int, int, dict[bytes, tuple[Location, Targets]]]]:
+    """A pack's wanted blobs, in offset order, as (start, end, blobs) ranges of about ``READ_PIECE`` bytes each
+    (one read each): a restore holds a few pieces at once, not a few 16 MiB packs."""
+    blobs = sorted(wanted.items(), key=lambda item: item[1][0].offset)
+    out: list[tuple[int, int, dict[bytes, tuple[Location, Targets]]]] = []
+    first = 0
+    while first < len(blobs):
+        start = blobs[first][1][0].offset
+        last = first + 1
+        while last < len(blobs) and blobs[last][1][0].offset + blobs[last][1][0].length - start <= READ_PIECE:
+            last += 1
+        piece = dict(blobs[first:last])
+        out.append((start, max(loc.offset + loc.length for loc, _ in piece.values()), piece))
+        first = last
+    return out
