@@ -3,11 +3,11 @@
 Order: read the snapshot's trees into the walk-order list of entries and check every path
 (``manifest.check_paths``); open a private staging directory on the target's
 file system (``staging.Staging``); create directories, create the regular files of several chunks (or none) at
-their size (holes stay holes), fetch packs — a few in flight, each with one (ranged) GET — and write every chunk
-after checking it against its BLAKE3 id (a file that is one chunk, most of a volume's, is created, written,
-checked and given its metadata on one descriptor as its chunk arrives); check every other file's size (with
-``verify``, read every file back and check what was written against its chunks' ids); then hard
-links, fifos and (when asked) devices, then symlinks (last, so that no path is ever resolved through one),
+their size (holes stay holes), fetch packs in pieces of ~4 MiB — a few in flight, each one (ranged) GET — and
+write every chunk after checking it against its BLAKE3 id (a file that is one chunk, most of a volume's, is
+created, written, checked and given its metadata on one descriptor as its chunk arrives); check every other
+file's size (with ``verify``, read every file back and check what was written against its chunks' ids); then
+hard links, fifos and (when asked) devices, then symlinks (last, so that no path is ever resolved through one),
 then metadata: owner (as root), mode (set-uid and set-gid bits of files only when asked), xattrs, mtime,
 directories deepest first; and, right before putting it in place, check that the tree holds exactly the
 snapshot's names and types. Every path is opened relative to its parent's descriptor, never following a symlink

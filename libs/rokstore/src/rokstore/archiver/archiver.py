@@ -30,6 +30,7 @@ from rokstore.memory import collector_paused, tune_malloc
 from rokstore.models import Progress, SnapshotStats
 from rokstore.repository import Repository
 from rokstore.repository.cache import FileCache
+from rokstore.repository.packs import remove_stale_spools
 
 tracer = trace.get_tracer("rokstore")
 
@@ -97,7 +98,9 @@ class Archiver:
                 index = await self.repo.load_index(verify_packs=True)
                 known = await KnownFiles.load(self.cache, index, racy_after)
                 thread_errors: list[BaseException] = []
-                saver = ChunkSaver(self.repo.backend, index.chunks, tally)
+                spool = self.repo.spool_dir()
+                await asyncio.to_thread(remove_stale_spools, spool)
+                saver = ChunkSaver(self.repo.backend, index.chunks, tally, spool)
                 reader = FileReader(saver, known, tally, thread_errors)
                 walker = Walker(self.source, tally, known, reader)
                 ticker = asyncio.create_task(self._ticker())

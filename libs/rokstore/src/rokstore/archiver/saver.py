@@ -14,6 +14,7 @@ import contextvars
 import os
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import blake3
 from opentelemetry import trace
@@ -32,7 +33,7 @@ COMPRESS_SLOTS = 6  # chunks of large files queued or being hashed and compresse
 class ChunkSaver:
     """Create it on the event loop, inside the snapshot's span: uploads run there, in that span's context."""
 
-    def __init__(self, backend: Backend, stored: dict[bytes, Location], tally: Tally) -> None:
+    def __init__(self, backend: Backend, stored: dict[bytes, Location], tally: Tally, spool: Path) -> None:
         self.backend = backend
         self.tally = tally
         self.written: list[SealedPack] = []  # uploaded packs, without their data
@@ -44,9 +45,6 @@ class ChunkSaver:
         self._loop = asyncio.get_running_loop()
         self._context = contextvars.copy_context()
         self._cpu = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="rok-zstd")
-        self._put_sync = getattr(backend, "put_sync", None)
-        self._place_sync = getattr(backend, "place_sync", None)  # a local repository: packs are written in place
-        spool = backend.spool_dir() if self._place_sync is not None else None
         self.packer = Packer(self._emit, spool=spool)
         self.tree_packer = Packer(self._emit, spool=spool)  # trees apart from file data: reading them fetches few bytes
 
@@ -98,23 +96,19 @@ class ChunkSaver:
         backend = self.backend
 
         async def upload() -> None:
+            path = pack.path
+            assert path is not None
             try:
                 with tracer.start_as_current_span("rok.store.pack.upload") as span:
                     span.set_attribute("rok.pack.id", pack.pack_id.hex())
                     span.set_attribute("rok.bytes", pack.size)
-                    if pack.path is not None and self._place_sync is not None:
-                        await asyncio.to_thread(self._place_sync, pack.path, key)
-                    elif self._put_sync is not None:
-                        await asyncio.to_thread(self._put_sync, key, pack.data)
-                    else:
-                        await backend.put(key, pack.data)
+                    await backend.put_file(key, path)
                 with self.tally.lock:
-                    self.written.append(replace(pack, data=b"", path=None))
+                    self.written.append(replace(pack, path=None))
                     self.tally.bytes_uploaded += pack.size
             finally:
-                if pack.path is not None:
-                    with contextlib.suppress(OSError):
-                        os.unlink(pack.path)  # not put in place: the upload failed or was cancelled
+                with contextlib.suppress(OSError):
+                    os.unlink(path)  # still there if the upload failed or was cancelled
                 self._inflight.release()
 
         # Reader threads have an empty context: schedule the upload in the snapshot span's context.

@@ -12,6 +12,7 @@ import os
 import secrets
 import struct
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ FLAG_RAW = 0
 FLAG_ZSTD = 1
 ZSTD_LEVEL = 2  # docs/format.md: why
 SPOOL_PREFIX = ".tmp.pack."  # a pack spooled to a file while it fills
+SPOOL_STALE_AFTER = 3600.0  # seconds: a spooled pack untouched this long was left by a writer that died
 
 _local = threading.local()
 
@@ -140,23 +142,21 @@ def pack_size(blobs: list[BlobRef]) -> int:
 class Packer:
     """Collects compressed chunks from many threads into one pack at a time; hands each full pack to ``emit``.
 
-    Blobs are copied into the pack as they arrive (no list of blobs, no join at the end) and hashed on the way.
-    With ``spool``, a directory, each pack is written to a temporary file there instead of memory (a local
-    repository's packs go straight to their file system: a pack costs no memory at all). ``emit`` may block
-    (bounded uploads in flight).
+    A pack is written to a temporary file in ``spool`` as its blobs arrive, and hashed on the way (restic's
+    temporary pack files): a pack being filled, or waiting for its upload, costs no memory. For a local
+    repository the spool is in the repository itself, and a full pack is renamed into place. ``emit`` may
+    block (bounded uploads in flight).
     """
 
-    def __init__(
-        self, emit: Callable[[SealedPack], None], target: int = PACK_TARGET, spool: Path | None = None
-    ) -> None:
+    def __init__(self, emit: Callable[[SealedPack], None], spool: Path, target: int = PACK_TARGET) -> None:
         self._emit = emit
-        self._target = target
         self._spool = spool
+        self._target = target
         self._lock = threading.Lock()
         self._new()
 
     def _new(self) -> None:
-        self._out: _Spooled | bytearray | None = None  # made by the first blob
+        self._out: _Spooled | None = None  # made by the first blob
         self._size = 0
         self._refs: list[BlobRef] = []
         self._hash = blake3.blake3()
@@ -164,14 +164,10 @@ class Packer:
     def add(self, chunk: bytes, stored: bytes | memoryview, raw_length: int, flags: int) -> None:
         full = None
         with self._lock:
-            out = self._out
-            if out is None:
-                out = self._out = _Spooled(self._spool) if self._spool is not None else bytearray()
+            if self._out is None:
+                self._out = _Spooled(self._spool)
             self._refs.append(BlobRef(chunk, self._size, len(stored), raw_length, flags))
-            if isinstance(out, bytearray):
-                out += stored
-            else:
-                out.write(stored)
+            self._out.write(stored)
             self._hash.update(stored)
             self._size += len(stored)
             if self._size >= self._target:
@@ -186,31 +182,27 @@ class Packer:
             self._emit(full)
 
     def discard(self) -> None:
-        """Drop the pack being filled (a snapshot that failed): its spooled file is removed."""
+        """Drop the pack being filled (a snapshot that failed): its file is removed."""
         with self._lock:
             out = self._out
             self._new()
-        if isinstance(out, _Spooled):
+        if out is not None:
             out.remove()
 
     def _take(self) -> SealedPack:
-        """The pack filled so far, sealed (its header and trailer added); a new one begins."""
+        """The pack filled so far, sealed (its header and trailer written); a new one begins."""
         out, refs, digest = self._out, self._refs, self._hash
+        assert out is not None
         tail = bytearray()
         for ref in refs:
             tail += HEADER_ENTRY.pack(ref.chunk, ref.length, ref.raw_length, ref.flags)
         tail += TRAILER.pack(len(refs), PACK_MAGIC)
         digest.update(tail)
+        out.write(tail)
+        out.close()
         size = self._size + len(tail)
         self._new()
-        pack_id = digest.digest()
-        if isinstance(out, _Spooled):
-            out.write(tail)
-            out.close()
-            return SealedPack(pack_id, b"", refs, size, out.path)
-        assert out is not None
-        out += tail
-        return SealedPack(pack_id, bytes(out) if size < 1 << 20 else out, refs, size)  # type: ignore[arg-type]
+        return SealedPack(digest.digest(), b"", refs, size, out.path)
 
 
 class _Spooled:
@@ -236,3 +228,21 @@ class _Spooled:
             self.close()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
+
+
+def remove_stale_spools(directory: Path, older_than: float = SPOOL_STALE_AFTER) -> int:
+    """Remove the spooled packs in ``directory`` untouched for ``older_than`` seconds: what a writer killed in the
+    middle of a snapshot left (a live one writes to or uploads its packs within seconds). How many went."""
+    removed = 0
+    cutoff = time.time() - older_than
+    try:
+        names = [name for name in os.listdir(directory) if name.startswith(SPOOL_PREFIX)]
+    except OSError:
+        return 0
+    for name in names:
+        path = directory / name
+        with contextlib.suppress(OSError):
+            if os.lstat(path).st_mtime < cutoff:
+                os.unlink(path)
+                removed += 1
+    return removed

@@ -64,6 +64,12 @@ class Repository:
     async def close(self) -> None:
         await self.backend.close()
 
+    def spool_dir(self) -> Path:
+        """Where a snapshot writes its packs while they fill: inside a local repository (a full pack is renamed
+        into place), else the node-local cache (a full pack is uploaded from there, then removed)."""
+        local = getattr(self.backend, "spool_dir", None)
+        return local() if local is not None else self.cache_dir / "spool"
+
     async def read_config(self) -> dict[str, Any]:
         """The config object as stored now: one small read that proves the store answers and still holds this
         repository (what health checks ask)."""

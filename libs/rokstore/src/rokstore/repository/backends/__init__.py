@@ -28,6 +28,10 @@ class Backend(Protocol):
 
     async def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None: ...
 
+    async def put_file(self, key: str, path: str) -> None:
+        """Store the file ``path`` as object ``key``; the file is gone afterwards (renamed into place or uploaded
+        and removed). A local backend takes only files of its ``spool_dir()``, on its own file system."""
+
     async def delete(self, key: str) -> None: ...
 
     async def list(self, prefix: str) -> list[ObjectInfo]: ...

@@ -112,24 +112,23 @@ class FileBackend:
         """Where packs are written while they fill (skipped by listings), on the repository's file system."""
         return self.root / "packs"
 
-    def place_sync(self, path: str, key: str, durable: bool = True) -> None:
-        """Put a file written in :meth:`spool_dir` in place as object ``key``."""
+    async def put_file(self, key: str, path: str) -> None:
+        await asyncio.to_thread(self._place, path, key)
+
+    def _place(self, path: str, key: str) -> None:
+        """Put a file written in :meth:`spool_dir` in place as object ``key``, durably."""
         target = self._path(key)
-        if durable:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         try:
             os.replace(path, target)
         except FileNotFoundError:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
 
-    def put_sync(self, key: str, data: bytes | memoryview, durable: bool = True) -> None:
-        """For worker threads that write packs without a trip through the event loop."""
-        self._put(key, data, durable)
-
     def get_sync(self, key: str, offset: int = 0, length: int = -1) -> bytes:
+        """For worker threads that read packs without a trip through the event loop."""
         return self._get(key, offset, length)

@@ -241,6 +241,20 @@ class S3Backend:
         except Exception as error:
             raise self._translate(error, key) from None
 
+    async def put_file(self, key: str, path: str) -> None:
+        """Upload a spooled pack from its file (read in pieces as it is sent), then remove the file."""
+        try:
+            with open(path, "rb", buffering=0) as body:
+                size = os.fstat(body.fileno()).st_size
+                async with self._slot() as c:
+                    await c.put_object(Bucket=self.bucket, Key=self._key(key), Body=body, ContentLength=size)
+        except StoreError:
+            raise
+        except Exception as error:
+            raise self._translate(error, key) from None
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
     async def delete(self, key: str) -> None:
         try:
             async with self._slot() as c:
