@@ -1,17 +1,20 @@
 """rok's store engine against restic (local disk and loopback S3) and borg (local disk).
 
 Run: ``uv run python bench/store_bench.py [--size 1GiB] [--backend file|s3|both] [--runs 3] [--workdir DIR]``.
-Measures initial snapshot, unchanged re-snapshot, small-change re-snapshot, restore, repository size and peak
-RSS of each tool's process, and prints a table per backend: the median of each figure over the runs, its
-spread (min–max) and peer/rok ratios of the medians. Every tool runs as a child process and
-is timed from its start to its exit. restic gets a password (RESTIC_PASSWORD, its repositories are always
-encrypted) and its default compression; borg runs with ``--encryption none`` and its default (lz4).
+Measures initial snapshot, unchanged re-snapshot, small-change re-snapshot, restore, repository size, peak
+RSS and CPU time (user + system) of each tool's process, and on S3 the CPU time the S3 server spent meanwhile
+(the two share the machine's cores: together they bound how fast a phase can be), and prints a table per
+backend: the median of each figure over the runs, its spread (min–max) and peer/rok ratios of the medians.
+Every tool runs as a child process and is timed from its start to its exit. restic gets a password
+(RESTIC_PASSWORD, its repositories are always encrypted) and its default compression; borg runs with
+``--encryption none`` and its default (lz4).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import secrets
 import shutil
@@ -37,11 +40,13 @@ PHASES = ["initial", "unchanged", "small change", "restore"]
 class Result:
     seconds: dict[str, float] = field(default_factory=dict)
     rss: dict[str, int] = field(default_factory=dict)  # KiB
+    cpu: dict[str, float] = field(default_factory=dict)  # seconds of CPU (user + system) of the tool's process
+    server_cpu: dict[str, float] = field(default_factory=dict)  # seconds of CPU of the S3 server meanwhile
     repo_bytes: int = 0
 
 
-def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, int]:
-    """(seconds, peak RSS in KiB) of a child process; raises on failure."""
+def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, int, float]:
+    """(seconds, peak RSS in KiB, CPU seconds) of a child process; raises on failure."""
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -52,7 +57,15 @@ def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[f
     proc.returncode = code
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed ({code}): {err.decode()[-2000:]} {out.decode()[-500:]}")
-    return seconds, usage.ru_maxrss
+    return seconds, usage.ru_maxrss, usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a running process has used so far; 0 when there is none."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def du(path: Path) -> int:
@@ -82,6 +95,15 @@ class Tool:
         self.s3_root = s3_root
         self.bucket = f"{self.name}-{secrets.token_hex(3)}"
 
+    def init(self) -> None:
+        raise NotImplementedError
+
+    def snapshot(self, data: Path) -> tuple[float, int, float]:
+        raise NotImplementedError
+
+    def restore(self, target: Path) -> tuple[float, int, float]:
+        raise NotImplementedError
+
     def repo_bytes(self) -> int:
         if self.backend == "s3":
             assert self.s3_root is not None
@@ -100,10 +122,10 @@ class Rok(Tool):
     def init(self) -> None:
         run([*ROK, "repo", "init", "--repo", self.url], self.env)
 
-    def snapshot(self, data: Path) -> tuple[float, int]:
+    def snapshot(self, data: Path) -> tuple[float, int, float]:
         return run([*ROK, "snapshot", "create", str(data), "--repo", self.url, "--json"], self.env)
 
-    def restore(self, target: Path) -> tuple[float, int]:
+    def restore(self, target: Path) -> tuple[float, int, float]:
         ids = subprocess.run(
             [*ROK, "snapshot", "ls", "--repo", self.url, "--json"], env=self.env, capture_output=True, check=True
         ).stdout
@@ -131,10 +153,10 @@ class Restic(Tool):
             (self.s3_root / self.bucket).mkdir()
         run(["restic", "-r", self.url, "init"], self.env)
 
-    def snapshot(self, data: Path) -> tuple[float, int]:
+    def snapshot(self, data: Path) -> tuple[float, int, float]:
         return run(["restic", "-r", self.url, "backup", "--quiet", str(data)], self.env)
 
-    def restore(self, target: Path) -> tuple[float, int]:
+    def restore(self, target: Path) -> tuple[float, int, float]:
         return run(["restic", "-r", self.url, "restore", "latest", "--target", str(target)], self.env)
 
 
@@ -150,11 +172,11 @@ class Borg(Tool):
     def init(self) -> None:
         run(["borg", "init", "--encryption", "none", str(self.work / "repo")], self.env)
 
-    def snapshot(self, data: Path) -> tuple[float, int]:
+    def snapshot(self, data: Path) -> tuple[float, int, float]:
         self.n += 1
         return run(["borg", "create", f"{self.work / 'repo'}::s{self.n}", "."], self.env, cwd=data)
 
-    def restore(self, target: Path) -> tuple[float, int]:
+    def restore(self, target: Path) -> tuple[float, int, float]:
         target.mkdir(parents=True)
         return run(["borg", "extract", f"{self.work / 'repo'}::s{self.n}"], self.env, cwd=target)
 
@@ -163,32 +185,39 @@ def bench_backend(backend: str, data: Path, work: Path) -> dict[str, Result]:
     with contextlib.ExitStack() as stack:
         env: dict[str, str] = {}
         s3_root = None
+        server_pid = 0
         if backend == "s3":
             s3_root = work / "s3-root"
             shutil.rmtree(s3_root, ignore_errors=True)
             s3_root.mkdir(parents=True)
-            env = stack.enter_context(serve_s3(s3_root)).env()
+            server = stack.enter_context(serve_s3(s3_root))
+            env, server_pid = server.env(), server.pid
         kinds: list[type[Tool]] = [Rok, Restic] + ([Borg] if backend == "file" else [])
         tools = [k(work, backend, env, s3_root) for k in kinds]
         results = {t.name: Result() for t in tools}
+
+        def measure(t: Tool, phase: str, step: Callable[[], tuple[float, int, float]]) -> None:
+            server_before = process_cpu(server_pid)
+            result = results[t.name]
+            result.seconds[phase], result.rss[phase], result.cpu[phase] = step()
+            result.server_cpu[phase] = process_cpu(server_pid) - server_before
+            print(f"  {backend} {t.name} {phase}: {result.seconds[phase]:.2f}s", file=sys.stderr)
+
         for t in tools:
-            t.init()  # type: ignore[attr-defined]
+            t.init()
         for phase in ("initial", "unchanged"):
             for t in tools:
                 if phase == "initial":
                     drop_caches()
-                results[t.name].seconds[phase], results[t.name].rss[phase] = t.snapshot(data)  # type: ignore[attr-defined]
-                print(f"  {backend} {t.name} {phase}: {results[t.name].seconds[phase]:.2f}s", file=sys.stderr)
+                measure(t, phase, functools.partial(t.snapshot, data))
         dataset.small_change(data)
         for t in tools:
-            results[t.name].seconds["small change"], results[t.name].rss["small change"] = t.snapshot(data)  # type: ignore[attr-defined]
-            print(f"  {backend} {t.name} small change: {results[t.name].seconds['small change']:.2f}s", file=sys.stderr)
+            measure(t, "small change", functools.partial(t.snapshot, data))
         for t in tools:
             target = work / f"restore-{t.name}-{backend}"
             shutil.rmtree(target, ignore_errors=True)
             drop_caches()
-            results[t.name].seconds["restore"], results[t.name].rss["restore"] = t.restore(target)  # type: ignore[attr-defined]
-            print(f"  {backend} {t.name} restore: {results[t.name].seconds['restore']:.2f}s", file=sys.stderr)
+            measure(t, "restore", functools.partial(t.restore, target))
             shutil.rmtree(target, ignore_errors=True)
         for t in tools:
             results[t.name].repo_bytes = t.repo_bytes()
@@ -211,11 +240,22 @@ def table(backend: str, runs: list[dict[str, Result]]) -> str:
         f"{p:>22}{p + '/rok':>12}" for p in peers
     )
     lines = [head, "-" * len(head)]
-    rows: list[tuple[str, Callable[[Result], float], int]] = [
-        *((f"{phase} (s)", lambda r, ph=phase: r.seconds[ph], 2) for phase in PHASES),
+    Row = tuple[str, Callable[[Result], float], int]
+
+    def phase_rows(label: str, of: Callable[[Result], dict[str, float]]) -> list[Row]:
+        def row(phase: str) -> Row:
+            return label.format(phase), lambda r: of(r)[phase], 2
+
+        return [row(phase) for phase in PHASES]
+
+    rows: list[Row] = [
+        *phase_rows("{} (s)", lambda r: r.seconds),
         ("repo size (MiB)", lambda r: r.repo_bytes / 2**20, 1),
         ("peak RSS (MiB)", lambda r: max(r.rss.values()) / 1024, 1),
+        *phase_rows("{} CPU (s)", lambda r: r.cpu),
     ]
+    if backend == "s3":
+        rows += phase_rows("{} server CPU", lambda r: r.server_cpu)
     for label, value, digits in rows:
         rok = figures("rok", value)
         row = f"{label:<24}{cell(*rok, digits):>22}"

@@ -31,6 +31,7 @@ class S3Server:
     secret_key: str
     root: Path
     region: str = "us-east-1"
+    pid: int = 0  # the server's process (benchmarks count its CPU time)
 
     def env(self) -> dict[str, str]:
         return {
@@ -93,7 +94,7 @@ def serve_s3(root: Path) -> Iterator[S3Server]:
                 log.flush()
                 output = log_path.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"rclone serve s3 did not start: {output}") from None
-            yield S3Server(f"http://127.0.0.1:{port}", access, secret, root)
+            yield S3Server(f"http://127.0.0.1:{port}", access, secret, root, pid=process.pid)
         finally:
             process.terminate()
             try:
