@@ -195,11 +195,14 @@ class ConfinedTree:
         xattrs: dict[str, str],
         *,
         on_path: bool = False,
+        st: os.stat_result | None = None,
     ) -> list[str]:
-        """:meth:`apply` on ``fd``, the open descriptor of ``rel`` (``on_path``: an ``O_PATH`` one), left open."""
+        """:meth:`apply` on ``fd``, the open descriptor of ``rel`` (``on_path``: an ``O_PATH`` one), left open;
+        ``st``: its ``fstat``, if the caller has it already."""
         problems: list[str] = []
         try:
-            st = os.fstat(fd)
+            if st is None:
+                st = os.fstat(fd)
             if stat.S_IFMT(st.st_mode) != _KINDS[kind]:
                 raise self.failed("set the metadata of", rel, OSError(errno.ELOOP, "its type changed"))
             # fchmod and fchown do not take an O_PATH descriptor: use its /proc name

@@ -311,9 +311,10 @@ class TreeRestorer:
         fd = self.tree.create_open(path)
         try:
             self._pwrite(fd, path, raw, 0)
-            self._check_is_the_file(path, entry, os.fstat(fd))
+            st = os.fstat(fd)
+            self._check_is_the_file(path, entry, st)
             mode, owner = self._mode_and_owner(entry)
-            self.warnings += self.tree.apply_to(fd, path, "f", mode, owner, entry.mtime_ns, entry.xattrs or {})
+            self.warnings += self.tree.apply_to(fd, path, "f", mode, owner, entry.mtime_ns, entry.xattrs or {}, st=st)
         finally:
             os.close(fd)
         self.bytes_done += len(raw)
@@ -333,7 +334,7 @@ class TreeRestorer:
             self._check_is_the_file(rel, entry, st)
 
     def _check_is_the_file(self, rel: str, entry: Entry, st: os.stat_result) -> None:
-        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size or 0:
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
             raise CorruptData(
                 f"restored file {rel!r} in {self.target} is not the snapshot's ({st.st_size} bytes, "
                 f"{entry.size or 0} expected); nothing was left in {self.target}"
