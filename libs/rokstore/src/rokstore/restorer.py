@@ -465,10 +465,11 @@ def pieces(
     first = 0
     while first < len(blobs):
         start = blobs[first][1][0].offset
+        end = start + blobs[first][1][0].length
         last = first + 1
         while last < len(blobs) and blobs[last][1][0].offset + blobs[last][1][0].length - start <= READ_PIECE:
+            end = max(end, blobs[last][1][0].offset + blobs[last][1][0].length)
             last += 1
-        piece = dict(blobs[first:last])
-        out.append((start, max(loc.offset + loc.length for loc, _ in piece.values()), piece))
+        out.append((start, end, dict(blobs[first:last])))
         first = last
     return out

@@ -108,7 +108,7 @@ class ChunkSaver:
                     self.tally.bytes_uploaded += pack.size
             finally:
                 with contextlib.suppress(OSError):
-                    os.unlink(path)  # still there if the upload failed or was cancelled
+                    os.unlink(path)  # uploaded, or not stored at all (renamed into place: already gone)
                 self._inflight.release()
 
         # Reader threads have an empty context: schedule the upload in the snapshot span's context.

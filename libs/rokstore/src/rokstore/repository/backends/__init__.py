@@ -29,8 +29,8 @@ class Backend(Protocol):
     async def put(self, key: str, data: bytes | memoryview, *, durable: bool = True) -> None: ...
 
     async def put_file(self, key: str, path: str) -> None:
-        """Store the file ``path`` as object ``key``; the file is gone afterwards (renamed into place or uploaded
-        and removed). A local backend takes only files of its ``spool_dir()``, on its own file system."""
+        """Store the file ``path`` as object ``key``: a local backend renames it into place (it takes only files of
+        its ``spool_dir()``, on its own file system), S3 uploads it; the caller removes what is left."""
 
     async def delete(self, key: str) -> None: ...
 

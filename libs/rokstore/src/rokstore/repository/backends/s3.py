@@ -242,7 +242,7 @@ class S3Backend:
             raise self._translate(error, key) from None
 
     async def put_file(self, key: str, path: str) -> None:
-        """Upload a spooled pack from its file (read in pieces as it is sent), then remove the file."""
+        """Upload a spooled pack from its file, read in pieces as it is sent (the caller removes the file)."""
         try:
             with open(path, "rb", buffering=0) as body:
                 size = os.fstat(body.fileno()).st_size
@@ -252,8 +252,6 @@ class S3Backend:
             raise
         except Exception as error:
             raise self._translate(error, key) from None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
 
     async def delete(self, key: str) -> None:
         try:
