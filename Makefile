@@ -14,9 +14,12 @@ REGISTRY    ?=
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "} {printf "  make %-8s %s\n", $$1, $$2}'
 
+# Bytecode for the dependencies and the workspace's own modules, as the images have it: a process (a service a
+# test starts, a CLI call) then reads it instead of compiling every module, also where PYTHONDONTWRITEBYTECODE is set.
 setup: ## install uv, the workspace (.venv, so .venv/bin/rok is the CLI) and the servers the tests use
 	@bash tools/install-parts.sh
-	@uv=$$(bash tools/install-uv.sh) && $$uv sync --frozen --quiet
+	@uv=$$(bash tools/install-uv.sh) && $$uv sync --frozen --quiet --compile-bytecode
+	@PYTHONDONTWRITEBYTECODE= $(VENV)/bin/python -m compileall -q -j 0 libs/*/src services/*/src >/dev/null
 
 parts: ## say which real servers and tools are here (nats-server, S3, PostgreSQL, chromium)
 	@bash tools/check-parts.sh

@@ -108,9 +108,11 @@ def _count(root: Path) -> dict[str, int]:
     return {"files": files, "bytes": size}
 
 
-def small_change(root: Path) -> None:
-    """Append one byte to a large file and touch one small file."""
-    with open(root / "data" / "weights.bin", "ab") as f:
+def small_change(root: Path) -> list[Path]:
+    """Append one byte to a large file and touch one small file; returns the two."""
+    big = root / "data" / "weights.bin"
+    with open(big, "ab") as f:
         f.write(b"\x01")
     small = next(p for p in sorted((root / "env").rglob("*.py")) if p.is_file())
     os.utime(small)
+    return [big, small]

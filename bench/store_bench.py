@@ -8,6 +8,13 @@ backend: the median of each figure over the runs, its spread (min–max) and pee
 Every tool runs as a child process and is timed from its start to its exit. restic gets a password
 (RESTIC_PASSWORD, its repositories are always encrypted) and its default compression; borg runs with
 ``--encryption none`` and its default (lz4).
+
+Beside them, ``tar`` is the same work done by the operating system's own tools under the same page-cache
+conditions, on local disk, with no chunking, hashing or dedup: read every file and compress it once
+(``tar | zstd -T0``), stat every entry for a re-snapshot (``find -printf``; the small change also reads the two
+changed files), and extract that archive (``zstd -d | tar -x``). Where rok is level with it, a phase is at what
+this machine's disk and cores do. ``rok start`` is what a fresh rok process pays before its first step, with the
+page cache dropped: the interpreter and the modules a snapshot imports (on S3 with the S3 client library).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ class Result:
     cpu: dict[str, float] = field(default_factory=dict)  # seconds of CPU (user + system) of the tool's process
     server_cpu: dict[str, float] = field(default_factory=dict)  # seconds of CPU of the S3 server meanwhile
     repo_bytes: int = 0
+    start: float = 0.0  # rok only: seconds a fresh process takes to import what a snapshot needs, cache dropped
 
 
 def run(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, int, float]:
@@ -134,6 +142,13 @@ class Rok(Tool):
         latest = json.loads(ids)[-1]["id"]
         return run([*ROK, "snapshot", "restore", latest, "--repo", self.url, "--to", str(target), "--json"], self.env)
 
+    def start(self) -> float:
+        """Seconds for the interpreter to import what ``rok snapshot create`` imports, page cache dropped."""
+        modules = "rokcli, rokstore" + (", aiobotocore.session, botocore.config" if self.backend == "s3" else "")
+        drop_caches()
+        seconds, _, _ = run([str(ROOT / ".venv" / "bin" / "python"), "-c", f"import {modules}"], self.env)
+        return seconds
+
 
 class Restic(Tool):
     name = "restic"
@@ -181,6 +196,39 @@ class Borg(Tool):
         return run(["borg", "extract", f"{self.work / 'repo'}::s{self.n}"], self.env, cwd=target)
 
 
+class Tar(Tool):
+    """Each phase's work done with the system's tools, without dedup: see the module's docstring."""
+
+    name = "tar"
+
+    def __init__(self, *a: object) -> None:
+        super().__init__(*a)  # type: ignore[arg-type]
+        self.archive = self.work / "data.tar.zst"
+        self.snapshots = 0
+        self.changed: list[Path] = []  # what the small change touched: read again
+
+    def init(self) -> None:
+        pass
+
+    def snapshot(self, data: Path) -> tuple[float, int, float]:
+        self.snapshots += 1
+        if self.snapshots == 1:
+            return sh(f"tar -cf - -C {data} . | zstd -q -T0 -3 -f -o {self.archive}", self.env)
+        read = "".join(f" && cat {p} >/dev/null" for p in self.changed)
+        return sh(f"find {data} -printf '%i %s %T@ %C@\\n' >/dev/null{read}", self.env)
+
+    def restore(self, target: Path) -> tuple[float, int, float]:
+        target.mkdir(parents=True)
+        return sh(f"zstd -q -d -c {self.archive} | tar -xf - -C {target}", self.env)
+
+    def repo_bytes(self) -> int:
+        return self.archive.stat().st_size
+
+
+def sh(script: str, env: dict[str, str]) -> tuple[float, int, float]:
+    return run(["bash", "-o", "pipefail", "-c", script], env)
+
+
 def bench_backend(backend: str, data: Path, work: Path) -> dict[str, Result]:
     with contextlib.ExitStack() as stack:
         env: dict[str, str] = {}
@@ -192,7 +240,7 @@ def bench_backend(backend: str, data: Path, work: Path) -> dict[str, Result]:
             s3_root.mkdir(parents=True)
             server = stack.enter_context(serve_s3(s3_root))
             env, server_pid = server.env(), server.pid
-        kinds: list[type[Tool]] = [Rok, Restic] + ([Borg] if backend == "file" else [])
+        kinds: list[type[Tool]] = [Rok, Restic] + ([Borg] if backend == "file" else []) + [Tar]
         tools = [k(work, backend, env, s3_root) for k in kinds]
         results = {t.name: Result() for t in tools}
 
@@ -210,8 +258,10 @@ def bench_backend(backend: str, data: Path, work: Path) -> dict[str, Result]:
                 if phase == "initial":
                     drop_caches()
                 measure(t, phase, functools.partial(t.snapshot, data))
-        dataset.small_change(data)
+        changed = dataset.small_change(data)
         for t in tools:
+            if isinstance(t, Tar):
+                t.changed = changed
             measure(t, "small change", functools.partial(t.snapshot, data))
         for t in tools:
             target = work / f"restore-{t.name}-{backend}"
@@ -221,6 +271,8 @@ def bench_backend(backend: str, data: Path, work: Path) -> dict[str, Result]:
             shutil.rmtree(target, ignore_errors=True)
         for t in tools:
             results[t.name].repo_bytes = t.repo_bytes()
+            if isinstance(t, Rok):
+                results[t.name].start = t.start()
         return results
 
 
@@ -264,6 +316,7 @@ def table(backend: str, runs: list[dict[str, Result]]) -> str:
             ratio = peer[0] / rok[0] if rok[0] else float("nan")
             row += f"{cell(*peer, digits):>22}{ratio:>11.2f}x"
         lines.append(row)
+    lines.append(f"{'rok start (s)':<24}{cell(*figures('rok', lambda r: r.start), 2):>22}")
     return "\n".join(lines)
 
 
@@ -291,9 +344,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="runs per backend; the table shows medians (default 3)")
     parser.add_argument("--workdir", default="/tmp/rok-bench", help="scratch directory on the disk to measure")
     args = parser.parse_args()
-    missing = [t for t in ("restic", "borg") if shutil.which(t) is None]
+    missing = [t for t in ("restic", "borg", "zstd") if shutil.which(t) is None]
     if missing:
-        sys.exit(f"{', '.join(missing)} not found: apt-get install -y restic borgbackup")
+        sys.exit(f"{', '.join(missing)} not found: apt-get install -y restic borgbackup zstd")
     compile_bytecode()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
@@ -307,6 +360,7 @@ def main() -> None:
         f"(site-packages copy + random, weight-like and CSV files); {os.cpu_count()} CPUs",
         "restic: default compression (auto), RESTIC_PASSWORD set (restic always encrypts); "
         "borg: --encryption none, default lz4; page cache dropped before initial snapshots and restores",
+        "tar: the same work with tar | zstd -T0, find and zstd -d | tar -x on local disk, no dedup (module docstring)",
     ]
     for backend in backends:
         runs = []

