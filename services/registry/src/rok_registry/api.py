@@ -22,7 +22,6 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from rokcommon.authz import START_RUN
-from rokcommon.errors import Forbidden, InvalidRequest, NotFound, TemporaryError
 from rokcommon.events import Event, Phase
 from rokcommon.health import PROBE_PATHS, Health
 from rokcommon.registry_contract import (
@@ -48,6 +47,7 @@ from rokcommon.registry_contract import (
 from rokcommon.urls import format_url
 
 from rok_registry import gate as gates
+from rok_registry.answers import REFUSALS
 from rok_registry.api_docs import add_api_docs
 from rok_registry.queries import Queries
 from rok_registry.recorder import Recorder
@@ -55,8 +55,6 @@ from rok_registry.recorder import Recorder
 log = logging.getLogger(__name__)
 
 API = "/api/v1/namespaces/{namespace}"
-_STATUS = {NotFound: 404, Forbidden: 403, InvalidRequest: 400, TemporaryError: 503}
-_KIND = {NotFound: "not_found", Forbidden: "forbidden", InvalidRequest: "invalid", TemporaryError: "unavailable"}
 
 
 def get_queries(request: Request) -> Queries:
@@ -215,8 +213,8 @@ def create_app(
     app.state.settings = settings
     gates.install(app, gate or gates.locked())
 
-    for error_type, status in _STATUS.items():
-        app.add_exception_handler(error_type, _error_handler(status, _KIND[error_type]))
+    for error_type, (status, kind) in REFUSALS.items():
+        app.add_exception_handler(error_type, _error_handler(status, kind))
     app.add_exception_handler(Exception, _unexpected)
 
     @app.get("/healthz")

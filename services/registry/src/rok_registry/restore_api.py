@@ -20,8 +20,9 @@ from rokcommon.authz import READ
 from rokcommon.errors import NotFound, RokError
 from rokcommon.urls import parse_url
 
+from rok_registry.answers import KIND_OF_STATUS, refusal
 from rok_registry.gate import authorize, identity
-from rok_registry.web.access import status_of, web_bus
+from rok_registry.web.access import web_bus
 from rok_registry.web.restores import RestoreForm, audit, authorized_target
 
 router = APIRouter(prefix="/api/v1", tags=["restores"])
@@ -36,7 +37,7 @@ async def start(request: Request, form: RestoreForm) -> tuple[dict[str, object],
         volumes = tuple(v for v in form.volumes if v)
         watch = await web_bus(request).restore(form.url, target, volumes, namespace=source, requested_by=who.user)
     except RokError as error:
-        return {"error": str(error)}, status_of(error)
+        return {"error": str(error)}, refusal(error)[0]
     audit(who, form.url, target, watch.request_id)
     return watch.to_dict(), 202
 
@@ -51,7 +52,7 @@ async def progress(request: Request, request_id: str) -> tuple[dict[str, object]
 def _api_answer(body: dict[str, object], status: int) -> JSONResponse:
     """The API's shape: errors as ``{"error": {"kind", "message"}}``, as every other API answer."""
     if "error" in body:
-        kind = {403: "forbidden", 404: "not_found", 503: "unavailable"}.get(status, "invalid")
+        kind = KIND_OF_STATUS.get(status, "invalid")
         return JSONResponse({"error": {"kind": kind, "message": body["error"]}}, status_code=status)
     return JSONResponse(body, status_code=status)
 

@@ -29,7 +29,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from rokcommon import streams, subjects
 from rokcommon.authz import READ, Identity
 from rokcommon.connection import connect
-from rokcommon.errors import Forbidden, NotFound, TemporaryError
+from rokcommon.errors import NotFound
 from rokcommon.events import RestoreTarget
 from rokcommon.registry_client import RegistryClient
 from rokcommon.registry_contract import GetLineage, ListBuckets, ListFiles, ListVersions
@@ -249,14 +249,3 @@ async def namespaces(request: Request) -> list[str]:
     ordered = sorted(known)
     answers = await asyncio.gather(*(access.allowed(who, ns, READ) for ns in ordered))  # each cached a while
     return [ns for ns, allowed in zip(ordered, answers, strict=True) if allowed]
-
-
-def status_of(error: Exception) -> int:
-    """The HTTP status of an error answered to a page's script: 403, 404, 503 (try again) or 400."""
-    if isinstance(error, Forbidden):
-        return 403
-    if isinstance(error, NotFound):
-        return 404
-    if isinstance(error, TemporaryError):
-        return 503
-    return 400

@@ -30,9 +30,10 @@ from rokcommon.browse import BrowseClient, BrowseEntry, read_size
 from rokcommon.errors import InvalidRequest, NotFound, RokError
 from rokcommon.urls import parse_url
 
+from rok_registry.answers import refusal
 from rok_registry.gate import authorize
 from rok_registry.web import _error_page, _page, templates
-from rok_registry.web.access import status_of, web_bus
+from rok_registry.web.access import web_bus
 
 PAGE = 100  # entries a directory page shows
 HEAD = 64 * 1024  # bytes of a file its page shows
@@ -226,7 +227,7 @@ async def raw_file(request: Request, url: str = "", path: str = "", inline: int 
         volume_url = place.volume_url
         first = await client.read(volume_url, source, 0, read_size(client.nc))
     except RokError as error:
-        return Response(str(error), status_code=status_of(error), media_type="text/plain")
+        return Response(str(error), status_code=refusal(error)[0], media_type="text/plain")
 
     async def pieces() -> AsyncIterator[bytes]:
         yield first
