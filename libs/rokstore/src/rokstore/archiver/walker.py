@@ -12,8 +12,10 @@ entries are built for such a directory, unless something below it changed and it
 
 from __future__ import annotations
 
+import collections
 import os
 import stat
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -32,6 +34,11 @@ except ImportError:  # not built here: the same signature is packed in Python
     scan = None  # type: ignore[assignment]
 
 Stats = list[tuple[str, os.stat_result]]  # a directory's children and their lstat, in name order
+Scanned = tuple[bytes, int, int, list[tuple[str, int, int]], list[tuple[str, int]]]  # what rokscan.scan answers
+# A directory scanned ahead: its fstat and the scan or why that failed; or why it could not be opened.
+Early = tuple[os.stat_result, "Scanned | OSError"] | OSError
+_TAKEN = object()  # a directory the walk scans itself: the scan-ahead leaves it
+_FAILED = object()  # a directory the scan-ahead could not scan for a reason of its own: the walk scans it itself
 
 
 class Identity(NamedTuple):
@@ -62,9 +69,10 @@ class Walker:
         self.scan = scan  # None: the Python path
         # files with several links, by relative path: (device, inode), path, stat (see walk)
         self._linked: dict[str, tuple[tuple[int, int], str, os.stat_result]] = {}
+        self._ahead: _ScanAhead | None = None  # while walking, when same directories are likely
 
     def walk(self) -> None:
-        """List the tree on this thread, then put the entries in order.
+        """List the tree on this thread (with :class:`_ScanAhead`), then put the entries in order.
 
         Each directory in turn is listed and its children stat'ed (a directory whose listing is the cached one
         builds no entries), and files that must be read are queued for the readers; the entries are then
@@ -81,14 +89,24 @@ class Walker:
         self._listed[""] = st
         self.tally.dirs += 1
         listed = self.listed
-        # One thread: each stat releases the GIL only for a few microseconds of kernel work, and the Python
-        # around it holds it, so more walkers only contend (measured: one lists 28k entries fastest).
+        # One thread builds: each stat releases the GIL only for a few microseconds of kernel work, and the Python
+        # around it holds it, so more walkers only contend (measured: one lists 28k entries fastest). Directories
+        # likely the cached ones are scanned in C, without the GIL: those a second thread scans ahead.
         todo = [(root, "")]
-        while todo:
-            path, rel = todo.pop()
-            found: list[tuple[str, str]] = []
-            listed[rel] = self._list_dir(path, rel, found)
-            todo.extend(found)
+        ahead = _ScanAhead(self.known) if self.scan is not None and self.known.trusted else None
+        self._ahead = ahead
+        try:
+            while todo:
+                path, rel = todo.pop()
+                found: list[tuple[str, str]] = []
+                listed[rel] = self._list_dir(path, rel, found)
+                todo.extend(found)
+                if ahead is not None:
+                    ahead.offer(found)
+        finally:
+            self._ahead = None
+            if ahead is not None:
+                ahead.stop()
         stack = [""]
         while stack:
             rel = stack.pop()
@@ -138,25 +156,36 @@ class Walker:
     def _list_dir(self, path: str, rel: str, subdirs: list[tuple[str, str]]) -> tuple[list[Entry] | None, list[str]]:
         """List and stat one directory's children, relative to an open descriptor of it (no path lookups)."""
         listed = self._listed.pop(rel)
+        known = self.known
+        candidate = known.may_be_same(rel)
+        early = self._ahead.take(rel) if candidate and self._ahead is not None else None
+        if early is not None:  # scanned ahead: the checks _open and the scan below make, on what it saw
+            if isinstance(early, OSError):
+                self.tally.fail(rel or ".", early)
+                return [], []
+            st, result = early
+            problem = replaced(listed, st) or (result if isinstance(result, OSError) else None)
+            if problem is not None:
+                self.tally.fail(rel or ".", problem)
+                return [], []
+            same = self._if_same(path, rel, listed, result, subdirs)  # type: ignore[arg-type]
+            if same is not None:
+                return same
+            candidate = False  # changed: listed again below, with the stats its entries need
         dir_fd = self._open(path, rel, listed)
         if dir_fd is None:
             return [], []
         try:
             prefix = f"{rel}/" if rel else ""
-            known = self.known
-            candidate = known.may_be_same(rel)
             if candidate and self.scan is not None:
                 try:
-                    signature, files, scanned, subs, failures = self.scan(dir_fd)
+                    scanned_now = self.scan(dir_fd)
                 except OSError as error:
                     self.tally.fail(rel or ".", error)
                     return [], []
-                if known.is_same(rel, signature, files):
-                    for name, code in failures:
-                        self.tally.fail(prefix + name, OSError(code, os.strerror(code)))
-                    self._same[rel] = (path, listed, None, signature, files)
-                    subs.sort()  # in name order, as the entries are
-                    return None, self._count_same(path, prefix, files, scanned, subs, subdirs)
+                same = self._if_same(path, rel, listed, scanned_now, subdirs)
+                if same is not None:
+                    return same
                 candidate = False  # changed: listed again below, with the stats its entries need
             stats = self._stat_children(dir_fd, rel, prefix)
             if stats is None:
@@ -181,11 +210,26 @@ class Walker:
             os.close(dir_fd)
         return entries, [sub_rel for _, sub_rel in subdirs]
 
+    def _if_same(
+        self, path: str, rel: str, listed: os.stat_result | Identity, result: Scanned, subdirs: list[tuple[str, str]]
+    ) -> tuple[None, list[str]] | None:
+        """A directory scanned in C whose listing is the cached one is *same*: counted, its subdirectories queued,
+        no entries built. None if its listing is not the cached one."""
+        signature, files, scanned, subs, failures = result
+        if not self.known.is_same(rel, signature, files):
+            return None
+        prefix = f"{rel}/" if rel else ""
+        for name, code in failures:
+            self.tally.fail(prefix + name, OSError(code, os.strerror(code)))
+        self._same[rel] = (path, listed, None, signature, files)
+        subs.sort()  # in name order, as the entries are
+        return None, self._count_same(path, prefix, files, scanned, subs, subdirs)
+
     def _open(self, path: str, rel: str, listed: os.stat_result | Identity) -> int | None:
         """A descriptor of directory ``rel``, opened by ``path`` and checked to be the one its parent's listing saw
         (a parent may be a link now); None, and the failure recorded, if it is not or cannot be opened."""
         try:
-            dir_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            dir_fd = _open_dir(path)
         except OSError as error:
             self.tally.fail(rel or ".", error)
             return None
@@ -337,6 +381,102 @@ class Walker:
             if found:
                 entry.xattrs = found
         return entry
+
+
+def _open_dir(path: str) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+class _ScanAhead:
+    """A second thread that scans, with :func:`rokscan.scan`, directories the walk will come to later and whose
+    listing is likely the cached one, and goes on below them. The scan runs in C without the GIL, so two go at
+    once; the walk checks each result (the directory is still the one its parent's listing saw) and uses it as
+    its own.
+
+    The walk takes directories newest first (depth first), this thread oldest first (breadth first), so they meet
+    rarely; a directory either one takes is the other's no more (:meth:`take` waits for one being scanned).
+    """
+
+    def __init__(self, known: KnownFiles) -> None:
+        self._known = known
+        self._queue: collections.deque[tuple[str, str]] = collections.deque()
+        self._done: dict[str, object] = {}  # rel -> _TAKEN, None (being scanned), _FAILED or its Early
+        self._changed = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="rok-scan-ahead", daemon=True)
+        self._thread.start()
+
+    def offer(self, dirs: list[tuple[str, str]]) -> None:
+        """Directories (path, rel) the walk found: those likely the cached ones are worth scanning ahead."""
+        likely = [(path, rel) for path, rel in dirs if self._known.may_be_same(rel)]
+        if likely:
+            with self._changed:
+                self._queue.extend(likely)
+                self._changed.notify()
+
+    def take(self, rel: str) -> Early | None:
+        """The early scan of ``rel``, waited for if under way; None if there is none (the walk scans it)."""
+        with self._changed:
+            if rel not in self._done:
+                self._done[rel] = _TAKEN
+                return None
+            while self._done[rel] is None:
+                self._changed.wait()
+            early, self._done[rel] = self._done[rel], _TAKEN
+            return None if early is _FAILED else early  # type: ignore[return-value]
+
+    def stop(self) -> None:
+        with self._changed:
+            self._stopping = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._queue and not self._stopping:
+                    self._changed.wait()
+                if self._stopping:
+                    return
+                path, rel = self._queue.popleft()
+                if rel in self._done:
+                    continue
+                self._done[rel] = None
+            self._scan(path, rel)
+
+    def _scan(self, path: str, rel: str) -> None:
+        """Scan one directory (marked as being scanned), keep what the walk will take, offer what is below it."""
+        try:
+            early: object = _scan_early(path)
+        except Exception:  # not an OSError: the walk scans it itself and meets the error where it belongs
+            early = _FAILED
+        below: list[tuple[str, str]] = []
+        if isinstance(early, tuple) and not isinstance(early[1], OSError):
+            prefix = f"{rel}/" if rel else ""
+            below = [(f"{path}/{name}", prefix + name) for name, _, _ in early[1][3]]
+        with self._changed:
+            self._done[rel] = early
+            self._changed.notify_all()
+        self.offer(below)
+
+
+def _scan_early(path: str) -> Early:
+    """The directory at ``path``, fstat'ed and scanned as the walk would; an OSError is the walk's to record."""
+    try:
+        dir_fd = _open_dir(path)
+    except OSError as error:
+        return error
+    try:
+        st = os.fstat(dir_fd)
+        try:
+            result: Scanned | OSError = scan(dir_fd)
+        except OSError as error:
+            result = error
+    except OSError as error:
+        return error
+    finally:
+        os.close(dir_fd)
+    return st, result
 
 
 def _listing(stats: Stats) -> Listing:
