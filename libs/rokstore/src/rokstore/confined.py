@@ -205,8 +205,9 @@ class ConfinedTree:
                 st = os.fstat(fd)
             if stat.S_IFMT(st.st_mode) != _KINDS[kind]:
                 raise self.failed("set the metadata of", rel, OSError(errno.ELOOP, "its type changed"))
-            # fchmod and fchown do not take an O_PATH descriptor: use its /proc name
-            if owner is not None:
+            # fchmod and fchown do not take an O_PATH descriptor: use its /proc name. A file that has its owner
+            # already (made by the user it belongs to) is not chown'ed again: one syscall less per file.
+            if owner is not None and (st.st_uid, st.st_gid) != owner:
                 try:
                     if on_path:
                         parent_fd, name = self._parent(rel)
