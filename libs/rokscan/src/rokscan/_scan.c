@@ -8,7 +8,13 @@
  *   subdirs    [(name, st_dev, st_ino)] of the subdirectories, in the byte order of the names
  *   failures   [(name, errno)] of the children listed but not stat'ed (gone since, say): in no record
  * Raises OSError when the directory cannot be listed. The descriptor stays open and is not moved.
- */
+ *
+ * write_new(parent_fd, name, data, mode, mtime_ns, uid, gid) -> (step, errno, st_mode, st_size, chown_errno)
+ *   creates name in the directory open as parent_fd (a new regular file, never an existing one: O_EXCL, no
+ *   following), writes data, fstats it, gives it uid:gid (unless uid is -1, or it has them already), mode and
+ *   mtime_ns, and closes it, all with the GIL released once. step is None when every step was done, otherwise
+ *   the one that failed ("create", "write", "stat", "mode", "time") with its errno; chown_errno is the errno of
+ *   a chown that failed (the rest is done all the same), 0 otherwise. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -20,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #define RECORD_HEAD 38 /* 4 + 8 + 8 + 8 + 8 + 2 */
@@ -248,7 +255,96 @@ done:
     return result;
 }
 
+typedef struct {
+    const char *step; /* the step that failed, NULL when none did */
+    int error, chown_error;
+    struct stat st;
+} written_t;
+
+static void write_without_gil(int parent_fd, const char *name, const char *data, Py_ssize_t len, mode_t mode,
+                              long long mtime_ns, long long uid, long long gid, written_t *w) {
+    int fd = openat(parent_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        w->step = "create";
+        w->error = errno;
+        return;
+    }
+    Py_ssize_t done = 0;
+    while (done < len) {
+        ssize_t n = write(fd, data + done, (size_t)(len - done));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            w->step = "write";
+            w->error = n < 0 ? errno : ENOSPC;
+            close(fd);
+            return;
+        }
+        done += n;
+    }
+    if (fstat(fd, &w->st) != 0) {
+        w->step = "stat";
+        w->error = errno;
+    } else {
+        if (uid >= 0 && ((long long)w->st.st_uid != uid || (long long)w->st.st_gid != gid) &&
+            fchown(fd, (uid_t)uid, (gid_t)gid) != 0) {
+            w->chown_error = errno;
+        }
+        struct timespec times[2];
+        times[0].tv_sec = times[1].tv_sec = (time_t)(mtime_ns / 1000000000LL);
+        times[0].tv_nsec = times[1].tv_nsec = (long)(mtime_ns % 1000000000LL);
+        if (times[0].tv_nsec < 0) { /* before 1970: floor, as Python's os.utime(ns=) does */
+            times[0].tv_sec -= 1;
+            times[1].tv_sec -= 1;
+            times[0].tv_nsec += 1000000000L;
+            times[1].tv_nsec += 1000000000L;
+        }
+        if (fchmod(fd, mode) != 0) {
+            w->step = "mode";
+            w->error = errno;
+        } else if (futimens(fd, times) != 0) {
+            w->step = "time";
+            w->error = errno;
+        }
+    }
+    close(fd);
+}
+
+static PyObject *write_new(PyObject *self, PyObject *args) {
+    (void)self;
+    int parent_fd;
+    PyObject *name_obj, *name_bytes = NULL;
+    Py_buffer data;
+    unsigned int mode;
+    long long mtime_ns, uid, gid;
+    if (!PyArg_ParseTuple(args, "iOy*ILLL:write_new", &parent_fd, &name_obj, &data, &mode, &mtime_ns, &uid, &gid)) {
+        return NULL;
+    }
+    if (!PyUnicode_FSConverter(name_obj, &name_bytes)) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    written_t w;
+    memset(&w, 0, sizeof(w));
+    const char *name = PyBytes_AS_STRING(name_bytes);
+    Py_BEGIN_ALLOW_THREADS
+    write_without_gil(parent_fd, name, (const char *)data.buf, data.len, (mode_t)mode, mtime_ns, uid, gid, &w);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&data);
+    Py_DECREF(name_bytes);
+    if (w.step != NULL) {
+        return Py_BuildValue("(siIKi)", w.step, w.error, (unsigned int)w.st.st_mode,
+                             (unsigned long long)w.st.st_size, w.chown_error);
+    }
+    return Py_BuildValue("(OiIKi)", Py_None, 0, (unsigned int)w.st.st_mode, (unsigned long long)w.st.st_size,
+                         w.chown_error);
+}
+
 static PyMethodDef methods[] = {
+    {"write_new", write_new, METH_VARARGS,
+     "write_new(parent_fd, name, data, mode, mtime_ns, uid, gid) -> (step, errno, st_mode, st_size, chown_errno): "
+     "create, write and give its metadata to a new file without the GIL; see the module's documentation."},
     {"scan", scan, METH_O,
      "scan(dir_fd) -> (signature, files, size, subdirs, failures): list the directory open as dir_fd and lstat "
      "each child without the GIL; see the module's documentation."},
@@ -268,7 +364,7 @@ static PyModuleDef_Slot slots[] = {
 };
 
 static struct PyModuleDef module_def = {
-    PyModuleDef_HEAD_INIT, "rokscan._scan", "One directory listed and stat'ed without the GIL.", 0, methods, slots,
+    PyModuleDef_HEAD_INIT, "rokscan._scan", "One directory listed and stat'ed, or one new file written, without the GIL.", 0, methods, slots,
     NULL, NULL, NULL,
 };
 

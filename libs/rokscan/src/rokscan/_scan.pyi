@@ -1,3 +1,6 @@
 RECORD: str
 
 def scan(dir_fd: int, /) -> tuple[bytes, int, int, list[tuple[str, int, int]], list[tuple[str, int]]]: ...
+def write_new(
+    parent_fd: int, name: str, data: bytes | bytearray | memoryview, mode: int, mtime_ns: int, uid: int, gid: int, /
+) -> tuple[str | None, int, int, int, int]: ...

@@ -32,7 +32,7 @@ import blake3
 from opentelemetry import trace
 
 from rokstore.chunker import MAX_SIZE
-from rokstore.confined import O_READ, O_WRITE, ConfinedTree, kind_matches
+from rokstore.confined import O_READ, O_WRITE, ConfinedTree, Written, kind_matches
 from rokstore.errors import CorruptData, MissingBlob, ObjectNotFound, RestoreFailed
 from rokstore.memory import collector_paused, tune_malloc
 from rokstore.models import Progress, RestoreStats
@@ -306,15 +306,22 @@ class TreeRestorer:
             raise self.tree.failed("write", path, error) from None
 
     def _write_whole(self, entry: Entry, raw: bytes) -> None:
-        """Create the file that is this one chunk, write it, check it and give it its metadata, on one descriptor."""
+        """Create the file that is this one chunk, write it, check it and give it its metadata, on one descriptor
+        (in one call, :meth:`ConfinedTree.write_new`, when it has no extended attributes)."""
         path = entry.path
+        mode, owner = self._mode_and_owner(entry)
+        if not entry.xattrs:
+            written = self.tree.write_new(path, raw, mode, owner, entry.mtime_ns)
+            self._check_is_the_file(path, entry, written)
+            self.warnings += written.problems
+            self.bytes_done += len(raw)
+            return
         fd = self.tree.create_open(path)
         try:
             self._pwrite(fd, path, raw, 0)
             st = os.fstat(fd)
             self._check_is_the_file(path, entry, st)
-            mode, owner = self._mode_and_owner(entry)
-            self.warnings += self.tree.apply_to(fd, path, "f", mode, owner, entry.mtime_ns, entry.xattrs or {}, st=st)
+            self.warnings += self.tree.apply_to(fd, path, "f", mode, owner, entry.mtime_ns, entry.xattrs, st=st)
         finally:
             os.close(fd)
         self.bytes_done += len(raw)
@@ -333,7 +340,7 @@ class TreeRestorer:
                 os.close(fd)
             self._check_is_the_file(rel, entry, st)
 
-    def _check_is_the_file(self, rel: str, entry: Entry, st: os.stat_result) -> None:
+    def _check_is_the_file(self, rel: str, entry: Entry, st: os.stat_result | Written) -> None:
         if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
             raise CorruptData(
                 f"restored file {rel!r} in {self.target} is not the snapshot's ({st.st_size} bytes, "
