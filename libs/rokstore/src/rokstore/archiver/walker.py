@@ -36,7 +36,7 @@ except ImportError:  # not built here: the same signature is packed in Python
 Stats = list[tuple[str, os.stat_result]]  # a directory's children and their lstat, in name order
 Scanned = tuple[bytes, int, int, list[tuple[str, int, int]], list[tuple[str, int]]]  # what rokscan.scan answers
 # A directory scanned ahead: its fstat and the scan or why that failed; or why it could not be opened.
-Early = tuple[os.stat_result, "Scanned | OSError"] | OSError
+Early = tuple[os.stat_result, Scanned | OSError] | OSError
 _TAKEN = object()  # a directory the walk scans itself: the scan-ahead leaves it
 _FAILED = object()  # a directory the scan-ahead could not scan for a reason of its own: the walk scans it itself
 
@@ -164,11 +164,14 @@ class Walker:
                 self.tally.fail(rel or ".", early)
                 return [], []
             st, result = early
-            problem = replaced(listed, st) or (result if isinstance(result, OSError) else None)
-            if problem is not None:
-                self.tally.fail(rel or ".", problem)
+            swapped = replaced(listed, st)
+            if swapped is not None:
+                self.tally.fail(rel or ".", swapped)
                 return [], []
-            same = self._if_same(path, rel, listed, result, subdirs)  # type: ignore[arg-type]
+            if isinstance(result, OSError):
+                self.tally.fail(rel or ".", result)
+                return [], []
+            same = self._if_same(path, rel, listed, result, subdirs)
             if same is not None:
                 return same
             candidate = False  # changed: listed again below, with the stats its entries need
