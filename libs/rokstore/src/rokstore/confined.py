@@ -32,7 +32,14 @@ CACHED_DIRS = 64  # directory descriptors each thread keeps open
 _SWAPPED = (errno.ELOOP, errno.ENOTDIR, errno.ENOENT, errno.EMLINK)
 _KINDS = {"d": stat.S_IFDIR, "f": stat.S_IFREG, "h": stat.S_IFREG, "l": stat.S_IFLNK, "p": stat.S_IFIFO}
 _KINDS |= {"c": stat.S_IFCHR, "b": stat.S_IFBLK}
-_VERBS = {"create": "create", "write": "write", "stat": "set the metadata of", "mode": "set the mode of"}
+# the step rokscan.write_new names as failed -> what the error says could not be done
+_VERBS = {
+    "create": "create",
+    "write": "write",
+    "stat": "set the metadata of",
+    "mode": "set the mode of",
+    "time": "set the metadata of",
+}
 
 
 class Written(NamedTuple):
@@ -126,13 +133,19 @@ class ConfinedTree:
             raise self.failed("create", rel, error) from None
 
     def write_new(
-        self, rel: str, data: bytes | memoryview, mode: int, owner: tuple[int, int] | None, mtime: int
+        self,
+        rel: str,
+        data: bytes | memoryview,
+        mode: int,
+        owner: tuple[int, int] | None,
+        mtime: int,
+        xattrs: dict[str, str] | None = None,
     ) -> Written:
         """A new regular file ``rel`` (never an existing one) holding ``data``, given ``owner`` (None: left as
-        created), ``mode`` and ``mtime`` on its one descriptor. With :mod:`rokscan` built, the six system calls are
-        made in C with the GIL released once (a restore of many small files otherwise spends its time handing
-        the GIL between its threads at each call)."""
-        if _write_new is None:
+        created), ``mode``, ``mtime`` and ``xattrs`` on its one descriptor. With :mod:`rokscan` built and no
+        xattrs, the six system calls are made in C with the GIL released once (a restore of many small files
+        otherwise spends its time handing the GIL between its threads at each call)."""
+        if _write_new is None or xattrs:
             fd = self.create_open(rel)
             try:
                 try:
@@ -141,14 +154,15 @@ class ConfinedTree:
                 except OSError as error:
                     raise self.failed("write", rel, error) from None
                 st = os.fstat(fd)
-                return Written(st.st_mode, st.st_size, self.apply_to(fd, rel, "f", mode, owner, mtime, {}, st=st))
+                problems = self.apply_to(fd, rel, "f", mode, owner, mtime, xattrs or {}, st=st)
+                return Written(st.st_mode, st.st_size, problems)
             finally:
                 os.close(fd)
         parent_fd, name = self._parent(rel)
         uid, gid = owner if owner is not None else (-1, -1)
         step, code, st_mode, st_size, chown_code = _write_new(parent_fd, name, data, mode, mtime, uid, gid)
         if step is not None:
-            raise self.failed(_VERBS.get(step, "set the metadata of"), rel, OSError(code, os.strerror(code)))
+            raise self.failed(_VERBS[step], rel, OSError(code, os.strerror(code)))
         problems = [f"{rel}: owner not restored ({os.strerror(chown_code)})"] if chown_code else []
         return Written(st_mode, st_size, problems)
 

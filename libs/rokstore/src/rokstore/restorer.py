@@ -306,24 +306,12 @@ class TreeRestorer:
             raise self.tree.failed("write", path, error) from None
 
     def _write_whole(self, entry: Entry, raw: bytes) -> None:
-        """Create the file that is this one chunk, write it, check it and give it its metadata, on one descriptor
-        (in one call, :meth:`ConfinedTree.write_new`, when it has no extended attributes)."""
-        path = entry.path
+        """Create the file that is this one chunk, write it and give it its metadata on one descriptor
+        (:meth:`ConfinedTree.write_new`), and check it."""
         mode, owner = self._mode_and_owner(entry)
-        if not entry.xattrs:
-            written = self.tree.write_new(path, raw, mode, owner, entry.mtime_ns)
-            self._check_is_the_file(path, entry, written)
-            self.warnings += written.problems
-            self.bytes_done += len(raw)
-            return
-        fd = self.tree.create_open(path)
-        try:
-            self._pwrite(fd, path, raw, 0)
-            st = os.fstat(fd)
-            self._check_is_the_file(path, entry, st)
-            self.warnings += self.tree.apply_to(fd, path, "f", mode, owner, entry.mtime_ns, entry.xattrs, st=st)
-        finally:
-            os.close(fd)
+        written = self.tree.write_new(entry.path, raw, mode, owner, entry.mtime_ns, entry.xattrs)
+        self._check_is_the_file(entry.path, entry, written)
+        self.warnings += written.problems
         self.bytes_done += len(raw)
 
     def _check_sizes(self) -> None:

@@ -160,14 +160,7 @@ class Walker:
         candidate = known.may_be_same(rel)
         early = self._ahead.take(rel) if candidate and self._ahead is not None else None
         if early is not None:  # scanned ahead: the checks _open and the scan below make, on what it saw
-            if isinstance(early, OSError):
-                self.tally.fail(rel or ".", early)
-                return [], []
-            st, result = early
-            swapped = replaced(listed, st)
-            if swapped is not None:
-                self.tally.fail(rel or ".", swapped)
-                return [], []
+            result = _usable(early, listed)
             if isinstance(result, OSError):
                 self.tally.fail(rel or ".", result)
                 return [], []
@@ -461,6 +454,14 @@ class _ScanAhead:
             self._done[rel] = early
             self._changed.notify_all()
         self.offer(below)
+
+
+def _usable(early: Early, listed: os.stat_result | Identity) -> Scanned | OSError:
+    """An early scan, if it is of the directory its parent's listing saw and it did not fail; else why not."""
+    if isinstance(early, OSError):
+        return early
+    st, result = early
+    return replaced(listed, st) or result
 
 
 def _scan_early(path: str) -> Early:
